@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make demo` (the main job, offline) and `make test`.
+# Everything runs from a local .venv made with plain venv + pip.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stnviz-installed
+OUT ?= out
+# A fresh random token per `make lab` unless you set one; never empty.
+TOKEN ?= $(shell $(PYTHON) -c "import secrets; print(secrets.token_hex(16))")
+PORT ?= 8888
+
+.PHONY: install test demo lab bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m stnviz demo --out $(OUT)
+
+lab: $(STAMP)
+	@echo "JupyterLab on http://127.0.0.1:$(PORT)/lab?token=$(TOKEN)"
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser \
+		--IdentityProvider.token=$(TOKEN) --ServerApp.root_dir=notebooks
+
+bench: $(STAMP)
+	$(PY) bench/run.py --out bench/results
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,198 @@
+"""Save and load models as one file of plain types, written atomically, read with ``weights_only``.
+
+A checkpoint is a ``torch.save`` of a dict holding only ``str``, ``int``, ``float``, ``bool``,
+``None``, lists, tuples, string-keyed dicts and tensors::
+
+    {"format": "stnviz-checkpoint", "version": 1,
+     "arch": "stn_cnn", "model_args": {...},           # rebuilds the model via the registry
+     "state_dict": {...},                              # tensors
+     "meta": {"dataset", "transform", "input_size", "metrics", "epochs", "seed",
+              "versions", "created", "command", ...},
+     "extra": {...}}                                   # optional: optimizer state, trainer state
+
+It is read with ``torch.load(weights_only=True)``, which refuses any pickled object that is not one
+of those types, so a file crafted to run code when unpickled is rejected before anything runs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import pickle
+import platform
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import SpatialTransformer, build_model
+
+__all__ = ["CheckpointError", "atomic_write", "load_checkpoint", "load_model", "save_checkpoint"]
+
+FORMAT = "stnviz-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be used; the message names the file and the problem."""
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise ValueError(f"{where} keys must be str or int, got {type(k).__name__} ({k!r})")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    raise ValueError(
+        f"{where} must hold only plain types (str, int, float, bool, None, list, tuple, dict, Tensor), "
+        f"got {type(obj).__name__}"
+    )
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place.
+
+    A failure (or a kill) part-way leaves any previous file at ``path`` untouched and no
+    half-written file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _versions() -> dict:
+    from . import __version__
+
+    out = {"stnviz": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        import torchvision
+
+        out["torchvision"] = torchvision.__version__
+    except Exception:  # torchvision is optional for loading; record its absence
+        out["torchvision"] = None
+    return out
+
+
+def _default_meta(model: nn.Module) -> dict:
+    families = [m.transform for m in model.modules() if isinstance(m, SpatialTransformer)]
+    input_size = getattr(model, "input_size", None)
+    return {
+        "dataset": None,
+        "transform": families[0] if len(set(families)) == 1 else (families or None),
+        "input_size": list(input_size) if input_size is not None else None,
+        "metrics": {},
+        "epochs": None,
+        "seed": None,
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else None,
+    }
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None = None, *, extra: dict | None = None) -> Path:
+    """Write ``model`` (built by a registered builder) to ``path`` atomically; return the path.
+
+    ``meta`` overrides / adds to the defaults (transform family, input size, library versions,
+    creation time, the command line). Everything must be plain types; ``extra`` may carry
+    trainer state such as an optimizer's ``state_dict()``.
+    """
+    config = getattr(model, "stnviz_config", None)
+    if config is None:
+        raise ValueError(
+            "save_checkpoint needs a model built by a registered builder (it records model.stnviz_config); "
+            f"got a {type(model).__name__} without one"
+        )
+    full_meta = _default_meta(model)
+    full_meta.update(meta or {})
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": config["arch"],
+        "model_args": dict(config["kwargs"]),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": full_meta,
+        "extra": extra or {},
+    }
+    _check_plain(payload["model_args"], "model_args")
+    _check_plain(payload["meta"], "meta")
+    _check_plain(payload["extra"], "extra")
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
+    """Read and validate a checkpoint dict (see module docstring) with ``weights_only=True``.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a file that
+    is truncated, corrupt, not a stnviz checkpoint, or holds objects other than plain types
+    (such a file is refused before any of its code can run).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects other than plain types and tensors, which could run "
+            f"code when unpickled ({first})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: truncated or not a torch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a stnviz checkpoint (expected a dict with format={FORMAT!r})")
+    if payload.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}; this stnviz reads up to {VERSION}")
+    for key, kind in (("arch", str), ("model_args", dict), ("state_dict", dict), ("meta", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"{path} is missing {key!r} (expected {kind.__name__})")
+    return payload
+
+
+def load_model(path: str | os.PathLike, *, device=None, arch: str | None = None) -> nn.Module:
+    """Rebuild the model in ``path`` with its weights, in eval mode, with ``model.meta`` set.
+
+    ``arch``: if given, the checkpoint must be of that architecture (else :class:`CheckpointError`).
+    ``device`` is resolved with :func:`stnviz.resolve_device` (``None`` means ``"auto"``).
+    """
+    from .device import resolve_device
+
+    payload = load_checkpoint(path)
+    if arch is not None and payload["arch"] != arch:
+        raise CheckpointError(f"{path} holds architecture {payload['arch']!r}, expected {arch!r}")
+    try:
+        model = build_model(payload["arch"], **payload["model_args"])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: its weights do not fit architecture {payload['arch']!r} with {payload['model_args']}: "
+            + str(e).splitlines()[0]
+            + " ..."
+        ) from None
+    model.meta = dict(payload["meta"], arch=payload["arch"], model_args=payload["model_args"], path=str(path))
+    return model.to(resolve_device(device)).eval()

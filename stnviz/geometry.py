@@ -1,0 +1,735 @@
+"""Pure, batched, differentiable geometry of spatial transformers.
+
+Everything here is a function of tensors: device and dtype come from the inputs, nothing holds
+state except a small cache of solved thin-plate-spline systems.
+
+Conventions (the one place they are stated; the rest of the package follows them)
+--------------------------------------------------------------------------------
+* **Normalised coordinates.** A point is ``(x, y)`` with ``x`` left -> right and ``y`` top ->
+  bottom, both in ``[-1, 1]`` across the image.
+* **align_corners=False, package-wide** (:data:`ALIGN_CORNERS`). ``-1`` and ``+1`` are the *outer
+  edges* of the border pixels, not their centres, exactly as in ``torch.nn.functional.affine_grid``
+  / ``grid_sample`` with ``align_corners=False`` (PyTorch's default). So a transform means the same
+  thing whatever the resolution, and an ``output_size`` that differs from the input size crops or
+  zooms without a half-pixel shift. :func:`theta_to_pixel` converts to pixel matrices for either
+  setting.
+* **Direction: output -> input.** Parameters map a point of the *output* image to the point of the
+  *input* image it is sampled from (the "inverse map" of the STN paper's grid generator). A theta
+  of ``[[0.5, 0, 0], [0, 0.5, 0]]`` therefore *zooms in* 2x on the centre.
+* **Pixel coordinates** (only in :func:`theta_to_pixel`, :func:`pixel_to_theta` and
+  :func:`sampled_corners`): pixel ``i`` has its centre at ``i``, so an image of width ``W`` spans
+  ``[-0.5, W - 0.5]``; this is OpenCV's and matplotlib ``imshow``'s convention.
+* **Angles** are in radians.
+
+Shapes: images ``(B, C, H, W)``; affine theta ``(B, 2, 3)``; homography ``(B, 3, 3)``; TPS
+control points ``(B, K, 2)``; grids ``(B, H, W, 2)`` holding normalised ``(x, y)``.
+
+Transform families and their parameters (``family=`` in :func:`make_grid`):
+
+=============  ==========================  ===================================================
+family         parameters                  meaning
+=============  ==========================  ===================================================
+affine         ``(B, 2, 3)`` or ``(B, 6)``  full affine theta
+attention      ``(B, 3)``                   ``(s, tx, ty)``: isotropic scale + translation
+                                           (the paper's attention / crop transform)
+restricted     ``(B, P)``                   the named ``components`` you chose, see
+                                           :func:`restricted_to_theta`
+translation    ``(B, 2)``                   ``(tx, ty)``
+projective     ``(B, 3, 3)``, ``(B, 9)`` or  homography; 8 values means ``h33 = 1``
+               ``(B, 8)``
+tps            ``(B, K, 2)`` or ``(B, 2K)``  where the K control points (a regular
+                                           ``n x n`` lattice of the output) land in the input
+=============  ==========================  ===================================================
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "ALIGN_CORNERS",
+    "FAMILIES",
+    "RESTRICTED_COMPONENTS",
+    "AffineComponents",
+    "affine_grid",
+    "attention_grid",
+    "attention_to_theta",
+    "compose_affine",
+    "decompose_affine",
+    "identity_params",
+    "invert",
+    "make_grid",
+    "num_params",
+    "pixel_to_theta",
+    "projective_grid",
+    "restricted_grid",
+    "restricted_to_theta",
+    "sampled_corners",
+    "sampled_outline",
+    "theta_to_pixel",
+    "to_matrix",
+    "tps_control_points",
+    "tps_grid",
+    "tps_solve",
+    "translation_grid",
+    "translation_to_theta",
+    "warp",
+]
+
+#: The package-wide ``align_corners`` setting for ``affine_grid`` / ``grid_sample``.
+ALIGN_CORNERS = False
+
+FAMILIES = ("affine", "attention", "restricted", "translation", "projective", "tps")
+
+#: Names a restricted transform can be built from; ``"translation"`` is short for ``tx, ty``.
+RESTRICTED_COMPONENTS = ("rotation", "scale", "aspect", "shear", "tx", "ty")
+
+_WARP_MODES = ("bilinear", "nearest", "bicubic")
+_PADDINGS = ("zeros", "border", "reflection")
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _shape(t: torch.Tensor) -> tuple:
+    return tuple(t.shape)
+
+
+def _check_tensor(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _check_params(p: torch.Tensor, name: str, expected: str, ok: bool) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got shape {_shape(p)}")
+    if p.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {_shape(p)}); expected at least one item")
+    if not p.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {p.dtype}")
+    if not bool(torch.isfinite(p).all()):
+        raise ValueError(f"{name} must be finite, got NaN or inf in a tensor of shape {_shape(p)}")
+
+
+def _check_size(size) -> tuple[int, int]:
+    try:
+        h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (H, W), got {size!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be two positive integers (H, W), got {size!r}")
+    return h, w
+
+
+def _check_theta(theta: torch.Tensor, name: str = "theta") -> torch.Tensor:
+    """Accept ``(B, 2, 3)`` or ``(B, 6)``; return ``(B, 2, 3)``."""
+    _check_tensor(theta, name)
+    if theta.dim() == 2 and theta.shape[1] == 6:
+        theta = theta.reshape(-1, 2, 3)
+    _check_params(theta, name, "(B, 2, 3) or (B, 6)", theta.dim() == 3 and theta.shape[1:] == (2, 3))
+    return theta
+
+
+def _check_tps_points(points: torch.Tensor) -> torch.Tensor:
+    """Accept ``(B, K, 2)`` or ``(B, 2K)``; return ``(B, K, 2)``."""
+    _check_tensor(points, "TPS points")
+    if points.dim() == 2 and points.shape[1] % 2 == 0:
+        points = points.reshape(points.shape[0], -1, 2)
+    _check_params(points, "TPS points", "(B, K, 2) or (B, 2K)", points.dim() == 3 and points.shape[2] == 2)
+    return points
+
+
+def _check_homography(h: torch.Tensor, name: str = "homography") -> torch.Tensor:
+    """Accept ``(B, 3, 3)``, ``(B, 9)`` or ``(B, 8)`` (``h33 = 1``); return ``(B, 3, 3)``."""
+    _check_tensor(h, name)
+    if h.dim() == 2 and h.shape[1] == 8:
+        h = torch.cat([h, h.new_ones(h.shape[0], 1)], dim=1)
+    if h.dim() == 2 and h.shape[1] == 9:
+        h = h.reshape(-1, 3, 3)
+    _check_params(h, name, "(B, 3, 3), (B, 9) or (B, 8)", h.dim() == 3 and h.shape[1:] == (3, 3))
+    return h
+
+
+# --------------------------------------------------------------------------- parameter -> matrix
+
+
+def attention_to_theta(params: torch.Tensor) -> torch.Tensor:
+    """Attention parameters ``(B, 3)`` = ``(s, tx, ty)`` -> theta ``(B, 2, 3)``.
+
+    ``theta = [[s, 0, tx], [0, s, ty]]``: the output shows a square window of half-size ``s``
+    centred on ``(tx, ty)`` of the input (normalised coordinates). Identity: ``(1, 0, 0)``.
+    """
+    _check_tensor(params, "attention params")
+    _check_params(params, "attention params", "(B, 3) = (scale, tx, ty)", params.dim() == 2 and params.shape[1] == 3)
+    s, tx, ty = params.unbind(1)
+    zero = torch.zeros_like(s)
+    return torch.stack([torch.stack([s, zero, tx], 1), torch.stack([zero, s, ty], 1)], 1)
+
+
+def translation_to_theta(params: torch.Tensor) -> torch.Tensor:
+    """Translation ``(B, 2)`` = ``(tx, ty)`` -> theta ``(B, 2, 3)``. Identity: ``(0, 0)``."""
+    _check_tensor(params, "translation params")
+    _check_params(params, "translation params", "(B, 2) = (tx, ty)", params.dim() == 2 and params.shape[1] == 2)
+    eye = torch.eye(2, dtype=params.dtype, device=params.device).expand(params.shape[0], 2, 2)
+    return torch.cat([eye, params.unsqueeze(-1)], dim=2)
+
+
+def _expand_components(components: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(components, str):
+        components = (components,)
+    out: list[str] = []
+    for c in components:
+        names = ("tx", "ty") if c == "translation" else (c,)
+        for n in names:
+            if n not in RESTRICTED_COMPONENTS:
+                raise ValueError(
+                    f"restricted component must be one of {RESTRICTED_COMPONENTS + ('translation',)}, got {c!r}"
+                )
+            if n in out:
+                raise ValueError(f"restricted component {n!r} given twice in {tuple(components)}")
+            out.append(n)
+    if not out:
+        raise ValueError("a restricted transform needs at least one component, got none")
+    return tuple(out)
+
+
+_RESTRICTED_IDENTITY = {"rotation": 0.0, "scale": 1.0, "aspect": 1.0, "shear": 0.0, "tx": 0.0, "ty": 0.0}
+
+
+def restricted_to_theta(params: torch.Tensor, components: Sequence[str]) -> torch.Tensor:
+    """Restricted affine parameters ``(B, P)`` -> theta ``(B, 2, 3)``.
+
+    ``components`` names the columns of ``params`` in order, any subset of
+    ``rotation`` (radians), ``scale`` (isotropic), ``aspect``, ``shear``, ``tx``, ``ty``
+    (``translation`` is short for ``tx, ty``). Components left out stay at identity
+    (rotation 0, scale 1, aspect 1, shear 0, translation 0). The matrix is
+    :func:`compose_affine` with ``scale_x = scale * aspect`` and ``scale_y = scale / aspect``.
+
+    Example: ``restricted_to_theta(p, ("rotation", "scale", "translation"))`` is the
+    rotation-scale-translation transform (``p`` is ``(B, 4)``).
+    """
+    names = _expand_components(components)
+    _check_tensor(params, "restricted params")
+    _check_params(
+        params,
+        "restricted params",
+        f"(B, {len(names)}) for components {names}",
+        params.dim() == 2 and params.shape[1] == len(names),
+    )
+    cols = dict(zip(names, params.unbind(1)))
+
+    def get(n):
+        return cols[n] if n in cols else torch.full_like(params[:, 0], _RESTRICTED_IDENTITY[n])
+
+    scale, aspect = get("scale"), get("aspect")
+    return compose_affine(
+        rotation=get("rotation"),
+        scale_x=scale * aspect,
+        scale_y=scale / aspect,
+        shear=get("shear"),
+        tx=get("tx"),
+        ty=get("ty"),
+    )
+
+
+def to_matrix(params: torch.Tensor, family: str, *, components: Sequence[str] | None = None) -> torch.Tensor:
+    """Parameters of a matrix family -> homogeneous matrix ``(B, 3, 3)`` (output -> input).
+
+    Works for ``affine``, ``attention``, ``restricted`` (needs ``components``), ``translation``
+    and ``projective``. TPS has no matrix: use :func:`make_grid`.
+    """
+    if family == "projective":
+        return _check_homography(params)
+    if family == "affine":
+        theta = _check_theta(params)
+    elif family == "attention":
+        theta = attention_to_theta(params)
+    elif family == "translation":
+        theta = translation_to_theta(params)
+    elif family == "restricted":
+        if components is None:
+            raise ValueError("family 'restricted' needs components=..., got None")
+        theta = restricted_to_theta(params, components)
+    elif family == "tps":
+        raise ValueError("family 'tps' has no matrix; expected one of affine, attention, restricted, translation, projective")
+    else:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return _homogeneous(theta)
+
+
+def _homogeneous(theta: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, 3)`` -> ``(B, 3, 3)`` with last row ``[0, 0, 1]``."""
+    row = theta.new_tensor([0.0, 0.0, 1.0]).expand(theta.shape[0], 1, 3)
+    return torch.cat([theta, row], dim=1)
+
+
+# --------------------------------------------------------------------------- compose / decompose
+
+
+class AffineComponents(NamedTuple):
+    """The decomposition ``A = R(rotation) @ [[1, shear], [0, 1]] @ diag(scale_x, scale_y)``.
+
+    Each field is a ``(B,)`` tensor; ``(tx, ty)`` is the translation column. ``rotation`` is in
+    radians, counter-clockwise in the ``(x right, y down)`` frame as drawn on screen is *clockwise*.
+    A reflection shows as a negative ``scale_y``.
+    """
+
+    rotation: torch.Tensor
+    scale_x: torch.Tensor
+    scale_y: torch.Tensor
+    shear: torch.Tensor
+    tx: torch.Tensor
+    ty: torch.Tensor
+
+
+def compose_affine(
+    rotation=0.0, scale_x=1.0, scale_y=1.0, shear=0.0, tx=0.0, ty=0.0
+) -> torch.Tensor:
+    """Build theta ``(B, 2, 3)`` from components (inverse of :func:`decompose_affine`).
+
+    ``theta[:, :, :2] = R(rotation) @ [[1, shear], [0, 1]] @ diag(scale_x, scale_y)`` and
+    ``theta[:, :, 2] = (tx, ty)``. Each argument is a ``(B,)`` tensor or a number; at least one
+    must be a tensor (it sets batch, device and dtype). Round trip:
+    ``compose_affine(*decompose_affine(theta))`` equals ``theta``.
+    """
+    args = dict(rotation=rotation, scale_x=scale_x, scale_y=scale_y, shear=shear, tx=tx, ty=ty)
+    ref = next((v for v in args.values() if isinstance(v, torch.Tensor)), None)
+    if ref is None:
+        raise ValueError("compose_affine needs at least one (B,) tensor argument, got only numbers")
+    if ref.dim() != 1 or ref.shape[0] == 0:
+        raise ValueError(f"compose_affine arguments must be (B,) tensors with B >= 1, got shape {_shape(ref)}")
+    dtype = ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
+    vals = {}
+    for k, v in args.items():
+        v = torch.as_tensor(v, dtype=dtype, device=ref.device)
+        if v.dim() == 0:
+            v = v.expand(ref.shape[0])
+        if v.shape != ref.shape:
+            raise ValueError(f"compose_affine: {k} must have shape {_shape(ref)}, got {_shape(v)}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"compose_affine: {k} must be finite, got NaN or inf")
+        vals[k] = v
+    c, s = torch.cos(vals["rotation"]), torch.sin(vals["rotation"])
+    sx, sy, sh = vals["scale_x"], vals["scale_y"], vals["shear"]
+    # R @ Shear @ S, written out so autograd sees a handful of elementwise ops.
+    a11 = c * sx
+    a12 = (c * sh - s) * sy
+    a21 = s * sx
+    a22 = (s * sh + c) * sy
+    row0 = torch.stack([a11, a12, vals["tx"]], dim=1)
+    row1 = torch.stack([a21, a22, vals["ty"]], dim=1)
+    return torch.stack([row0, row1], dim=1)
+
+
+def decompose_affine(theta: torch.Tensor) -> AffineComponents:
+    """Split theta ``(B, 2, 3)`` (or ``(B, 6)``) into :class:`AffineComponents`.
+
+    QR-style: ``rotation = atan2(a21, a11)``, ``scale_x = |first column|``,
+    ``scale_y = det / scale_x``, ``shear`` from the remaining upper-triangular entry.
+    Raises ``ValueError`` for a singular linear part (the decomposition is not unique).
+    """
+    theta = _check_theta(theta)
+    a11, a12, tx = theta[:, 0].unbind(1)
+    a21, a22, ty = theta[:, 1].unbind(1)
+    scale_x = torch.sqrt(a11 * a11 + a21 * a21)
+    det = a11 * a22 - a12 * a21
+    tol = 1e-12 if theta.dtype == torch.float64 else 1e-6
+    bad = (scale_x <= tol) | (det.abs() <= tol * scale_x.clamp_min(1.0))
+    if bool(bad.any()):
+        idx = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"decompose_affine expects a non-singular linear part, got det={float(det[idx]):.3g} at batch index {idx}"
+        )
+    rotation = torch.atan2(a21, a11)
+    c, s = a11 / scale_x, a21 / scale_x
+    scale_y = det / scale_x
+    shear = (c * a12 + s * a22) / scale_y
+    return AffineComponents(rotation, scale_x, scale_y, shear, tx, ty)
+
+
+def invert(params: torch.Tensor) -> torch.Tensor:
+    """Inverse of an affine theta ``(B, 2, 3)`` or a homography ``(B, 3, 3)``; same shape out.
+
+    Warping by ``T`` and then by ``invert(T)`` gives back the image wherever both samplings stayed
+    inside it. Raises ``ValueError`` for a singular matrix, naming the batch index.
+    """
+    _check_tensor(params, "params")
+    if params.dim() == 3 and params.shape[1:] == (2, 3):
+        m = _homogeneous(_check_theta(params))
+        affine = True
+    elif params.dim() == 3 and params.shape[1:] == (3, 3):
+        m = _check_homography(params)
+        affine = False
+    else:
+        raise ValueError(f"invert expects an affine theta (B, 2, 3) or a homography (B, 3, 3), got shape {_shape(params)}")
+    det = torch.linalg.det(m)
+    scale = m.abs().flatten(1).amax(1).clamp_min(1e-30) ** 3
+    tol = 1e-12 if m.dtype == torch.float64 else 1e-6
+    bad = det.abs() <= tol * scale
+    if bool(bad.any()):
+        idx = int(bad.nonzero()[0, 0])
+        raise ValueError(f"cannot invert a singular matrix: det={float(det[idx]):.3g} at batch index {idx}")
+    inv = torch.linalg.inv(m)
+    return inv[:, :2] if affine else inv
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def affine_grid(theta: torch.Tensor, size) -> torch.Tensor:
+    """Sampling grid ``(B, H, W, 2)`` for theta ``(B, 2, 3)`` (or ``(B, 6)``), output ``size = (H, W)``.
+
+    A thin checked wrapper over ``torch.nn.functional.affine_grid`` with the package's
+    ``align_corners`` (see module docstring).
+    """
+    theta = _check_theta(theta)
+    h, w = _check_size(size)
+    return F.affine_grid(theta, [theta.shape[0], 1, h, w], align_corners=ALIGN_CORNERS)
+
+
+def attention_grid(params: torch.Tensor, size) -> torch.Tensor:
+    """Grid ``(B, H, W, 2)`` for attention parameters ``(B, 3)`` = ``(s, tx, ty)``."""
+    return affine_grid(attention_to_theta(params), size)
+
+
+def translation_grid(params: torch.Tensor, size) -> torch.Tensor:
+    """Grid ``(B, H, W, 2)`` for a translation ``(B, 2)`` = ``(tx, ty)``."""
+    return affine_grid(translation_to_theta(params), size)
+
+
+def restricted_grid(params: torch.Tensor, size, components: Sequence[str]) -> torch.Tensor:
+    """Grid ``(B, H, W, 2)`` for restricted parameters ``(B, P)``; see :func:`restricted_to_theta`."""
+    return affine_grid(restricted_to_theta(params, components), size)
+
+
+def _base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
+    """Output pixel centres in normalised coordinates, ``(H, W, 2)``, align_corners=False."""
+    ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1)
+
+
+def _apply_homography(m: torch.Tensor, pts: torch.Tensor, name: str = "homography") -> torch.Tensor:
+    """Map points ``(B, N, 2)`` through ``(B, 3, 3)``; raise if a point goes to infinity."""
+    ones = torch.ones_like(pts[..., :1])
+    hp = torch.cat([pts, ones], dim=-1) @ m.transpose(1, 2)
+    w = hp[..., 2:]
+    tol = 1e-12 if m.dtype == torch.float64 else 1e-7
+    if bool((w.abs() <= tol).any()):
+        raise ValueError(f"{name} sends a point to infinity (w = 0); expected w != 0 over the whole output")
+    return hp[..., :2] / w
+
+
+def projective_grid(homography: torch.Tensor, size) -> torch.Tensor:
+    """Grid ``(B, H, W, 2)`` for a homography ``(B, 3, 3)`` (or ``(B, 9)``, or ``(B, 8)`` with ``h33=1``).
+
+    Output pixel ``p`` (normalised, homogeneous) samples the input at ``H p`` divided by its third
+    coordinate. Raises ``ValueError`` when that coordinate is zero somewhere on the grid.
+    """
+    m = _check_homography(homography)
+    h, w = _check_size(size)
+    base = _base_grid(h, w, m.device, m.dtype).reshape(1, h * w, 2).expand(m.shape[0], -1, -1)
+    return _apply_homography(m, base).reshape(m.shape[0], h, w, 2)
+
+
+def tps_control_points(k: int, *, device=None, dtype=None) -> torch.Tensor:
+    """The ``K = n * n`` rest positions ``(K, 2)`` of TPS control points: a regular lattice over
+    ``[-1, 1]^2`` (x varies fastest). ``K`` must be a square number >= 4."""
+    n = math.isqrt(int(k))
+    if n * n != k or n < 2:
+        raise ValueError(f"TPS needs a square number of control points K = n*n >= 4, got K={k}")
+    dtype = dtype or torch.get_default_dtype()
+    lin = torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(lin, lin, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+
+
+def _tps_radial(d2: torch.Tensor) -> torch.Tensor:
+    """``U(r) = r^2 log r^2`` as a function of ``r^2``, with ``U(0) = 0``."""
+    return d2 * torch.log(d2.clamp_min(1e-20))
+
+
+def _tps_weights(source: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``(N, K)`` weights so that ``weights @ targets`` is the TPS image of ``points (N, 2)``.
+
+    Folds the kernel row of every point against the inverse of the ``(K + 3) x (K + 3)`` TPS
+    system ``[[U(P), P1], [P1^T, 0]]`` built on ``source (K, 2)``. Float64 throughout.
+    """
+    p = source.detach().to(torch.float64)
+    k = p.shape[0]
+    p1 = torch.cat([torch.ones(k, 1, dtype=p.dtype, device=p.device), p], dim=1)  # (K, 3)
+    system = torch.zeros(k + 3, k + 3, dtype=p.dtype, device=p.device)
+    system[:k, :k] = _tps_radial(torch.cdist(p, p) ** 2)
+    system[:k, k:] = p1
+    system[k:, :k] = p1.T
+    try:
+        system_inv = torch.linalg.inv(system)
+    except RuntimeError:
+        raise ValueError("TPS source points are degenerate (collinear or repeated); expected points spanning the plane") from None
+    x = points.detach().to(device=p.device, dtype=torch.float64)
+    ones = torch.ones(len(x), 1, dtype=p.dtype, device=p.device)
+    basis = torch.cat([_tps_radial(torch.cdist(x, p) ** 2), ones, x], dim=1)
+    return basis @ system_inv[:, :k]
+
+
+def tps_solve(source: torch.Tensor, size) -> torch.Tensor:
+    """Solve the TPS system for rest points ``source (K, 2)`` once: returns ``(H * W, K)``.
+
+    The returned matrix ``M`` maps target control points ``(B, K, 2)`` straight to a grid:
+    ``grid = M @ targets``, so each forward pass is one matmul. Solved in float64 for accuracy,
+    returned in ``source``'s dtype.
+    """
+    _check_tensor(source, "TPS source points")
+    if source.dim() != 2 or source.shape[1] != 2 or source.shape[0] < 3:
+        raise ValueError(f"TPS source points must be (K, 2) with K >= 3, got shape {_shape(source)}")
+    h, w = _check_size(size)
+    base = _base_grid(h, w, source.device, torch.float64).reshape(-1, 2)
+    return _tps_weights(source, base).to(source.dtype)
+
+
+@lru_cache(maxsize=32)
+def _regular_tps_matrix(k: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return tps_solve(tps_control_points(k, device=device, dtype=torch.float64), (h, w)).to(dtype)
+
+
+def tps_grid(points: torch.Tensor, size, *, source: torch.Tensor | None = None, solved: torch.Tensor | None = None) -> torch.Tensor:
+    """Thin-plate-spline grid ``(B, H, W, 2)``.
+
+    ``points (B, K, 2)`` (or ``(B, 2K)``) are where the control points land in the input; at rest
+    (``points == source``) the grid is the identity. ``source (K, 2)`` defaults to
+    :func:`tps_control_points` (a regular lattice), whose solved system is cached per
+    ``(K, size, device, dtype)``. Pass ``solved`` (from :func:`tps_solve`) to reuse your own.
+    """
+    points = _check_tps_points(points)
+    h, w = _check_size(size)
+    k = points.shape[1]
+    if solved is None:
+        if source is None:
+            solved = _regular_tps_matrix(k, h, w, points.device, points.dtype)
+        else:
+            solved = tps_solve(source.to(points), (h, w))
+    if solved.shape != (h * w, k):
+        raise ValueError(f"solved TPS matrix must be (H*W, K) = ({h * w}, {k}), got {_shape(solved)}")
+    return (solved.to(points) @ points).reshape(points.shape[0], h, w, 2)
+
+
+def make_grid(params: torch.Tensor, family: str, size, *, components: Sequence[str] | None = None, **kwargs) -> torch.Tensor:
+    """Sampling grid ``(B, H, W, 2)`` for any family (see the table in the module docstring).
+
+    ``components`` is needed for ``restricted``; ``source`` / ``solved`` may be passed for ``tps``.
+    """
+    if family == "affine":
+        return affine_grid(params, size)
+    if family == "attention":
+        return attention_grid(params, size)
+    if family == "translation":
+        return translation_grid(params, size)
+    if family == "restricted":
+        if components is None:
+            raise ValueError("family 'restricted' needs components=..., got None")
+        return restricted_grid(params, size, components)
+    if family == "projective":
+        return projective_grid(params, size)
+    if family == "tps":
+        return tps_grid(params, size, **kwargs)
+    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+
+def num_params(family: str, *, components: Sequence[str] | None = None, control_points: int = 16) -> int:
+    """How many numbers a localisation net regresses for ``family``."""
+    counts = {"affine": 6, "attention": 3, "translation": 2, "projective": 8}
+    if family in counts:
+        return counts[family]
+    if family == "restricted":
+        if components is None:
+            raise ValueError("family 'restricted' needs components=..., got None")
+        return len(_expand_components(components))
+    if family == "tps":
+        tps_control_points(control_points)  # validates K
+        return 2 * control_points
+    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+
+def identity_params(
+    family: str, *, components: Sequence[str] | None = None, control_points: int = 16, dtype=None, device=None
+) -> torch.Tensor:
+    """The flat identity parameter vector ``(P,)`` of ``family`` (the bias an STN starts from).
+
+    Flat layouts: affine row-major theta (6); attention ``(s, tx, ty)``; translation ``(tx, ty)``;
+    projective the first 8 entries of ``I`` (``h33 = 1``); restricted the identity value of each
+    component; tps the lattice of :func:`tps_control_points` flattened ``(x0, y0, x1, y1, ...)``.
+    """
+    kw = dict(dtype=dtype or torch.get_default_dtype(), device=device)
+    if family == "affine":
+        return torch.tensor([1.0, 0, 0, 0, 1, 0], **kw)
+    if family == "attention":
+        return torch.tensor([1.0, 0, 0], **kw)
+    if family == "translation":
+        return torch.zeros(2, **kw)
+    if family == "projective":
+        return torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0], **kw)
+    if family == "restricted":
+        if components is None:
+            raise ValueError("family 'restricted' needs components=..., got None")
+        return torch.tensor([_RESTRICTED_IDENTITY[n] for n in _expand_components(components)], **kw)
+    if family == "tps":
+        return tps_control_points(control_points, **kw).reshape(-1)
+    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def warp(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", padding: str = "zeros") -> torch.Tensor:
+    """Sample ``image (B, C, H_in, W_in)`` at ``grid (B, H, W, 2)`` -> ``(B, C, H, W)``.
+
+    Any number of channels in one call. ``mode``: ``bilinear``, ``nearest`` or ``bicubic``;
+    ``padding``: ``zeros``, ``border`` or ``reflection`` (what out-of-image samples read).
+    Uses ``torch.nn.functional.grid_sample`` with the package's ``align_corners``.
+    Images must be floating point (``[0, 1]`` for pictures; feature maps may hold any value).
+    """
+    _check_tensor(image, "image")
+    _check_tensor(grid, "grid")
+    if image.dim() != 4:
+        raise ValueError(f"image must be (B, C, H, W), got shape {_shape(image)}")
+    if not image.is_floating_point():
+        raise ValueError(f"image must be floating point (e.g. in [0, 1]), got {image.dtype}; convert with image.float() / 255")
+    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0 or image.shape[3] == 0:
+        raise ValueError(f"image must be non-empty (B, C, H, W), got shape {_shape(image)}")
+    if grid.dim() != 4 or grid.shape[-1] != 2:
+        raise ValueError(f"grid must be (B, H, W, 2), got shape {_shape(grid)}")
+    if grid.shape[0] != image.shape[0]:
+        raise ValueError(f"grid batch {grid.shape[0]} must match image batch {image.shape[0]}")
+    if mode not in _WARP_MODES:
+        raise ValueError(f"mode must be one of {_WARP_MODES}, got {mode!r}")
+    if padding not in _PADDINGS:
+        raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
+    return F.grid_sample(image, grid.to(image.dtype), mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)
+
+
+# --------------------------------------------------------------------------- pixel conventions
+
+
+def _normaliser(h: int, w: int, align_corners: bool, ref: torch.Tensor) -> torch.Tensor:
+    """``(3, 3)`` matrix taking pixel coordinates (centre of pixel i at i) to normalised ones."""
+    if align_corners:
+        if h < 2 or w < 2:
+            raise ValueError(f"align_corners=True needs H, W >= 2, got ({h}, {w})")
+        sx, sy, ox, oy = 2.0 / (w - 1), 2.0 / (h - 1), -1.0, -1.0
+    else:
+        sx, sy, ox, oy = 2.0 / w, 2.0 / h, 1.0 / w - 1.0, 1.0 / h - 1.0
+    return ref.new_tensor([[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]])
+
+
+def theta_to_pixel(
+    params: torch.Tensor, input_size, output_size=None, *, align_corners: bool = ALIGN_CORNERS, inverse_map: bool = False
+) -> torch.Tensor:
+    """Normalised theta ``(B, 2, 3)`` or homography ``(B, 3, 3)`` -> pixel matrix ``(B, 3, 3)``.
+
+    By default the result is OpenCV's ``warpAffine`` / ``warpPerspective`` matrix ``M``: it maps
+    *input* pixel coordinates to *output* pixel coordinates, so
+    ``cv2.warpAffine(img, M[:2], (W_out, H_out))`` reproduces the STN's output (up to
+    interpolation). With ``inverse_map=True`` it returns the output -> input map (OpenCV's
+    ``WARP_INVERSE_MAP``). ``align_corners`` says which normalisation ``params`` was made with
+    (the package uses ``False``; pass ``True`` for theta from code that used ``align_corners=True``).
+    Sizes are ``(H, W)``; ``output_size`` defaults to ``input_size``.
+    """
+    _check_tensor(params, "params")
+    m = _homogeneous(_check_theta(params)) if params.shape[1:] in ((2, 3), (6,)) else _check_homography(params)
+    hi, wi = _check_size(input_size)
+    ho, wo = _check_size(output_size if output_size is not None else input_size)
+    n_in = _normaliser(hi, wi, align_corners, m)
+    n_out = _normaliser(ho, wo, align_corners, m)
+    sample_map = torch.linalg.inv(n_in) @ m @ n_out  # output pixel -> input pixel
+    return sample_map if inverse_map else invert(sample_map)
+
+
+def pixel_to_theta(
+    matrix: torch.Tensor, input_size, output_size=None, *, align_corners: bool = ALIGN_CORNERS, inverse_map: bool = False
+) -> torch.Tensor:
+    """Inverse of :func:`theta_to_pixel`: pixel matrix ``(B, 3, 3)`` or ``(B, 2, 3)`` -> normalised.
+
+    Returns theta ``(B, 2, 3)`` when the matrix is affine (last row ``[0, 0, 1]``), else a
+    homography ``(B, 3, 3)``.
+    """
+    _check_tensor(matrix, "matrix")
+    if matrix.dim() == 3 and matrix.shape[1:] == (2, 3):
+        m = _homogeneous(_check_theta(matrix, "matrix"))
+    else:
+        m = _check_homography(matrix, "matrix")
+    affine = bool(torch.all(m[:, 2, :2] == 0)) and bool(torch.all(m[:, 2, 2] == 1))
+    sample_map = m if inverse_map else invert(m)
+    hi, wi = _check_size(input_size)
+    ho, wo = _check_size(output_size if output_size is not None else input_size)
+    n_in = _normaliser(hi, wi, align_corners, m)
+    n_out = _normaliser(ho, wo, align_corners, m)
+    out = n_in @ sample_map @ torch.linalg.inv(n_out)
+    return out[:, :2] if affine else out
+
+
+# --------------------------------------------------------------------------- sampled region
+
+
+def _outline_points(n: int, ref: torch.Tensor) -> torch.Tensor:
+    """``(4 * n, 2)`` points around the output border, clockwise on screen from the top-left."""
+    t = torch.linspace(-1.0, 1.0, n + 1, dtype=ref.dtype, device=ref.device)[:-1]
+    one = torch.ones_like(t)
+    top = torch.stack([t, -one], 1)
+    right = torch.stack([one, t], 1)
+    bottom = torch.stack([-t, one], 1)
+    left = torch.stack([-one, -t], 1)
+    return torch.cat([top, right, bottom, left], 0)
+
+
+def _map_points(params: torch.Tensor, family: str, pts: torch.Tensor, components) -> torch.Tensor:
+    """Map normalised output points ``(N, 2)`` to normalised input points ``(B, N, 2)``."""
+    if family == "tps":
+        params = _check_tps_points(params)
+        src = tps_control_points(params.shape[1], device=params.device, dtype=torch.float64)
+        return _tps_weights(src, pts).to(params.dtype) @ params
+    m = to_matrix(params, family, components=components)
+    return _apply_homography(m, pts.to(m.dtype).expand(m.shape[0], -1, -1), family)
+
+
+def _to_pixels(pts: torch.Tensor, input_size) -> torch.Tensor:
+    h, w = _check_size(input_size)
+    x = (pts[..., 0] + 1) * w / 2 - 0.5
+    y = (pts[..., 1] + 1) * h / 2 - 0.5
+    return torch.stack([x, y], dim=-1)
+
+
+def sampled_corners(
+    params: torch.Tensor, family: str, input_size, *, components: Sequence[str] | None = None
+) -> torch.Tensor:
+    """Corners of the sampled region in input pixel coordinates, ``(B, 4, 2)`` as ``(x, y)``.
+
+    The output image's outer corners (normalised ``(-1,-1), (1,-1), (1,1), (-1,1)``: top-left,
+    top-right, bottom-right, bottom-left) mapped into the input and converted to pixels with
+    pixel centres at integers (the image spans ``[-0.5, W - 0.5]``). ``input_size = (H, W)``.
+    For TPS the region is curved between corners: use :func:`sampled_outline` to draw it.
+    """
+    ref = params if isinstance(params, torch.Tensor) and params.is_floating_point() else torch.zeros(1)
+    corners = ref.new_tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    return _to_pixels(_map_points(params, family, corners, components), input_size)
+
+
+def sampled_outline(
+    params: torch.Tensor, family: str, input_size, *, components: Sequence[str] | None = None, points_per_side: int = 16
+) -> torch.Tensor:
+    """Outline of the sampled region in input pixels, ``(B, 4 * points_per_side, 2)``.
+
+    The output border traced clockwise (on screen) from the top-left corner, mapped into the input;
+    straight for matrix families, curved for TPS. Same pixel convention as :func:`sampled_corners`.
+    """
+    if points_per_side < 1:
+        raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
+    ref = params if isinstance(params, torch.Tensor) and params.is_floating_point() else torch.zeros(1)
+    pts = _outline_points(points_per_side, ref)
+    return _to_pixels(_map_points(params, family, pts, components), input_size)

@@ -1,0 +1,88 @@
+"""Models by name: architectures (``stn_cnn``) and trained weights (``stn_cnn.mnist_rts``).
+
+Trained weights are ``NAME.pt`` files, searched in this order:
+
+1. the folders in ``$STNVIZ_CHECKPOINTS`` (``os.pathsep``-separated);
+2. the weights shipped with the package (the repository's ``checkpoints/``, installed as
+   ``stnviz.weights`` in a wheel and found there from an editable install too).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+
+from torch import nn
+
+from .checkpoints import load_model
+from .models import build_model, list_architectures
+
+__all__ = ["checkpoint_dirs", "get_model", "list_models", "load_pretrained"]
+
+_REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def checkpoint_dirs() -> list[Path]:
+    """Folders searched for ``NAME.pt``, first match wins."""
+    dirs = [Path(p) for p in os.environ.get("STNVIZ_CHECKPOINTS", "").split(os.pathsep) if p]
+    try:
+        from importlib.resources import files
+
+        dirs.append(Path(str(files("stnviz.weights"))))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    dirs.append(_REPO_CHECKPOINTS)
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def _pretrained() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in checkpoint_dirs():
+        for f in sorted(d.glob("*.*.pt")):
+            found.setdefault(f.name[: -len(".pt")], f)
+    return found
+
+
+def list_models(pattern: str | None = None, *, pretrained: bool | None = None) -> list[str]:
+    """Sorted model names: architectures (``pretrained=False``), trained weights ``arch.tag``
+    (``pretrained=True``), or both (``None``); ``pattern`` is a glob such as ``"stn_*"``."""
+    names: list[str] = []
+    if pretrained is not True:
+        names += list_architectures()
+    if pretrained is not False:
+        names += list(_pretrained())
+    return sorted(n for n in names if pattern is None or fnmatch.fnmatch(n, pattern))
+
+
+def load_pretrained(name_or_path: str | os.PathLike, device=None) -> nn.Module:
+    """Load trained weights by name (``"stn_cnn.mnist_rts"``) or by path, in eval mode.
+
+    The model carries its checkpoint metadata as ``model.meta`` (data set, metrics, the command
+    that trained it...). ``device``: ``None`` / ``"auto"`` picks CUDA, MPS, then CPU.
+    """
+    as_path = Path(name_or_path)
+    if as_path.suffix == ".pt" or as_path.is_file():
+        return load_model(as_path, device=device)
+    name = str(name_or_path)
+    available = _pretrained()
+    if name not in available:
+        hint = f"; {name!r} is an architecture: use stnviz.get_model({name!r}) for an untrained one" if name in list_architectures() else ""
+        raise ValueError(f"no trained weights named {name!r}; expected one of {sorted(available) or '(none found)'}{hint}")
+    return load_model(available[name], device=device, arch=name.split(".")[0])
+
+
+def get_model(name: str, *, device=None, **kwargs) -> nn.Module:
+    """An untrained architecture (``get_model("stn_cnn", transform="tps")``) or, for an ``arch.tag``
+    name, the trained weights (same as :func:`load_pretrained`)."""
+    if "." in name:
+        if kwargs:
+            raise ValueError(f"{name!r} names trained weights; their arguments are fixed, got {sorted(kwargs)}")
+        return load_pretrained(name, device=device)
+    from .device import resolve_device
+
+    return build_model(name, **kwargs).to(resolve_device(device))

@@ -1,0 +1,35 @@
+"""Localisation nets, :class:`SpatialTransformer`, classifiers and the architecture registry."""
+
+from .classifiers import (
+    STNClassifier,
+    cnn,
+    cnn_cifar,
+    cnn_gtsrb,
+    cnn_tutorial,
+    stn_cifar,
+    stn_cnn,
+    stn_gtsrb,
+    stn_tutorial,
+)
+from .registry import build_model, list_architectures, register_model
+from .transformer import GridGenerator, Normalize, SpatialTransformer, localization_parameters, param_groups
+
+__all__ = [
+    "GridGenerator",
+    "Normalize",
+    "STNClassifier",
+    "SpatialTransformer",
+    "build_model",
+    "cnn",
+    "cnn_cifar",
+    "cnn_gtsrb",
+    "cnn_tutorial",
+    "list_architectures",
+    "localization_parameters",
+    "param_groups",
+    "register_model",
+    "stn_cifar",
+    "stn_cnn",
+    "stn_gtsrb",
+    "stn_tutorial",
+]

@@ -1,0 +1,56 @@
+"""Architecture registry: builders by name, refusing duplicates (after torchvision's ``_api``).
+
+Every registered builder is keyword-only and records how it was called on the model it returns
+(``model.stnviz_config = {"arch": name, "kwargs": {...}}``), so a checkpoint can rebuild it.
+Names of *trained weights* (``arch.tag``) live in :mod:`stnviz.hub`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from typing import Callable
+
+from torch import nn
+
+__all__ = ["build_model", "list_architectures", "register_model"]
+
+_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str | None = None):
+    """Decorator: register a keyword-only builder under ``name`` (default: the function's name)."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if "." in key:
+            raise ValueError(f"architecture names may not contain '.', got {key!r} ('.' separates the weights tag)")
+        if key in _ARCHITECTURES:
+            raise ValueError(f"an architecture named {key!r} is already registered")
+
+        @functools.wraps(fn)
+        def builder(**kwargs) -> nn.Module:
+            model = fn(**kwargs)
+            model.stnviz_config = {"arch": key, "kwargs": dict(kwargs)}
+            return model
+
+        _ARCHITECTURES[key] = builder
+        return builder
+
+    return wrap
+
+
+def list_architectures(pattern: str | None = None) -> list[str]:
+    """Sorted names of registered architectures, optionally filtered by a glob ``pattern``."""
+    names = sorted(_ARCHITECTURES)
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def build_model(arch: str, **kwargs) -> nn.Module:
+    """Build an untrained model of architecture ``arch`` with the builder's keyword arguments."""
+    if arch not in _ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {list_architectures()}")
+    try:
+        return _ARCHITECTURES[arch](**kwargs)
+    except TypeError as e:
+        raise ValueError(f"bad arguments for architecture {arch!r}: {e}") from None

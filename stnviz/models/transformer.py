@@ -1,0 +1,175 @@
+"""The spatial transformer module: localisation net -> parameters -> grid -> sampler.
+
+The module is a thin shell over :mod:`stnviz.geometry`. It is split into named children so hooks
+(``stnviz.capture``) see every stage: ``localization`` (features), ``regressor`` (parameters),
+``grid_generator`` (parameters in, grid out) and the transformer itself (image in, image out).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .. import geometry
+
+__all__ = ["GridGenerator", "Normalize", "SpatialTransformer", "localization_parameters", "param_groups"]
+
+
+class GridGenerator(nn.Module):
+    """Flat parameters ``(B, P)`` -> sampling grid ``(B, H, W, 2)`` for one transform family.
+
+    For TPS the system is solved once per output size and kept (not per forward).
+    """
+
+    def __init__(self, family: str, *, components: Sequence[str] | None = None, control_points: int = 16):
+        super().__init__()
+        if family not in geometry.FAMILIES:
+            raise ValueError(f"transform must be one of {geometry.FAMILIES}, got {family!r}")
+        self.family = family
+        self.components = tuple(components) if components is not None else None
+        self.control_points = control_points
+        self.num_params = geometry.num_params(family, components=components, control_points=control_points)
+        self._tps_cache: dict = {}
+
+    def forward(self, params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if self.family == "tps":
+            key = (tuple(size), params.device, params.dtype)
+            solved = self._tps_cache.get(key)
+            if solved is None:
+                source = geometry.tps_control_points(self.control_points, device=params.device, dtype=torch.float64)
+                solved = self._tps_cache[key] = geometry.tps_solve(source, size).to(params.dtype)
+            return geometry.tps_grid(params, size, solved=solved)
+        if self.family == "affine":
+            params = params.reshape(-1, 2, 3)
+        return geometry.make_grid(params, self.family, size, components=self.components)
+
+    def extra_repr(self) -> str:
+        extra = f", components={self.components}" if self.components else ""
+        extra += f", control_points={self.control_points}" if self.family == "tps" else ""
+        return f"family={self.family!r}{extra}"
+
+
+def _last_linear_width(module: nn.Module) -> int | None:
+    width = None
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            width = m.out_features
+    return width
+
+
+class SpatialTransformer(nn.Module):
+    """A spatial transformer: ``(B, C, H, W)`` -> ``(B, C, *output_size)``.
+
+    Args:
+        localization: a module taking the input ``(B, C, H, W)`` to features ``(B, F)``.
+        transform: a family of :data:`stnviz.geometry.FAMILIES`.
+        output_size: ``(H_out, W_out)``; ``None`` keeps the input size. A smaller size crops or
+            zooms (the paper's downsampling transformer).
+        features: ``F``; read from the last ``nn.Linear`` in ``localization`` when omitted.
+        components: for ``transform="restricted"``, the named parameters (see
+            :func:`stnviz.geometry.restricted_to_theta`).
+        control_points: for ``transform="tps"``, ``K = n * n`` control points.
+        mode, padding: sampler settings, see :func:`stnviz.geometry.warp`.
+
+    The regression layer starts at zero weight and identity bias, so an untrained transformer
+    returns its input exactly (for the same output size). Conventions (normalised coordinates,
+    ``align_corners=False``, output -> input) are those of :mod:`stnviz.geometry`.
+    """
+
+    def __init__(
+        self,
+        localization: nn.Module,
+        transform: str = "affine",
+        output_size: Sequence[int] | None = None,
+        *,
+        features: int | None = None,
+        components: Sequence[str] | None = None,
+        control_points: int = 16,
+        mode: str = "bilinear",
+        padding: str = "zeros",
+    ):
+        super().__init__()
+        self.localization = localization
+        self.grid_generator = GridGenerator(transform, components=components, control_points=control_points)
+        features = features if features is not None else _last_linear_width(localization)
+        if features is None:
+            raise ValueError(
+                "SpatialTransformer needs the width of the localisation features: pass features=F "
+                "(the localisation net has no nn.Linear to read it from)"
+            )
+        self.regressor = nn.Linear(features, self.grid_generator.num_params)
+        self.output_size = tuple(int(s) for s in output_size) if output_size is not None else None
+        self.mode = mode
+        self.padding = padding
+        self.reset_to_identity()
+
+    @property
+    def transform(self) -> str:
+        return self.grid_generator.family
+
+    def reset_to_identity(self) -> None:
+        """Zero the regression weights and set the bias to the identity parameters."""
+        g = self.grid_generator
+        with torch.no_grad():
+            self.regressor.weight.zero_()
+            self.regressor.bias.copy_(
+                geometry.identity_params(g.family, components=g.components, control_points=g.control_points)
+            )
+
+    def predict_params(self, x: torch.Tensor) -> torch.Tensor:
+        """Flat transform parameters ``(B, P)`` for input ``x (B, C, H, W)``."""
+        return self.regressor(self.localization(x).flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"SpatialTransformer expects (B, C, H, W), got shape {tuple(x.shape)}")
+        size = self.output_size or tuple(x.shape[-2:])
+        grid = self.grid_generator(self.predict_params(x), size)
+        return geometry.warp(x, grid, mode=self.mode, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, mode={self.mode!r}, padding={self.padding!r}"
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` as a layer, placed *after* the transformer.
+
+    Normalising before the sampler would turn the zero padding into a grey border, a known cause
+    of STNs collapsing to zoom-out; so models take images in ``[0, 1]`` and normalise here.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def localization_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+    """Parameters of every transformer's localisation net and regressor inside ``model``."""
+    seen = set()
+    for m in model.modules():
+        if isinstance(m, SpatialTransformer):
+            for p in list(m.localization.parameters()) + list(m.regressor.parameters()):
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield p
+
+
+def param_groups(model: nn.Module, lr: float, loc_lr: float | None = None) -> list[dict]:
+    """Optimizer parameter groups: the classifier at ``lr``, localisation nets at ``loc_lr``.
+
+    ``loc_lr`` defaults to ``lr / 10``, the common recipe for stable STN training.
+    Example: ``torch.optim.SGD(param_groups(model, 0.01), lr=0.01)``.
+    """
+    loc = list(localization_parameters(model))
+    loc_ids = {id(p) for p in loc}
+    rest = [p for p in model.parameters() if id(p) not in loc_ids]
+    groups = [{"params": rest, "lr": lr, "name": "classifier"}]
+    if loc:
+        groups.append({"params": loc, "lr": loc_lr if loc_lr is not None else lr / 10, "name": "localization"})
+    return groups
