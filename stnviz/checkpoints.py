@@ -42,15 +42,15 @@ class CheckpointError(ValueError):
 
 
 def _check_plain(obj: Any, where: str) -> None:
-    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+    if obj is None or type(obj) in (bool, int, float, str) or isinstance(obj, torch.Tensor):
         return
-    if isinstance(obj, (list, tuple)):
+    if type(obj) in (list, tuple):
         for i, v in enumerate(obj):
             _check_plain(v, f"{where}[{i}]")
         return
-    if isinstance(obj, dict):
+    if type(obj) is dict:
         for k, v in obj.items():
-            if not isinstance(k, (str, int)):
+            if type(k) not in (str, int):
                 raise ValueError(f"{where} keys must be str or int, got {type(k).__name__} ({k!r})")
             _check_plain(v, f"{where}[{k!r}]")
         return
@@ -85,11 +85,12 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
 def _versions() -> dict:
     from . import __version__
 
-    out = {"stnviz": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    # str(): torch.__version__ is a str subclass that weights_only loading refuses
+    out = {"stnviz": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
     try:
         import torchvision
 
-        out["torchvision"] = torchvision.__version__
+        out["torchvision"] = str(torchvision.__version__)
     except Exception:  # torchvision is optional for loading; record its absence
         out["torchvision"] = None
     return out
@@ -154,7 +155,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        # torch's message opens with advice to load unsafely; keep the line naming the culprit
+        first = next((ln for ln in lines if "Unsupported" in ln or "error" in ln.lower()), lines[0] if lines else type(e).__name__)
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than plain types and tensors, which could run "
             f"code when unpickled ({first})"

@@ -118,6 +118,18 @@ class SpatialTransformer(nn.Module):
                 geometry.identity_params(g.family, components=g.components, control_points=g.control_points)
             )
 
+    def set_constant_params(self, params: torch.Tensor) -> None:
+        """Make the transformer apply the fixed flat parameters ``(P,)`` to every input (weights zero,
+        bias ``params``): handy to explore a transform by hand or to freeze a learned one."""
+        params = torch.as_tensor(params, dtype=self.regressor.bias.dtype).reshape(-1)
+        if params.numel() != self.grid_generator.num_params:
+            raise ValueError(
+                f"{self.transform} transform takes {self.grid_generator.num_params} parameters, got {params.numel()}"
+            )
+        with torch.no_grad():
+            self.regressor.weight.zero_()
+            self.regressor.bias.copy_(params.to(self.regressor.bias.device))
+
     def predict_params(self, x: torch.Tensor) -> torch.Tensor:
         """Flat transform parameters ``(B, P)`` for input ``x (B, C, H, W)``."""
         return self.regressor(self.localization(x).flatten(1))

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+import stnviz
+from stnviz.checkpoints import save_checkpoint
+from stnviz.models import build_model
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("STNVIZ_CHECKPOINTS", str(tmp_path))
+    torch.manual_seed(0)
+    model = build_model("stn_tutorial")
+    save_checkpoint(model, tmp_path / "stn_tutorial.testset.pt", {"dataset": "testset", "metrics": {"acc": 0.25}})
+    return tmp_path, model
+
+
+class TestListModels:
+    def test_architectures(self):
+        assert "stn_cnn" in stnviz.list_models(pretrained=False)
+        assert stnviz.list_models("cnn*", pretrained=False) == ["cnn", "cnn_cifar", "cnn_gtsrb", "cnn_tutorial"]
+
+    def test_pretrained_found_in_env_dir(self, weights_dir):
+        assert "stn_tutorial.testset" in stnviz.list_models(pretrained=True)
+        assert "stn_tutorial.testset" not in stnviz.list_models(pretrained=False)
+        assert "stn_tutorial.testset" in stnviz.list_models("stn_tutorial*")
+
+
+class TestLoadPretrained:
+    def test_by_name(self, weights_dir):
+        _, model = weights_dir
+        loaded = stnviz.load_pretrained("stn_tutorial.testset", device="cpu")
+        assert loaded.meta["dataset"] == "testset" and loaded.meta["metrics"] == {"acc": 0.25}
+        x = torch.rand(2, 1, 28, 28)
+        assert torch.equal(loaded(x), model.eval()(x))
+        assert next(loaded.parameters()).device.type == "cpu"
+
+    def test_get_model_with_tag_loads_weights(self, weights_dir):
+        assert stnviz.get_model("stn_tutorial.testset", device="cpu").meta["dataset"] == "testset"
+        with pytest.raises(ValueError, match="arguments are fixed"):
+            stnviz.get_model("stn_tutorial.testset", num_classes=3)
+
+    def test_by_path(self, weights_dir):
+        d, _ = weights_dir
+        assert stnviz.load_pretrained(d / "stn_tutorial.testset.pt").meta["dataset"] == "testset"
+
+    def test_unknown_name(self, weights_dir):
+        with pytest.raises(ValueError, match=r"no trained weights named 'stn_cnn.svhn'; expected one of"):
+            stnviz.load_pretrained("stn_cnn.svhn")
+
+    def test_architecture_name_hint(self, weights_dir):
+        with pytest.raises(ValueError, match=r"use stnviz.get_model\('stn_cnn'\)"):
+            stnviz.load_pretrained("stn_cnn")
+
+    def test_file_of_other_arch_under_a_name(self, weights_dir):
+        d, model = weights_dir
+        (d / "stn_tutorial.testset.pt").rename(d / "stn_gtsrb.renamed.pt")
+        with pytest.raises(stnviz.CheckpointError, match="holds architecture 'stn_tutorial', expected 'stn_gtsrb'"):
+            stnviz.load_pretrained("stn_gtsrb.renamed")
+
+
+class TestGetModel:
+    def test_untrained_with_kwargs(self):
+        m = stnviz.get_model("stn_cnn", transform="tps", device="cpu")
+        assert m.transformers[0].transform == "tps"
