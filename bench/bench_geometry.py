@@ -11,12 +11,16 @@ Method (robust to other load on the machine):
 * every variant is warmed up first (this also solves and caches the TPS system);
 * then interleaved rounds; in each round every variant runs once, in a freshly shuffled (seeded)
   order, so drift of the machine and "what ran just before" effects hit all variants alike;
-* one sample = mean of ``inner`` back-to-back calls (``inner > 1`` only for the small size, where
-  one call is ~1 ms);
+* one sample = one call (a preemption spike spoils one sample, and the median drops it); the
+  small size gets many more rounds instead;
 * reported: median ms per call, p25-p75 spread, and the ratio to the raw baseline as the median
   of the per-round ratios (variant / baseline measured in the same round);
 * a second, cheaper loop times only the goal pair (raw vs. stnviz affine) plus an A/A control
   (the raw calls under a second name) for more rounds; the goal value comes from it;
+* each goal is flagged NOISY (and a warning is emitted) when the goal loop ran under CPU
+  contention: Linux PSI CPU pressure above 25%, an A/A control ratio off 1 by more than 3%, or a
+  baseline median more than 1.5x its fastest call; the "min ms" column is the least
+  load-sensitive estimate;
 * a time budget per loop stops early (after a minimum number of rounds) if the machine is much
   slower than expected, so the whole benchmark stays within ~3 minutes.
 
@@ -59,19 +63,19 @@ GOAL_RATIO = 1.1
 
 
 def _plans(quick: bool) -> list[dict]:
-    """Per size: batch, rounds of the family loop and of the goal A/B loop, calls per sample,
-    warm-up calls, and time budgets (seconds) after which a loop stops early (after min rounds)."""
+    """Per size: batch, warm-up calls, rounds of the family loop and of the goal A/B loop, and
+    time budgets (seconds) after which a loop stops early (once it has ``min_rounds``)."""
     if quick:
         return [
-            dict(B=256, C=1, H=28, W=28, inner=5, warmup=3,
-                 fam_rounds=10, goal_rounds=20, min_rounds=5, fam_budget_s=5.0, goal_budget_s=3.0),
-            dict(B=32, C=3, H=224, W=224, inner=1, warmup=2,
-                 fam_rounds=10, goal_rounds=20, min_rounds=5, fam_budget_s=8.0, goal_budget_s=4.0),
+            dict(B=256, C=1, H=28, W=28, warmup=3,
+                 fam_rounds=60, goal_rounds=150, min_rounds=20, fam_budget_s=3.0, goal_budget_s=2.0),
+            dict(B=32, C=3, H=224, W=224, warmup=2,
+                 fam_rounds=15, goal_rounds=40, min_rounds=8, fam_budget_s=6.0, goal_budget_s=4.0),
         ]
     return [
-        dict(B=256, C=1, H=28, W=28, inner=10, warmup=5,
-             fam_rounds=40, goal_rounds=60, min_rounds=15, fam_budget_s=20.0, goal_budget_s=10.0),
-        dict(B=256, C=3, H=224, W=224, inner=1, warmup=2,
+        dict(B=256, C=1, H=28, W=28, warmup=5,
+             fam_rounds=300, goal_rounds=600, min_rounds=50, fam_budget_s=15.0, goal_budget_s=10.0),
+        dict(B=256, C=3, H=224, W=224, warmup=2,
              fam_rounds=25, goal_rounds=40, min_rounds=10, fam_budget_s=70.0, goal_budget_s=35.0),
     ]
 
@@ -112,14 +116,29 @@ def _variants(x: torch.Tensor, gen: torch.Generator):
     return variants, params
 
 
-def _measure(variants, rounds: int, min_rounds: int, inner: int, budget_s: float, rng: random.Random):
+def _cpu_stall_us() -> int | None:
+    """Cumulative microseconds in which some task waited for a CPU (Linux PSI), or None."""
+    try:
+        with open("/proc/pressure/cpu", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("some "):
+                    return int(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _measure(variants, rounds: int, min_rounds: int, budget_s: float, rng: random.Random):
     """Interleaved timing: each round runs every variant once, in a freshly shuffled order.
 
     Shuffling (not a fixed rotation) matters: a call's cost depends a little on what ran just
     before it (allocator / cache state), and a fixed cyclic order would give each variant the same
-    predecessor every round. Returns ``{name: [seconds per call, one per round]}``.
+    predecessor every round. Returns ``({name: [seconds per call, one per round]}, pressure)``
+    where ``pressure`` is the fraction of the loop's wall time in which some task on the machine
+    waited for a CPU (PSI "some"; None where unavailable): high means other load competed.
     """
     samples = {n: [] for n, _ in variants}
+    stall0 = _cpu_stall_us()
     start = time.perf_counter()
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -129,16 +148,18 @@ def _measure(variants, rounds: int, min_rounds: int, inner: int, budget_s: float
             rng.shuffle(order)
             for name, fn in order:
                 t0 = time.perf_counter()
-                for _ in range(inner):
-                    fn()
-                samples[name].append((time.perf_counter() - t0) / inner)
-            gc.collect()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
             if r + 1 >= min_rounds and time.perf_counter() - start > budget_s:
                 break
     finally:
+        wall = time.perf_counter() - start
+        stall1 = _cpu_stall_us()
         if gc_was_enabled:
             gc.enable()
-    return samples
+        gc.collect()
+    pressure = None if stall0 is None or stall1 is None else (stall1 - stall0) / 1e6 / wall
+    return samples, pressure
 
 
 def _quantile(xs, q):
@@ -163,7 +184,7 @@ def _median_ms(fn, n: int) -> float:
 def _tps_one_time(x: torch.Tensor, p: torch.Tensor, size) -> tuple[float, float | None, int]:
     """(median ms of the solve itself, ms of a cold first grid+warp call or None, solve repeats)."""
     src = g.tps_control_points(TPS_POINTS, dtype=torch.float64)
-    n = 5
+    n = 7
     solve_ms = _median_ms(lambda: g.tps_solve(src, size), n)
     cold_ms = None
     cache = getattr(g, "_regular_tps_matrix", None)  # private lru_cache; only used if present
@@ -175,7 +196,7 @@ def _tps_one_time(x: torch.Tensor, p: torch.Tensor, size) -> tuple[float, float 
     return solve_ms, cold_ms, n
 
 
-def _rows(samples, names, size_label, B, inner, loop):
+def _rows(samples, names, size_label, B, loop):
     base = samples[BASELINE]
     rows, ratios = [], {}
     for name in names:
@@ -188,12 +209,30 @@ def _rows(samples, names, size_label, B, inner, loop):
             "loop": loop,
             "path": name if name in (BASELINE, CONTROL) else f"stnviz {name}",
             "median ms": statistics.median(s) * 1e3,
+            "min ms": min(s) * 1e3,
             "p25 ms": _quantile(s, 0.25) * 1e3,
             "p75 ms": _quantile(s, 0.75) * 1e3,
             "ratio vs raw": ratio,
-            "samples": f"{len(s)}x{inner}",
+            "calls": len(s),
         })
     return rows, ratios
+
+
+# Thresholds above which a loop's numbers are flagged as disturbed by other load on the machine.
+MAX_PRESSURE = 0.25       # share of wall time some task waited for a CPU (PSI "some")
+MAX_CONTROL_DRIFT = 0.03  # |A/A control ratio - 1|
+MAX_MEDIAN_OVER_MIN = 1.5  # baseline median / fastest baseline call
+
+
+def _noise_reasons(info: dict) -> list[str]:
+    reasons = []
+    if info["pressure"] is not None and info["pressure"] > MAX_PRESSURE:
+        reasons.append(f"CPU pressure {info['pressure']:.0%} (other load competed for the CPUs)")
+    if abs(info["control"] - 1) > MAX_CONTROL_DRIFT:
+        reasons.append(f"A/A control ratio {info['control']:.3f}")
+    if info["median_over_min"] > MAX_MEDIAN_OVER_MIN:
+        reasons.append(f"baseline median/min {info['median_over_min']:.1f}x")
+    return reasons
 
 
 def _run_size(plan: dict, gen: torch.Generator, rng: random.Random):
@@ -202,7 +241,6 @@ def _run_size(plan: dict, gen: torch.Generator, rng: random.Random):
     variants, params = _variants(x, gen)
     by_name = dict(variants)
     size_label = f"{C}x{H}x{W}"
-    inner = plan["inner"]
 
     # Sanity: the stnviz affine path computes exactly what the raw calls compute.
     same = torch.equal(by_name[BASELINE](), by_name["affine"]())
@@ -217,31 +255,34 @@ def _run_size(plan: dict, gen: torch.Generator, rng: random.Random):
 
     # Loop 1, all families. Loop 2, the goal: raw vs stnviz affine (+ the A/A control) only, so
     # the pair gets many more interleaved rounds for the same time.
-    fam = _measure(variants, plan["fam_rounds"], plan["min_rounds"], inner, plan["fam_budget_s"], rng)
+    fam, fam_pressure = _measure(variants, plan["fam_rounds"], plan["min_rounds"], plan["fam_budget_s"], rng)
     goal_names = [BASELINE, CONTROL, "affine"]
-    goal = _measure([(n, by_name[n]) for n in goal_names], plan["goal_rounds"], plan["min_rounds"],
-                    inner, plan["goal_budget_s"], rng)
+    goal, goal_pressure = _measure([(n, by_name[n]) for n in goal_names], plan["goal_rounds"], plan["min_rounds"],
+                    plan["goal_budget_s"], rng)
 
-    rows, _ = _rows(fam, [n for n, _ in variants], size_label, B, inner, "families")
-    goal_rows, goal_ratios = _rows(goal, goal_names, size_label, B, inner, "goal A/B")
+    rows, _ = _rows(fam, [n for n, _ in variants], size_label, B, "families")
+    goal_rows, goal_ratios = _rows(goal, goal_names, size_label, B, "goal A/B")
     rows.extend(goal_rows)
-    one_time = dict(size=size_label, B=B, loop="one-time", **{"p25 ms": None, "p75 ms": None, "ratio vs raw": None})
+    one_time = dict(size=size_label, B=B, loop="one-time", **{"min ms": None, "p25 ms": None, "p75 ms": None, "ratio vs raw": None})
     rows.append({
         **one_time,
         "path": f"tps one-time solve (tps_solve, K={TPS_POINTS}, float64; excluded from tps row)",
-        "median ms": solve_ms, "samples": f"{solve_n}x1",
+        "median ms": solve_ms, "calls": solve_n,
     })
     if cold_ms is not None:
         rows.append({
             **one_time,
             "path": "tps cold first call (cache cleared: solve + grid + warp)",
-            "median ms": cold_ms, "samples": "1x1",
+            "median ms": cold_ms, "calls": 1,
         })
     for r in rows:  # keep a stable column order
-        r_order = ["size", "B", "loop", "path", "median ms", "p25 ms", "p75 ms", "ratio vs raw", "samples"]
+        r_order = ["size", "B", "loop", "path", "median ms", "min ms", "p25 ms", "p75 ms", "ratio vs raw", "calls"]
         r.update({k: r.pop(k) for k in r_order})
+    base = goal[BASELINE]
     info = dict(size=size_label, B=B, same=same, ratio=goal_ratios["affine"], control=goal_ratios[CONTROL],
-                rounds=len(goal[BASELINE]))
+                rounds=len(base), pressure=goal_pressure, fam_pressure=fam_pressure,
+                median_over_min=statistics.median(base) / min(base))
+    info["noise"] = _noise_reasons(info)
     return rows, info
 
 
@@ -249,7 +290,7 @@ def run(quick: bool = False) -> dict:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     rng = random.Random(0)
-    rows, infos, goals = [], [], []
+    rows, infos, goals, warnings = [], [], [], []
     with torch.no_grad():
         for plan in _plans(quick):
             r, info = _run_size(plan, gen, rng)
@@ -257,12 +298,25 @@ def run(quick: bool = False) -> dict:
             infos.append(info)
     for info in infos:
         label = f"{info['size']}, B={info['B']}" + (" (QUICK mode)" if quick else "")
+        if info["noise"]:
+            label += " [NOISY MEASUREMENT: " + "; ".join(info["noise"]) + "]"
+            warnings.append(
+                f"{info['size']} B={info['B']}: the goal loop was disturbed ({'; '.join(info['noise'])}); "
+                "rerun on a quieter machine before trusting the ratio"
+            )
         goals.append({
             "goal": f"stnviz affine path (make_grid 'affine' + warp) / raw torch, {label}",
             "value": float(info["ratio"]),
             "target": f"<= {GOAL_RATIO}",
             "met": bool(info["ratio"] <= GOAL_RATIO),
         })
+    def _pct(v):
+        return "n/a" if v is None else f"{v:.0%}"
+
+    pressures = "; ".join(
+        f"{i['size']} B={i['B']}: CPU pressure {_pct(i['pressure'])} (families loop {_pct(i['fam_pressure'])}), "
+        f"baseline median/min {i['median_over_min']:.2f}x" for i in infos
+    )
     controls = ", ".join(f"{i['size']}: {i['control']:.3f}" for i in infos)
     checks = "; ".join(
         f"{i['size']} B={i['B']}: {'identical' if i['same'] else 'DIFFERENT'}" for i in infos
@@ -277,8 +331,8 @@ tps = 16-point lattice + N(0, 0.03). The affine row uses the very same theta as 
 
 Timing: warm-up first; then interleaved rounds: in each round every variant runs once, in a
 freshly shuffled (seeded) order, so load drift and "what ran just before" effects hit all
-variants alike. "median ms" is per call; one sample is the mean of `inner` back-to-back calls
-(samples = rounds x inner). "ratio vs raw" is the median over rounds of (variant time / baseline
+variants alike. Every sample is one call (so a preemption spike spoils one sample, not a block);
+"median ms" is the median over `calls` samples. "ratio vs raw" is the median over rounds of (variant time / baseline
 time in the same round). Loop "families" times all variants; loop "goal A/B" times only the raw
 baseline, the stnviz affine path and an A/A control (the raw calls again, under a second name),
 giving the goal pair more rounds; the goal value comes from that loop. The A/A control's ratio
@@ -287,8 +341,14 @@ minimum, if a per-size time budget is exceeded.
 
 TPS: the solved system is cached per (K, size, dtype, device) after the first call, so the
 steady-state TPS row excludes it (warm-up fills the cache). The one-time solve is timed on its
-own (`tps_solve`, median of 5) and a cold first call (cache cleared) is shown for reference.
+own (`tps_solve`, median of 7) and a cold first call (cache cleared) is shown for reference.
+
+Load check per size (goal loop): {pressures}. "CPU pressure" is the share of the loop's wall time
+in which some task on the machine waited for a CPU (Linux PSI); a goal is flagged NOISY when it is
+above {MAX_PRESSURE:.0%}, when the A/A control ratio is off 1 by more than {MAX_CONTROL_DRIFT}, or when the
+baseline's median is more than {MAX_MEDIAN_OVER_MIN}x its fastest call. "min ms" (fastest call) is
+the least load-sensitive estimate of the intrinsic cost.
 
 Sanity check (stnviz affine output == raw torch output, torch.equal): {checks}.
 """ + ("\nQUICK MODE: 3x224x224 uses B=32 (not 256) and fewer rounds; numbers are indicative only.\n" if quick else "")
-    return {"name": NAME, "table": rows, "notes": notes, "goals": goals}
+    return {"name": NAME, "table": rows, "notes": notes, "goals": goals, "warnings": warnings}

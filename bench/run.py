@@ -7,7 +7,8 @@ Usage::
 Discovers every ``bench/bench_*.py`` module. Each exposes ``run(quick: bool) -> dict`` returning::
 
     {"name": str, "table": [row dict, ...], "notes": str,
-     "goals": [{"goal": str, "value": float, "target": str, "met": bool}, ...]}
+     "goals": [{"goal": str, "value": float, "target": str, "met": bool}, ...],
+     "warnings": [str, ...]}   # optional, e.g. "measurement disturbed by other load"
 
 For each module this writes ``DIR/<name>.json`` (the result plus machine facts) and
 ``DIR/<name>.md`` (markdown table, goals, notes, machine facts), each via a temp file and
@@ -57,6 +58,18 @@ def _loadavg() -> str:
         return "unknown"
 
 
+def _cpu_pressure() -> str:
+    """Linux PSI line for CPU ("some avg10=.. avg60=.."): how much tasks waited for a CPU."""
+    try:
+        with open("/proc/pressure/cpu", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("some "):
+                    return " ".join(p for p in line.split()[1:] if not p.startswith("total="))
+    except OSError:
+        pass
+    return "unavailable"
+
+
 def machine_facts() -> dict:
     import torch
 
@@ -69,6 +82,7 @@ def machine_facts() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg_at_start": _loadavg(),
+        "cpu_pressure_at_start": _cpu_pressure(),
     }
 
 
@@ -92,6 +106,7 @@ def load_module(path: Path):
 def check_result(result, path: Path) -> dict:
     if not isinstance(result, dict):
         raise TypeError(f"{path.name}: run() must return a dict, got {type(result).__name__}")
+    result.setdefault("warnings", [])
     for key in ("name", "table", "notes", "goals"):
         if key not in result:
             raise TypeError(f"{path.name}: run() result is missing {key!r}")
@@ -146,6 +161,11 @@ def render_markdown(result: dict, machine: dict, quick: bool, elapsed: float) ->
     else:
         lines.append("- (none)")
     lines.append("")
+    if result["warnings"]:
+        lines.append("## Warnings")
+        lines.append("")
+        lines.extend(f"- WARNING: {w}" for w in result["warnings"])
+        lines.append("")
     if result["notes"]:
         lines.append("## Notes")
         lines.append("")
@@ -169,6 +189,7 @@ def write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read and committed
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -208,6 +229,7 @@ def main(argv=None) -> int:
 
     out_dir = Path(args.out)
     missed: list[str] = []
+    warned: list[str] = []
     errors: list[str] = []
     for short, path in found.items():
         machine = machine_facts()
@@ -221,21 +243,24 @@ def main(argv=None) -> int:
             continue
         elapsed = time.perf_counter() - t0
         machine["loadavg_at_end"] = _loadavg()
+        machine["cpu_pressure_at_end"] = _cpu_pressure()
         name = str(result["name"])
         md = render_markdown(result, machine, args.quick, elapsed)
         payload = {**result, "quick": args.quick, "elapsed_s": round(elapsed, 2), "machine": machine}
         write_atomic(out_dir / f"{name}.json", json.dumps(payload, indent=2, default=str) + "\n")
         write_atomic(out_dir / f"{name}.md", md)
         print(md)
+        for w in result["warnings"]:
+            warned.append(f"WARNING: {w} [{name}]")
         for g in result["goals"]:
             if not g["met"]:
                 missed.append(f"{goal_line(g)} [{name}]")
         print(f"wrote {out_dir / (name + '.json')} and {out_dir / (name + '.md')}")
         print()
 
-    if missed:
+    if missed or warned:
         print("=" * 72)
-        for line in missed:
+        for line in warned + missed:
             print(line)
         print("=" * 72)
     if errors:

@@ -21,7 +21,6 @@ import os
 import pickle
 import platform
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._io import atomic_write
 from .models import SpatialTransformer, build_model
 
 __all__ = ["CheckpointError", "atomic_write", "load_checkpoint", "load_model", "save_checkpoint"]
@@ -58,28 +58,6 @@ def _check_plain(obj: Any, where: str) -> None:
         f"{where} must hold only plain types (str, int, float, bool, None, list, tuple, dict, Tensor), "
         f"got {type(obj).__name__}"
     )
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place.
-
-    A failure (or a kill) part-way leaves any previous file at ``path`` untouched and no
-    half-written file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _versions() -> dict:

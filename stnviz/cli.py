@@ -1,9 +1,12 @@
-"""Command line: ``python -m stnviz demo|models``."""
+"""Command line: ``python -m stnviz train|eval|demo|models``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -24,20 +27,111 @@ def _models(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .data import load_splits, random_affine
+    from .hub import get_model
+    from .train import evaluate, fit
+
+    splits = load_splits(args.data, root=args.data_root, download=args.download, seed=args.seed)
+    kwargs = json.loads(args.model_args) if args.model_args else {}
+    kwargs.setdefault("input_size", list(splits.image_size))
+    kwargs.setdefault("num_classes", splits.num_classes)
+    model = get_model(args.model, device="cpu", **kwargs)
+    command = "python -m stnviz " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None else args.command_line
+    meta = {"dataset": splits.name, "command": command}
+    out = Path(args.out)
+    hist = fit(
+        model, splits.train, splits.val, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        loc_lr=args.loc_lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
+        label_smoothing=args.label_smoothing, device=args.device, seed=args.seed, out_dir=out,
+        checkpoint_every=args.checkpoint_every, resume=args.resume or None, meta=meta,
+        augment=random_affine if args.augment else None,
+    )
+    # Report the test score of the model chosen on validation (best.pt), never chosen by test.
+    from .checkpoints import load_checkpoint, save_checkpoint
+
+    best = out / "best.pt"
+    payload = load_checkpoint(best)
+    model.load_state_dict(payload["state_dict"])
+    res_val = evaluate(model, splits.val, device=args.device)
+    res_test = evaluate(model, splits.test, device=args.device)
+    metrics = {
+        "val_accuracy": res_val["accuracy"], "val_error": res_val["error"],
+        "test_accuracy": res_test["accuracy"], "test_error": res_test["error"], "test_n": res_test["n"],
+        "best_epoch": int(hist["val_accuracy"].idxmax()) + 1,
+    }
+    final = dict(payload["meta"], metrics=metrics, epochs=args.epochs, seed=args.seed,
+                 train_seconds=float(hist["seconds"].sum()))
+    final.pop("step", None)
+    name = args.name or f"{args.model}.{splits.name}"
+    save_checkpoint(model, out / f"{name}.pt", final)
+    print(json.dumps({"checkpoint": str(out / f"{name}.pt"), **metrics}, indent=2))
+    return 0
+
+
+def _eval(args) -> int:
+    from .data import load_splits
+    from .hub import load_pretrained
+    from .train import evaluate
+
+    model = load_pretrained(args.model, device=args.device)
+    splits = load_splits(args.data, root=args.data_root, download=args.download)
+    res = {split: evaluate(model, getattr(splits, split), device=args.device) for split in args.splits}
+    print(json.dumps({"model": args.model, "data": splits.name, **res}, indent=2))
+    return 0
+
+
+def _data_args(p) -> None:
+    p.add_argument("--data", required=True, help="data set name, e.g. mnist, mnist_rts, gtsrb")
+    p.add_argument("--data-root", default=None, help="folder with torchvision's files (default $STNVIZ_DATA or ~/.cache/stnviz/data)")
+    p.add_argument("--download", action="store_true", help="let torchvision download missing files")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stnviz", description="Spatial Transformer Networks: train, load, inspect, animate")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model; writes last.pt, best.pt, metrics.csv and NAME.pt to --out")
+    p.add_argument("--model", required=True, help="architecture, e.g. stn_cnn")
+    p.add_argument("--model-args", default=None, help='JSON of builder arguments, e.g. \'{"transform": "tps"}\'')
+    _data_args(p)
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", default=None, help="checkpoint name (default MODEL.DATA)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--loc-lr", type=float, default=None, help="localisation nets' learning rate (default lr/10)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--augment", action="store_true", help="random rotation/scale/shift/brightness on the device")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=200, help="optimizer steps between last.pt writes")
+    p.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. OUT/last.pt)")
+    p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained model (name or path) on a data set")
+    p.add_argument("--model", required=True, help="trained weights name (stn_cnn.mnist_rts) or a .pt path")
+    _data_args(p)
+    p.add_argument("--splits", nargs="+", default=["test"], choices=["train", "val", "test"])
+    p.set_defaults(func=_eval)
+
     p = sub.add_parser("demo", help="headless showcase on built-in data; writes PNGs")
     p.add_argument("--out", default="out", help="output folder (default: out)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
     p.set_defaults(func=_demo)
+
     p = sub.add_parser("models", help="list architectures and trained weights")
     p.add_argument("pattern", nargs="?", default=None, help="glob, e.g. 'stn_*'")
     p.add_argument("--pretrained", action="store_true", help="only trained weights")
     p.set_defaults(func=_models)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         print(f"stnviz: error: {e}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import geometry
-from .checkpoints import atomic_write
+from ._io import atomic_write
 from .data import draw_glyphs
 from .device import resolve_device
 from .models import SpatialTransformer

@@ -140,7 +140,7 @@ def _check_tps_points(points: torch.Tensor) -> torch.Tensor:
     """Accept ``(B, K, 2)`` or ``(B, 2K)``; return ``(B, K, 2)``."""
     _check_tensor(points, "TPS points")
     if points.dim() == 2 and points.shape[1] % 2 == 0:
-        points = points.reshape(points.shape[0], -1, 2)
+        points = points.reshape(points.shape[0], points.shape[1] // 2, 2)  # not -1: B = 0 must reach the check
     _check_params(points, "TPS points", "(B, K, 2) or (B, 2K)", points.dim() == 3 and points.shape[2] == 2)
     return points
 

@@ -1,5 +1,48 @@
-"""Data: procedurally drawn test images (more data sets arrive with the training work)."""
+"""Data: torchvision-backed sets held in tensors, the paper's distortions, GTSRB tracks, shipped samples."""
 
+from .catalog import DATASETS, Splits, load_splits
+from .datasets import (
+    GTSRB_NUM_CLASSES,
+    Track,
+    cifar10,
+    data_root,
+    fashion_mnist,
+    gtsrb,
+    gtsrb_tracks,
+    mnist,
+    split_tracks,
+    svhn,
+    tracks_of,
+)
+from .distortions import DISTORTIONS, DistortedMNIST, distort
+from .imageset import Batch, ImageSet
+from .augment import random_affine
 from .procedural import draw_glyphs
+from .shipped import build_samples, sample, sample_tracks
 
-__all__ = ["draw_glyphs"]
+__all__ = [
+    "DATASETS",
+    "Splits",
+    "load_splits",
+    "DISTORTIONS",
+    "GTSRB_NUM_CLASSES",
+    "Batch",
+    "DistortedMNIST",
+    "ImageSet",
+    "Track",
+    "cifar10",
+    "data_root",
+    "distort",
+    "draw_glyphs",
+    "random_affine",
+    "sample",
+    "sample_tracks",
+    "build_samples",
+    "fashion_mnist",
+    "gtsrb",
+    "gtsrb_tracks",
+    "mnist",
+    "split_tracks",
+    "svhn",
+    "tracks_of",
+]

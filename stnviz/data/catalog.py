@@ -1,0 +1,84 @@
+"""Data sets by name, split into train / validation / test for training and evaluation.
+
+Validation is always held out from the *training* data (whole tracks for GTSRB), so a model is
+chosen without looking at its test set. Names:
+
+==================  =====================================================================
+name                train / val / test
+==================  =====================================================================
+mnist               MNIST train minus 5,000 (or 10% if smaller) / those / MNIST test
+mnist_<kind>        the same digits distorted on the device (``rotated``/``r``, ``rts``,
+                    ``projective``/``p``, ``elastic``/``e``, ``translated_cluttered``/``tc``):
+                    fresh distortions every training epoch, fixed ones for val and test
+fashion_mnist       as mnist
+cifar10, svhn       train minus 5,000 / those 5,000 / test
+gtsrb               GTSRB training tracks: 80% / 10% / 10% of the tracks of every class
+==================  =====================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import datasets
+from .distortions import _ALIASES, DISTORTIONS, DistortedMNIST
+from .imageset import ImageSet
+
+__all__ = ["DATASETS", "Splits", "load_splits"]
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "svhn", "gtsrb") + tuple(f"mnist_{k}" for k in DISTORTIONS) + tuple(
+    f"mnist_{a}" for a in _ALIASES
+)
+#: Seeds of the fixed validation / test distortions (training draws use the run's seed).
+VAL_SEED, TEST_SEED = 1_000_001, 2_000_003
+
+
+@dataclass
+class Splits:
+    name: str
+    train: object
+    val: object
+    test: object
+    num_classes: int
+    image_size: tuple
+
+
+def _holdout(ds: ImageSet, n: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    n = min(n, len(ds) // 10)  # small local copies (tests, samples) keep 90% for training
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    return ds.subset(order[n:], f"{ds.name}-train"), ds.subset(order[:n], f"{ds.name}-val")
+
+
+def load_splits(name: str, *, root=None, download: bool = False, seed: int = 0) -> Splits:
+    """Train / val / test batch sources for data set ``name`` (see the module table)."""
+    if name.startswith("mnist_"):
+        kind = _ALIASES.get(name[6:], name[6:])
+        if kind not in DISTORTIONS:
+            raise ValueError(f"unknown data set {name!r}; expected one of {DATASETS}")
+        train, val = _holdout(datasets.mnist(train=True, root=root, download=download), 5000)
+        test = datasets.mnist(train=False, root=root, download=download)
+        return Splits(
+            f"mnist_{kind}",
+            DistortedMNIST(train, kind, seed=seed, fresh=True),
+            DistortedMNIST(val, kind, seed=VAL_SEED),
+            DistortedMNIST(test, kind, seed=TEST_SEED),
+            10,
+            (1, DISTORTIONS[kind], DISTORTIONS[kind]),
+        )
+    if name in ("mnist", "fashion_mnist", "cifar10"):
+        fn = getattr(datasets, name)
+        train, val = _holdout(fn(train=True, root=root, download=download), 5000)
+        test = fn(train=False, root=root, download=download)
+        return Splits(name, train, val, test, 10, train.image_size)
+    if name == "svhn":
+        train, val = _holdout(datasets.svhn(split="train", root=root, download=download), 5000)
+        test = datasets.svhn(split="test", root=root, download=download)
+        return Splits(name, train, val, test, 10, train.image_size)
+    if name == "gtsrb":
+        full = datasets.gtsrb(split="train", root=root, download=download)
+        rest, test = datasets.split_tracks(full, 0.1, seed=0)
+        train, val = datasets.split_tracks(rest, 1 / 9, seed=1)
+        return Splits(name, train, val, test, datasets.GTSRB_NUM_CLASSES, train.image_size)
+    raise ValueError(f"unknown data set {name!r}; expected one of {DATASETS}")

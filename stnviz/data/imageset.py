@@ -1,0 +1,105 @@
+"""An image set held in memory as one uint8 tensor, batched straight onto the training device.
+
+Epochs never decode images one by one: a batch is an index into the tensor, moved to the device
+and scaled to ``[0, 1]`` there. Shuffling is a permutation from ``(seed, epoch)``, so a run that
+resumes mid-epoch sees exactly the batches it would have seen, and distributed ranks take
+disjoint slices of the same permutation (distributed sampling without a DataLoader).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+__all__ = ["Batch", "ImageSet", "epoch_order"]
+
+
+@dataclass
+class Batch:
+    """``images (B, C, H, W)`` float in [0, 1] on the device, ``labels (B,)`` int64, ``index (B,)``
+    (positions in the source set) and ``extras``: per-sample tensors such as ground-truth theta."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+    extras: dict = field(default_factory=dict)
+
+
+def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """The sample order of one epoch for one rank: a ``(seed, epoch)`` permutation (or ``arange``),
+    padded by wrapping so every rank gets the same count, then ``rank::world_size``."""
+    if shuffle:
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+        order = torch.randperm(n, generator=g)
+    else:
+        order = torch.arange(n)
+    if world_size > 1:
+        per_rank = -(-n // world_size)
+        pad = per_rank * world_size - n
+        if pad:
+            order = torch.cat([order, order[:pad]])
+        order = order[rank::world_size]
+    return order
+
+
+class ImageSet:
+    """Images ``(N, C, H, W)`` uint8 (or float in [0, 1]) with labels ``(N,)`` and optional
+    per-sample columns (``extras``: tensors with first dimension N, e.g. GTSRB track ids)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, name: str = "images", classes=None, **extras):
+        if images.dim() != 4:
+            raise ValueError(f"{name}: images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+            raise ValueError(f"{name}: labels must be (N,) with N={images.shape[0]}, got shape {tuple(labels.shape)}")
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise ValueError(f"{name}: images must be uint8 or float in [0, 1], got {images.dtype}")
+        for k, v in extras.items():
+            if v.shape[0] != images.shape[0]:
+                raise ValueError(f"{name}: extra column {k!r} must have {images.shape[0]} rows, got {v.shape[0]}")
+        self.images = images
+        self.labels = labels.long()
+        self.extras = extras
+        self.name = name
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def image_size(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def subset(self, index: torch.Tensor, name: str | None = None) -> "ImageSet":
+        """The samples at ``index`` (a LongTensor or bool mask), as a new set sharing no storage."""
+        return ImageSet(
+            self.images[index], self.labels[index], name=name or self.name, classes=self.classes,
+            **{k: v[index] for k, v in self.extras.items()},
+        )
+
+    def to_float(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+    def get(self, index: torch.Tensor, device=None) -> Batch:
+        """One batch of the samples at ``index`` on ``device``."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        images = self.to_float(self.images[index].to(device, non_blocking=True))
+        extras = {k: v[index].to(device) for k, v in self.extras.items()}
+        return Batch(images, self.labels[index].to(device), index, extras)
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0, device=None,
+        rank: int = 0, world_size: int = 1, start: int = 0,
+    ) -> Iterator[Batch]:
+        """Yield batches of one epoch; ``start`` skips the first batches (for resuming)."""
+        order = epoch_order(len(self), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+        for i in range(start * batch_size, len(order), batch_size):
+            yield self.get(order[i : i + batch_size], device)
+
+    def num_batches(self, batch_size: int, world_size: int = 1) -> int:
+        per_rank = -(-len(self) // world_size)
+        return -(-per_rank // batch_size)
+
+    def __repr__(self) -> str:
+        return f"ImageSet({self.name!r}, n={len(self)}, image_size={self.image_size}, extras={sorted(self.extras)})"

@@ -1,0 +1,86 @@
+"""Small real samples shipped inside the package: usable offline, with no arguments.
+
+* ``mnist``: 1,000 MNIST test digits (100 per class), ``(1000, 1, 28, 28)`` uint8.
+  MNIST: Y. LeCun and C. Cortes, redistributed under CC BY-SA 3.0.
+* ``gtsrb``: 20 GTSRB tracks (20 classes, one track each, every frame), ``(T, 3, 32, 32)`` uint8
+  with ``track``, ``frame`` and ``roi`` columns, taken from the tracks that the shipped GTSRB
+  checkpoints held out as their *test* split (never trained or selected on).
+  GTSRB: J. Stallkamp, M. Schlipsing, J. Salmen, C. Igel, "The German Traffic Sign Recognition
+  Benchmark", IJCNN 2011 (INI, Ruhr-Universitaet Bochum).
+
+:func:`build_samples` regenerates the files from the full data sets.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._io import atomic_write
+from .datasets import Track, tracks_of
+from .imageset import ImageSet
+
+__all__ = ["SAMPLES", "build_samples", "sample", "sample_tracks"]
+
+SAMPLES = {"mnist": "mnist_test_1000.npz", "gtsrb": "gtsrb_tracks_20.npz"}
+
+
+def _path(name: str) -> Path:
+    if name not in SAMPLES:
+        raise ValueError(f"sample must be one of {tuple(SAMPLES)}, got {name!r}")
+    return Path(str(files("stnviz.data") / "samples" / SAMPLES[name]))
+
+
+@lru_cache(maxsize=4)
+def _load(name: str) -> dict:
+    with np.load(_path(name)) as z:
+        return {k: torch.from_numpy(z[k].copy()) for k in z.files}
+
+
+def sample(name: str = "mnist") -> ImageSet:
+    """The shipped sample ``name`` (``"mnist"`` or ``"gtsrb"``) as an :class:`ImageSet`."""
+    data = dict(_load(name))
+    images, labels = data.pop("images"), data.pop("labels")
+    return ImageSet(images.clone(), labels.clone(), name=f"sample-{name}", **{k: v.clone() for k, v in data.items()})
+
+
+def sample_tracks() -> list[Track]:
+    """The 20 shipped GTSRB tracks, frames in order."""
+    return list(tracks_of(sample("gtsrb")))
+
+
+def build_samples(root=None, out_dir: str | Path | None = None) -> list[Path]:
+    """Rebuild the sample files from the full MNIST / GTSRB under ``root`` (maintainers only)."""
+    from .catalog import load_splits
+    from .datasets import mnist
+
+    out = Path(out_dir) if out_dir is not None else Path(__file__).parent / "samples"
+    test = mnist(train=False, root=root)
+    idx = torch.cat([(test.labels == c).nonzero().flatten()[:100] for c in range(10)])
+    idx = idx.sort().values
+    written = []
+
+    def save(path, arrays):
+        atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
+        written.append(path)
+
+    save(out / SAMPLES["mnist"], {"images": test.images[idx].numpy(), "labels": test.labels[idx].numpy()})
+    held_out = load_splits("gtsrb", root=root).test  # tracks no shipped checkpoint saw
+    track, labels = held_out.extras["track"], held_out.labels
+    chosen = []
+    for cls in torch.unique(labels).tolist():
+        tids = torch.unique(track[labels == cls])
+        chosen.append(int(tids[0]))
+    # 20 classes spread over the 43, one track each
+    picks = [chosen[int(round(i * (len(chosen) - 1) / 19))] for i in range(20)]
+    sel = torch.isin(track, torch.tensor(picks))
+    sub = held_out.subset(sel)
+    save(out / SAMPLES["gtsrb"], {
+        "images": sub.images.numpy(), "labels": sub.labels.numpy(), "track": sub.extras["track"].numpy(),
+        "frame": sub.extras["frame"].numpy(), "roi": sub.extras["roi"].numpy(),
+    })
+    return written
