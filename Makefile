@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stnviz-installed
 OUT ?= out
 # A fresh random token per `make lab` unless you set one; never empty.
-TOKEN ?= $(shell $(PYTHON) -c "import secrets; print(secrets.token_hex(16))")
+ifndef TOKEN
+TOKEN := $(shell $(PYTHON) -c "import secrets; print(secrets.token_hex(16))")
+endif
 PORT ?= 8888
 
 .PHONY: install test demo lab bench clean
@@ -28,7 +30,8 @@ demo: $(STAMP)
 lab: $(STAMP)
 	@echo "JupyterLab on http://127.0.0.1:$(PORT)/lab?token=$(TOKEN)"
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser \
-		--IdentityProvider.token=$(TOKEN) --ServerApp.root_dir=notebooks
+		--IdentityProvider.token=$(TOKEN) --ServerApp.root_dir=notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
 	$(PY) bench/run.py --out bench/results

@@ -257,8 +257,9 @@ def _run_size(plan: dict, gen: torch.Generator, rng: random.Random):
     # the pair gets many more interleaved rounds for the same time.
     fam, fam_pressure = _measure(variants, plan["fam_rounds"], plan["min_rounds"], plan["fam_budget_s"], rng)
     goal_names = [BASELINE, CONTROL, "affine"]
-    goal, goal_pressure = _measure([(n, by_name[n]) for n in goal_names], plan["goal_rounds"], plan["min_rounds"],
-                    plan["goal_budget_s"], rng)
+    goal, goal_pressure = _measure(
+        [(n, by_name[n]) for n in goal_names], plan["goal_rounds"], plan["min_rounds"], plan["goal_budget_s"], rng
+    )
 
     rows, _ = _rows(fam, [n for n, _ in variants], size_label, B, "families")
     goal_rows, goal_ratios = _rows(goal, goal_names, size_label, B, "goal A/B")
@@ -300,9 +301,13 @@ def run(quick: bool = False) -> dict:
         label = f"{info['size']}, B={info['B']}" + (" (QUICK mode)" if quick else "")
         if info["noise"]:
             label += " [NOISY MEASUREMENT: " + "; ".join(info["noise"]) + "]"
+            aa = "" if any(r.startswith("A/A") for r in info["noise"]) else (
+                f" Its A/A control ratio is {info['control']:.3f}; the closer that is to 1, the more the"
+                " goal ratio can still be trusted."
+            )
             warnings.append(
-                f"{info['size']} B={info['B']}: the goal loop was disturbed ({'; '.join(info['noise'])}); "
-                "rerun on a quieter machine before trusting the ratio"
+                f"{info['size']} B={info['B']}: the goal loop was noisy ({'; '.join(info['noise'])}).{aa}"
+                " Rerun on a quieter machine to confirm."
             )
         goals.append({
             "goal": f"stnviz affine path (make_grid 'affine' + warp) / raw torch, {label}",
@@ -310,6 +315,7 @@ def run(quick: bool = False) -> dict:
             "target": f"<= {GOAL_RATIO}",
             "met": bool(info["ratio"] <= GOAL_RATIO),
         })
+
     def _pct(v):
         return "n/a" if v is None else f"{v:.0%}"
 

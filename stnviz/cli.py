@@ -37,7 +37,7 @@ def _train(args) -> int:
     kwargs.setdefault("input_size", list(splits.image_size))
     kwargs.setdefault("num_classes", splits.num_classes)
     model = get_model(args.model, device="cpu", **kwargs)
-    command = "python -m stnviz " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None else args.command_line
+    command = "python -m stnviz " + " ".join(shlex.quote(a) for a in args.argv)
     meta = {"dataset": splits.name, "command": command}
     out = Path(args.out)
     hist = fit(
@@ -110,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=200, help="optimizer steps between last.pt writes")
     p.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. OUT/last.pt)")
-    p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="evaluate a trained model (name or path) on a data set")
@@ -129,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrained", action="store_true", help="only trained weights")
     p.set_defaults(func=_models)
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded in checkpoints: the exact command that trained them
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

@@ -201,6 +201,12 @@ def fit(
             ckpt = load_checkpoint(path)
             model.load_state_dict(ckpt["state_dict"])
             extra = ckpt["extra"]
+            planned = (extra.get("epochs_planned"), extra.get("schedule"))
+            if planned != (epochs, schedule):
+                raise ValueError(
+                    f"cannot resume {path}: it was a run of {planned[0]} epochs with schedule {planned[1]!r}, "
+                    f"got epochs={epochs}, schedule={schedule!r}; resume with the same settings"
+                )
             opt.load_state_dict(extra["optimizer"])
             sched.load_state_dict(extra["scheduler"])
             state.epoch, state.batch_in_epoch, state.step = extra["epoch"], extra["batch_in_epoch"], extra["step"]
@@ -227,6 +233,8 @@ def fit(
             "history": state.history,
             "best_accuracy": best_acc,
             "rng": torch.get_rng_state(),
+            "epochs_planned": epochs,
+            "schedule": schedule,
         }
         info = {"epochs": state.epoch, "seed": seed, "step": state.step}
         info.update(meta or {})
@@ -265,7 +273,7 @@ def fit(
                                            f"the last good checkpoint is kept") from None
                 if not bool(torch.isfinite(loss)):
                     raise TrainingDiverged(f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): "
-                                           f"loss is {float(loss)}; the last good checkpoint is kept")
+                                           f"loss is {float(loss.detach())}; the last good checkpoint is kept")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)

@@ -1,0 +1,244 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from stnviz import get_model
+from stnviz.checkpoints import load_checkpoint, load_model
+from stnviz.cli import main
+from stnviz.data import DistortedMNIST, ImageSet, random_affine, sample
+from stnviz.train import Callback, TrainingDiverged, compare, evaluate, fit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_sets(n_train=256, n_val=128):
+    s = sample("mnist")
+    order = torch.randperm(len(s), generator=torch.Generator().manual_seed(0))
+    return s.subset(order[:n_train]), s.subset(order[n_train : n_train + n_val])
+
+
+FIT = dict(batch_size=32, lr=0.003, optimizer="adam", schedule="constant", device="cpu", progress=False)
+RESUME_FIT = dict(FIT, schedule="onecycle")  # the scheduler state must survive the kill too
+
+
+class TestFit:
+    def test_loss_decreases_and_metrics_table(self, tmp_path):
+        torch.manual_seed(0)
+        train, val = tiny_sets()
+        model = get_model("stn_tutorial", device="cpu")
+        before = evaluate(model, val)
+        hist = fit(model, train, val, epochs=4, out_dir=tmp_path, **FIT)
+        assert list(hist["epoch"]) == [1, 2, 3, 4]
+        assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0] * 0.8
+        assert evaluate(model, val)["loss"] < before["loss"]
+        csv = pd.read_csv(tmp_path / "metrics.csv")
+        assert list(csv.columns) == list(hist.columns) and len(csv) == 4
+        assert {"last.pt", "best.pt", "metrics.csv"} <= {p.name for p in tmp_path.iterdir()}
+        best = load_checkpoint(tmp_path / "best.pt")
+        assert best["meta"]["seed"] == 0
+        assert load_checkpoint(tmp_path / "last.pt")["extra"]["epoch"] == 4
+
+    def test_localisation_lr_group(self):
+        train, val = tiny_sets(64, 32)
+        model = get_model("stn_tutorial", device="cpu")
+        lrs = []
+
+        class Spy(Callback):
+            def on_train_begin(self, state):
+                lrs.append(None)
+
+        fit(model, train, None, epochs=1, schedule="constant", lr=0.1, loc_lr=0.003, callbacks=[Spy()],
+            batch_size=32, device="cpu", progress=False)
+        # the transformer moved away from identity, at its own (small) rate
+        st = model.transformers[0]
+        assert st.regressor.weight.abs().sum() > 0
+
+    def test_works_on_distorted_data_with_augment(self, tmp_path):
+        train, val = tiny_sets(128, 64)
+        hist = fit(get_model("stn_cnn", device="cpu"), DistortedMNIST(train, "rts", fresh=True),
+                   DistortedMNIST(val, "rts", seed=9), epochs=1, augment=random_affine, **FIT)
+        assert len(hist) == 1 and 0 <= hist["val_accuracy"].iloc[0] <= 1
+
+    def test_non_finite_theta_stops_and_keeps_last_good_checkpoint(self, tmp_path):
+        train, val = tiny_sets(256, 32)
+        model = get_model("stn_tutorial", device="cpu")
+
+        class Poison(Callback):
+            def on_step_end(self, state):
+                if state.step == 5:
+                    with torch.no_grad():
+                        state.model.transformers[0].regressor.bias[0] = float("nan")
+
+        with pytest.raises(TrainingDiverged, match=r"diverged at step 6 \(epoch 1\).*theta"):
+            fit(model, train, val, epochs=2, out_dir=tmp_path, checkpoint_every=2, callbacks=[Poison()], **FIT)
+        good = load_checkpoint(tmp_path / "last.pt")
+        assert good["extra"]["step"] == 4
+        assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
+
+    def test_non_finite_loss(self, tmp_path):
+        train, _ = tiny_sets(64, 32)
+        model = get_model("cnn_tutorial", device="cpu")
+        with torch.no_grad():
+            model.head[-1].bias.fill_(float("inf"))
+        with pytest.raises(TrainingDiverged, match=r"step 1 .*loss is nan"):
+            fit(model, train, None, epochs=1, **FIT)
+
+    def test_bad_arguments(self):
+        train, _ = tiny_sets(64, 32)
+        with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+            fit(get_model("cnn_tutorial"), train, epochs=0)
+        with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam', got 'lbfgs'"):
+            fit(get_model("cnn_tutorial"), train, epochs=1, optimizer="lbfgs", progress=False)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_train import tiny_sets, RESUME_FIT
+    from stnviz.data import random_affine
+    from stnviz import get_model
+    from stnviz.train import Callback, fit
+
+    class Kill(Callback):
+        def on_step_end(self, state):
+            if state.step == {kill_at}:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    torch.manual_seed(0)
+    train, val = tiny_sets()
+    fit(get_model("stn_tutorial"), train, val, epochs=3, out_dir={out!r}, checkpoint_every=5,
+        seed=3, callbacks=[Kill()], augment=random_affine, **RESUME_FIT)
+    """
+)
+
+
+class TestResume:
+    def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(self, tmp_path):
+        train, val = tiny_sets()  # 256 / 32 = 8 batches an epoch
+        torch.manual_seed(0)
+        ref = get_model("stn_tutorial")
+        ref_hist = fit(ref, train, val, epochs=3, out_dir=tmp_path / "ref", checkpoint_every=5, seed=3,
+                       augment=random_affine, **RESUME_FIT)
+
+        out = tmp_path / "killed"
+        script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), kill_at=13, out=str(out))
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        ckpt = load_checkpoint(out / "last.pt")
+        assert ckpt["extra"]["step"] == 10 and ckpt["extra"]["epoch"] == 1  # mid-epoch 2, lost 3 steps
+
+        torch.manual_seed(123)  # a different process state must not matter
+        resumed = get_model("stn_tutorial")
+        hist = fit(resumed, train, val, epochs=3, out_dir=out, checkpoint_every=5, seed=3, resume=True,
+                   augment=random_affine, **RESUME_FIT)
+        assert list(hist["epoch"]) == [1, 2, 3]
+        for k, v in ref.state_dict().items():
+            torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
+        assert hist["val_accuracy"].iloc[-1] == pytest.approx(ref_hist["val_accuracy"].iloc[-1])
+
+    def test_missing_resume_file(self, tmp_path):
+        train, _ = tiny_sets(64, 32)
+        with pytest.raises(FileNotFoundError, match="nope.pt does not exist"):
+            fit(get_model("cnn_tutorial"), train, epochs=1, resume=tmp_path / "nope.pt", **FIT)
+
+
+class TestCompare:
+    def test_table(self):
+        train, val = tiny_sets(128, 64)
+        table = compare(lambda: get_model("stn_tutorial"), lambda: get_model("cnn_tutorial"), train, val, epochs=1, **FIT)
+        assert list(table["model"]) == ["stn_tutorial", "cnn_tutorial"]
+        assert list(table["transformer"]) == [True, False]
+        assert table.loc[0, "parameters"] > table.loc[1, "parameters"]
+        assert set(table.columns) >= {"val_accuracy", "val_error", "best_val_accuracy", "train_seconds"}
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, json, torch, torch.distributed as dist
+    sys.path.insert(0, {tests!r})
+    from test_train import tiny_sets
+    from stnviz import get_model
+    from stnviz.train import Callback, fit
+
+    seen = []
+    class Spy(Callback):
+        def on_train_begin(self, state):
+            seen.append((state.rank, state.world_size))
+
+    torch.manual_seed(0)
+    train, val = tiny_sets(128, 64)
+    model = get_model("stn_tutorial")
+    hist = fit(model, train, val, epochs=2, batch_size=16, lr=0.05, device="cpu", progress=False,
+               out_dir={out!r}, callbacks=[Spy()])
+    digest = float(sum(p.double().sum() for p in model.parameters()))
+    print(json.dumps({{"rank": seen[0][0], "world": seen[0][1], "digest": digest, "epochs": len(hist)}}))
+    """
+)
+
+
+class TestDistributed:
+    def test_two_cpu_processes(self, tmp_path):
+        script = tmp_path / "ddp.py"
+        script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "run")))
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", str(script)],
+            capture_output=True, text=True, timeout=300, env=env,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        import json
+
+        rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        assert sorted(r["rank"] for r in rows) == [0, 1] and all(r["world"] == 2 for r in rows)
+        # DDP keeps the replicas identical
+        assert rows[0]["digest"] == pytest.approx(rows[1]["digest"], rel=1e-6)
+        assert all(r["epochs"] == 2 for r in rows)
+        assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 2  # only rank 0 writes
+
+
+class TestCLI:
+    def test_train_then_eval(self, tmp_path, mnist_root, capsys):
+        out = tmp_path / "run"
+        code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(mnist_root),
+                     "--epochs", "1", "--batch-size", "64", "--out", str(out), "--device", "cpu"])
+        assert code == 0
+        ckpt = out / "stn_tutorial.mnist.pt"
+        model = load_model(ckpt)
+        assert model.meta["dataset"] == "mnist" and "test_accuracy" in model.meta["metrics"]
+        assert model.meta["command"].startswith("python -m stnviz train")
+        capsys.readouterr()
+        assert main(["eval", "--model", str(ckpt), "--data", "mnist", "--data-root", str(mnist_root), "--device", "cpu"]) == 0
+        assert '"accuracy"' in capsys.readouterr().out
+
+    def test_resume_flag(self, tmp_path, mnist_root):
+        out = tmp_path / "run"
+        args = ["train", "--model", "cnn_tutorial", "--data", "mnist", "--data-root", str(mnist_root),
+                "--batch-size", "64", "--out", str(out), "--device", "cpu"]
+        assert main(args + ["--epochs", "2"]) == 0
+        first = load_model(out / "cnn_tutorial.mnist.pt").meta["metrics"]
+        # resuming a finished run trains no more and reports the same model
+        assert main(args + ["--epochs", "2", "--resume", str(out / "last.pt")]) == 0
+        assert len(pd.read_csv(out / "metrics.csv")) == 2
+        assert load_model(out / "cnn_tutorial.mnist.pt").meta["metrics"] == first
+
+    def test_resume_with_other_settings_is_refused(self, tmp_path, mnist_root, capsys):
+        out = tmp_path / "run"
+        args = ["train", "--model", "cnn_tutorial", "--data", "mnist", "--data-root", str(mnist_root),
+                "--batch-size", "64", "--out", str(out), "--device", "cpu"]
+        assert main(args + ["--epochs", "1"]) == 0
+        capsys.readouterr()
+        assert main(args + ["--epochs", "3", "--resume", str(out / "last.pt")]) == 2
+        assert "it was a run of 1 epochs with schedule 'onecycle', got epochs=3" in capsys.readouterr().err
+
+    def test_missing_data_is_reported(self, tmp_path, capsys):
+        code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(tmp_path),
+                     "--epochs", "1", "--out", str(tmp_path / "o")])
+        assert code == 2 and "MNIST not found" in capsys.readouterr().err
