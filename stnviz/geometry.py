@@ -71,6 +71,7 @@ __all__ = [
     "restricted_to_theta",
     "sampled_corners",
     "sampled_outline",
+    "grid_to_pixels",
     "theta_to_pixel",
     "to_matrix",
     "tps_control_points",
@@ -698,11 +699,17 @@ def _map_points(params: torch.Tensor, family: str, pts: torch.Tensor, components
     return _apply_homography(m, pts.to(m.dtype).expand(m.shape[0], -1, -1), family)
 
 
-def _to_pixels(pts: torch.Tensor, input_size) -> torch.Tensor:
+def grid_to_pixels(grid: torch.Tensor, input_size) -> torch.Tensor:
+    """Normalised points ``(..., 2)`` (e.g. a grid ``(B, H, W, 2)``) -> input pixel coordinates
+    (pixel centres at integers, ``align_corners=False``), same shape."""
+    _check_tensor(grid, "grid")
+    if grid.shape[-1] != 2:
+        raise ValueError(f"grid must end in a (x, y) dimension of 2, got shape {_shape(grid)}")
     h, w = _check_size(input_size)
-    x = (pts[..., 0] + 1) * w / 2 - 0.5
-    y = (pts[..., 1] + 1) * h / 2 - 0.5
+    x = (grid[..., 0] + 1) * w / 2 - 0.5
+    y = (grid[..., 1] + 1) * h / 2 - 0.5
     return torch.stack([x, y], dim=-1)
+
 
 
 def sampled_corners(
@@ -717,7 +724,7 @@ def sampled_corners(
     """
     ref = params if isinstance(params, torch.Tensor) and params.is_floating_point() else torch.zeros(1)
     corners = ref.new_tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-    return _to_pixels(_map_points(params, family, corners, components), input_size)
+    return grid_to_pixels(_map_points(params, family, corners, components), input_size)
 
 
 def sampled_outline(
@@ -732,4 +739,4 @@ def sampled_outline(
         raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
     ref = params if isinstance(params, torch.Tensor) and params.is_floating_point() else torch.zeros(1)
     pts = _outline_points(points_per_side, ref)
-    return _to_pixels(_map_points(params, family, pts, components), input_size)
+    return grid_to_pixels(_map_points(params, family, pts, components), input_size)

@@ -1,28 +1,67 @@
-"""Pure drawing: arrays in, matplotlib Axes out. Never sees an ``nn.Module`` or widget state.
+"""Pure drawing: arrays in, matplotlib Axes (or RGB arrays) out. Never sees an ``nn.Module`` or
+widget state.
 
-Every function draws into the caller's ``ax`` when given (else a new one) and returns it, so a
-figure can be built once and updated.
+Two back ends, same pictures:
+
+* matplotlib (``draw_*``, :func:`plot_record`, :func:`plot_batch`) for figures in notebooks and
+  files; every function draws into the caller's ``ax`` when given and returns it.
+* a raster one (:func:`overlay_rgb`, :func:`to_png`) for widgets: drawing lines into a small RGB
+  array with Pillow's ``ImageDraw`` and encoding a PNG takes about a millisecond, where a
+  matplotlib redraw plus ``savefig`` takes tens. That is why the widgets do not use matplotlib.
+
+Coordinates are input pixels with pixel centres at integers (``stnviz.geometry``'s convention).
 """
 
 from __future__ import annotations
 
+import io
+import math
+
 import numpy as np
 
-__all__ = ["draw_image", "draw_outline", "to_display"]
+__all__ = [
+    "OUTLINE_COLOR",
+    "BOX_COLOR",
+    "draw_box",
+    "draw_image",
+    "draw_lattice",
+    "draw_outline",
+    "encode",
+    "format_theta",
+    "lattice_points",
+    "overlay_rgb",
+    "plot_batch",
+    "plot_record",
+    "to_display",
+    "to_png",
+]
+
+OUTLINE_COLOR = "#ff3b30"
+LATTICE_COLOR = "#ffd60a"
+BOX_COLOR = "#34c759"
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
 def to_display(image) -> np.ndarray:
-    """An image ``(C, H, W)`` tensor or array in ``[0, 1]`` -> ``(H, W)`` (grey) or ``(H, W, 3)``."""
-    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    """An image ``(C, H, W)`` tensor or array in ``[0, 1]`` -> ``(H, W)`` (grey) or ``(H, W, 3)``.
+
+    Feature maps with other channel counts show their mean over channels, rescaled to [0, 1].
+    """
+    arr = _np(image).astype(np.float32)
     if arr.ndim == 2:
         return np.clip(arr, 0, 1)
     if arr.ndim != 3:
         raise ValueError(f"image must be (C, H, W) or (H, W), got shape {arr.shape}")
     if arr.shape[0] == 1:
         return np.clip(arr[0], 0, 1)
-    if arr.shape[0] >= 3:
-        return np.clip(arr[:3].transpose(1, 2, 0), 0, 1)
-    raise ValueError(f"image must have 1 or >= 3 channels, got {arr.shape[0]}")
+    if arr.shape[0] == 3:
+        return np.clip(arr.transpose(1, 2, 0), 0, 1)
+    m = arr.mean(0)
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
 
 
 def _axes(ax):
@@ -45,32 +84,209 @@ def draw_image(image, ax=None, title: str | None = None):
     return ax
 
 
-def draw_outline(outline, ax=None, color: str = "#ff3b30", linewidth: float = 1.5, corner_marker: bool = True,
+def _fit_view(ax, pts: np.ndarray) -> None:
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    pad = 0.03 * max(abs(xlim[1] - xlim[0]), abs(ylim[1] - ylim[0]))
+    x0, x1 = min(min(xlim), pts[:, 0].min() - pad), max(max(xlim), pts[:, 0].max() + pad)
+    y0, y1 = min(min(ylim), pts[:, 1].min() - pad), max(max(ylim), pts[:, 1].max() + pad)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y1, y0) if ylim[0] > ylim[1] else ax.set_ylim(y0, y1)
+
+
+def draw_outline(outline, ax=None, color: str = OUTLINE_COLOR, linewidth: float = 1.5, corner_marker: bool = True,
                  fit: bool = True):
     """Draw a closed polygon ``(N, 2)`` of ``(x, y)`` pixel points (e.g. ``geometry.sampled_outline``).
 
     The first point (the output's top-left corner) gets a dot, so flips and rotations show.
-    ``fit=True`` widens the view to show the whole region when it reaches outside the image;
-    ``False`` keeps the current view.
+    ``fit=True`` widens the view to show the whole region when it reaches outside the image.
     """
     ax = _axes(ax)
-    pts = outline.detach().cpu().numpy() if hasattr(outline, "detach") else np.asarray(outline)
+    pts = _np(outline)
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 2:
         raise ValueError(f"outline must be (N, 2) with N >= 2, got shape {pts.shape}")
-    closed = np.vstack([pts, pts[:1]])
+    if not np.isfinite(pts).all():
+        raise ValueError("outline has non-finite points (a degenerate transform?)")
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    closed = np.vstack([pts, pts[:1]])
     ax.plot(closed[:, 0], closed[:, 1], color=color, linewidth=linewidth)
     if corner_marker:
         ax.plot(pts[0, 0], pts[0, 1], "o", color=color, markersize=4)
     if fit:
-        pad = 0.03 * max(abs(xlim[1] - xlim[0]), abs(ylim[1] - ylim[0]))
-        x0, x1 = min(xlim), max(xlim)
-        y0, y1 = min(ylim), max(ylim)
-        x0, x1 = min(x0, pts[:, 0].min() - pad), max(x1, pts[:, 0].max() + pad)
-        y0, y1 = min(y0, pts[:, 1].min() - pad), max(y1, pts[:, 1].max() + pad)
-        ax.set_xlim(x0, x1)
-        ax.set_ylim(y1, y0) if ylim[0] > ylim[1] else ax.set_ylim(y0, y1)
+        _fit_view(ax, pts)
     else:
         ax.set_xlim(xlim)
         ax.set_ylim(ylim)
     return ax
+
+
+def lattice_points(grid, input_size, n: int = 8) -> np.ndarray:
+    """A sparse ``n x n`` subset of a sampling grid ``(H, W, 2)`` (normalised) in input pixels,
+    ``(n * n, 2)``: the sample points the overlay marks."""
+    g = _np(grid)
+    if g.ndim != 3 or g.shape[-1] != 2:
+        raise ValueError(f"grid must be (H, W, 2), got shape {g.shape}")
+    h, w = g.shape[:2]
+    ys = np.unique(np.linspace(0, h - 1, min(n, h)).round().astype(int))
+    xs = np.unique(np.linspace(0, w - 1, min(n, w)).round().astype(int))
+    pts = g[np.ix_(ys, xs)].reshape(-1, 2)
+    ih, iw = input_size
+    return np.stack([(pts[:, 0] + 1) * iw / 2 - 0.5, (pts[:, 1] + 1) * ih / 2 - 0.5], 1)
+
+
+def draw_lattice(points, ax=None, color: str = LATTICE_COLOR, size: float = 6.0):
+    """Mark sample points ``(M, 2)`` (from :func:`lattice_points`)."""
+    ax = _axes(ax)
+    pts = _np(points)
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    ax.scatter(pts[:, 0], pts[:, 1], s=size, c=color, marker=".", linewidths=0)
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
+    return ax
+
+
+def draw_box(box, ax=None, color: str = BOX_COLOR, label: str | None = None, linewidth: float = 1.5):
+    """Draw an axis-aligned box ``(x1, y1, x2, y2)`` in pixel-edge coordinates (e.g. a GTSRB ROI
+    scaled to the image: ``roi * (W, H, W, H) - 0.5``)."""
+    from matplotlib.patches import Rectangle
+
+    ax = _axes(ax)
+    x1, y1, x2, y2 = (float(v) for v in _np(box))
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=linewidth, linestyle="--"))
+    if label:
+        ax.text(x1, y1 - 0.5, label, color=color, fontsize=7, va="bottom")
+    return ax
+
+
+def format_theta(theta, decomposed: bool = True) -> str:
+    """Theta ``(2, 3)`` as text: the raw matrix and, if asked, rotation / scale / shear / translation."""
+    t = _np(theta).reshape(2, 3).astype(np.float64)
+    lines = [
+        f"[{t[0, 0]:+.3f} {t[0, 1]:+.3f} {t[0, 2]:+.3f}]",
+        f"[{t[1, 0]:+.3f} {t[1, 1]:+.3f} {t[1, 2]:+.3f}]",
+    ]
+    if decomposed:
+        a11, a12, a21, a22 = t[0, 0], t[0, 1], t[1, 0], t[1, 1]
+        sx = math.hypot(a11, a21)
+        det = a11 * a22 - a12 * a21
+        if sx < 1e-9 or abs(det) < 1e-9:
+            lines.append("singular: no decomposition")
+        else:
+            rot = math.degrees(math.atan2(a21, a11))
+            sy = det / sx
+            shear = (a11 / sx * a12 + a21 / sx * a22) / sy
+            lines.append(f"rot {rot:+.1f} deg  scale {sx:.3f} x {sy:.3f}")
+            lines.append(f"shear {shear:+.3f}  t ({t[0, 2]:+.3f}, {t[1, 2]:+.3f})")
+    return "\n".join(lines)
+
+
+def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = None, box=None, lattice: int = 8):
+    """Input with the sampled region (outline + lattice) | output, for sample ``index`` of a
+    capture record (anything with ``input``, ``output``, ``grid`` and ``sampled_outline()``).
+
+    ``box``: an annotated box in input pixel-edge coordinates, drawn beside the region.
+    Returns the two axes.
+    """
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        _, axes = plt.subplots(1, 2, figsize=(5, 2.6))
+    ax_in, ax_out = axes
+    draw_image(record.input[index], ax_in, title="input + sampled region")
+    if box is not None:
+        draw_box(box, ax_in, label="annotated")
+    draw_lattice(lattice_points(record.grid[index], record.input_size, lattice), ax_in)
+    draw_outline(record.sampled_outline()[index], ax_in)
+    draw_image(record.output[index], ax_out, title="output" + (f": {prediction}" if prediction else ""))
+    theta = record.theta
+    if theta is not None:
+        ax_out.text(1.03, 0.5, format_theta(theta[index]), transform=ax_out.transAxes, fontsize=7,
+                    family="monospace", va="center")
+    return axes
+
+
+def plot_batch(record, *, predictions=None, labels=None, n: int = 8, boxes=None, title: str | None = None):
+    """A figure of ``n`` samples of a record: input + region | output | theta, one row each."""
+    import matplotlib.pyplot as plt
+
+    n = min(n, record.input.shape[0])
+    fig, axes = plt.subplots(n, 2, figsize=(6.2, 2.3 * n), squeeze=False)
+    for i in range(n):
+        pred = None
+        if predictions is not None:
+            pred = f"pred {int(predictions[i])}" + (f" (true {int(labels[i])})" if labels is not None else "")
+        plot_record(record, i, axes[i], prediction=pred, box=None if boxes is None else boxes[i])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- raster back end
+
+
+def overlay_rgb(image, outline=None, lattice=None, box=None, *, scale: int = 8, max_side: int = 320,
+                margin: float = 0.0) -> np.ndarray:
+    """Upscale ``image`` (nearest) and draw the sampled region on it: ``(H', W', 3)`` uint8.
+
+    ``outline (N, 2)``, ``lattice (M, 2)`` and ``box (x1, y1, x2, y2)`` are in input pixels.
+    The scale is reduced so the longer side stays within ``max_side``. ``margin`` (a fraction of
+    the image size on each side, grey) leaves room to see a region reaching outside the image.
+    """
+    from PIL import Image, ImageDraw
+
+    disp = to_display(image)
+    rgb = np.repeat(disp[..., None], 3, axis=2) if disp.ndim == 2 else disp
+    h, w = rgb.shape[:2]
+    s = max(1, min(scale, max_side // max(h, w)))
+    arr = (rgb * 255 + 0.5).astype(np.uint8)
+    if s > 1:
+        arr = arr.repeat(s, 0).repeat(s, 1)
+    mx, my = int(round(margin * w)) * s, int(round(margin * h)) * s
+    im = Image.new("RGB", (arr.shape[1] + 2 * mx, arr.shape[0] + 2 * my), (72, 72, 76))
+    im.paste(Image.fromarray(arr), (mx, my))
+    draw = ImageDraw.Draw(im)
+
+    def px(p):  # pixel-centre coordinates -> upscaled canvas coordinates
+        return ((float(p[0]) + 0.5) * s + mx, (float(p[1]) + 0.5) * s + my)
+
+    if box is not None:
+        x1, y1, x2, y2 = (float(v) for v in _np(box))
+        draw.rectangle([px((x1, y1)), px((x2, y2))], outline=BOX_COLOR, width=max(1, s // 4))
+    if lattice is not None:
+        r = max(1.0, s / 6)
+        for p in _np(lattice):
+            if np.isfinite(p).all():
+                cx, cy = px(p)
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=LATTICE_COLOR)
+    if outline is not None:
+        pts = _np(outline)
+        if np.isfinite(pts).all():
+            poly = [px(p) for p in pts] + [px(pts[0])]
+            draw.line(poly, fill=OUTLINE_COLOR, width=max(1, s // 4))
+            cx, cy = poly[0]
+            r = max(2.0, s / 3)
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=OUTLINE_COLOR)
+    return np.asarray(im)
+
+
+def to_png(rgb: np.ndarray, *, compress_level: int = 1) -> bytes:
+    """Encode an ``(H, W, 3)`` uint8 (or ``(H, W)`` float in [0, 1]) array as PNG bytes."""
+    return encode(rgb, "png", compress_level=compress_level)
+
+
+def encode(rgb: np.ndarray, fmt: str = "png", *, compress_level: int = 1, quality: int = 92) -> bytes:
+    """Encode an image array as ``"png"`` (lossless; fast for flat, grey pictures) or ``"jpeg"``
+    (about 20x faster than PNG for a colour photo of a few hundred pixels a side)."""
+    from PIL import Image
+
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+    buf = io.BytesIO()
+    if fmt == "png":
+        Image.fromarray(arr).save(buf, format="PNG", compress_level=compress_level)
+    elif fmt == "jpeg":
+        Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+    else:
+        raise ValueError(f"fmt must be 'png' or 'jpeg', got {fmt!r}")
+    return buf.getvalue()

@@ -49,5 +49,9 @@ class TestDemo:
         assert "device must be" in capsys.readouterr().err
 
     def test_module_entry_point_lists_models(self):
+        import stnviz
+
         out = subprocess.run([sys.executable, "-m", "stnviz", "models", "stn_*"], capture_output=True, text=True, check=True)
-        assert out.stdout.split() == ["stn_cifar", "stn_cnn", "stn_gtsrb", "stn_tutorial"]
+        assert out.stdout.split() == stnviz.list_models("stn_*")
+        assert {"stn_cifar", "stn_cnn", "stn_gtsrb", "stn_tutorial"} <= set(out.stdout.split())
+        assert all(n.startswith("stn_") for n in out.stdout.split())

@@ -1,0 +1,200 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stnviz import geometry, get_model
+from stnviz.capture import CaptureError, TransformRecord, capture
+
+
+class TutorialNet(nn.Module):
+    """The PyTorch STN tutorial's network, written without stnviz."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, 10)
+        self.localization = nn.Sequential(
+            nn.Conv2d(1, 8, kernel_size=7), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
+            nn.Conv2d(8, 10, kernel_size=5), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
+        )
+        self.fc_loc = nn.Sequential(nn.Linear(10 * 3 * 3, 32), nn.ReLU(True), nn.Linear(32, 3 * 2))
+        self.fc_loc[2].weight.data.zero_()
+        self.fc_loc[2].bias.data.copy_(torch.tensor([0.9, 0.1, 0.05, -0.1, 0.9, 0.0]))
+
+    def stn(self, x):
+        xs = self.localization(x).view(-1, 10 * 3 * 3)
+        theta = self.fc_loc(xs).view(-1, 2, 3)
+        grid = F.affine_grid(theta, x.size(), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False)
+
+    def forward(self, x):
+        x = self.stn(x)
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        x = F.relu(self.fc1(x.view(-1, 320)))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+class TwoStageNet(nn.Module):
+    """Two foreign transformers: one in a submodule, one in the root's forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Identity()
+        self.head = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        b = x.shape[0]
+        t1 = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]).expand(b, 2, 3)
+        t2 = torch.tensor([[1.0, 0.0, 0.2], [0.0, 1.0, 0.0]]).expand(b, 2, 3)
+        x = F.grid_sample(x, F.affine_grid(t1, x.size(), align_corners=False), align_corners=False)
+        y = self.head(x)
+        return F.grid_sample(y, F.affine_grid(t2, y.size(), align_corners=False), align_corners=False)
+
+
+class TestCaptureStnviz:
+    def test_records_every_transformer(self):
+        model = get_model("stn_gtsrb").eval()
+        x = torch.rand(4, 3, 32, 32)
+        with capture(model) as rec:
+            model(x)
+        assert rec.modules == ["transformer", "body.1"]
+        first, second = rec.of("transformer")[0], rec.of("body.1")[0]
+        assert (first.call, second.call) == (0, 1)
+        assert first.family == "affine" and first.params.shape == (4, 2, 3)
+        assert torch.equal(first.input, x)
+        assert first.grid.shape == (4, 32, 32, 2) and first.output.shape == (4, 3, 32, 32)
+        assert second.input.shape == (4, 32, 16, 16)
+        # an untrained transformer is the identity
+        torch.testing.assert_close(first.theta, geometry.identity_params("affine").view(1, 2, 3).expand(4, 2, 3))
+        torch.testing.assert_close(first.output, x, atol=1e-5, rtol=0)
+
+    def test_records_are_detached_cpu_copies(self):
+        model = get_model("stn_tutorial")
+        x = torch.rand(2, 1, 28, 28, requires_grad=True)
+        with capture(model) as rec:
+            out = model(x)
+        r = rec.last()
+        assert not r.output.requires_grad and not r.params.requires_grad
+        out.sum().backward()  # the model's graph is untouched by the copies
+        assert x.grad is not None
+
+    @pytest.mark.parametrize("family,kwargs,shape", [
+        ("tps", {"control_points": 9}, (2, 9, 2)),
+        ("projective", {}, (2, 8)),
+        ("restricted", {"components": ["rotation", "scale"]}, (2, 2)),
+    ])
+    def test_other_families(self, family, kwargs, shape):
+        model = get_model("stn_cnn", transform=family, **kwargs).eval()
+        with capture(model) as rec:
+            model(torch.rand(2, 1, 42, 42))
+        r = rec.last("transformer")
+        assert r.family == family and tuple(r.params.shape) == shape
+        outline = r.sampled_outline(4)
+        assert outline.shape == (2, 16, 2)
+        # identity: the outline runs along the image border
+        assert outline[..., 0].min() == pytest.approx(-0.5, abs=1e-3) and outline[..., 0].max() == pytest.approx(41.5, abs=1e-3)
+
+    def test_bounded_memory(self):
+        model = get_model("stn_tutorial").eval()
+        with capture(model, keep_last=3, batch_slice=2) as rec:
+            for _ in range(5):
+                model(torch.rand(8, 1, 28, 28))
+        assert len(rec) == 3 and rec.dropped == 2
+        assert [r.call for r in rec] == [2, 3, 4]
+        assert all(r.input.shape[0] == 2 and r.grid.shape[0] == 2 for r in rec)
+
+    def test_hooks_removed_on_exit_and_on_error(self):
+        model = get_model("stn_tutorial").eval()
+        st = model.transformers[0]
+        before = (len(st._forward_hooks), len(st._forward_pre_hooks), len(model._forward_pre_hooks))
+        with pytest.raises(RuntimeError, match="boom"):
+            with capture(model):
+                model(torch.rand(1, 1, 28, 28))
+                raise RuntimeError("boom")
+        assert (len(st._forward_hooks), len(st._forward_pre_hooks), len(model._forward_pre_hooks)) == before
+        assert F.grid_sample.__module__ == "torch.nn.functional" and F.affine_grid.__module__ == "torch.nn.functional"
+
+    def test_nothing_captured_is_an_error(self):
+        model = get_model("stn_tutorial")
+        with pytest.raises(CaptureError, match="has 1 SpatialTransformer module.*none ran"):
+            with capture(model):
+                pass
+        plain = nn.Linear(3, 3)
+        with pytest.raises(CaptureError, match="no stnviz SpatialTransformer and made no F.grid_sample call"):
+            with capture(plain):
+                plain(torch.rand(1, 3))
+        with capture(plain, allow_empty=True) as rec:
+            plain(torch.rand(1, 3))
+        assert len(rec) == 0
+
+    def test_missing_module_lookup(self):
+        model = get_model("stn_tutorial").eval()
+        with capture(model) as rec:
+            model(torch.rand(1, 1, 28, 28))
+        with pytest.raises(CaptureError, match=r"no records for module 'body.9'; captured modules: \['transformer'\]"):
+            rec.of("body.9")
+
+
+class TestCaptureForeign:
+    def test_tutorial_net(self):
+        torch.manual_seed(0)
+        net = TutorialNet().eval()
+        x = torch.rand(3, 1, 28, 28)
+        with capture(net) as rec:
+            net(x)
+        assert len(rec) == 1
+        r = rec.last()
+        assert r.module == "TutorialNet:grid_sample" and r.family == "affine"
+        expected = torch.tensor([[0.9, 0.1, 0.05], [-0.1, 0.9, 0.0]]).expand(3, 2, 3)
+        torch.testing.assert_close(r.theta, expected)
+        torch.testing.assert_close(r.output, F.grid_sample(x, F.affine_grid(expected, x.size(), align_corners=False), align_corners=False))
+        corners = r.sampled_outline(1)
+        torch.testing.assert_close(corners, geometry.sampled_corners(expected, "affine", (28, 28)))
+
+    def test_two_transformers(self):
+        net = TwoStageNet()
+        with capture(net) as rec:
+            net(torch.rand(2, 1, 8, 8))
+        assert len(rec) == 2
+        a, b = rec[0], rec[1]
+        assert a.theta[0, 0, 0] == 0.5 and b.theta[0, 0, 2] == pytest.approx(0.2)
+        assert a.input.shape[1] == 1 and b.input.shape[1] == 2
+
+    def test_grid_without_theta(self):
+        """A sampler fed a hand-made grid is recorded with params=None and a traced outline."""
+
+        class Raw(nn.Module):
+            def forward(self, x):
+                grid = geometry.affine_grid(torch.tensor([[[0.5, 0, 0], [0, 0.5, 0]]]), (4, 4)).clone()
+                return F.grid_sample(x, grid, align_corners=False)
+
+        with capture(Raw()) as rec:
+            Raw()(torch.rand(1, 1, 8, 8))
+        r = rec.last()
+        assert r.params is None and r.theta is None and r.family is None
+        outline = r.sampled_outline()
+        # the traced border runs through the output's edge pixel centres: normalised +-0.75 * 0.5
+        # = +-0.375, i.e. input pixels (1 - 0.375) * 8 / 2 - 0.5 = 2.0 and (1 + 0.375) * 4 - 0.5 = 5.0
+        assert outline[..., 0].min() == pytest.approx(2.0) and outline[..., 0].max() == pytest.approx(5.0)
+
+    def test_foreign_off(self):
+        net = TutorialNet()
+        with pytest.raises(CaptureError, match="foreign=False"):
+            with capture(net, foreign=False):
+                net(torch.rand(1, 1, 28, 28))
+
+    def test_stnviz_model_is_not_double_counted(self):
+        model = get_model("stn_tutorial").eval()
+        with capture(model, foreign=True) as rec:
+            model(torch.rand(1, 1, 28, 28))
+        assert len(rec) == 1 and rec.last().module == "transformer"
+
+    def test_record_type(self):
+        model = get_model("stn_tutorial").eval()
+        with capture(model) as rec:
+            model(torch.rand(1, 1, 28, 28))
+        assert isinstance(rec.last(), TransformRecord)

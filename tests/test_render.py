@@ -1,0 +1,111 @@
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stnviz import geometry, get_model, render
+from stnviz.analysis import decomposed_theta, theta_table
+from stnviz.capture import capture
+
+
+class TestToDisplay:
+    def test_shapes(self):
+        assert render.to_display(torch.rand(1, 5, 6)).shape == (5, 6)
+        assert render.to_display(torch.rand(3, 5, 6)).shape == (5, 6, 3)
+        fm = render.to_display(torch.arange(2 * 4 * 4, dtype=torch.float32).view(2, 4, 4))
+        assert fm.shape == (4, 4) and fm.min() == 0 and fm.max() == 1  # feature maps: mean, rescaled
+
+    def test_bad(self):
+        with pytest.raises(ValueError, match=r"image must be \(C, H, W\) or \(H, W\), got shape \(1, 1, 2, 2\)"):
+            render.to_display(np.zeros((1, 1, 2, 2)))
+
+
+class TestLatticePoints:
+    def test_identity_grid_hits_pixel_centres(self):
+        grid = geometry.affine_grid(geometry.identity_params("affine").view(1, 2, 3), (8, 8))[0]
+        pts = render.lattice_points(grid, (8, 8), n=8)
+        assert pts.shape == (64, 2)
+        np.testing.assert_allclose(np.unique(pts[:, 0]), np.arange(8), atol=1e-5)
+
+
+class TestOverlayRGB:
+    def test_outline_drawn_where_expected(self):
+        img = torch.zeros(1, 10, 10)
+        outline = torch.tensor([[2.0, 2.0], [7.0, 2.0], [7.0, 7.0], [2.0, 7.0]])
+        rgb = render.overlay_rgb(img, outline, scale=4)
+        assert rgb.shape == (40, 40, 3) and rgb.dtype == np.uint8
+        red = (rgb[..., 0] > 200) & (rgb[..., 1] < 100)
+        # pixel centre 2 -> canvas (2 + 0.5) * 4 = 10; the top edge runs along row 10
+        assert red[10, 12:28].all()
+        assert not red[20, 20]  # inside the region: untouched
+        plain = render.overlay_rgb(img, scale=4)
+        assert not ((plain[..., 0] > 200) & (plain[..., 1] < 100)).any()
+
+    def test_margin_and_max_side(self):
+        rgb = render.overlay_rgb(torch.zeros(3, 100, 100), scale=8, max_side=320, margin=0.25)
+        assert rgb.shape == (150 * 3, 150 * 3, 3)  # scale capped at 3, 25 px margin each side
+
+    def test_encode(self):
+        rgb = render.overlay_rgb(torch.rand(3, 16, 16), scale=2)
+        png, jpg = render.encode(rgb, "png"), render.encode(rgb, "jpeg")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and jpg[:2] == b"\xff\xd8"
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), rgb)
+        with pytest.raises(ValueError, match="fmt must be 'png' or 'jpeg', got 'gif'"):
+            render.encode(rgb, "gif")
+
+
+class TestFormatTheta:
+    def test_decomposition_text(self):
+        theta = geometry.compose_affine(rotation=torch.tensor([np.pi / 6]), scale_x=0.5, scale_y=0.5, tx=0.25)
+        text = render.format_theta(theta[0])
+        assert "rot +30.0 deg" in text and "scale 0.500 x 0.500" in text and "t (+0.250, +0.000)" in text
+
+    def test_singular(self):
+        assert "singular" in render.format_theta(torch.zeros(2, 3))
+
+
+class TestPlots:
+    def test_plot_record_and_batch(self):
+        model = get_model("stn_tutorial").eval()
+        model.transformers[0].set_constant_params(torch.tensor([0.5, 0, 0, 0, 0.5, 0]))
+        with capture(model) as rec:
+            logits = model(torch.rand(3, 1, 28, 28))
+        r = rec.last()
+        ax_in, ax_out = render.plot_record(r, 1, prediction="7", box=torch.tensor([5.0, 5, 20, 20]))
+        line = ax_in.lines[0].get_xydata()
+        # attention window of half size: the outline spans pixels 6.5 .. 20.5 (edges of the central half)
+        assert line[:, 0].min() == pytest.approx(6.5) and line[:, 0].max() == pytest.approx(20.5)
+        assert "output: 7" in ax_out.get_title()
+        assert "rot" in ax_out.texts[0].get_text()
+        assert len(ax_in.patches) == 1  # the annotated box
+        fig = render.plot_batch(r, predictions=logits.argmax(1), labels=torch.tensor([1, 2, 3]), n=2)
+        assert len(fig.axes) == 4
+        plt.close("all")
+
+    def test_draw_outline_rejects_nan(self):
+        with pytest.raises(ValueError, match="non-finite"):
+            render.draw_outline(np.array([[0, 0], [np.nan, 1]]))
+
+
+class TestAnalysisTables:
+    def test_decomposed(self):
+        theta = geometry.compose_affine(rotation=torch.tensor([0.5, 0.0]), scale_x=torch.tensor([1.0, 2.0]), shear=0.1, ty=0.3)
+        df = decomposed_theta(theta)
+        assert list(df["rotation_deg"].round(4)) == [round(np.degrees(0.5), 4), 0.0]
+        assert list(df["scale_x"].round(6)) == [1.0, 2.0] and list(df["ty"].round(6)) == [0.3, 0.3]
+        singular = decomposed_theta(torch.zeros(1, 2, 3))
+        assert np.isnan(singular["rotation_deg"][0])
+
+    def test_theta_table_from_records(self):
+        model = get_model("stn_gtsrb").eval()
+        with capture(model) as rec:
+            model(torch.rand(2, 3, 32, 32))
+        df = theta_table(rec, 1)
+        assert list(df["module"]) == ["transformer", "body.1"]
+        assert list(df["scale_x"].round(6)) == [1.0, 1.0]
