@@ -1,33 +1,63 @@
-"""pandas tables from capture records (pure: records and tensors in, DataFrames out)."""
+"""pandas tables and metrics from what transformers did (records, sequences, data sets).
+
+* Theta tables: :func:`decomposed_theta`, :func:`theta_table`.
+* Video stability (the Moodstocks "post-training" view, measured): :func:`run_sequence` /
+  :func:`sequence_stability` give one row per frame (decomposed theta, sampled region, IoU with an
+  annotated box, frame-to-frame change of the transformer's output against the change of the
+  input resized to the same size, i.e. against the identity transform); :func:`stability_summary`
+  gives one row per track and :func:`summarize_stability` one row per model.
+* Data-set tables: :func:`class_transform_stats`, :func:`canonical_means`,
+  :func:`accuracy_with_without`, :func:`distortion_residuals`.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Iterable
 
+import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from . import geometry
+from .capture import capture
 
-__all__ = ["decomposed_theta", "theta_table"]
+__all__ = [
+    "SequenceRun",
+    "accuracy_with_without",
+    "canonical_means",
+    "class_transform_stats",
+    "decomposed_theta",
+    "distortion_residuals",
+    "polygon_box_iou",
+    "run_sequence",
+    "sequence_stability",
+    "stability_summary",
+    "summarize_stability",
+    "theta_table",
+]
+
+_PARTS = ("rotation_deg", "scale_x", "scale_y", "shear", "tx", "ty")
 
 
 def decomposed_theta(theta: torch.Tensor) -> pd.DataFrame:
     """One row per sample of theta ``(B, 2, 3)``: the six entries and their decomposition
     (rotation in degrees, scale x / y, shear, translation). Singular rows get NaN components."""
     theta = theta.detach().to("cpu", torch.float64).reshape(-1, 2, 3)
-    rows = []
-    for t in theta:
-        row = {f"theta_{r}{c}": float(t[r, c]) for r in range(2) for c in range(3)}
-        try:
-            parts = geometry.decompose_affine(t.unsqueeze(0))
-            row.update(rotation_deg=math.degrees(float(parts.rotation)), scale_x=float(parts.scale_x),
-                       scale_y=float(parts.scale_y), shear=float(parts.shear), tx=float(parts.tx), ty=float(parts.ty))
-        except ValueError:
-            row.update(rotation_deg=math.nan, scale_x=math.nan, scale_y=math.nan, shear=math.nan,
-                       tx=float(t[0, 2]), ty=float(t[1, 2]))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    cols = {f"theta_{r}{c}": theta[:, r, c].numpy() for r in range(2) for c in range(3)}
+    a11, a12, a21, a22 = theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1]
+    sx = torch.sqrt(a11**2 + a21**2)
+    det = a11 * a22 - a12 * a21
+    ok = (sx > 1e-12) & (det.abs() > 1e-12)
+    safe_sx = torch.where(ok, sx, torch.ones_like(sx))
+    sy = torch.where(ok, det / safe_sx, torch.full_like(sx, math.nan))
+    shear = torch.where(ok, (a11 * a12 + a21 * a22) / safe_sx / torch.where(ok, sy, torch.ones_like(sy)), torch.full_like(sx, math.nan))
+    rot = torch.where(ok, torch.rad2deg(torch.atan2(a21, a11)), torch.full_like(sx, math.nan))
+    cols.update(rotation_deg=rot.numpy(), scale_x=torch.where(ok, sx, torch.full_like(sx, math.nan)).numpy(),
+                scale_y=sy.numpy(), shear=shear.numpy(), tx=theta[:, 0, 2].numpy(), ty=theta[:, 1, 2].numpy())
+    return pd.DataFrame(cols)
 
 
 def theta_table(records, index: int = 0) -> pd.DataFrame:
@@ -42,4 +72,288 @@ def theta_table(records, index: int = 0) -> pd.DataFrame:
         elif r.params is not None:
             row["params"] = [round(float(v), 4) for v in r.params[index].flatten()]
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- regions
+
+
+def _area(poly: np.ndarray) -> float:
+    if len(poly) < 3:
+        return 0.0
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _clip(poly: np.ndarray, axis: int, value: float, keep_greater: bool) -> np.ndarray:
+    """Sutherland-Hodgman against one half-plane (``coord[axis] >= value`` or ``<=``)."""
+    if len(poly) == 0:
+        return poly
+    out = []
+    inside = (poly[:, axis] >= value) if keep_greater else (poly[:, axis] <= value)
+    for i in range(len(poly)):
+        cur, prev = poly[i], poly[i - 1]
+        cin, pin = inside[i], inside[i - 1]
+        if cin != pin:
+            t = (value - prev[axis]) / (cur[axis] - prev[axis])
+            out.append(prev + t * (cur - prev))
+        if cin:
+            out.append(cur)
+    return np.array(out).reshape(-1, 2)
+
+
+def polygon_box_iou(polygon, box) -> float:
+    """IoU of a simple polygon ``(N, 2)`` (a sampled region) and an axis-aligned box
+    ``(x1, y1, x2, y2)``, same coordinates. Exact: the polygon is clipped to the box."""
+    poly = np.asarray(polygon, dtype=np.float64)
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64))
+    if not np.isfinite(poly).all():
+        return math.nan
+    inter = poly
+    for axis, value, greater in ((0, x1, True), (0, x2, False), (1, y1, True), (1, y2, False)):
+        inter = _clip(inter, axis, value, greater)
+    a_inter = _area(inter)
+    union = _area(poly) + (x2 - x1) * (y2 - y1) - a_inter
+    return a_inter / union if union > 0 else math.nan
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+@dataclass
+class SequenceRun:
+    """A frame sequence through a model: ``frames (T, C, H, W)``, the chosen transformer's
+    ``outputs``, ``outlines (T, P, 2)`` (input pixels), ``boxes`` in input pixel-edge coordinates
+    (or ``None``), ``predictions (T,)`` and the per-frame ``table``."""
+
+    frames: torch.Tensor
+    outputs: torch.Tensor
+    outlines: torch.Tensor
+    boxes: torch.Tensor | None
+    predictions: torch.Tensor
+    table: pd.DataFrame
+    module: str
+
+
+def _change(x: torch.Tensor) -> np.ndarray:
+    """Mean absolute change from each frame to the previous one; NaN for the first."""
+    d = (x[1:] - x[:-1]).abs().flatten(1).mean(1).numpy()
+    return np.concatenate([[math.nan], d])
+
+
+@torch.no_grad()
+def run_sequence(model, source, *, module: str | None = None, device=None, batch_size: int = 64,
+                 label: int | None = None) -> SequenceRun:
+    """Run a frame sequence (Track, tensor, video file or folder) through ``model``.
+
+    Columns of ``table``: ``frame``; the decomposed theta (affine-type families); ``region_x*``
+    / ``region_y*`` (the four corners of the sampled region, input pixels); ``iou`` with the
+    annotated box (when the source has boxes); ``output_change`` and ``input_change`` (mean
+    absolute frame-to-frame change of the transformer's output, and of the input resized to the
+    output size, i.e. what the identity transform would give); ``prediction``, ``confidence``
+    and ``correct`` (when ``label`` is known, e.g. from a Track).
+    """
+    from .data.sequences import read_frames
+
+    size = getattr(model, "input_size", None)
+    frames, boxes = read_frames(source, size=size[1:] if size else None, channels=size[0] if size else None)
+    if label is None and hasattr(source, "label"):
+        label = int(source.label)
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    was = model.training
+    model.eval()
+    recs, logits = [], []
+    try:
+        for i in range(0, frames.shape[0], batch_size):
+            with capture(model, keep_last=None) as rec:
+                logits.append(model(frames[i : i + batch_size].to(dev)).float().cpu())
+            name = module or rec.modules[0]
+            recs.append(rec.last(name))
+    finally:
+        model.train(was)
+    name = module or recs[0].module
+    logits = torch.cat(logits)
+    outputs = torch.cat([r.output for r in recs])
+    inputs = torch.cat([r.input for r in recs])
+    outlines = torch.cat([r.sampled_outline(8) for r in recs])
+    corners = outlines[:, ::8]  # the outline starts at each corner every 8 points
+    h, w = inputs.shape[-2:]
+    table = pd.DataFrame({"frame": np.arange(frames.shape[0])})
+    thetas = [r.theta for r in recs]
+    if all(t is not None for t in thetas):
+        table = pd.concat([table, decomposed_theta(torch.cat(thetas))[list(_PARTS)]], axis=1)
+    for k, nm in enumerate(("tl", "tr", "br", "bl")):
+        table[f"region_x_{nm}"] = corners[:, k, 0].numpy()
+        table[f"region_y_{nm}"] = corners[:, k, 1].numpy()
+    box_px = None
+    if boxes is not None and inputs.shape[1] == frames.shape[1]:
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+        box_px = boxes * scale - 0.5
+        table["iou"] = [polygon_box_iou(outlines[t].numpy(), box_px[t].numpy()) for t in range(frames.shape[0])]
+    resized = F.interpolate(inputs, size=outputs.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+    table["output_change"] = _change(outputs)
+    table["input_change"] = _change(resized)
+    prob = logits.softmax(1)
+    table["prediction"] = logits.argmax(1).numpy()
+    table["confidence"] = prob.max(1).values.numpy()
+    if label is not None:
+        table["correct"] = table["prediction"] == label
+    return SequenceRun(frames, outputs, outlines, box_px, logits.argmax(1), table, name)
+
+
+def sequence_stability(model, source, **kwargs) -> pd.DataFrame:
+    """The per-frame table of :func:`run_sequence`."""
+    return run_sequence(model, source, **kwargs).table
+
+
+def stability_summary(model, tracks: Iterable, *, module: str | None = None, device=None) -> pd.DataFrame:
+    """One row per track: frames, accuracy, mean IoU, mean output change against mean input change
+    (``change_ratio`` < 1: the transformer's output is steadier than the raw input), and the
+    frame-to-frame jitter (std of differences) of each theta component."""
+    rows = []
+    for tr in tracks:
+        t = run_sequence(model, tr, module=module, device=device).table
+        row = {"track": getattr(tr, "track_id", len(rows)), "label": getattr(tr, "label", None), "frames": len(t),
+               "output_change": t["output_change"].mean(), "input_change": t["input_change"].mean()}
+        row["change_ratio"] = row["output_change"] / row["input_change"] if row["input_change"] > 0 else math.nan
+        if "correct" in t:
+            row["accuracy"] = float(t["correct"].mean())
+        if "iou" in t:
+            row["iou"] = float(t["iou"].mean())
+        for c in ("rotation_deg", "scale_x", "tx", "ty"):
+            if c in t:
+                row[f"{c}_jitter"] = float(t[c].diff().abs().mean())
+        rows.append(row)
+    if not rows:
+        raise ValueError("stability_summary got no tracks; expected at least one sequence")
+    return pd.DataFrame(rows)
+
+
+def summarize_stability(summary: pd.DataFrame, name: str = "model") -> pd.DataFrame:
+    """One row for a model from :func:`stability_summary`: means over tracks, with the identity
+    transform's change (the resized input) beside the model's."""
+    row = {"model": name, "tracks": len(summary), "frames": int(summary["frames"].sum()),
+           "output_change": summary["output_change"].mean(), "identity_change": summary["input_change"].mean(),
+           "change_ratio": summary["change_ratio"].mean(),
+           "tracks_steadier_than_identity": float((summary["change_ratio"] < 1).mean())}
+    for c in ("accuracy", "iou", "rotation_deg_jitter", "scale_x_jitter", "tx_jitter", "ty_jitter"):
+        if c in summary:
+            row[c] = summary[c].mean()
+    return pd.DataFrame([row])
+
+
+# --------------------------------------------------------------------------- data-set tables
+
+
+@torch.no_grad()
+def _collect(model, data, module: str | None, batch_size: int, device, limit: int | None):
+    """Run ``data`` (a batch source) through ``model``: theta, inputs/outputs, labels, logits, extras."""
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    was = model.training
+    model.eval()
+    out = {"theta": [], "outputs": [], "inputs": [], "labels": [], "logits": [], "extras": []}
+    seen = 0
+    try:
+        for batch in data.batches(batch_size, device=dev):
+            with capture(model, keep_last=None) as rec:
+                logits = model(batch.images)
+            r = rec.last(module or rec.modules[0])
+            out["theta"].append(r.theta)
+            out["outputs"].append(r.output)
+            out["inputs"].append(r.input)
+            out["labels"].append(batch.labels.cpu())
+            out["logits"].append(logits.float().cpu())
+            out["extras"].append({k: v.cpu() for k, v in batch.extras.items()})
+            seen += batch.labels.numel()
+            if limit is not None and seen >= limit:
+                break
+    finally:
+        model.train(was)
+    return out
+
+
+def class_transform_stats(model, data, *, module: str | None = None, batch_size: int = 256, device=None) -> pd.DataFrame:
+    """Per class: count, and mean / std of the learned rotation (deg), scale x / y and translation."""
+    c = _collect(model, data, module, batch_size, device, None)
+    if any(t is None for t in c["theta"]):
+        raise ValueError("class_transform_stats needs an affine-type transformer (theta); this one has none")
+    df = decomposed_theta(torch.cat(c["theta"]))[list(_PARTS)]
+    df["label"] = torch.cat(c["labels"]).numpy()
+    stats = df.groupby("label").agg(["mean", "std"])
+    stats.columns = [f"{a}_{b}" for a, b in stats.columns]
+    stats.insert(0, "count", df.groupby("label").size())
+    return stats.reset_index()
+
+
+def canonical_means(model, data, *, module: str | None = None, batch_size: int = 256, device=None) -> dict:
+    """Per class, the mean input and the mean transformer output: ``{label: (mean_in, mean_out)}``,
+    each ``(C, H, W)``. A sharp mean output where the mean input is a blur shows the transformer
+    bringing the class to one canonical pose."""
+    c = _collect(model, data, module, batch_size, device, None)
+    labels = torch.cat(c["labels"])
+    inputs, outputs = torch.cat(c["inputs"]), torch.cat(c["outputs"])
+    return {int(k): (inputs[labels == k].mean(0), outputs[labels == k].mean(0)) for k in torch.unique(labels).tolist()}
+
+
+@torch.no_grad()
+def accuracy_with_without(model, data, *, twin=None, batch_size: int = 256, device=None) -> pd.DataFrame:
+    """Accuracy of the ST model, of the same model with every transformer forced to the identity,
+    and of a separately trained no-ST ``twin`` when given."""
+    import copy
+
+    from .models import SpatialTransformer
+    from .train import evaluate
+
+    rows = [{"model": "with transformer", **evaluate(model, data, batch_size=batch_size, device=device)}]
+    frozen = copy.deepcopy(model)
+    for m in frozen.modules():
+        if isinstance(m, SpatialTransformer):
+            m.reset_to_identity()
+    rows.append({"model": "same weights, transformer = identity", **evaluate(frozen, data, batch_size=batch_size, device=device)})
+    if twin is not None:
+        rows.append({"model": "no-ST twin", **evaluate(twin, data, batch_size=batch_size, device=device)})
+    return pd.DataFrame(rows)[["model", "accuracy", "error", "loss", "n"]]
+
+
+def distortion_residuals(model, data, *, module: str | None = None, batch_size: int = 256, device=None,
+                         limit: int | None = None) -> pd.DataFrame:
+    """How much of a known distortion the transformer undoes (``stnviz.data.DistortedMNIST`` with
+    ground-truth ``theta``).
+
+    The digit pixel seen at output ``v`` is ``G(S(v))``: ``S`` the learned theta, ``G`` the ground
+    truth (canvas -> digit). A transformer that undoes the distortion makes ``M = G S`` the same
+    for every sample, so per component (rotation, log scale, translation) the table compares the
+    spread of the ground truth with the spread left in ``M``; ``undone = 1 - residual / distortion``
+    (1: fully undone, 0: untouched).
+    """
+    c = _collect(model, data, module, batch_size, device, limit)
+    if not c["extras"] or "theta" not in c["extras"][0]:
+        raise ValueError("distortion_residuals needs data with ground-truth 'theta' (e.g. DistortedMNIST 'rts' or 'rotated')")
+    if any(t is None for t in c["theta"]):
+        raise ValueError("distortion_residuals needs an affine-type transformer")
+    s = torch.cat(c["theta"]).double()
+    g = torch.cat([e["theta"] for e in c["extras"]]).double()
+    m = geometry.to_matrix(g, "affine") @ geometry.to_matrix(s, "affine")
+    gt = decomposed_theta(g)
+    res = decomposed_theta(m[:, :2])
+    rows = []
+
+    def spread(series, circular=False):
+        v = series.to_numpy(dtype=np.float64)
+        if circular:  # degrees: wrap around the circular mean
+            ang = np.deg2rad(v)
+            mean = math.atan2(np.sin(ang).mean(), np.cos(ang).mean())
+            return float(np.rad2deg(np.sqrt(np.mean(((ang - mean + np.pi) % (2 * np.pi) - np.pi) ** 2))))
+        return float(np.std(v))
+
+    for comp, col, fn in (("rotation (deg)", "rotation_deg", None), ("log scale", "scale", np.log),
+                          ("translation x", "tx", None), ("translation y", "ty", None)):
+        if col == "scale":
+            a = np.log(np.sqrt(gt["scale_x"] * gt["scale_y"].abs()))
+            b = np.log(np.sqrt(res["scale_x"] * res["scale_y"].abs()))
+            d, r = float(np.std(a)), float(np.std(b))
+        else:
+            d, r = spread(gt[col], col == "rotation_deg"), spread(res[col], col == "rotation_deg")
+        rows.append({"component": comp, "distortion_spread": d, "residual_spread": r,
+                     "undone": 1 - r / d if d > 0 else math.nan})
     return pd.DataFrame(rows)

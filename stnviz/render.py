@@ -31,7 +31,11 @@ __all__ = [
     "lattice_points",
     "overlay_rgb",
     "plot_batch",
+    "plot_canonical_means",
+    "plot_change_curves",
     "plot_record",
+    "plot_stability_summary",
+    "plot_theta_components",
     "to_display",
     "to_png",
 ]
@@ -290,3 +294,73 @@ def encode(rgb: np.ndarray, fmt: str = "png", *, compress_level: int = 1, qualit
     else:
         raise ValueError(f"fmt must be 'png' or 'jpeg', got {fmt!r}")
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- sequence plots
+# These take the per-frame / per-track tables of stnviz.analysis (anything with those columns).
+
+
+def plot_theta_components(table, ax=None, components=("rotation_deg", "scale_x", "scale_y", "tx", "ty")):
+    """Theta components against frame (rotation on a right-hand axis, in degrees)."""
+    ax = _axes(ax)
+    frames = np.asarray(table["frame"])
+    for c in components:
+        if c in table and c != "rotation_deg":
+            ax.plot(frames, np.asarray(table[c]), label=c, linewidth=1.5)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("scale / translation (normalised)")
+    if "rotation_deg" in components and "rotation_deg" in table:
+        ax2 = ax.twinx()
+        ax2.plot(frames, np.asarray(table["rotation_deg"]), color="k", linestyle="--", linewidth=1.2, label="rotation (deg)")
+        ax2.set_ylabel("rotation (deg)")
+        ax2.legend(loc="upper right", fontsize=7)
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title("learned transform per frame", fontsize=9)
+    return ax
+
+
+def plot_change_curves(table, ax=None):
+    """Frame-to-frame change of the transformer's output against the identity (resized input)."""
+    ax = _axes(ax)
+    frames = np.asarray(table["frame"])
+    ax.plot(frames, np.asarray(table["output_change"]), label="ST output", color=OUTLINE_COLOR, linewidth=1.5)
+    ax.plot(frames, np.asarray(table["input_change"]), label="identity (input resized)", color="0.4", linewidth=1.5)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("mean |change| from previous frame")
+    ax.legend(fontsize=7)
+    ax.set_title("frame-to-frame change", fontsize=9)
+    return ax
+
+
+def plot_stability_summary(summary, ax=None, title: str | None = None):
+    """Per-track mean change: the ST output (y) against the identity (x). Points under the
+    diagonal are tracks the transformer steadied."""
+    ax = _axes(ax)
+    x, y = np.asarray(summary["input_change"]), np.asarray(summary["output_change"])
+    ax.scatter(x, y, s=14, color=OUTLINE_COLOR, alpha=0.8)
+    hi = float(np.nanmax(np.concatenate([x, y]))) * 1.05 if len(x) else 1.0
+    ax.plot([0, hi], [0, hi], color="0.5", linestyle="--", linewidth=1)
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("identity: mean change of the input")
+    ax.set_ylabel("ST: mean change of the output")
+    steadier = float(np.mean(y < x)) if len(x) else float("nan")
+    ax.set_title(title or f"{len(x)} tracks, {steadier:.0%} steadier than identity", fontsize=9)
+    return ax
+
+
+def plot_canonical_means(means: dict, class_names=None, max_classes: int = 12):
+    """Two rows: the mean input and the mean transformer output of each class
+    (from ``stnviz.analysis.canonical_means``)."""
+    import matplotlib.pyplot as plt
+
+    keys = sorted(means)[:max_classes]
+    fig, axes = plt.subplots(2, len(keys), figsize=(1.2 * len(keys) + 0.8, 2.8), squeeze=False)
+    for j, k in enumerate(keys):
+        mean_in, mean_out = means[k]
+        draw_image(mean_in, axes[0, j], title=str(class_names[k]) if class_names else str(k))
+        draw_image(mean_out, axes[1, j])
+    axes[0, 0].set_ylabel("mean input", fontsize=8)
+    axes[1, 0].set_ylabel("mean output", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -62,6 +62,7 @@ class TrainState:
     epoch: int = 0
     step: int = 0  # optimizer steps taken in total
     batch_in_epoch: int = 0
+    steps_per_epoch: int = 0
     loss: float = float("nan")
     accuracy: float = float("nan")
     history: list = field(default_factory=list)
@@ -193,7 +194,7 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
 
     out = Path(out_dir) if out_dir is not None else None
-    state = TrainState(model=model, device=dev, rank=rank, world_size=world)
+    state = TrainState(model=model, device=dev, rank=rank, world_size=world, steps_per_epoch=steps_per_epoch)
     best_acc = -1.0
     if resume:
         path = (out / "last.pt") if resume is True and out is not None else Path(resume) if resume is not True else None

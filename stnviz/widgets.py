@@ -23,7 +23,7 @@ from . import geometry, render
 from .analysis import theta_table
 from .capture import capture
 
-__all__ = ["STNInspector", "ThetaExplorer"]
+__all__ = ["STNInspector", "StabilityViewer", "ThetaExplorer", "TrainingPlayer"]
 
 
 def _as_images(images) -> torch.Tensor:
@@ -473,3 +473,128 @@ class STNInspector(_Widget):
             problem = "this transformer samples entirely outside its input"
         self.message.value = f"<span style='color:#c60'>{problem}</span>" if problem else ""
 
+
+
+class TrainingPlayer(_Widget):
+    """Scrub through a training run: a slider over the recorded steps of a
+    :class:`stnviz.animate.ProgressRecorder` (or a list of snapshots and the probe inputs).
+
+    Frames are composed once, on first view of each step, and cached.
+    """
+
+    def __init__(self, recorder=None, *, snapshots=None, inputs=None, columns: int = 4, tile: int = 96):
+        from .animate import compose_frame
+
+        if recorder is not None:
+            snapshots, inputs = recorder.snapshots, recorder.inputs
+        if not snapshots:
+            raise ValueError("TrainingPlayer needs recorded snapshots; the recorder holds none (did training run?)")
+        if inputs is None:
+            raise ValueError("TrainingPlayer needs the probe inputs (pass recorder= or inputs=)")
+        self.snapshots, self.inputs = list(snapshots), inputs
+        self._compose = lambda s: compose_frame(self.inputs, s, columns=columns, tile=tile)
+        self._cache: dict = {}
+        self._init_common()
+        self.slider = W.IntSlider(0, 0, len(self.snapshots) - 1, description="snapshot", continuous_update=True)
+        self.slider.add_class("stnviz-step")
+        self.play = W.Play(value=0, min=0, max=len(self.snapshots) - 1, interval=250)
+        W.jslink((self.play, "value"), (self.slider, "value"))
+        self.view = W.Image(format="png")
+        self.view.add_class("stnviz-frame")
+        self.caption = W.HTML()
+        self.slider.observe(lambda ch: self._safe(self.update), names="value")
+        self.root = W.VBox([W.HBox([self.play, self.slider, self.caption]), self.view, self.message, self.log])
+        self.root.add_class("stnviz-training-player")
+        self._safe(self.update)
+
+    def update(self) -> None:
+        i = self.slider.value
+        if i not in self._cache:
+            self._cache[i] = render.encode(self._compose(self.snapshots[i]), "png")
+        self.view.value = self._cache[i]
+        s = self.snapshots[i]
+        self.caption.value = f"step {s.step} · epoch {s.epoch:.2f}" + (
+            f" · probe acc {s.accuracy:.2f}" if not math.isnan(s.accuracy) else "")
+
+
+class StabilityViewer(_Widget):
+    """Pick a track, scrub its frames: input with the sampled region (and annotated box) | the
+    transformer's output, with the theta-per-frame and change plots of the track.
+
+    Args:
+        model: the model to analyse; ``tracks``: a list of :class:`stnviz.data.Track` (e.g.
+        ``stnviz.data.sample_tracks()``) or other frame sources accepted by
+        :func:`stnviz.analysis.run_sequence`.
+    """
+
+    def __init__(self, model, tracks, *, module: str | None = None, scale: int = 6):
+        from .analysis import run_sequence
+
+        self.model, self.tracks = model, list(tracks)
+        if not self.tracks:
+            raise ValueError("StabilityViewer needs at least one track")
+        self._run_sequence = run_sequence
+        self.module, self.scale = module, scale
+        self._runs: dict = {}
+        self._init_common()
+        labels = [f"{i}: track {getattr(t, 'track_id', i)} (class {getattr(t, 'label', '?')})" for i, t in enumerate(self.tracks)]
+        self.track = W.Dropdown(options=list(zip(labels, range(len(self.tracks)))), value=0, description="track")
+        self.track.add_class("stnviz-track")
+        self.frame = W.IntSlider(0, 0, 1, description="frame")
+        self.frame.add_class("stnviz-frame-slider")
+        self.input_view = W.Image(format="png")
+        self.output_view = W.Image(format="png")
+        self.plots = W.Image(format="png")
+        self.info = W.HTML()
+        self.track.observe(lambda ch: self._safe(self._on_track), names="value")
+        self.frame.observe(lambda ch: self._safe(self.update), names="value")
+        self.root = W.VBox([
+            W.HBox([self.track, self.frame]),
+            W.HBox([W.VBox([W.HTML("<b>input + sampled region</b>"), self.input_view]),
+                    W.VBox([W.HTML("<b>transformer output</b>"), self.output_view]), self.info]),
+            self.plots, self.message, self.log,
+        ])
+        self.root.add_class("stnviz-stability-viewer")
+        self._safe(self._on_track)
+
+    def run(self, i: int):
+        """The :class:`stnviz.analysis.SequenceRun` of track ``i`` (computed once)."""
+        if i not in self._runs:
+            self._runs[i] = self._run_sequence(self.model, self.tracks[i], module=self.module)
+        return self._runs[i]
+
+    def _on_track(self) -> None:
+        run = self.run(self.track.value)
+        self.frame.max = run.frames.shape[0] - 1
+        self.frame.value = min(self.frame.value, self.frame.max)
+        self.plots.value = self._plot_png(run.table)
+        self.update()
+
+    def _plot_png(self, table) -> bytes:
+        import io
+
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(9, 2.6), dpi=80)
+        ax1, ax2 = fig.subplots(1, 2)
+        if "rotation_deg" in table:
+            render.plot_theta_components(table, ax1)
+        render.plot_change_curves(table, ax2)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+
+    def update(self) -> None:
+        run = self.run(self.track.value)
+        t = self.frame.value
+        box = run.boxes[t] if run.boxes is not None else None
+        self.input_view.value = render.encode(render.overlay_rgb(run.frames[t], run.outlines[t], box=box, scale=self.scale, margin=0.15))
+        self.output_view.value = render.encode(render.overlay_rgb(run.outputs[t], scale=self.scale))
+        row = run.table.iloc[t]
+        parts = [f"prediction <b>{int(row['prediction'])}</b> ({row['confidence']:.2f})"]
+        if "iou" in row:
+            parts.append(f"IoU with box {row['iou']:.2f}")
+        if "rotation_deg" in row:
+            parts.append(f"rot {row['rotation_deg']:+.1f}° scale {row['scale_x']:.2f}×{row['scale_y']:.2f}")
+        self.info.value = "<br>".join(parts)

@@ -128,3 +128,42 @@ class TestSTNInspector:
         ins = STNInspector(model, imgs, batch_size=2)  # records split over batches
         t = ins.theta_table(4)
         assert len(t) == 1 and t.loc[0, "scale_x"] == pytest.approx(1.0)
+
+
+class TestTrainingPlayer:
+    def test_scrub(self):
+        from stnviz.animate import ProgressRecorder
+
+        model = get_model("stn_tutorial").eval()
+        rec = ProgressRecorder(sample("mnist").get(torch.arange(4)).images, every=1)
+        rec.record(model, 0)
+        model.transformers[0].set_constant_params(torch.tensor([0.6, 0, 0, 0, 0.6, 0]))
+        rec.record(model, 10, 1.0)
+        from stnviz.widgets import TrainingPlayer
+
+        p = TrainingPlayer(rec)
+        first = p.view.value
+        p.slider.value = 1
+        assert p.view.value != first and "step 10" in p.caption.value
+        p.slider.value = 0
+        assert p.view.value == first  # cached frames
+        with pytest.raises(ValueError, match="holds none"):
+            TrainingPlayer(ProgressRecorder(torch.rand(1, 1, 8, 8)))
+
+
+class TestStabilityViewer:
+    def test_tracks_and_frames(self):
+        from stnviz.data import sample_tracks
+        from stnviz.widgets import StabilityViewer
+
+        model = get_model("stn_gtsrb").eval()
+        v = StabilityViewer(model, sample_tracks()[:2])
+        assert v.frame.max == 29 and "IoU with box" in v.info.value
+        plots, before = v.plots.value, v.input_view.value
+        assert plots[:4] == b"\x89PNG"
+        v.frame.value = 20
+        assert v.input_view.value != before
+        v.track.value = 1
+        assert v.plots.value != plots
+        with pytest.raises(ValueError, match="at least one track"):
+            StabilityViewer(model, [])

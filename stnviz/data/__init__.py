@@ -18,6 +18,7 @@ from .distortions import DISTORTIONS, DistortedMNIST, distort
 from .imageset import Batch, ImageSet
 from .augment import random_affine
 from .procedural import draw_glyphs
+from .sequences import read_frames, resize_frames
 from .shipped import build_samples, sample, sample_tracks
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "distort",
     "draw_glyphs",
     "random_affine",
+    "read_frames",
+    "resize_frames",
     "sample",
     "sample_tracks",
     "build_samples",

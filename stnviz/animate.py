@@ -1,0 +1,309 @@
+"""How the transformer learns: record a probe batch during training, export GIF / MP4 / PNG.
+
+:class:`ProgressRecorder` is a :class:`stnviz.train.Callback`: every ``every`` steps it runs the
+model (eval mode, no grad) on a fixed probe batch and keeps a :class:`Snapshot` (step, the first
+transformer's parameters, outputs and sampled region, loss, accuracy). Memory is bounded: past
+``max_snapshots`` it drops every other snapshot, so the kept ones stay evenly spread over the
+run. :func:`snapshots_from_checkpoints` builds the same from saved checkpoints (epoch evolution).
+
+Frames are composed with the raster back end of :mod:`stnviz.render` (Pillow), one tile pair
+per probe image (input with its sampled region | output) and a caption; :func:`save_gif`,
+:func:`save_mp4` (imageio with imageio-ffmpeg's bundled ffmpeg) and :func:`save_contact_sheet`
+write through a temp file and a rename, so a failure never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import render
+from ._io import atomic_write
+from .capture import capture
+from .train import Callback
+
+__all__ = [
+    "ProgressRecorder",
+    "Snapshot",
+    "compose_frame",
+    "save_contact_sheet",
+    "save_gif",
+    "save_mp4",
+    "sequence_frames",
+    "snapshots_from_checkpoints",
+    "write_animation",
+]
+
+
+@dataclass
+class Snapshot:
+    """The probe batch through the model at one training step.
+
+    ``inputs (N, C, H, W)`` is the probe (shared by all snapshots of a run); ``outputs`` the first
+    transformer's output; ``outlines (N, P, 2)`` its sampled region in input pixels; ``params``
+    its parameters; ``loss`` / ``accuracy`` on the probe (``labels`` given) and, if known, the
+    training loss of the step.
+    """
+
+    step: int
+    epoch: float
+    params: torch.Tensor
+    outputs: torch.Tensor
+    outlines: torch.Tensor
+    loss: float
+    accuracy: float
+    train_loss: float = math.nan
+
+
+@torch.no_grad()
+def probe_snapshot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, *, step: int = 0,
+                   epoch: float = 0.0, train_loss: float = math.nan, module: str | None = None) -> Snapshot:
+    """Run ``model`` on the probe ``images`` and return a :class:`Snapshot` (CPU tensors)."""
+    was = model.training
+    model.eval()
+    try:
+        with capture(model, keep_last=None) as rec:
+            logits = model(images)
+    finally:
+        model.train(was)
+    r = rec.of(module)[-1] if module is not None else rec[0]
+    loss = acc = math.nan
+    if labels is not None:
+        loss = float(F.cross_entropy(logits.float(), labels))
+        acc = float((logits.argmax(1) == labels).float().mean())
+    return Snapshot(step=step, epoch=epoch, params=r.params if r.params is not None else torch.empty(0),
+                    outputs=r.output, outlines=r.sampled_outline(8), loss=loss, accuracy=acc, train_loss=train_loss)
+
+
+class ProgressRecorder(Callback):
+    """Trainer callback recording the transformer on a fixed probe batch every ``every`` steps.
+
+    Args:
+        images: probe ``(N, C, H, W)`` in [0, 1] (e.g. 8 validation images); ``labels`` optional.
+        every: record every this many optimizer steps (and once before training).
+        max_snapshots: memory bound; when exceeded, every other snapshot is dropped and the
+            recording interval doubles, keeping the history evenly spaced.
+        module: which transformer (capture name); default the first one that runs.
+
+    Use: ``rec = ProgressRecorder(probe, labels, every=50); fit(..., callbacks=[rec]);
+    rec.save_gif("progress.gif")``.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, every: int = 50,
+                 max_snapshots: int = 200, module: str | None = None):
+        if images.dim() != 4 or images.shape[0] == 0:
+            raise ValueError(f"probe images must be (N, C, H, W) with N >= 1, got shape {tuple(images.shape)}")
+        if every < 1 or max_snapshots < 2:
+            raise ValueError(f"every must be >= 1 and max_snapshots >= 2, got {every} and {max_snapshots}")
+        self.inputs = images.detach().cpu().float()
+        self.labels = None if labels is None else torch.as_tensor(labels).cpu().long()
+        self.every = every
+        self.max_snapshots = max_snapshots
+        self.module = module
+        self.snapshots: list[Snapshot] = []
+
+    def record(self, model: nn.Module, step: int, epoch: float = 0.0, train_loss: float = math.nan) -> None:
+        dev = next(model.parameters()).device
+        labels = self.labels.to(dev) if self.labels is not None else None
+        snap = probe_snapshot(model, self.inputs.to(dev), labels, step=step, epoch=epoch,
+                              train_loss=train_loss, module=self.module)
+        snap.params, snap.outputs, snap.outlines = snap.params.cpu(), snap.outputs.cpu(), snap.outlines.cpu()
+        self.snapshots.append(snap)
+        if len(self.snapshots) > self.max_snapshots:
+            self.snapshots = self.snapshots[::2]
+            self.every *= 2
+
+    def on_train_begin(self, state) -> None:
+        if state.rank == 0 and not any(s.step == state.step for s in self.snapshots):
+            self.record(state.model, state.step, state.epoch)
+
+    def on_step_end(self, state) -> None:
+        if state.rank == 0 and state.step % self.every == 0:
+            epoch = state.epoch + state.batch_in_epoch / max(1, state.steps_per_epoch)
+            self.record(state.model, state.step, epoch, state.loss)
+
+    # exports
+    def frames(self, **kwargs) -> list[np.ndarray]:
+        """One RGB frame per snapshot (see :func:`compose_frame`)."""
+        return [compose_frame(self.inputs, s, **kwargs) for s in self.snapshots]
+
+    def save_gif(self, path, fps: float = 8, **kwargs) -> Path:
+        return save_gif(self.frames(**kwargs), path, fps=fps)
+
+    def save_mp4(self, path, fps: float = 8, **kwargs) -> Path:
+        return save_mp4(self.frames(**kwargs), path, fps=fps)
+
+    def save_contact_sheet(self, path, rows: int = 8, **kwargs) -> Path:
+        return save_contact_sheet(self.inputs, self.snapshots, path, rows=rows, **kwargs)
+
+
+def snapshots_from_checkpoints(paths: Sequence[str | os.PathLike], images: torch.Tensor,
+                               labels: torch.Tensor | None = None, *, module: str | None = None,
+                               device="cpu") -> list[Snapshot]:
+    """A snapshot per checkpoint file (e.g. one per epoch), in the given order."""
+    from .checkpoints import load_model
+
+    if not paths:
+        raise ValueError("snapshots_from_checkpoints needs at least one checkpoint path, got none")
+    out = []
+    for i, p in enumerate(paths):
+        model = load_model(p, device=device)
+        meta = model.meta
+        step = int(meta.get("step") or i)
+        lab = labels.to(device) if labels is not None else None
+        snap = probe_snapshot(model, images.to(device), lab, step=step, epoch=float(meta.get("epochs") or i), module=module)
+        snap.params, snap.outputs, snap.outlines = snap.params.cpu(), snap.outputs.cpu(), snap.outlines.cpu()
+        out.append(snap)
+    return out
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def _caption(draw, xy, text: str) -> None:
+    from PIL import ImageFont
+
+    try:
+        font = ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    draw.text(xy, text, fill=(235, 235, 235), font=font)
+
+
+def compose_frame(inputs: torch.Tensor, snap: Snapshot, *, columns: int = 4, tile: int = 112,
+                  caption: str | None = None) -> np.ndarray:
+    """``(H, W, 3)`` uint8: for each probe image, input + sampled region | output, in a grid of
+    ``columns`` pairs, with a caption (step, epoch, probe loss and accuracy)."""
+    from PIL import Image, ImageDraw
+
+    n = inputs.shape[0]
+    cols = min(columns, n)
+    rows = math.ceil(n / cols)
+    head = 24
+    pad = 4
+    pair_w = 2 * tile + pad
+    canvas = Image.new("RGB", (cols * pair_w + (cols + 1) * pad, head + rows * (tile + pad) + pad), (24, 24, 28))
+    for i in range(n):
+        h, w = inputs.shape[-2:]
+        scale = max(1, tile // max(h, w))
+        a = Image.fromarray(render.overlay_rgb(inputs[i], snap.outlines[i], scale=scale, margin=0.15))
+        b = Image.fromarray(render.overlay_rgb(snap.outputs[i], scale=max(1, tile // max(snap.outputs.shape[-2:]))))
+        a, b = a.resize((tile, tile), Image.NEAREST), b.resize((tile, tile), Image.NEAREST)
+        r, c = divmod(i, cols)
+        x = pad + c * (pair_w + pad)
+        y = head + pad + r * (tile + pad)
+        canvas.paste(a, (x, y))
+        canvas.paste(b, (x + tile + pad, y))
+    text = caption if caption is not None else (
+        f"step {snap.step}  epoch {snap.epoch:.2f}"
+        + (f"  probe loss {snap.loss:.3f}  acc {snap.accuracy:.2f}" if not math.isnan(snap.loss) else "")
+    )
+    _caption(ImageDraw.Draw(canvas), (pad + 2, 4), text)
+    return np.asarray(canvas)
+
+
+def _check_frames(frames) -> list[np.ndarray]:
+    frames = [np.asarray(f) for f in frames]
+    if not frames:
+        raise ValueError("no frames to write: the recorder holds no snapshots (did training run?)")
+    shape = frames[0].shape
+    for i, f in enumerate(frames):
+        if f.shape != shape or f.dtype != np.uint8 or f.ndim != 3:
+            raise ValueError(f"frames must all be (H, W, 3) uint8 of one size; frame 0 is {shape}, frame {i} is {f.shape} {f.dtype}")
+    return frames
+
+
+def save_gif(frames, path, *, fps: float = 8, loop: int = 0) -> Path:
+    """Write frames as an animated GIF (atomically)."""
+    import imageio.v2 as imageio
+
+    frames = _check_frames(frames)
+    return atomic_write(path, lambda tmp: imageio.mimsave(tmp, frames, format="GIF", duration=1.0 / fps, loop=loop))
+
+
+def save_mp4(frames, path, *, fps: float = 8, quality: int = 8) -> Path:
+    """Write frames as an H.264 MP4 (yuv420p, plays everywhere), atomically. Frame sides are
+    padded to even numbers, which H.264 needs."""
+    import imageio.v2 as imageio
+
+    frames = _check_frames(frames)
+    h, w = frames[0].shape[:2]
+    ph, pw = h + h % 2, w + w % 2
+    if (ph, pw) != (h, w):
+        frames = [np.pad(f, ((0, ph - h), (0, pw - w), (0, 0))) for f in frames]
+
+    def write(tmp):
+        with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=quality,
+                                pixelformat="yuv420p", macro_block_size=1) as w_:
+            for f in frames:
+                w_.append_data(f)
+
+    return atomic_write(path, write)
+
+
+def write_animation(frames, path, *, fps: float = 8) -> Path:
+    """GIF or MP4 by the file's suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        return save_gif(frames, path, fps=fps)
+    if suffix == ".mp4":
+        return save_mp4(frames, path, fps=fps)
+    raise ValueError(f"animation path must end in .gif or .mp4, got {str(path)!r}")
+
+
+def save_contact_sheet(inputs: torch.Tensor, snapshots: Sequence[Snapshot], path, *, rows: int = 8,
+                       images: int | None = None, tile: int = 64) -> Path:
+    """A PNG grid: one row per snapshot (``rows`` evenly spaced), columns = the probe inputs
+    (with the first snapshot's region) then each probe image's output at that step."""
+    from PIL import Image, ImageDraw
+
+    if not snapshots:
+        raise ValueError("no snapshots for a contact sheet")
+    n = min(images or inputs.shape[0], inputs.shape[0])
+    idx = np.unique(np.linspace(0, len(snapshots) - 1, min(rows, len(snapshots))).round().astype(int))
+    label_w, pad = 120, 2
+    sheet = Image.new("RGB", (label_w + n * (tile + pad), len(idx) * (tile + pad) + pad), (24, 24, 28))
+    draw = ImageDraw.Draw(sheet)
+    for r, k in enumerate(idx):
+        s = snapshots[k]
+        _caption(draw, (4, r * (tile + pad) + tile // 2 - 8), f"step {s.step}")
+        for c in range(n):
+            img = render.overlay_rgb(s.outputs[c], scale=max(1, tile // max(s.outputs.shape[-2:])))
+            sheet.paste(Image.fromarray(img).resize((tile, tile), Image.NEAREST), (label_w + c * (tile + pad), r * (tile + pad) + pad))
+    arr = np.asarray(sheet)
+    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+
+
+def sequence_frames(run, *, tile: int = 160, caption: bool = True) -> list[np.ndarray]:
+    """Side-by-side frames of a :class:`stnviz.analysis.SequenceRun`: the input with its sampled
+    region (and the annotated box) | the transformer's output: the Moodstocks post-training view."""
+    from PIL import Image, ImageDraw
+
+    out = []
+    t_total = run.frames.shape[0]
+    for t in range(t_total):
+        h, w = run.frames.shape[-2:]
+        box = run.boxes[t] if run.boxes is not None else None
+        a = Image.fromarray(render.overlay_rgb(run.frames[t], run.outlines[t], box=box, scale=max(1, tile // max(h, w)), margin=0.15))
+        b = Image.fromarray(render.overlay_rgb(run.outputs[t], scale=max(1, tile // max(run.outputs.shape[-2:]))))
+        a, b = a.resize((tile, tile), Image.NEAREST), b.resize((tile, tile), Image.NEAREST)
+        head = 22 if caption else 0
+        canvas = Image.new("RGB", (2 * tile + 12, tile + head + 4), (24, 24, 28))
+        canvas.paste(a, (4, head))
+        canvas.paste(b, (tile + 8, head))
+        if caption:
+            row = run.table.iloc[t]
+            text = f"frame {t + 1}/{t_total}  pred {int(row['prediction'])} ({row['confidence']:.2f})"
+            if "iou" in row:
+                text += f"  IoU {row['iou']:.2f}"
+            _caption(ImageDraw.Draw(canvas), (4, 3), text)
+        out.append(np.asarray(canvas))
+    return out

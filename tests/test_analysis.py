@@ -1,0 +1,163 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from stnviz import geometry, get_model
+from stnviz.analysis import (
+    accuracy_with_without,
+    canonical_means,
+    class_transform_stats,
+    distortion_residuals,
+    polygon_box_iou,
+    run_sequence,
+    sequence_stability,
+    stability_summary,
+    summarize_stability,
+)
+from stnviz.data import DistortedMNIST, ImageSet, read_frames, sample, sample_tracks
+from stnviz.data.datasets import Track
+
+
+class TestPolygonBoxIoU:
+    def test_known_values(self):
+        square = np.array([[0, 0], [2, 0], [2, 2], [0, 2]], float)
+        assert polygon_box_iou(square, (0, 0, 2, 2)) == pytest.approx(1.0)
+        assert polygon_box_iou(square, (1, 0, 3, 2)) == pytest.approx(2 / 6)
+        assert polygon_box_iou(square, (5, 5, 6, 6)) == 0.0
+        diamond = np.array([[1, 0], [2, 1], [1, 2], [0, 1]], float)  # area 2, inside the 2x2 box
+        assert polygon_box_iou(diamond, (0, 0, 2, 2)) == pytest.approx(2 / 4)
+
+    def test_nan_polygon(self):
+        assert math.isnan(polygon_box_iou(np.array([[np.nan, 0], [1, 1], [0, 1]]), (0, 0, 1, 1)))
+
+
+def _steady_model(theta):
+    model = get_model("stn_gtsrb").eval()
+    model.transformers[0].set_constant_params(torch.tensor(theta, dtype=torch.float32))
+    return model
+
+
+class TestRunSequence:
+    def test_table_columns_and_identity_baseline(self):
+        track = sample_tracks()[0]
+        model = get_model("stn_gtsrb").eval()  # untrained: identity transformers
+        t = sequence_stability(model, track)
+        assert len(t) == 30 and list(t["frame"]) == list(range(30))
+        assert {"rotation_deg", "scale_x", "tx", "iou", "output_change", "input_change", "prediction", "correct"} <= set(t.columns)
+        assert math.isnan(t["output_change"][0])
+        # the identity transform changes exactly as much as the input
+        np.testing.assert_allclose(t["output_change"][1:], t["input_change"][1:], rtol=1e-5)
+        # identity region = whole image: corners at the image edges
+        assert t["region_x_tl"][0] == pytest.approx(-0.5) and t["region_x_br"][0] == pytest.approx(31.5)
+        # IoU of the whole image with the annotated box = box area / image area
+        box = track.boxes[0]
+        expected = float((box[2] - box[0]) * (box[3] - box[1]))
+        assert t["iou"][0] == pytest.approx(expected, rel=1e-4)
+
+    def test_zoom_onto_a_static_sequence(self):
+        frames = sample_tracks()[0].images[:1].expand(5, -1, -1, -1).clone()
+        run = run_sequence(_steady_model([0.5, 0, 0, 0, 0.5, 0]), frames)
+        assert run.boxes is None and "iou" not in run.table
+        assert (run.table["output_change"][1:] == 0).all()
+        assert run.table["scale_x"][0] == pytest.approx(0.5)
+        assert run.outputs.shape == (5, 3, 32, 32)
+
+    def test_summary_tables(self):
+        tracks = sample_tracks()[:3]
+        model = get_model("stn_gtsrb").eval()
+        s = stability_summary(model, tracks)
+        assert len(s) == 3 and list(s["track"]) == [t.track_id for t in tracks]
+        assert (s["change_ratio"].round(5) == 1.0).all()
+        one = summarize_stability(s, "untrained")
+        assert one.loc[0, "model"] == "untrained" and one.loc[0, "frames"] == 90
+        assert one.loc[0, "tracks_steadier_than_identity"] == 0.0
+
+    def test_bad_sequences(self, tmp_path):
+        model = get_model("stn_gtsrb").eval()
+        with pytest.raises(ValueError, match="empty"):
+            run_sequence(model, torch.zeros(0, 3, 32, 32))
+        with pytest.raises(ValueError, match="no tracks"):
+            stability_summary(model, [])
+
+
+class TestReadFrames:
+    def test_video_file_round_trip(self, tmp_path):
+        from stnviz.animate import save_mp4
+
+        frames = [np.full((32, 32, 3), 30 * i, np.uint8) for i in range(5)]
+        path = save_mp4(frames, tmp_path / "v.mp4", fps=5)
+        t, boxes = read_frames(path, size=(16, 16))
+        assert t.shape == (5, 3, 16, 16) and boxes is None
+        assert float(t[4].mean()) == pytest.approx(120 / 255, abs=0.03)
+
+    def test_folder(self, tmp_path):
+        import imageio.v2 as imageio
+
+        for i in range(3):
+            imageio.imwrite(tmp_path / f"{i:03d}.png", np.full((8, 10, 3), 80 * i, np.uint8))
+        t, _ = read_frames(tmp_path, channels=1)
+        assert t.shape == (3, 1, 8, 10)
+        assert [round(float(x), 3) for x in t.mean((1, 2, 3))] == [0.0, round(80 / 255, 3), round(160 / 255, 3)]
+
+    def test_bad_sources(self, tmp_path):
+        bad = tmp_path / "corrupt.mp4"
+        bad.write_bytes(b"this is not a video" * 100)
+        with pytest.raises(ValueError, match=r"cannot read video .*corrupt\.mp4"):
+            read_frames(bad)
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            read_frames(tmp_path / "missing.mp4")
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        with pytest.raises(ValueError, match="holds no images"):
+            read_frames(empty)
+        import imageio.v2 as imageio
+
+        mixed = tmp_path / "mixed"
+        mixed.mkdir()
+        imageio.imwrite(mixed / "a.png", np.zeros((8, 8, 3), np.uint8))
+        imageio.imwrite(mixed / "b.png", np.zeros((9, 8, 3), np.uint8))
+        with pytest.raises(ValueError, match="mixed sizes"):
+            read_frames(mixed)
+        with pytest.raises(ValueError, match=r"\(T, C, H, W\)"):
+            read_frames(torch.zeros(3, 4, 4))
+
+
+class TestDataSetTables:
+    def test_residuals_identity_vs_oracle(self):
+        data = DistortedMNIST(sample("mnist").subset(torch.arange(200)), "rts", seed=4)
+        untrained = get_model("stn_cnn").eval()
+        r0 = distortion_residuals(untrained, data)
+        assert list(r0["component"]) == ["rotation (deg)", "log scale", "translation x", "translation y"]
+        np.testing.assert_allclose(r0["undone"], 0.0, atol=1e-9)
+
+        # a perfect transformer would apply invert(G): the composed map is then the identity
+        batch = data.get(torch.arange(200))
+        s = geometry.invert(batch.extras["theta"].double())
+        from stnviz.analysis import decomposed_theta
+
+        g = geometry.to_matrix(batch.extras["theta"].double(), "affine")
+        m = (g @ geometry.to_matrix(s, "affine"))[:, :2]
+        res = decomposed_theta(m)
+        assert res["rotation_deg"].abs().max() < 1e-6 and (res["scale_x"] - 1).abs().max() < 1e-6
+
+    def test_class_stats_canonical_means_accuracy(self):
+        data = sample("mnist").subset(torch.arange(0, 1000, 10))
+        model = get_model("stn_tutorial").eval()
+        model.transformers[0].set_constant_params(torch.tensor([0.8, 0, 0, 0, 0.8, 0]))
+        stats = class_transform_stats(model, data)
+        assert list(stats["label"]) == list(range(10)) and stats["count"].sum() == 100
+        assert stats["scale_x_mean"].round(6).eq(0.8).all() and stats["rotation_deg_std"].fillna(0).eq(0).all()
+        means = canonical_means(model, data)
+        assert sorted(means) == list(range(10))
+        mean_in, mean_out = means[3]
+        assert mean_in.shape == mean_out.shape == (1, 28, 28)
+        table = accuracy_with_without(model, data, twin=get_model("cnn_tutorial").eval())
+        assert list(table["model"]) == ["with transformer", "same weights, transformer = identity", "no-ST twin"]
+        assert (table["n"] == 100).all()
+
+    def test_residuals_need_ground_truth(self):
+        with pytest.raises(ValueError, match="ground-truth 'theta'"):
+            distortion_residuals(get_model("stn_tutorial"), sample("mnist").subset(torch.arange(10)))

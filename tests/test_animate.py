@@ -1,0 +1,120 @@
+import math
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+
+from stnviz import get_model
+from stnviz.animate import (
+    ProgressRecorder,
+    compose_frame,
+    save_gif,
+    save_mp4,
+    sequence_frames,
+    snapshots_from_checkpoints,
+    write_animation,
+)
+from stnviz.analysis import run_sequence
+from stnviz.checkpoints import save_checkpoint
+from stnviz.data import sample, sample_tracks
+from stnviz.train import fit
+
+
+@pytest.fixture(scope="module")
+def probe():
+    b = sample("mnist").get(torch.arange(900, 906))
+    return b.images, b.labels
+
+
+def _trained_recorder(probe, every=4, max_snapshots=50, epochs=2):
+    s = sample("mnist")
+    torch.manual_seed(0)
+    rec = ProgressRecorder(*probe, every=every, max_snapshots=max_snapshots)
+    fit(get_model("stn_tutorial"), s.subset(torch.arange(256)), None, epochs=epochs, batch_size=32, lr=0.003,
+        optimizer="adam", device="cpu", progress=False, callbacks=[rec])
+    return rec
+
+
+class TestProgressRecorder:
+    def test_records_every_n_steps(self, probe):
+        rec = _trained_recorder(probe)  # 8 steps an epoch, 16 in all
+        assert [s.step for s in rec.snapshots] == [0, 4, 8, 12, 16]
+        assert [s.epoch for s in rec.snapshots] == [0.0, 0.5, 1.0, 1.5, 2.0]
+        s = rec.snapshots[-1]
+        assert s.outputs.shape == (6, 1, 28, 28) and s.params.shape == (6, 2, 3) and s.outlines.shape == (6, 32, 2)
+        assert 0 <= s.accuracy <= 1 and math.isfinite(s.loss) and math.isfinite(s.train_loss)
+        assert s.outputs.device.type == "cpu"
+        # the transformer moved away from identity during training
+        assert not torch.allclose(rec.snapshots[-1].params, rec.snapshots[0].params)
+
+    def test_bounded_memory_keeps_even_spacing(self, probe):
+        rec = _trained_recorder(probe, every=1, max_snapshots=6, epochs=2)
+        assert len(rec.snapshots) <= 6
+        steps = [s.step for s in rec.snapshots]
+        gaps = np.diff(steps)
+        assert steps[0] == 0 and len(set(gaps.tolist())) == 1  # evenly spaced
+        assert rec.every > 1
+
+    def test_bad_probe(self):
+        with pytest.raises(ValueError, match=r"probe images must be \(N, C, H, W\)"):
+            ProgressRecorder(torch.rand(0, 1, 28, 28))
+
+
+class TestExports:
+    def test_gif_mp4_contact_sheet(self, probe, tmp_path):
+        rec = _trained_recorder(probe)
+        gif = rec.save_gif(tmp_path / "p.gif", fps=5)
+        frames = imageio.mimread(gif)
+        assert len(frames) == len(rec.snapshots)
+        assert frames[0].shape[:2] == rec.frames()[0].shape[:2]
+        mp4 = rec.save_mp4(tmp_path / "p.mp4", fps=5)
+        reader = imageio.get_reader(mp4, format="FFMPEG")
+        n = sum(1 for _ in reader)
+        reader.close()
+        assert n == len(rec.snapshots)
+        sheet = imageio.imread(rec.save_contact_sheet(tmp_path / "sheet.png", rows=3))
+        assert sheet.ndim == 3 and sheet.shape[0] > 3 * 60
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gif", "p.mp4", "sheet.png"]  # no temp files
+
+    def test_frame_caption_and_layout(self, probe):
+        rec = _trained_recorder(probe, epochs=1)
+        f = compose_frame(rec.inputs, rec.snapshots[-1], columns=3, tile=64)
+        assert f.dtype == np.uint8 and f.shape == (24 + 2 * (64 + 4) + 4, 3 * (2 * 64 + 4) + 4 * 4, 3)
+
+    def test_failed_write_leaves_nothing(self, tmp_path):
+        frames = [np.zeros((10, 10, 3), np.uint8), np.zeros((12, 10, 3), np.uint8)]
+        with pytest.raises(ValueError, match="one size"):
+            save_gif(frames, tmp_path / "x.gif")
+        with pytest.raises(ValueError, match="no frames"):
+            save_mp4([], tmp_path / "x.mp4")
+        with pytest.raises(ValueError, match=r"must end in .gif or .mp4"):
+            write_animation([np.zeros((4, 4, 3), np.uint8)], tmp_path / "x.avi")
+        assert list(tmp_path.iterdir()) == []
+
+    def test_odd_sizes_pad_for_h264(self, tmp_path):
+        frames = [np.full((15, 21, 3), i * 40, np.uint8) for i in range(4)]
+        path = save_mp4(frames, tmp_path / "odd.mp4")
+        reader = imageio.get_reader(path, format="FFMPEG")
+        first = reader.get_data(0)
+        reader.close()
+        assert first.shape == (16, 22, 3)
+
+    def test_from_checkpoints(self, probe, tmp_path):
+        paths = []
+        model = get_model("stn_tutorial")
+        for epoch in range(3):
+            with torch.no_grad():
+                model.transformers[0].regressor.bias.copy_(torch.tensor([1.0 - 0.1 * epoch, 0, 0, 0, 1.0, 0]))
+            paths.append(save_checkpoint(model, tmp_path / f"e{epoch}.pt", {"epochs": epoch + 1}))
+        snaps = snapshots_from_checkpoints(paths, *probe)
+        assert [s.epoch for s in snaps] == [1.0, 2.0, 3.0]
+        assert [round(float(s.params[0, 0, 0]), 3) for s in snaps] == [1.0, 0.9, 0.8]
+        with pytest.raises(ValueError, match="at least one checkpoint"):
+            snapshots_from_checkpoints([], *probe)
+
+    def test_sequence_frames(self, tmp_path):
+        run = run_sequence(get_model("stn_gtsrb").eval(), sample_tracks()[0])
+        frames = sequence_frames(run, tile=64)
+        assert len(frames) == 30 and frames[0].shape == (64 + 22 + 4, 2 * 64 + 12, 3)
+        assert write_animation(frames, tmp_path / "track.gif").is_file()
