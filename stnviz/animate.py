@@ -222,11 +222,24 @@ def _check_frames(frames) -> list[np.ndarray]:
 
 
 def save_gif(frames, path, *, fps: float = 8, loop: int = 0) -> Path:
-    """Write frames as an animated GIF (atomically)."""
-    import imageio.v2 as imageio
+    """Write frames as an animated GIF (atomically).
+
+    Written with Pillow directly rather than through imageio's GIF plugin (which is Pillow
+    underneath): this way each frame is quantised with the fast octree method, about 20x faster
+    than the default median cut and indistinguishable on these flat renderings.
+    """
+    from PIL import Image
 
     frames = _check_frames(frames)
-    return atomic_write(path, lambda tmp: imageio.mimsave(tmp, frames, format="GIF", duration=1.0 / fps, loop=loop))
+    images = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+              for f in frames]
+    duration = max(20, int(round(1000 / fps)))
+
+    def write(tmp):
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=loop,
+                       optimize=False, disposal=1)
+
+    return atomic_write(path, write)
 
 
 def save_mp4(frames, path, *, fps: float = 8, quality: int = 8) -> Path:
