@@ -14,7 +14,7 @@ __all__ = ["main"]
 def _demo(args) -> int:
     from .demo import run_demo
 
-    for path in run_demo(args.out, device=args.device):
+    for path in run_demo(args.out, device=args.device, quick=args.quick):
         print(f"wrote {path}")
     return 0
 
@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", nargs="+", default=["test"], choices=["train", "val", "test"])
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("demo", help="headless showcase on built-in data; writes PNGs")
+    p = sub.add_parser("demo", help="headless showcase on built-in data; writes PNGs, GIFs, MP4s and tables")
     p.add_argument("--out", default="out", help="output folder (default: out)")
+    p.add_argument("--quick", action="store_true", help="a shorter training run (for tests)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
     p.set_defaults(func=_demo)
 

@@ -1,14 +1,25 @@
-"""``make demo``: the headless main job on built-in data, no download.
+"""``make demo``: the headless main job, on the data shipped with the package, no download.
 
-For now: one spatial transformer per transform family, each set to a fixed transform, warps
-procedurally drawn glyphs; the input with its sampled region and the output are written to a PNG.
+Writes to ``out/`` and prints each path:
+
+* ``transforms.png``: every transform family applied to drawn glyphs, with its sampled region;
+* ``overlays_mnist_rts.png`` / ``overlays_gtsrb.png``: the shipped ST models on real distorted
+  digits and real traffic signs: input with the sampled region | transformer output | theta;
+* ``training_progress.gif`` / ``.mp4`` / ``training_contact_sheet.png``: a short training run
+  of an ST model on RTS-distorted digits, recorded every few steps;
+* ``stability_track.png`` and ``stability_track.gif``: one GTSRB track, theta and change per
+  frame, and the side-by-side post-training view;
+* ``stability_summary.png`` / ``.csv``: all shipped tracks, the ST model against the identity;
+* ``summary.md``: the shipped checkpoints, their recorded test metrics and their scores here.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -45,36 +56,149 @@ class _TinyLocalization(nn.Sequential):
         super().__init__(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(channels * 16, 8), nn.ReLU())
 
 
-def run_demo(out: str | Path = "out", *, device: str = "auto", size: int = 64) -> list[Path]:
-    """Write ``out/transforms.png`` (families x glyphs: input + sampled region | output); return the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _savefig(fig, path: Path, dpi: int = 80) -> Path:
     import matplotlib.pyplot as plt
 
-    dev = resolve_device(device)
-    images = draw_glyphs(3, (size, size), channels=3, device=dev)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    plt.close(fig)
+    return path
+
+
+def families_figure(device, size: int = 64):
+    """Every transform family on three glyphs: input + sampled region | output."""
+    import matplotlib.pyplot as plt
+
+    images = draw_glyphs(3, (size, size), channels=3, device=device)
     rows = demo_transforms()
     fig, axes = plt.subplots(len(rows), 2 * len(images), figsize=(2.0 * 2 * len(images), 2.1 * len(rows)))
     for r, (family, kwargs, params) in enumerate(rows):
-        st = SpatialTransformer(_TinyLocalization(3), transform=family, output_size=(size, size), **kwargs).to(dev)
+        st = SpatialTransformer(_TinyLocalization(3), transform=family, output_size=(size, size), **kwargs).to(device)
         st.set_constant_params(params)
         with torch.no_grad():
             warped = st(images)
-            flat = params.to(dev).expand(len(images), -1)
+            flat = params.to(device).expand(len(images), -1)
             outline = geometry.sampled_outline(
-                flat.reshape(len(images), 2, 3) if family == "affine" else flat,
-                family,
-                (size, size),
+                flat.reshape(len(images), 2, 3) if family == "affine" else flat, family, (size, size),
                 components=kwargs.get("components"),
             )
         for i in range(len(images)):
             draw_image(images[i], axes[r, 2 * i], title=f"{family}: input" if i == 0 else None)
             draw_outline(outline[i], axes[r, 2 * i])
             draw_image(warped[i], axes[r, 2 * i + 1], title="output" if i == 0 else None)
-    fig.suptitle("stnviz: each transform family, sampled region (red, dot = output's top-left) and output", fontsize=11)
+    fig.suptitle("each transform family: sampled region (red, dot = output's top-left) and output", fontsize=11)
     fig.tight_layout()
-    path = Path(out) / "transforms.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
-    plt.close(fig)
-    return [path]
+    return fig
+
+
+def _overlays(model, images, labels, title: str, n: int = 6, boxes=None):
+    from .capture import capture
+    from .render import plot_batch
+
+    with torch.no_grad(), capture(model, batch_slice=n) as rec:
+        logits = model(images[:n])
+    return plot_batch(rec[0], predictions=logits.argmax(1).cpu(), labels=labels[:n].cpu(), n=n, boxes=boxes, title=title)
+
+
+def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = False) -> list[Path]:
+    """Write the demo files to ``out`` (see the module docstring) and return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import render
+    from .analysis import run_sequence, stability_summary, summarize_stability
+    from .animate import ProgressRecorder, save_gif, save_mp4, sequence_frames
+    from .data import DistortedMNIST, sample, sample_tracks
+    from .data.catalog import TEST_SEED
+    from .hub import get_model, list_models, load_pretrained
+    from .train import evaluate, fit
+
+    out = Path(out)
+    dev = resolve_device(device)
+    written: list[Path] = []
+    shipped = set(list_models(pretrained=True))
+    needed = {"stn_tutorial.mnist", "stn_cnn.mnist_rts", "cnn.mnist_rts", "stn_gtsrb.gtsrb", "cnn_gtsrb.gtsrb"}
+    missing = sorted(needed - shipped)
+    if missing:
+        print(f"note: shipped checkpoints missing, their parts are skipped: {missing}")
+
+    written.append(_savefig(families_figure(dev), out / "transforms.png"))
+
+    digits = sample("mnist")
+    rts = DistortedMNIST(digits, "rts", seed=TEST_SEED)
+    rts_batch = rts.get(torch.arange(0, 1000, 97), dev)
+    if "stn_cnn.mnist_rts" in shipped:
+        model = load_pretrained("stn_cnn.mnist_rts", device=dev)
+        fig = _overlays(model, rts_batch.images, rts_batch.labels, "stn_cnn.mnist_rts on RTS-distorted MNIST test digits")
+        written.append(_savefig(fig, out / "overlays_mnist_rts.png"))
+
+    tracks = sample_tracks()
+    if "stn_gtsrb.gtsrb" in shipped:
+        gtsrb_model = load_pretrained("stn_gtsrb.gtsrb", device=dev)
+        frames = torch.stack([t.images[-1] for t in tracks[:6]]).to(dev)  # the last, closest frame of 6 tracks
+        labels = torch.tensor([t.label for t in tracks[:6]])
+        boxes = [t.boxes[-1] * 32 - 0.5 for t in tracks[:6]]
+        fig = _overlays(gtsrb_model, frames, labels, "stn_gtsrb.gtsrb on held-out GTSRB signs (green: annotated box)", boxes=boxes)
+        written.append(_savefig(fig, out / "overlays_gtsrb.png"))
+
+    # a short training run, recorded: the transformer learns to undo RTS distortions
+    torch.manual_seed(0)
+    train = DistortedMNIST(digits.subset(torch.arange(0, 1000, 1)), "rts", seed=1, fresh=True)
+    probe = rts.get(torch.arange(8))
+    model = get_model("stn_cnn", device=dev)
+    rec = ProgressRecorder(probe.images, probe.labels, every=4 if quick else 8, max_snapshots=60)
+    t0 = time.perf_counter()
+    fit(model, train, None, epochs=1 if quick else 6, batch_size=64, lr=0.02, loc_lr=0.004, device=dev,
+        progress=False, callbacks=[rec])
+    print(f"short training run: {time.perf_counter() - t0:.0f} s, {len(rec.snapshots)} snapshots")
+    frames = rec.frames(columns=4, tile=96)
+    written.append(save_gif(frames, out / "training_progress.gif", fps=6))
+    written.append(save_mp4(frames, out / "training_progress.mp4", fps=6))
+    written.append(rec.save_contact_sheet(out / "training_contact_sheet.png", rows=6))
+
+    if "stn_gtsrb.gtsrb" in shipped:
+        track = max(tracks, key=lambda t: float((t.boxes[:, 2] - t.boxes[:, 0]).std()))  # a sign that grows a lot
+        run = run_sequence(gtsrb_model, track)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+        render.plot_theta_components(run.table, axes[0])
+        render.plot_change_curves(run.table, axes[1])
+        fig.suptitle(f"GTSRB track {track.track_id} (class {track.label}), stn_gtsrb.gtsrb", fontsize=10)
+        fig.tight_layout()
+        written.append(_savefig(fig, out / "stability_track.png"))
+        written.append(save_gif(sequence_frames(run), out / "stability_track.gif", fps=6))
+        summary = stability_summary(gtsrb_model, tracks)
+        written.append(atomic_write(out / "stability_summary.csv", lambda tmp: summary.to_csv(tmp, index=False)))
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+        render.plot_stability_summary(summary, ax)
+        fig.tight_layout()
+        written.append(_savefig(fig, out / "stability_summary.png"))
+        stab = summarize_stability(summary, "stn_gtsrb.gtsrb")
+    else:
+        stab = None
+
+    rows = []
+    samples = {"mnist": lambda: digits, "mnist_rts": lambda: rts, "gtsrb": lambda: sample("gtsrb")}
+    for name in sorted(needed & shipped):
+        m = load_pretrained(name, device=dev)
+        recorded = m.meta.get("metrics", {})
+        here = evaluate(m, samples[m.meta["dataset"]](), device=dev)
+        rows.append({"checkpoint": name, "data": m.meta["dataset"], "recorded test accuracy": recorded.get("test_accuracy"),
+                     "test n": recorded.get("test_n"), "shipped-sample accuracy": here["accuracy"], "sample n": here["n"]})
+    table = pd.DataFrame(rows)
+    text = "# stnviz demo summary\n\n" + _markdown(table)
+    if stab is not None:
+        text += "\n\n## Stability over the shipped GTSRB tracks (ST model against the identity)\n\n" + _markdown(stab)
+    written.append(atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(text + "\n")))
+    return written
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    """A markdown table (pandas' ``to_markdown`` needs the optional tabulate package)."""
+
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)

@@ -11,6 +11,7 @@ Display a widget by leaving it as a cell's last expression (or ``display(explore
 
 from __future__ import annotations
 
+import collections
 import html
 import math
 import traceback
@@ -132,6 +133,7 @@ class ThetaExplorer(_Widget):
         self.output_size = tuple(output_size) if output_size is not None else self.input_size
         self.scale = scale
         self._syncing = False
+        self._pushed: dict = {}
         self._init_common()
 
         self.picker = W.IntSlider(0, 0, self.images.shape[0] - 1, description="image",
@@ -188,14 +190,14 @@ class ThetaExplorer(_Widget):
             names = ["a11", "a12", "tx", "a21", "a22", "ty"]
             for i, n in enumerate(names):
                 s = self._slider(f"θ {n}", -2.0, 2.0, float(self.params[i]), cls=f"stnviz-theta-{i}")
-                s.observe(lambda ch: self._safe(self._on_entry), names="value")
+                s.observe(lambda ch: self._safe(self._on_entry, ch), names="value")
                 self.entries.append(s)
             spec = {"rotation": (-180, 180, 0.0, 1.0), "scale_x": (0.1, 3.0, 1.0, 0.01), "scale_y": (0.1, 3.0, 1.0, 0.01),
                     "shear": (-2.0, 2.0, 0.0, 0.01), "tx": (-2.0, 2.0, 0.0, 0.01), "ty": (-2.0, 2.0, 0.0, 0.01)}
             for n, (lo, hi, v, step) in spec.items():
                 desc = "rotation °" if n == "rotation" else n
                 s = self._slider(desc, lo, hi, v, step=step, cls=f"stnviz-part-{n}")
-                s.observe(lambda ch: self._safe(self._on_part), names="value")
+                s.observe(lambda ch, n=n: self._safe(self._on_part, n, ch), names="value")
                 self.parts[n] = s
             return W.HBox([W.VBox([W.HTML("<b>theta entries</b>"), *self.entries]),
                            W.VBox([W.HTML("<b>decomposed</b>"), *self.parts.values()])])
@@ -204,7 +206,7 @@ class ThetaExplorer(_Widget):
             for i, n in enumerate(names):
                 lo, hi = (-1.0, 1.0) if n in ("h31", "h32") else (-2.0, 2.0)
                 s = self._slider(n, lo, hi, float(self.params[i]), cls=f"stnviz-theta-{i}")
-                s.observe(lambda ch: self._safe(self._on_entry), names="value")
+                s.observe(lambda ch: self._safe(self._on_entry, ch), names="value")
                 self.entries.append(s)
             return W.VBox([W.HTML("<b>homography (h33 = 1)</b>"), *self.entries])
         # tps
@@ -215,65 +217,90 @@ class ThetaExplorer(_Widget):
                         self._slider("y", -1.5, 1.5, float(self.params[1]), cls="stnviz-tps-y")]
         self.point.observe(lambda ch: self._safe(self._on_point), names="value")
         for s in self.entries:
-            s.observe(lambda ch: self._safe(self._on_entry), names="value")
+            s.observe(lambda ch: self._safe(self._on_entry, ch), names="value")
         return W.VBox([W.HTML(f"<b>TPS: {k} control points</b> (rest: a regular grid)"), self.point, *self.entries])
 
     # ------------------------------------------------------------------ state changes
-    def _sync_sliders(self) -> None:
-        """Push ``self.params`` into the sliders without triggering their callbacks."""
+    # The parameters live in ``self.params``, exactly; sliders only display them. The browser
+    # snaps whatever value it is sent to the slider's step and echoes it back, sometimes late,
+    # after newer pushes. Taken for user edits, those echoes fed back through the other sliders
+    # and theta drifted. So: pushed values are snapped first, the last few pushed values of each
+    # slider are remembered and their echoes ignored, and a user edit changes only its own
+    # component of the exact parameters, never re-reading the other (rounded) sliders.
+    @staticmethod
+    def _snap(slider: W.FloatSlider, value: float) -> float:
+        if not math.isfinite(value):
+            return slider.value  # a non-finite parameter is reported by update(); the slider stays
+        v = round(round(value / slider.step) * slider.step, 10)  # 0.3, not 0.30000000000000004
+        return float(min(max(v, slider.min), slider.max))
+
+    def _push(self, slider: W.FloatSlider, value: float) -> None:
+        v = self._snap(slider, value)
+        self._pushed.setdefault(id(slider), collections.deque(maxlen=16)).append(v)
         self._syncing = True
         try:
-            if self.family == "tps":
-                i = self.point.value
-                self.entries[0].value, self.entries[1].value = float(self.params[2 * i]), float(self.params[2 * i + 1])
-            else:
-                for s, v in zip(self.entries, self.params):
-                    s.value = float(v)
-            if self.family == "affine":
-                self._sync_parts()
+            slider.value = v
         finally:
             self._syncing = False
 
-    def _sync_parts(self) -> None:
-        theta = torch.tensor(self.params, dtype=torch.float64).view(1, 2, 3)
+    def _is_echo(self, change) -> bool:
+        """A value this explorer pushed into the slider coming back from the browser (whose own
+        step arithmetic may return -0.09000000000000008 for a pushed -0.09)."""
+        if self._syncing:
+            return True
+        tol = change["owner"].step * 1e-3
+        return any(abs(change["new"] - v) <= tol for v in self._pushed.get(id(change["owner"]), ()))
+
+    def _sync_sliders(self) -> None:
+        """Show ``self.params`` in every slider (without triggering their callbacks)."""
+        if self.family == "tps":
+            i = self.point.value
+            self._push(self.entries[0], float(self.params[2 * i]))
+            self._push(self.entries[1], float(self.params[2 * i + 1]))
+            return
+        for sl, v in zip(self.entries, self.params):
+            self._push(sl, float(v))
+        if self.family == "affine":
+            self._sync_parts()
+
+    def _parts_of(self, params) -> dict | None:
+        theta = torch.tensor(params, dtype=torch.float64).view(1, 2, 3)
         try:
             p = geometry.decompose_affine(theta)
         except ValueError:
-            return  # singular: the decomposed sliders keep their last values
-        vals = {"rotation": math.degrees(float(p.rotation)), "scale_x": float(p.scale_x), "scale_y": float(p.scale_y),
+            return None  # singular: no decomposition
+        return {"rotation": math.degrees(float(p.rotation)), "scale_x": float(p.scale_x), "scale_y": float(p.scale_y),
                 "shear": float(p.shear), "tx": float(p.tx), "ty": float(p.ty)}
-        for n, v in vals.items():
-            s = self.parts[n]
-            s.value = min(max(v, s.min), s.max)
 
-    def _on_entry(self) -> None:
-        if self._syncing:
+    def _sync_parts(self) -> None:
+        vals = self._parts_of(self.params)
+        if vals is None:
+            return  # the decomposed sliders keep their last values
+        for n, v in vals.items():
+            self._push(self.parts[n], v)
+
+    def _on_entry(self, change) -> None:
+        if self._is_echo(change):
             return
+        k = self.entries.index(change["owner"])
         if self.family == "tps":
-            i = self.point.value
-            self.params[2 * i], self.params[2 * i + 1] = self.entries[0].value, self.entries[1].value
+            self.params[2 * self.point.value + k] = change["new"]
         else:
-            self.params = np.array([s.value for s in self.entries], dtype=np.float64)
+            self.params[k] = change["new"]
             if self.family == "affine":
-                self._syncing = True
-                try:
-                    self._sync_parts()
-                finally:
-                    self._syncing = False
+                self._sync_parts()
         self.update()
 
-    def _on_part(self) -> None:
-        if self._syncing:
+    def _on_part(self, name: str, change) -> None:
+        if self._is_echo(change):
             return
-        v = {n: torch.tensor([s.value], dtype=torch.float64) for n, s in self.parts.items()}
+        vals = self._parts_of(self.params) or {n: sl.value for n, sl in self.parts.items()}
+        vals[name] = change["new"]
+        v = {n: torch.tensor([x], dtype=torch.float64) for n, x in vals.items()}
         v["rotation"] = torch.deg2rad(v["rotation"])
         self.params = geometry.compose_affine(**v).reshape(-1).numpy().copy()
-        self._syncing = True
-        try:
-            for s, val in zip(self.entries, self.params):
-                s.value = float(val)
-        finally:
-            self._syncing = False
+        for sl, val in zip(self.entries, self.params):
+            self._push(sl, float(val))
         self.update()
 
     def _on_point(self) -> None:

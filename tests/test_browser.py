@@ -4,6 +4,9 @@ kernel, and the kernel's re-rendered pictures reach the page.
 Needs /usr/bin/chromium and Playwright (skipped without them; a failure under ``CI=true``).
 JupyterLab serves a temp-dir copy of notebooks/ (see ``browser_support``), so nothing is written
 into the repository. A screenshot of the explorer is saved under the test's tmp_path.
+
+``test_quick_presses_settle_on_a_pure_rotation`` guards against slider feedback: the browser snaps
+pushed values to the slider step and echoes them back, which once made theta drift.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOK = "02_theta_explorer.ipynb"
 LOAD_TIMEOUT = 120_000  # ms: page load, kernel start, run all cells (torch import on a busy machine)
 UPDATE_TIMEOUT = 60_000  # ms: one widget round trip
-PRESSES = 5
+PRESSES = 3
 
 # The notebook panel showing NOTEBOOK, found by path (not "whatever is focused").
 PANEL_JS = """(name) => {
@@ -35,9 +38,13 @@ PANEL_JS = """(name) => {
   return null;
 }"""
 
+# page.evaluate has no timeout of its own: every promise awaited in the page is raced against one.
+WITH_TIMEOUT_JS = """(promise, ms, what) => Promise.race([promise, new Promise((_, reject) =>
+  setTimeout(() => reject(new Error(what + ' timed out after ' + ms + ' ms')), ms))])"""
+
 # Run code in the notebook's kernel through JupyterLab's own connection (no cell is added);
 # returns {stdout, errors}.
-KERNEL_EXEC_JS = """async ([name, code]) => {
+KERNEL_EXEC_JS = """async ([name, code, ms]) => {
   const panel = (%s)(name);
   const kernel = panel.sessionContext.session.kernel;
   const future = kernel.requestExecute({code, silent: false, store_history: false});
@@ -47,10 +54,10 @@ KERNEL_EXEC_JS = """async ([name, code]) => {
     if (t === 'stream' && msg.content.name === 'stdout') out.stdout += msg.content.text;
     if (t === 'error') out.errors.push(msg.content.ename + ': ' + msg.content.evalue);
   };
-  const reply = await future.done;
+  const reply = await (%s)(future.done, ms, 'kernel request');
   if (reply.content.status !== 'ok') out.errors.push('status ' + reply.content.status);
   return out;
-}""" % PANEL_JS
+}""" % (PANEL_JS, WITH_TIMEOUT_JS)
 
 # Every code cell ran (has an execution count) and none has an error output.
 CELL_REPORT_JS = """(name) => {
@@ -86,23 +93,37 @@ STATE_CODE = (
 IDENTITY = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
 
-def _kernel_state(page) -> dict:
-    res = page.evaluate(KERNEL_EXEC_JS, [NOTEBOOK, STATE_CODE])
+def _kernel_state(page, timeout_ms: int = UPDATE_TIMEOUT) -> dict:
+    res = page.evaluate(KERNEL_EXEC_JS, [NOTEBOOK, STATE_CODE, timeout_ms])
     assert not res["errors"], f"kernel probe failed: {res['errors']}"
     return json.loads(res["stdout"].strip().splitlines()[-1])
 
 
-def _settled_state(page, readout, timeout: float = UPDATE_TIMEOUT / 1000) -> tuple[dict, float]:
-    """Kernel state and page readout once neither changes between two probes (widget messages are
-    throttled and may trickle in after the first re-render)."""
+def _settled_state(page, readout, timeout: float = 30.0) -> tuple[dict, float, bool]:
+    """(kernel state, page readout, settled): settled once neither changed over 1 s (widget
+    messages are throttled and may trickle in after the first re-render); else the last values
+    after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    last = None
+    history: list = []
     while True:
         time.sleep(0.5)
-        now = (_kernel_state(page), float(readout.text_content().replace("\u2212", "-")))
-        if now == last or time.monotonic() > deadline:
-            return now
-        last = now
+        history.append((_kernel_state(page), float(readout.text_content().replace("\u2212", "-"))))
+        if len(history) >= 3 and history[-1] == history[-2] == history[-3]:
+            return (*history[-1], True)
+        if time.monotonic() > deadline:
+            return (*history[-1], False)
+
+
+def _reset_to_identity(page, explorer, readout) -> None:
+    explorer.locator(".stnviz-identity").click()
+    deadline = time.monotonic() + UPDATE_TIMEOUT / 1000
+    while True:
+        state = _kernel_state(page)
+        shown = float(readout.text_content().replace("\u2212", "-"))
+        if (state["params"] == IDENTITY and state["rotation"] == 0.0 and shown == 0.0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert state["params"] == IDENTITY and state["rotation"] == 0.0 and shown == 0.0, (state, shown)
 
 
 def _sources(page) -> dict:
@@ -162,14 +183,15 @@ def explorer_page(lab, browser, tmp_path_factory):
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=LOAD_TIMEOUT)
         page.wait_for_function(f"() => !!({PANEL_JS})({json.dumps(NOTEBOOK)})", timeout=LOAD_TIMEOUT)
         page.evaluate(
-            """async (name) => {
+            """async ([name, ms]) => {
                  const panel = (%s)(name);
-                 await panel.context.ready;
-                 await panel.sessionContext.ready;
+                 const withTimeout = %s;
+                 await withTimeout(Promise.all([panel.context.ready, panel.sessionContext.ready]), ms, 'kernel start');
                  window.jupyterapp.shell.activateById(panel.id);
-                 await window.jupyterapp.commands.execute('notebook:run-all-cells');
-               }""" % PANEL_JS,
-            NOTEBOOK,
+                 // resolves when every cell has run
+                 await withTimeout(window.jupyterapp.commands.execute('notebook:run-all-cells'), ms, 'run all cells');
+               }""" % (PANEL_JS, WITH_TIMEOUT_JS),
+            [NOTEBOOK, LOAD_TIMEOUT],
         )
         # The explorer is on the page with both pictures rendered by the kernel.
         page.wait_for_function(
@@ -177,7 +199,7 @@ def explorer_page(lab, browser, tmp_path_factory):
             " return !!s && [s.input, s.output].every(v => v && v.startsWith('blob:')); }",
             timeout=LOAD_TIMEOUT,
         )
-        _kernel_state(page)  # queued behind run-all: returns once every cell has run
+        _kernel_state(page, LOAD_TIMEOUT)  # queued behind run-all: returns once every cell has run
         cells = page.evaluate(CELL_REPORT_JS, NOTEBOOK)
         assert not cells["errors"], f"cells failed in JupyterLab: {cells['errors']}"
         assert cells["ran"] == cells["code"] > 0, f"not every code cell ran: {cells}"
@@ -191,35 +213,34 @@ def explorer_page(lab, browser, tmp_path_factory):
 
 
 def test_rotation_slider_reaches_kernel_and_page(explorer_page, lab, tmp_path):
+    """ArrowRight on the rotation slider, one press at a time (waiting for each round trip, as a
+    person would): the pictures change and the kernel holds the rotation the page shows."""
     page = explorer_page
     t0 = time.monotonic()
     try:
-        before = _kernel_state(page)
-        assert before["rotation"] == 0.0 and before["params"] == IDENTITY, before
         explorer = page.locator(EXPLORER)
-        old = _sources(page)
-        handle = explorer.locator(".stnviz-part-rotation .noUi-handle")
-        handle.scroll_into_view_if_needed()
-        handle.focus()
-        for _ in range(PRESSES):
-            page.keyboard.press("ArrowRight")
-
-        # Both pictures were re-rendered by the kernel and replaced on the page.
-        _wait_new_pictures(page, old)
         readout = explorer.locator(".stnviz-part-rotation .widget-readout")
-        page.wait_for_function("(el) => parseFloat(el.textContent) > 0", arg=readout.element_handle(),
-                               timeout=UPDATE_TIMEOUT)
-        after, shown = _settled_state(page, readout)
-        # The kernel saw the key presses: a positive rotation (ArrowRight = one 1-degree step),
-        # the one the page shows (within half a step), and theta changed with it.
-        assert 0 < after["rotation"] <= PRESSES + 0.5, after
-        assert after["rotation"] == pytest.approx(shown, abs=0.5), f"page shows {shown}, kernel has {after}"
-        assert after["params"] != before["params"]
-        r = math.radians(after["rotation"])
-        assert after["params"][3] == pytest.approx(math.sin(r), abs=0.01), after  # a21 = sin(rotation)
+        handle = explorer.locator(".stnviz-part-rotation .noUi-handle")
+        _reset_to_identity(page, explorer, readout)
+        before = _kernel_state(page)
+        handle.scroll_into_view_if_needed()
+        for press in range(1, PRESSES + 1):
+            old = _sources(page)
+            handle.focus()
+            page.keyboard.press("ArrowRight")
+            _wait_new_pictures(page, old)  # both pictures re-rendered by the kernel, replaced on the page
+            after, shown, settled = _settled_state(page, readout)
+            assert settled, f"press {press}: the explorer kept changing: kernel {after}, page {shown}"
+            assert shown == float(press), f"press {press}: the page shows {shown}"  # one 1-degree step per press
+            # The kernel saw it: the rotation the page shows (within half a step; see the settle test
+            # test below for why not exactly), and theta rotated with it.
+            assert after["rotation"] == pytest.approx(shown, abs=0.5), f"page shows {shown}, kernel has {after}"
+            r = math.radians(after["rotation"])
+            assert after["params"][3] == pytest.approx(math.sin(r), abs=0.01), after  # a21 = sin(rotation)
+        assert after["params"] != before["params"] and after["rotation"] != before["rotation"]
         assert after["log"] == 0 and after["message"] == "", f"the explorer reported a problem: {after}"
 
-        explorer.scroll_into_view_if_needed()
+        explorer.evaluate("(el) => el.scrollIntoView({block: 'start'})")
         shot = tmp_path / "theta_explorer.png"
         page.screenshot(path=str(shot))
         print(f"kernel rotation {after['rotation']:.3f} deg (page shows {shown}) after {PRESSES} ArrowRight presses "
@@ -229,39 +250,26 @@ def test_rotation_slider_reaches_kernel_and_page(explorer_page, lab, tmp_path):
         raise
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stnviz bug: ThetaExplorer pushes off-grid values (e.g. a12 = -sin 1deg = -0.01745) into "
-    "FloatSliders with step 0.01 and continuous_update=True; the browser snaps them to the step "
-    "and echoes them back, and the kernel takes the echo for a user edit: theta becomes the rounded "
-    "entries and the decomposed sliders drift (rotation 1.146 while the page shows 1.00)"))
-def test_rotation_slider_gives_a_pure_rotation(explorer_page, lab, tmp_path):
-    """One ArrowRight on the rotation slider from the identity: the kernel's theta is exactly that
-    rotation, and kernel and page agree on the angle."""
+def test_quick_presses_settle_on_a_pure_rotation(explorer_page, lab, tmp_path):
+    """Five quick ArrowRight presses from the identity: the explorer settles, kernel and page agree
+    on the angle, and theta is exactly that rotation."""
     page = explorer_page
     try:
         explorer = page.locator(EXPLORER)
-        old = _sources(page)
-        explorer.locator(".stnviz-identity").click()
-        deadline = time.monotonic() + UPDATE_TIMEOUT / 1000
-        while (state := _kernel_state(page))["params"] != IDENTITY and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert state["params"] == IDENTITY and state["rotation"] == 0.0, state
         readout = explorer.locator(".stnviz-part-rotation .widget-readout")
-        page.wait_for_function("(el) => parseFloat(el.textContent) === 0", arg=readout.element_handle(),
-                               timeout=UPDATE_TIMEOUT)
-        if _sources(page) == old:  # identity after the first test's rotation re-renders
-            _wait_new_pictures(page, old)
-
+        _reset_to_identity(page, explorer, readout)
         old = _sources(page)
         handle = explorer.locator(".stnviz-part-rotation .noUi-handle")
+        handle.scroll_into_view_if_needed()
         handle.focus()
-        page.keyboard.press("ArrowRight")
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")
         _wait_new_pictures(page, old)
-        after, shown = _settled_state(page, readout)
+        after, shown, settled = _settled_state(page, readout, timeout=8.0)
     except BaseException:
         _on_failure(page, lab, tmp_path)
         raise
-    assert shown == 1.0
+    assert settled, f"the explorer kept changing: kernel {after}, page {shown}"
     assert after["rotation"] == pytest.approx(shown, abs=1e-9), f"page shows {shown}, kernel has {after}"
     c, s = math.cos(math.radians(shown)), math.sin(math.radians(shown))
     assert after["params"] == pytest.approx([c, -s, 0.0, s, c, 0.0], abs=1e-9), after

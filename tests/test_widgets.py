@@ -20,12 +20,27 @@ class TestThetaExplorer:
         before = ex.input_view.value, ex.output_view.value
         ex.parts["rotation"].value = 30
         c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
-        assert [round(e.value, 3) for e in ex.entries] == [round(c, 3), round(-s, 3), 0.0, round(s, 3), round(c, 3), 0.0]
+        np.testing.assert_allclose(ex.params, [c, -s, 0, s, c, 0], atol=1e-12)  # exact, not slider-rounded
+        # the entry sliders show it, snapped to their 0.01 step
+        assert [e.value for e in ex.entries] == [0.87, -0.5, 0.0, 0.5, 0.87, 0.0]
         assert ex.input_view.value != before[0] and ex.output_view.value != before[1]
-        ex.entries[0].value = 0.5  # entries -> decomposed
+        ex.entries[0].value = 0.5  # entries -> decomposed: only a11 changes
+        np.testing.assert_allclose(ex.params, [0.5, -s, 0, s, c, 0], atol=1e-12)
         parts = geometry.decompose_affine(torch.tensor(ex.params).view(1, 2, 3))
-        assert ex.parts["scale_x"].value == pytest.approx(float(parts.scale_x), abs=0.01)
+        assert ex.parts["scale_x"].value == pytest.approx(float(parts.scale_x), abs=0.005)
         assert ex.parts["rotation"].value == pytest.approx(math.degrees(float(parts.rotation)), abs=0.5)
+
+    def test_browser_echo_of_snapped_values_does_not_drift(self, digits):
+        """The front end snaps pushed values to the step and sends them back: that must not move theta."""
+        ex = ThetaExplorer(digits)
+        ex.parts["rotation"].value = 1.0
+        exact = ex.params.copy()
+        for _ in range(5):  # echo every slider's (already snapped) value back, as the browser does
+            for sl in list(ex.entries) + list(ex.parts.values()):
+                sl.value = round(round(sl.value / sl.step) * sl.step, 10)
+        np.testing.assert_allclose(ex.params, exact, atol=1e-12)
+        parts = geometry.decompose_affine(torch.tensor(ex.params).view(1, 2, 3))
+        assert float(parts.scale_x) == pytest.approx(1.0, abs=1e-12) and math.degrees(float(parts.rotation)) == pytest.approx(1.0)
 
     def test_output_matches_geometry(self, digits):
         ex = ThetaExplorer(digits, scale=1)
@@ -167,3 +182,21 @@ class TestStabilityViewer:
         assert v.plots.value != plots
         with pytest.raises(ValueError, match="at least one track"):
             StabilityViewer(model, [])
+
+
+def test_late_echoes_are_ignored(digits):
+    """Echoes can arrive after newer pushes (quick key presses): none of them may move theta."""
+    ex = ThetaExplorer(digits)
+    pushed = []
+    for angle in (1.0, 2.0, 3.0, 4.0, 5.0):
+        ex.parts["rotation"].value = angle
+        pushed.append([e.value for e in ex.entries])
+    exact = ex.params.copy()
+    for values in pushed:  # the browser replays older entry values, out of order, with JS rounding
+        for sl, v in zip(ex.entries, values):
+            sl.value = v + 8e-17
+    for sl, v in zip(ex.entries, pushed[-1]):
+        sl.value = v
+    np.testing.assert_allclose(ex.params, exact, atol=1e-12)
+    c, s = math.cos(math.radians(5)), math.sin(math.radians(5))
+    np.testing.assert_allclose(ex.params, [c, -s, 0, s, c, 0], atol=1e-12)
