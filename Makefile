@@ -11,7 +11,7 @@ TOKEN := $(shell $(PYTHON) -c "import secrets; print(secrets.token_hex(16))")
 endif
 PORT ?= 8888
 
-.PHONY: install test demo lab bench clean
+.PHONY: install test demo lab dashboard bench clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser \
 		--IdentityProvider.token=$(TOKEN) --ServerApp.root_dir=notebooks \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The explorer and inspector as a page without code (Voila); Ctrl-C stops it and its kernels.
+dashboard: $(STAMP)
+	@echo "Dashboard on http://127.0.0.1:$(PORT)/?token=$(TOKEN)"
+	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --Voila.ip=127.0.0.1 --port=$(PORT) \
+		--Voila.port_retries=0 --token=$(TOKEN)
 
 bench: $(STAMP)
 	$(PY) bench/run.py --out bench/results

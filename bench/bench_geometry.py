@@ -37,6 +37,7 @@ import statistics
 import time
 
 import torch
+from _common import cpu_stall_us  # bench/ is on sys.path when run by bench/run.py
 import torch.nn.functional as F
 
 from stnviz import geometry as g
@@ -116,16 +117,7 @@ def _variants(x: torch.Tensor, gen: torch.Generator):
     return variants, params
 
 
-def _cpu_stall_us() -> int | None:
-    """Cumulative microseconds in which some task waited for a CPU (Linux PSI), or None."""
-    try:
-        with open("/proc/pressure/cpu", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("some "):
-                    return int(line.rsplit("total=", 1)[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+
 
 
 def _measure(variants, rounds: int, min_rounds: int, budget_s: float, rng: random.Random):
@@ -138,7 +130,7 @@ def _measure(variants, rounds: int, min_rounds: int, budget_s: float, rng: rando
     waited for a CPU (PSI "some"; None where unavailable): high means other load competed.
     """
     samples = {n: [] for n, _ in variants}
-    stall0 = _cpu_stall_us()
+    stall0 = cpu_stall_us()
     start = time.perf_counter()
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -154,7 +146,7 @@ def _measure(variants, rounds: int, min_rounds: int, budget_s: float, rng: rando
                 break
     finally:
         wall = time.perf_counter() - start
-        stall1 = _cpu_stall_us()
+        stall1 = cpu_stall_us()
         if gc_was_enabled:
             gc.enable()
         gc.collect()

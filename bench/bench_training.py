@@ -28,6 +28,7 @@ import statistics
 import time
 
 import torch
+from _common import cpu_stall_us  # bench/ is on sys.path when run by bench/run.py
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -146,28 +147,19 @@ def _tutorial_test(net, loader, device) -> float:
 # --------------------------------------------------------------------------- helpers
 
 
-def _cpu_stall_us() -> int | None:
-    """Cumulative microseconds in which some task waited for a CPU (Linux PSI), or None."""
-    try:
-        with open("/proc/pressure/cpu", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("some "):
-                    return int(line.rsplit("total=", 1)[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+
 
 
 class _Pressure:
     """Share of a section's wall time in which some task waited for a CPU (None if unknown)."""
 
     def __enter__(self):
-        self.s0, self.t0 = _cpu_stall_us(), time.perf_counter()
+        self.s0, self.t0 = cpu_stall_us(), time.perf_counter()
         self.value = None
         return self
 
     def __exit__(self, *exc):
-        s1, wall = _cpu_stall_us(), time.perf_counter() - self.t0
+        s1, wall = cpu_stall_us(), time.perf_counter() - self.t0
         if self.s0 is not None and s1 is not None and wall > 0:
             self.value = (s1 - self.s0) / 1e6 / wall
         return False

@@ -213,6 +213,8 @@ def main(argv=None) -> int:
 
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+    if str(BENCH_DIR) not in sys.path:  # bench/_common.py
+        sys.path.insert(0, str(BENCH_DIR))
 
     found = discover()
     if args.only:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from . import geometry
 from .capture import capture
+from .models import eval_mode
 
 __all__ = [
     "SequenceRun",
@@ -160,17 +161,12 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
     if label is None and hasattr(source, "label"):
         label = int(source.label)
     dev = next(model.parameters()).device if device is None else torch.device(device)
-    was = model.training
-    model.eval()
     recs, logits = [], []
-    try:
+    with eval_mode(model):
         for i in range(0, frames.shape[0], batch_size):
             with capture(model, keep_last=None) as rec:
                 logits.append(model(frames[i : i + batch_size].to(dev)).float().cpu())
-            name = module or rec.modules[0]
-            recs.append(rec.last(name))
-    finally:
-        model.train(was)
+            recs.append(rec.last(module or rec.modules[0]))
     name = module or recs[0].module
     logits = torch.cat(logits)
     outputs = torch.cat([r.output for r in recs])
@@ -249,11 +245,9 @@ def summarize_stability(summary: pd.DataFrame, name: str = "model") -> pd.DataFr
 def _collect(model, data, module: str | None, batch_size: int, device, limit: int | None):
     """Run ``data`` (a batch source) through ``model``: theta, inputs/outputs, labels, logits, extras."""
     dev = next(model.parameters()).device if device is None else torch.device(device)
-    was = model.training
-    model.eval()
     out = {"theta": [], "outputs": [], "inputs": [], "labels": [], "logits": [], "extras": []}
     seen = 0
-    try:
+    with eval_mode(model):
         for batch in data.batches(batch_size, device=dev):
             with capture(model, keep_last=None) as rec:
                 logits = model(batch.images)
@@ -267,8 +261,6 @@ def _collect(model, data, module: str | None, batch_size: int, device, limit: in
             seen += batch.labels.numel()
             if limit is not None and seen >= limit:
                 break
-    finally:
-        model.train(was)
     return out
 
 

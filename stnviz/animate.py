@@ -28,6 +28,7 @@ from torch import nn
 from . import render
 from ._io import atomic_write
 from .capture import capture
+from .models import eval_mode
 from .train import Callback
 
 __all__ = [
@@ -67,13 +68,8 @@ class Snapshot:
 def probe_snapshot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, *, step: int = 0,
                    epoch: float = 0.0, train_loss: float = math.nan, module: str | None = None) -> Snapshot:
     """Run ``model`` on the probe ``images`` and return a :class:`Snapshot` (CPU tensors)."""
-    was = model.training
-    model.eval()
-    try:
-        with capture(model, keep_last=None) as rec:
-            logits = model(images)
-    finally:
-        model.train(was)
+    with eval_mode(model), capture(model, keep_last=None) as rec:
+        logits = model(images)
     r = rec.of(module)[-1] if module is not None else rec[0]
     loss = acc = math.nan
     if labels is not None:

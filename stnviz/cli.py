@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -47,6 +48,8 @@ def _train(args) -> int:
         checkpoint_every=args.checkpoint_every, resume=args.resume or None, meta=meta,
         augment=random_affine if args.augment else None,
     )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 alone evaluates and writes the final checkpoint
     # Report the test score of the model chosen on validation (best.pt), never chosen by test.
     from .checkpoints import load_checkpoint, save_checkpoint
 

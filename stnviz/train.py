@@ -32,7 +32,7 @@ from torch import nn
 from ._io import atomic_write
 from .checkpoints import load_checkpoint, save_checkpoint
 from .device import resolve_device
-from .models import param_groups
+from .models import eval_mode, param_groups
 
 __all__ = ["Callback", "TrainState", "TrainingDiverged", "compare", "evaluate", "fit"]
 
@@ -93,15 +93,13 @@ def _maybe_init_distributed(device: torch.device) -> bool:
 def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None) -> dict:
     """Loss and accuracy of ``model`` on a batch source: ``{"loss", "accuracy", "error", "n"}``."""
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     total, correct, loss_sum = 0, 0, 0.0
-    for batch in data.batches(batch_size, device=dev):
-        logits = model(batch.images)
-        loss_sum += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
-        correct += int((logits.argmax(1) == batch.labels).sum())
-        total += batch.labels.numel()
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in data.batches(batch_size, device=dev):
+            logits = model(batch.images)
+            loss_sum += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
+            correct += int((logits.argmax(1) == batch.labels).sum())
+            total += batch.labels.numel()
     if total == 0:
         raise ValueError(f"evaluate got an empty data set ({data!r})")
     return {"loss": loss_sum / total, "accuracy": correct / total, "error": 1 - correct / total, "n": total}

@@ -23,6 +23,7 @@ import torch
 from . import geometry, render
 from .analysis import theta_table
 from .capture import capture
+from .models import eval_mode
 
 __all__ = ["STNInspector", "StabilityViewer", "ThetaExplorer", "TrainingPlayer"]
 
@@ -41,6 +42,12 @@ def _as_images(images) -> torch.Tensor:
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [0, 1] or uint8, got {images.dtype}")
     return images.detach().cpu().float()
+
+
+def _views_row(input_view, output_view, *extra) -> W.HBox:
+    """Input + sampled region | transformer output | extra widgets, side by side."""
+    return W.HBox([W.VBox([W.HTML("<b>input + sampled region</b>"), input_view]),
+                   W.VBox([W.HTML("<b>transformer output</b>"), output_view]), *extra])
 
 
 def _image_format(images: torch.Tensor) -> str:
@@ -167,11 +174,7 @@ class ThetaExplorer(_Widget):
         self.theta_view.add_class("stnviz-theta")
         self.picker.observe(lambda ch: self._safe(self._on_picker), names="value")
 
-        views = W.HBox([
-            W.VBox([W.HTML("<b>input + sampled region</b>"), self.input_view]),
-            W.VBox([W.HTML("<b>output</b>"), self.output_view]),
-            self.theta_view,
-        ])
+        views = _views_row(self.input_view, self.output_view, self.theta_view)
         self.root = W.VBox([W.HBox([self.picker, *buttons]), views, self.message, controls, self.log])
         self.root.add_class("stnviz-theta-explorer")
         self._initial = self.params.copy()
@@ -332,13 +335,8 @@ class ThetaExplorer(_Widget):
             raise ValueError(f"the model's transformer is {self.transformer.transform!r}; this explorer is {self.family!r}")
         i = self.picker.value if index is None else index
         dev = next(self.model.parameters()).device
-        was = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad(), capture(self.model) as rec:
-                self.model(self.images[i : i + 1].to(dev))
-        finally:
-            self.model.train(was)
+        with torch.no_grad(), eval_mode(self.model), capture(self.model) as rec:
+            self.model(self.images[i : i + 1].to(dev))
         r = rec.of(rec.modules[0])[-1]
         if self.family == "affine":
             return r.theta[0].reshape(-1).double().numpy()
@@ -426,8 +424,7 @@ class STNInspector(_Widget):
         self.which.observe(lambda ch: self._safe(self.update), names="value")
         self.root = W.VBox([
             W.HBox([self.picker, self.which]),
-            W.HBox([W.VBox([W.HTML("<b>input + sampled region</b>"), self.input_view]),
-                    W.VBox([W.HTML("<b>transformer output</b>"), self.output_view]), self.info]),
+            _views_row(self.input_view, self.output_view, self.info),
             self.table, self.message, self.log,
         ])
         self.root.add_class("stnviz-inspector")
@@ -436,19 +433,15 @@ class STNInspector(_Widget):
     def _run(self, batch_size: int):
         """Run the model once over all images, keeping every transformer's record per image."""
         dev = next(self.model.parameters()).device
-        was = self.model.training
-        self.model.eval()
         per_module: dict = {}
         preds = []
-        try:
+        with eval_mode(self.model):
             for i in range(0, self.images.shape[0], batch_size):
                 with torch.no_grad(), capture(self.model, keep_last=None) as rec:
                     logits = self.model(self.images[i : i + batch_size].to(dev))
                 preds.append(logits.argmax(1).cpu())
                 for r in rec:
                     per_module.setdefault(r.module, []).append(r)
-        finally:
-            self.model.train(was)
         return per_module, torch.cat(preds)
 
     def _record(self, module: str, index: int):
@@ -577,8 +570,7 @@ class StabilityViewer(_Widget):
         self.frame.observe(lambda ch: self._safe(self.update), names="value")
         self.root = W.VBox([
             W.HBox([self.track, self.frame]),
-            W.HBox([W.VBox([W.HTML("<b>input + sampled region</b>"), self.input_view]),
-                    W.VBox([W.HTML("<b>transformer output</b>"), self.output_view]), self.info]),
+            _views_row(self.input_view, self.output_view, self.info),
             self.plots, self.message, self.log,
         ])
         self.root.add_class("stnviz-stability-viewer")

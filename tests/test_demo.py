@@ -33,16 +33,28 @@ class TestDrawGlyphs:
 
 
 class TestDemo:
-    def test_writes_png(self, tmp_path, capsys):
-        assert main(["demo", "--out", str(tmp_path), "--device", "cpu"]) == 0
-        png = tmp_path / "transforms.png"
-        assert f"wrote {png}" in capsys.readouterr().out
+    def test_writes_everything_it_says(self, tmp_path, capsys):
+        import stnviz
+
+        assert main(["demo", "--out", str(tmp_path), "--device", "cpu", "--quick"]) == 0
+        printed = {line[len("wrote "):] for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")}
+        on_disk = {str(p) for p in tmp_path.iterdir()}
+        assert printed == on_disk  # every file announced, nothing else (no temp files left)
+        names = {p.name for p in tmp_path.iterdir()}
+        assert {"transforms.png", "training_progress.gif", "training_progress.mp4", "training_contact_sheet.png",
+                "summary.md"} <= names
+        if "stn_gtsrb.gtsrb" in stnviz.list_models(pretrained=True):
+            assert {"overlays_gtsrb.png", "stability_track.png", "stability_track.gif", "stability_summary.csv",
+                    "stability_summary.png"} <= names
+        if "stn_cnn.mnist_rts" in stnviz.list_models(pretrained=True):
+            assert "overlays_mnist_rts.png" in names
         import matplotlib.image as mpimg
 
-        img = mpimg.imread(png)
+        img = mpimg.imread(tmp_path / "transforms.png")
         assert img.shape[0] > 400 and img.shape[1] > 400
         assert img[..., :3].std() > 0.1  # a real picture, not a blank canvas
-        assert [p.name for p in tmp_path.iterdir()] == ["transforms.png"]  # no temp file left
+        summary = (tmp_path / "summary.md").read_text()
+        assert "stn_tutorial.mnist" in summary
 
     def test_bad_device_is_a_clear_error(self, tmp_path, capsys):
         assert main(["demo", "--out", str(tmp_path), "--device", "gpu0"]) == 2

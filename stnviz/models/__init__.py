@@ -11,6 +11,7 @@ from .classifiers import (
     stn_gtsrb,
     stn_tutorial,
 )
+from .modes import eval_mode
 from .registry import build_model, list_architectures, register_model
 from .transformer import GridGenerator, Normalize, SpatialTransformer, localization_parameters, param_groups
 
@@ -24,6 +25,7 @@ __all__ = [
     "cnn_cifar",
     "cnn_gtsrb",
     "cnn_tutorial",
+    "eval_mode",
     "list_architectures",
     "localization_parameters",
     "param_groups",

@@ -1,0 +1,340 @@
+"""The Voila dashboard (``make dashboard``) in a real Chromium: the page builds the theta explorer
+and the inspector, a key press on the rotation slider reaches the kernel, and the kernel's
+re-rendered pictures reach the page.
+
+Needs /usr/bin/chromium and Playwright (skipped without them; a failure under ``CI=true``).
+Voila serves a temp-dir copy of ``notebooks/dashboard.ipynb`` on a free ``127.0.0.1`` port with a
+random token, with Jupyter's config / data / runtime folders in a temp dir, so nothing is read
+from or written to the repository or the user's Jupyter folders. Voila starts a kernel on every GET
+of the page, so readiness is probed with a TCP connect, never an HTTP GET. Voila and its kernels
+are shut down when the module's tests end, also when one failed. Screenshots of the explorer and
+the inspector are saved under the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from secrets import token_hex
+from typing import Iterator
+
+import pytest
+
+from browser_support import CHROMIUM, CHROMIUM_ARGS, free_port, require_browser
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "dashboard.ipynb"
+STARTUP_TIMEOUT = 120.0  # s: Voila listening on its port
+LOAD_TIMEOUT = 180_000  # ms: page GET (Voila runs every cell first: kernel start, torch import) + widgets
+UPDATE_TIMEOUT = 60_000  # ms: one widget round trip on a busy machine
+SETTLE_TIMEOUT = 30.0  # s: the page stops changing after the key presses
+PRESSES = 3  # ArrowRight presses on the rotation slider (step: 1 degree)
+
+EXPLORER = ".stnviz-theta-explorer"
+INSPECTOR = ".stnviz-inspector"
+
+# The pictures and readouts of one widget, found inside its root (the inspector also has
+# .stnviz-input / .stnviz-output images). An Image widget renders as <img class="... stnviz-input">;
+# `.stnviz-input img` is accepted too, should it ever be wrapped.
+STATE_JS = """(sel) => {
+  const root = document.querySelector(sel);
+  if (!root) return null;
+  const src = (cls) => {
+    const el = root.querySelector(`img.${cls}, .${cls} img`);
+    return el ? el.getAttribute('src') : null;
+  };
+  const text = (s) => { const el = root.querySelector(s); return el ? el.textContent.trim() : null; };
+  return {input: src('stnviz-input'), output: src('stnviz-output'),
+          rotation: text('.stnviz-part-rotation .widget-readout'), a21: text('.stnviz-theta-3 .widget-readout'),
+          theta: text('.stnviz-theta')};
+}"""
+
+# Both pictures of a widget rendered by the kernel (an ipywidgets Image shows a blob: URL).
+RENDERED_JS = """([sel, state]) => { const s = (%s)(sel);
+  return !!s && !!s.input && !!s.output && s.input.startsWith('blob:') && s.output.startsWith('blob:'); }""" % STATE_JS
+
+# Anything on the page that reports a problem: a widget message or log line, a cell's error or
+# stderr output (Voila shows those in place of the cell), a traceback.
+PROBLEMS_JS = """() => {
+  const out = [];
+  for (const el of document.querySelectorAll('.stnviz-message')) {
+    const t = el.textContent.trim();
+    if (t) out.push('message: ' + t);
+  }
+  for (const el of document.querySelectorAll('.stnviz-log')) {
+    const t = el.textContent.trim();
+    if (t) out.push('log: ' + t.slice(0, 500));
+  }
+  for (const el of document.querySelectorAll(
+      '[data-mime-type="application/vnd.jupyter.stderr"], [data-mime-type="application/vnd.jupyter.error"]')) {
+    out.push('cell output: ' + el.textContent.trim().slice(0, 500));
+  }
+  if (document.body.innerText.includes('Traceback')) out.push('a traceback is shown on the page');
+  return out;
+}"""
+
+
+# ---------------------------------------------------------------------------------- Voila server
+@dataclass
+class Voila:
+    url: str  # http://127.0.0.1:PORT/?token=...
+    log: Path  # the server's combined stdout / stderr
+    process: subprocess.Popen
+    kernels: dict = field(default_factory=dict)  # pid -> start time, of the kernels seen
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no server log)"
+
+
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time) of a live process, from /proc; None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+    return int(fields[1]), fields[19]
+
+
+def _note_kernels(server: Voila) -> None:
+    """Remember Voila's child processes (its kernels: they run in sessions of their own, so
+    killing Voila's process group would not reach them)."""
+    if not os.path.isdir("/proc"):
+        return
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _proc_stat(int(entry))
+            if st is not None and st[0] == server.process.pid:
+                server.kernels[int(entry)] = st[1]
+
+
+def _stop(server: Voila) -> None:
+    proc = server.process
+    _note_kernels(server)
+    if proc.poll() is None:
+        proc.terminate()  # Voila handles SIGTERM: it shuts its kernels down, then exits
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+    try:  # anything else Voila started in its own process group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    # Kernels that outlived Voila: end them by pid (checking the pid was not reused).
+    deadline = time.monotonic() + 10
+    for pid, started in server.kernels.items():
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            st = _proc_stat(pid)
+            if st is None or st[1] != started:
+                break
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            while time.monotonic() < deadline and (_proc_stat(pid) or (0, None))[1] == started:
+                time.sleep(0.2)
+
+
+@contextmanager
+def voila(notebook: Path, work_dir: Path, *, startup_timeout: float = STARTUP_TIMEOUT) -> Iterator[Voila]:
+    """Serve a copy of ``notebook`` with Voila on 127.0.0.1; Jupyter's folders go under ``work_dir``."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    served = work_dir / "notebooks"
+    served.mkdir(exist_ok=True)
+    shutil.copy2(notebook, served / notebook.name)
+    env = dict(os.environ)
+    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                     ("IPYTHONDIR", "ipython")):
+        (work_dir / sub).mkdir(exist_ok=True)
+        env[var] = str(work_dir / sub)
+    env.pop("JUPYTER_PATH", None)
+    env.pop("JUPYTER_CONFIG_PATH", None)
+
+    port, token = free_port(), token_hex(16)
+    cmd = [
+        sys.executable, "-m", "voila", str(served / notebook.name),
+        "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", "--Voila.port_retries=0", f"--token={token}",
+        "--show_tracebacks=True",  # a failing cell shows its traceback (caught below), not a generic line
+        f"--Voila.connection_dir_root={work_dir / 'runtime'}",
+    ]
+    log = work_dir / "voila.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=served, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    server = Voila(f"http://127.0.0.1:{port}/?token={token}", log, proc)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"Voila exited with code {proc.returncode}:\n{server.log_tail()}")
+            try:  # a TCP connect only: a GET of the page would start a kernel
+                with socket.create_connection(("127.0.0.1", port), timeout=2):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Voila did not listen within {startup_timeout:.0f} s:\n{server.log_tail()}")
+            time.sleep(0.3)
+        yield server
+    finally:
+        _stop(server)
+
+
+# ---------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_browser()
+    with voila(NOTEBOOK, tmp_path_factory.mktemp("voila")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _on_failure(page, server: Voila, directory: Path) -> None:
+    try:
+        failure = directory / "failure.png"
+        page.screenshot(path=str(failure), timeout=10_000)
+        print(f"screenshot of the failure: {failure}")
+    except Exception as e:  # the page may be gone
+        print(f"(no failure screenshot: {e})")
+    print(f"Voila log tail:\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def dashboard(server, browser, tmp_path_factory):
+    """The dashboard page with both widgets rendered; yields (page, uncaught page errors)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(UPDATE_TIMEOUT)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    t0 = time.monotonic()
+    try:
+        # Voila runs every cell before the page is complete; the widgets then render in the browser.
+        page.goto(server.url, wait_until="domcontentloaded", timeout=LOAD_TIMEOUT)
+        page.wait_for_selector(EXPLORER, timeout=LOAD_TIMEOUT)
+        page.wait_for_function(RENDERED_JS, arg=[EXPLORER, None], timeout=LOAD_TIMEOUT)
+        page.wait_for_function(RENDERED_JS, arg=[INSPECTOR, None], timeout=LOAD_TIMEOUT)
+        _note_kernels(server)
+        print(f"\ndashboard rendered in {time.monotonic() - t0:.1f} s")
+    except BaseException:
+        _on_failure(page, server, tmp_path_factory.mktemp("dashboard"))
+        page.close()
+        raise
+    yield page, errors
+    page.close()
+
+
+def _state(page, sel: str = EXPLORER) -> dict:
+    return page.evaluate(STATE_JS, sel)
+
+
+def _number(text: str) -> float:
+    return float(text.replace("\u2212", "-"))  # a typographic minus, should a readout use one
+
+
+def _settled(page, timeout: float = SETTLE_TIMEOUT) -> tuple[dict, bool]:
+    """The explorer's state once it has not changed for 1.5 s (widget messages are throttled and
+    may trickle in after the first re-render); else the last state after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    history = [_state(page)]
+    while True:
+        time.sleep(0.5)
+        history.append(_state(page))
+        if len(history) >= 4 and history[-1] == history[-2] == history[-3] == history[-4]:
+            return history[-1], True
+        if time.monotonic() > deadline:
+            return history[-1], False
+
+
+# ---------------------------------------------------------------------------------- tests
+def test_rotation_slider_updates_the_pictures(dashboard, server, tmp_path):
+    """ArrowRight on the explorer's rotation slider: both pictures are re-rendered by the kernel,
+    the page's rotation readout moves one degree per press, and the kernel's theta follows."""
+    page, errors = dashboard
+    t0 = time.monotonic()
+    try:
+        before = _state(page)
+        assert _number(before["rotation"]) == 0.0, f"the explorer does not start at the identity: {before}"
+        handle = page.locator(f"{EXPLORER} .stnviz-part-rotation .noUi-handle")
+        handle.scroll_into_view_if_needed()
+        handle.focus()
+        for _ in range(PRESSES):
+            page.keyboard.press("ArrowRight")
+        # both pictures replaced, and the readout moved
+        page.wait_for_function(
+            """([sel, old]) => { const s = (%s)(sel);
+                 return !!s && s.input !== old.input && s.output !== old.output && s.rotation !== old.rotation
+                        && s.input.startsWith('blob:') && s.output.startsWith('blob:'); }""" % STATE_JS,
+            arg=[EXPLORER, before],
+            timeout=UPDATE_TIMEOUT,
+        )
+        after, settled = _settled(page)
+        assert settled, f"the explorer kept changing after {SETTLE_TIMEOUT:.0f} s: {after}"
+        assert after["input"] != before["input"] and after["output"] != before["output"], (before, after)
+        assert _number(after["rotation"]) == float(PRESSES), f"{PRESSES} presses of 1 degree, the page shows {after}"
+        # The kernel took the rotation: it recomputed theta and pushed a21 = sin(rotation) to its
+        # slider, and re-wrote the theta text.
+        assert _number(after["a21"]) == pytest.approx(math.sin(math.radians(PRESSES)), abs=0.006), after
+        assert after["theta"] != before["theta"], f"the theta text did not change: {after}"
+        problems = page.evaluate(PROBLEMS_JS)
+        assert not problems, f"the page reports problems: {problems}"
+        assert not errors, f"uncaught errors in the page: {errors}"
+
+        page.locator(EXPLORER).evaluate("(el) => el.scrollIntoView({block: 'start'})")
+        shot = tmp_path / "dashboard_explorer.png"
+        page.screenshot(path=str(shot))
+        print(f"rotation readout {after['rotation']} after {PRESSES} ArrowRight presses "
+              f"in {time.monotonic() - t0:.1f} s; screenshot: {shot}")
+    except BaseException:
+        _on_failure(page, server, tmp_path)
+        raise
+
+
+def test_inspector_rendered_without_errors(dashboard, server, tmp_path):
+    """The inspector shows its pictures, a prediction and a theta table; nothing on the page
+    reports an error."""
+    page, errors = dashboard
+    try:
+        inspector = page.locator(INSPECTOR)
+        state = _state(page, INSPECTOR)
+        assert state["input"].startswith("blob:") and state["output"].startswith("blob:"), state
+        info = inspector.locator(".stnviz-info").text_content()
+        assert "prediction" in info and "true" in info, f"inspector info: {info!r}"
+        assert inspector.locator(".stnviz-table table").count() == 1, "the inspector shows no theta table"
+        problems = page.evaluate(PROBLEMS_JS)
+        assert not problems, f"the page reports problems: {problems}"
+        assert not errors, f"uncaught errors in the page: {errors}"
+
+        inspector.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+        shot = tmp_path / "dashboard_inspector.png"
+        page.screenshot(path=str(shot))
+        print(f"inspector: {' '.join(info.split())}; screenshot: {shot}")
+    except BaseException:
+        _on_failure(page, server, tmp_path)
+        raise
