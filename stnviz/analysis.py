@@ -149,9 +149,11 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
 
     Columns of ``table``: ``frame``; the decomposed theta (affine-type families); ``region_x*``
     / ``region_y*`` (the four corners of the sampled region, input pixels); ``iou`` with the
-    annotated box (when the source has boxes); ``output_change`` and ``input_change`` (mean
-    absolute frame-to-frame change of the transformer's output, and of the input resized to the
-    output size, i.e. what the identity transform would give); ``prediction``, ``confidence``
+    annotated box (when the source has boxes); ``output_change``, ``input_change`` and
+    ``fixed_change``: the mean absolute frame-to-frame change of the transformer's output, of the
+    input resized to the output size (the identity transform), and of every frame warped by the
+    track's *mean* transform (a fixed transform: resampling alone blurs and crops, so this is the
+    fair baseline for "does the transformer follow the object"); ``prediction``, ``confidence``
     and ``correct`` (when ``label`` is known, e.g. from a Track).
     """
     from .data.sequences import read_frames
@@ -189,6 +191,15 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
     resized = F.interpolate(inputs, size=outputs.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
     table["output_change"] = _change(outputs)
     table["input_change"] = _change(resized)
+    fam, comps = recs[0].family, recs[0].components
+    if fam is not None and all(r.params is not None for r in recs):
+        # The fairer baseline: the track's mean transform applied to every frame. Any resampling
+        # blurs and crops, so a constant transform already changes less than the raw input; only
+        # output_change < fixed_change shows the transformer *following* the object.
+        params = torch.cat([r.params for r in recs])
+        mean = params.mean(0, keepdim=True).expand_as(params).contiguous()
+        fixed = geometry.warp(inputs, geometry.make_grid(mean, fam, outputs.shape[-2:], components=comps))
+        table["fixed_change"] = _change(fixed)
     prob = logits.softmax(1)
     table["prediction"] = logits.argmax(1).numpy()
     table["confidence"] = prob.max(1).values.numpy()
@@ -204,14 +215,19 @@ def sequence_stability(model, source, **kwargs) -> pd.DataFrame:
 
 def stability_summary(model, tracks: Iterable, *, module: str | None = None, device=None) -> pd.DataFrame:
     """One row per track: frames, accuracy, mean IoU, mean output change against mean input change
-    (``change_ratio`` < 1: the transformer's output is steadier than the raw input), and the
-    frame-to-frame jitter (std of differences) of each theta component."""
+    (``change_ratio`` < 1: the transformer's output is steadier than the identity) and against
+    the fixed mean transform (``change_ratio_fixed`` < 1: steadier than *any* constant transform,
+    i.e. the transformer follows the sign), and the mean absolute frame-to-frame change (jitter)
+    of each theta component."""
     rows = []
     for tr in tracks:
         t = run_sequence(model, tr, module=module, device=device).table
         row = {"track": getattr(tr, "track_id", len(rows)), "label": getattr(tr, "label", None), "frames": len(t),
                "output_change": t["output_change"].mean(), "input_change": t["input_change"].mean()}
         row["change_ratio"] = row["output_change"] / row["input_change"] if row["input_change"] > 0 else math.nan
+        if "fixed_change" in t:
+            row["fixed_change"] = t["fixed_change"].mean()
+            row["change_ratio_fixed"] = row["output_change"] / row["fixed_change"] if row["fixed_change"] > 0 else math.nan
         if "correct" in t:
             row["accuracy"] = float(t["correct"].mean())
         if "iou" in t:
@@ -232,6 +248,9 @@ def summarize_stability(summary: pd.DataFrame, name: str = "model") -> pd.DataFr
            "output_change": summary["output_change"].mean(), "identity_change": summary["input_change"].mean(),
            "change_ratio": summary["change_ratio"].mean(),
            "tracks_steadier_than_identity": float((summary["change_ratio"] < 1).mean())}
+    if "fixed_change" in summary:
+        row.update(fixed_change=summary["fixed_change"].mean(), change_ratio_fixed=summary["change_ratio_fixed"].mean(),
+                   tracks_steadier_than_fixed=float((summary["change_ratio_fixed"] < 1).mean()))
     for c in ("accuracy", "iou", "rotation_deg_jitter", "scale_x_jitter", "tx_jitter", "ty_jitter"):
         if c in summary:
             row[c] = summary[c].mean()

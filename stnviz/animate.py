@@ -189,7 +189,7 @@ def compose_frame(inputs: torch.Tensor, snap: Snapshot, *, columns: int = 4, til
     canvas = Image.new("RGB", (cols * pair_w + (cols + 1) * pad, head + rows * (tile + pad) + pad), (24, 24, 28))
     for i in range(n):
         h, w = inputs.shape[-2:]
-        scale = max(1, tile // max(h, w))
+        scale = max(1, int(tile // (max(h, w) * 1.3)))  # 1.3: the 15% margins; upscale only, never shrink lines
         a = Image.fromarray(render.overlay_rgb(inputs[i], snap.outlines[i], scale=scale, margin=0.15))
         b = Image.fromarray(render.overlay_rgb(snap.outputs[i], scale=max(1, tile // max(snap.outputs.shape[-2:]))))
         a, b = a.resize((tile, tile), Image.NEAREST), b.resize((tile, tile), Image.NEAREST)
@@ -270,8 +270,8 @@ def write_animation(frames, path, *, fps: float = 8) -> Path:
 
 def save_contact_sheet(inputs: torch.Tensor, snapshots: Sequence[Snapshot], path, *, rows: int = 8,
                        images: int | None = None, tile: int = 64) -> Path:
-    """A PNG grid: one row per snapshot (``rows`` evenly spaced), columns = the probe inputs
-    (with the first snapshot's region) then each probe image's output at that step."""
+    """A PNG grid: one row per snapshot (``rows`` evenly spaced), one column per probe image,
+    each cell that image's transformer output at that step."""
     from PIL import Image, ImageDraw
 
     if not snapshots:
@@ -301,7 +301,8 @@ def sequence_frames(run, *, tile: int = 160, caption: bool = True) -> list[np.nd
     for t in range(t_total):
         h, w = run.frames.shape[-2:]
         box = run.boxes[t] if run.boxes is not None else None
-        a = Image.fromarray(render.overlay_rgb(run.frames[t], run.outlines[t], box=box, scale=max(1, tile // max(h, w)), margin=0.15))
+        scale = max(1, int(tile // (max(h, w) * 1.3)))  # 1.3: the 15% margins; upscale only, never shrink lines
+        a = Image.fromarray(render.overlay_rgb(run.frames[t], run.outlines[t], box=box, scale=scale, margin=0.15))
         b = Image.fromarray(render.overlay_rgb(run.outputs[t], scale=max(1, tile // max(run.outputs.shape[-2:]))))
         a, b = a.resize((tile, tile), Image.NEAREST), b.resize((tile, tile), Image.NEAREST)
         head = 22 if caption else 0

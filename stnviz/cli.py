@@ -29,6 +29,8 @@ def _models(args) -> int:
 
 
 def _train(args) -> int:
+    import torch
+
     from .data import load_splits, random_affine
     from .hub import get_model
     from .train import evaluate, fit
@@ -37,6 +39,7 @@ def _train(args) -> int:
     kwargs = json.loads(args.model_args) if args.model_args else {}
     kwargs.setdefault("input_size", list(splits.image_size))
     kwargs.setdefault("num_classes", splits.num_classes)
+    torch.manual_seed(args.seed)  # the initial weights too, not just the data order
     model = get_model(args.model, device="cpu", **kwargs)
     command = "python -m stnviz " + " ".join(shlex.quote(a) for a in args.argv)
     meta = {"dataset": splits.name, "command": command}

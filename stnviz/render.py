@@ -255,7 +255,7 @@ def overlay_rgb(image, outline=None, lattice=None, box=None, *, scale: int = 8, 
 
     if box is not None:
         x1, y1, x2, y2 = (float(v) for v in _np(box))
-        draw.rectangle([px((x1, y1)), px((x2, y2))], outline=BOX_COLOR, width=max(1, s // 4))
+        draw.rectangle([px((x1, y1)), px((x2, y2))], outline=BOX_COLOR, width=max(1, round(s / 3)))
     if lattice is not None:
         r = max(1.0, s / 6)
         for p in _np(lattice):
@@ -266,7 +266,7 @@ def overlay_rgb(image, outline=None, lattice=None, box=None, *, scale: int = 8, 
         pts = _np(outline)
         if np.isfinite(pts).all():
             poly = [px(p) for p in pts] + [px(pts[0])]
-            draw.line(poly, fill=OUTLINE_COLOR, width=max(1, s // 4))
+            draw.line(poly, fill=OUTLINE_COLOR, width=max(1, round(s / 3)))
             cx, cy = poly[0]
             r = max(2.0, s / 3)
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=OUTLINE_COLOR)
@@ -311,10 +311,16 @@ def plot_theta_components(table, ax=None, components=("rotation_deg", "scale_x",
     ax.set_ylabel("scale / translation (normalised)")
     if "rotation_deg" in components and "rotation_deg" in table:
         ax2 = ax.twinx()
-        ax2.plot(frames, np.asarray(table["rotation_deg"]), color="k", linestyle="--", linewidth=1.2, label="rotation (deg)")
+        rot = np.asarray(table["rotation_deg"], dtype=float)
+        ax2.plot(frames, rot, color="k", linestyle="--", linewidth=1.2, label="rotation (deg, right)")
+        mid = float(np.nanmean(rot)) if np.isfinite(rot).any() else 0.0
+        half = max(5.0, float(np.nanmax(np.abs(rot - mid))) * 1.2 if np.isfinite(rot).any() else 5.0)
+        ax2.set_ylim(mid - half, mid + half)  # at least +-5 deg, so noise does not look like motion
         ax2.set_ylabel("rotation (deg)")
-        ax2.legend(loc="upper right", fontsize=7)
-    ax.legend(loc="upper left", fontsize=7)
+        lines = ax.get_lines() + ax2.get_lines()
+        ax.legend(lines, [ln.get_label() for ln in lines], loc="upper left", fontsize=7, ncol=2)
+    else:
+        ax.legend(loc="upper left", fontsize=7)
     ax.set_title("learned transform per frame", fontsize=9)
     return ax
 
@@ -325,6 +331,9 @@ def plot_change_curves(table, ax=None):
     frames = np.asarray(table["frame"])
     ax.plot(frames, np.asarray(table["output_change"]), label="ST output", color=OUTLINE_COLOR, linewidth=1.5)
     ax.plot(frames, np.asarray(table["input_change"]), label="identity (input resized)", color="0.4", linewidth=1.5)
+    if "fixed_change" in table:
+        ax.plot(frames, np.asarray(table["fixed_change"]), label="fixed mean transform", color="#0a84ff",
+                linewidth=1.2, linestyle="--")
     ax.set_xlabel("frame")
     ax.set_ylabel("mean |change| from previous frame")
     ax.legend(fontsize=7)
@@ -337,12 +346,18 @@ def plot_stability_summary(summary, ax=None, title: str | None = None):
     diagonal are tracks the transformer steadied."""
     ax = _axes(ax)
     x, y = np.asarray(summary["input_change"]), np.asarray(summary["output_change"])
-    ax.scatter(x, y, s=14, color=OUTLINE_COLOR, alpha=0.8)
-    hi = float(np.nanmax(np.concatenate([x, y]))) * 1.05 if len(x) else 1.0
+    ax.scatter(x, y, s=14, color=OUTLINE_COLOR, alpha=0.8, label="against identity")
+    allv = [x, y]
+    if "fixed_change" in summary:
+        xf = np.asarray(summary["fixed_change"])
+        ax.scatter(xf, y, s=14, color="#0a84ff", marker="x", alpha=0.8, label="against fixed mean transform")
+        allv.append(xf)
+        ax.legend(fontsize=7, loc="upper left")
+    hi = float(np.nanmax(np.concatenate(allv))) * 1.05 if len(x) else 1.0
     ax.plot([0, hi], [0, hi], color="0.5", linestyle="--", linewidth=1)
     ax.set_xlim(0, hi)
     ax.set_ylim(0, hi)
-    ax.set_xlabel("identity: mean change of the input")
+    ax.set_xlabel("baseline: mean change per frame")
     ax.set_ylabel("ST: mean change of the output")
     steadier = float(np.mean(y < x)) if len(x) else float("nan")
     ax.set_title(title or f"{len(x)} tracks, {steadier:.0%} steadier than identity", fontsize=9)

@@ -159,6 +159,10 @@ def fit(
         augment: optional ``f(images, labels, generator) -> images`` applied to training batches
             on the device.
         meta: extra checkpoint metadata (data set name, command...).
+
+    ``seed`` fixes the data order, augmentation and dropout; the model's initial weights come
+    from wherever it was built, so call ``torch.manual_seed`` before building it for a fully
+    reproducible run (the CLI does).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")

@@ -48,14 +48,24 @@ class TestRunSequence:
         assert len(t) == 30 and list(t["frame"]) == list(range(30))
         assert {"rotation_deg", "scale_x", "tx", "iou", "output_change", "input_change", "prediction", "correct"} <= set(t.columns)
         assert math.isnan(t["output_change"][0])
-        # the identity transform changes exactly as much as the input
+        # the identity transform changes exactly as much as the input, and is its own mean
         np.testing.assert_allclose(t["output_change"][1:], t["input_change"][1:], rtol=1e-5)
+        np.testing.assert_allclose(t["fixed_change"][1:], t["output_change"][1:], rtol=1e-5)
         # identity region = whole image: corners at the image edges
         assert t["region_x_tl"][0] == pytest.approx(-0.5) and t["region_x_br"][0] == pytest.approx(31.5)
         # IoU of the whole image with the annotated box = box area / image area
         box = track.boxes[0]
         expected = float((box[2] - box[0]) * (box[3] - box[1]))
         assert t["iou"][0] == pytest.approx(expected, rel=1e-4)
+
+    def test_fixed_transform_baseline(self):
+        """A constant zoom is steadier than the identity (resampling blurs) but exactly as steady
+        as the fixed-mean baseline: it does not follow anything."""
+        t = sequence_stability(_steady_model([0.7, 0, 0, 0, 0.7, 0]), sample_tracks()[1])
+        assert t["output_change"][1:].mean() < t["input_change"][1:].mean()
+        np.testing.assert_allclose(t["output_change"][1:], t["fixed_change"][1:], rtol=1e-5)
+        s = stability_summary(_steady_model([0.7, 0, 0, 0, 0.7, 0]), sample_tracks()[1:2])
+        assert s.loc[0, "change_ratio"] < 1 and s.loc[0, "change_ratio_fixed"] == pytest.approx(1.0, abs=1e-5)
 
     def test_zoom_onto_a_static_sequence(self):
         frames = sample_tracks()[0].images[:1].expand(5, -1, -1, -1).clone()
