@@ -18,7 +18,7 @@ from torch import nn
 from .checkpoints import load_model
 from .models import build_model, list_architectures
 
-__all__ = ["checkpoint_dirs", "get_model", "list_models", "load_pretrained"]
+__all__ = ["checkpoint_dirs", "get_model", "list_models", "load_pretrained", "pretrained_table"]
 
 _REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 
@@ -86,3 +86,24 @@ def get_model(name: str, *, device=None, **kwargs) -> nn.Module:
     from .device import resolve_device
 
     return build_model(name, **kwargs).to(resolve_device(device))
+
+
+def pretrained_table():
+    """A pandas DataFrame of the trained weights found: name, data set, input size, recorded
+    validation and test metrics, epochs, size on disk and the command that trained them."""
+    import pandas as pd
+
+    from .checkpoints import load_checkpoint
+
+    rows = []
+    for name, path in sorted(_pretrained().items()):
+        meta = load_checkpoint(path)["meta"]
+        m = meta.get("metrics") or {}
+        rows.append({
+            "name": name, "dataset": meta.get("dataset"), "input_size": "x".join(map(str, meta.get("input_size") or [])),
+            "val_accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"), "test_error": m.get("test_error"),
+            "test_n": m.get("test_n"), "epochs": meta.get("epochs"), "MB": round(path.stat().st_size / 2**20, 2),
+            "train_minutes": round(meta["train_seconds"] / 60, 1) if meta.get("train_seconds") else None,
+            "command": meta.get("command"),
+        })
+    return pd.DataFrame(rows)

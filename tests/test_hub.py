@@ -63,3 +63,12 @@ class TestGetModel:
     def test_untrained_with_kwargs(self):
         m = stnviz.get_model("stn_cnn", transform="tps", device="cpu")
         assert m.transformers[0].transform == "tps"
+
+
+class TestPretrainedTable:
+    def test_lists_found_weights_with_metadata(self, weights_dir):
+        from stnviz.hub import pretrained_table
+
+        t = pretrained_table()
+        row = t[t["name"] == "stn_tutorial.testset"].iloc[0]
+        assert row["dataset"] == "testset" and row["input_size"] == "1x28x28" and row["MB"] > 0
