@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/run.py --out DIR [--only NAME] [--quick] [--strict]
+    python bench/run.py --out DIR [--only NAME] [--quick] [--strict] [--wait-idle SECONDS]
 
 Discovers every ``bench/bench_*.py`` module. Each exposes ``run(quick: bool) -> dict`` returning::
 
@@ -68,6 +68,37 @@ def _cpu_pressure() -> str:
     except OSError:
         pass
     return "unavailable"
+
+
+def _cpu_pressure_avg10() -> float | None:
+    try:
+        with open("/proc/pressure/cpu", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("some "):
+                    return float(line.split("avg10=", 1)[1].split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def wait_idle(max_seconds: float, threshold: float = 5.0, settle: int = 2, poll: float = 10.0) -> str:
+    """Wait (up to ``max_seconds``) until CPU pressure (PSI some avg10, %) stays below
+    ``threshold`` for ``settle`` polls in a row. Returns a one-line description of what happened."""
+    if max_seconds <= 0:
+        return "not requested"
+    if _cpu_pressure_avg10() is None:
+        return "PSI unavailable; did not wait"
+    start = time.monotonic()
+    calm = 0
+    while True:
+        v = _cpu_pressure_avg10()
+        calm = calm + 1 if v is not None and v < threshold else 0
+        waited = time.monotonic() - start
+        if calm >= settle:
+            return f"idle after {waited:.0f} s (PSI some avg10 {v:.1f}% < {threshold}%)"
+        if waited >= max_seconds:
+            return f"gave up after {waited:.0f} s; PSI some avg10 still {v}%"
+        time.sleep(poll)
 
 
 def machine_facts() -> dict:
@@ -209,6 +240,9 @@ def main(argv=None) -> int:
                         help="run only this benchmark (e.g. 'geometry' or 'bench_geometry'); repeatable")
     parser.add_argument("--quick", action="store_true", help="smaller, faster run (results labelled quick)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any goal is missed")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="before each benchmark, wait up to SECONDS for the machine to be idle "
+                             "(Linux PSI CPU pressure avg10 < 5%%); then run anyway")
     args = parser.parse_args(argv)
 
     if str(REPO_ROOT) not in sys.path:
@@ -234,7 +268,11 @@ def main(argv=None) -> int:
     warned: list[str] = []
     errors: list[str] = []
     for short, path in found.items():
+        idle = wait_idle(args.wait_idle)
+        if args.wait_idle > 0:
+            print(f"[{short}] wait for idle machine: {idle}", file=sys.stderr)
         machine = machine_facts()
+        machine["wait_idle"] = idle
         t0 = time.perf_counter()
         try:
             result = check_result(load_module(path).run(quick=args.quick), path)

@@ -49,7 +49,7 @@ def _train(args) -> int:
         loc_lr=args.loc_lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
         label_smoothing=args.label_smoothing, device=args.device, seed=args.seed, out_dir=out,
         checkpoint_every=args.checkpoint_every, resume=args.resume or None, meta=meta,
-        augment=random_affine if args.augment else None,
+        augment=random_affine if args.augment else None, region_penalty=args.region_penalty,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 alone evaluates and writes the final checkpoint
@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--augment", action="store_true", help="random rotation/scale/shift/brightness on the device")
+    p.add_argument("--region-penalty", type=float, default=0.0,
+                   help="penalise sampling outside the input (keeps STNs from collapsing to zoom-out)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=200, help="optimizer steps between last.pt writes")
     p.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. OUT/last.pt)")

@@ -141,6 +141,7 @@ def fit(
     meta: dict | None = None,
     progress: bool = True,
     augment=None,
+    region_penalty: float = 0.0,
 ) -> pd.DataFrame:
     """Train ``model`` on ``train`` and return per-epoch metrics as a DataFrame.
 
@@ -158,6 +159,10 @@ def fit(
         resume: a checkpoint path, or ``True`` for ``out_dir/last.pt`` when it exists.
         augment: optional ``f(images, labels, generator) -> images`` applied to training batches
             on the device.
+        region_penalty: weight of a penalty on sampling outside the input
+            (``mean(relu(|grid| - 1)^2)`` over every transformer's grid). On data with a black
+            background an STN can zoom *out* at no cost and often collapses there; this keeps
+            the sampled region on the image. 0 disables it.
         meta: extra checkpoint metadata (data set name, command...).
 
     ``seed`` fixes the data order, augmentation and dropout; the model's initial weights come
@@ -244,6 +249,12 @@ def fit(
         save_checkpoint(model, out / name, info, extra=extra)
 
     hooks = _check_finite_params(model)
+    grids: list = []
+    if region_penalty:
+        from .models import GridGenerator
+
+        hooks += [m.register_forward_hook(lambda mod, inp, out: grids.append(out))
+                  for m in model.modules() if isinstance(m, GridGenerator)]
     gen = torch.Generator(device="cpu")
     try:
         for cb in callbacks:
@@ -267,10 +278,14 @@ def fit(
                 else:
                     images = batch.images
                 ctx = torch.autocast(dev.type, dtype=torch.float16) if amp and dev.type == "cuda" else nullcontext()
+                grids.clear()
                 try:
                     with ctx:
                         logits = net(images)
                         loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=label_smoothing)
+                        if region_penalty and grids:
+                            outside = sum((g.float().abs() - 1).clamp(min=0).pow(2).mean() for g in grids)
+                            loss = loss + region_penalty * outside
                 except TrainingDiverged as e:
                     raise TrainingDiverged(f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): {e}; "
                                            f"the last good checkpoint is kept") from None

@@ -242,3 +242,20 @@ class TestCLI:
         code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(tmp_path),
                      "--epochs", "1", "--out", str(tmp_path / "o")])
         assert code == 2 and "MNIST not found" in capsys.readouterr().err
+
+
+class TestRegionPenalty:
+    def test_pulls_a_zoomed_out_transformer_back_onto_the_image(self):
+        train, _ = tiny_sets(64, 32)
+
+        def scale_after(penalty):
+            torch.manual_seed(0)
+            model = get_model("stn_tutorial")
+            model.transformers[0].set_constant_params(torch.tensor([2.0, 0, 0, 0, 2.0, 0]))  # samples 2x the image
+            fit(model, train, None, epochs=2, batch_size=32, lr=1e-4, loc_lr=0.5, optimizer="sgd", momentum=0.0,
+                schedule="constant", device="cpu", progress=False, region_penalty=penalty)
+            return float(model.transformers[0].regressor.bias[0].detach())
+
+        without, with_penalty = scale_after(0.0), scale_after(1.0)
+        assert with_penalty < without - 0.2, (without, with_penalty)
+        assert with_penalty < 1.9
