@@ -25,7 +25,9 @@ for NAME in stn_tutorial.mnist stn_gtsrb.gtsrb cnn_gtsrb.gtsrb stn_cnn.mnist_rts
     stn_tutorial.mnist) run $NAME --model stn_tutorial --data mnist --epochs 12 --lr 0.05 --batch-size 128 ;;
     stn_gtsrb.gtsrb)    run $NAME --model stn_gtsrb --data gtsrb --epochs 20 --lr 0.05 --batch-size 128 --augment --label-smoothing 0.1 ;;
     cnn_gtsrb.gtsrb)    run $NAME --model cnn_gtsrb --data gtsrb --epochs 20 --lr 0.05 --batch-size 128 --augment --label-smoothing 0.1 ;;
-    stn_cnn.mnist_rts)  run $NAME --model stn_cnn --data mnist_rts --epochs 20 --lr 0.05 --batch-size 128 ;;
-    cnn.mnist_rts)      run $NAME --model cnn --data mnist_rts --epochs 20 --lr 0.05 --batch-size 128 ;;
+    # RTS: lr 0.02 and a region penalty. A first run at lr 0.05 without the penalty collapsed to
+    # zoom-out (theta scale 1.7-2.0, 97.5% validation accuracy after 8 of 20 epochs).
+    stn_cnn.mnist_rts)  run $NAME --model stn_cnn --data mnist_rts --epochs 20 --lr 0.02 --batch-size 128 --region-penalty 1.0 ;;
+    cnn.mnist_rts)      run $NAME --model cnn --data mnist_rts --epochs 20 --lr 0.02 --batch-size 128 --region-penalty 1.0 ;;
   esac
 done
