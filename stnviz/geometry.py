@@ -114,7 +114,9 @@ def _check_params(p: torch.Tensor, name: str, expected: str, ok: bool) -> None:
         raise ValueError(f"{name} is an empty batch (shape {_shape(p)}); expected at least one item")
     if not p.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {p.dtype}")
-    if not bool(torch.isfinite(p).all()):
+    # Any NaN or inf makes the sum non-finite, so the exact (slower) test only runs when the sum
+    # is not finite: one reduction on the common path.
+    if not math.isfinite(float(p.detach().sum())) and not bool(torch.isfinite(p).all()):
         raise ValueError(f"{name} must be finite, got NaN or inf in a tensor of shape {_shape(p)}")
 
 
@@ -313,9 +315,11 @@ def compose_affine(
             v = v.expand(ref.shape[0])
         if v.shape != ref.shape:
             raise ValueError(f"compose_affine: {k} must have shape {_shape(ref)}, got {_shape(v)}")
-        if not bool(torch.isfinite(v).all()):
-            raise ValueError(f"compose_affine: {k} must be finite, got NaN or inf")
         vals[k] = v
+    stacked = torch.stack(list(vals.values()))
+    if not math.isfinite(float(stacked.detach().sum())) and not bool(torch.isfinite(stacked).all()):
+        bad = [k for k, v in vals.items() if not bool(torch.isfinite(v).all())]
+        raise ValueError(f"compose_affine: {', '.join(bad)} must be finite, got NaN or inf")
     c, s = torch.cos(vals["rotation"]), torch.sin(vals["rotation"])
     sx, sy, sh = vals["scale_x"], vals["scale_y"], vals["shear"]
     # R @ Shear @ S, written out so autograd sees a handful of elementwise ops.
@@ -612,7 +616,9 @@ def warp(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", paddin
         raise ValueError(f"mode must be one of {_WARP_MODES}, got {mode!r}")
     if padding not in _PADDINGS:
         raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
-    return F.grid_sample(image, grid.to(image.dtype), mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)
+    if grid.dtype != image.dtype:
+        grid = grid.to(image.dtype)
+    return F.grid_sample(image, grid, mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)
 
 
 # --------------------------------------------------------------------------- pixel conventions
