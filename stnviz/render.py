@@ -213,7 +213,7 @@ def plot_batch(record, *, predictions=None, labels=None, n: int = 8, boxes=None,
     import matplotlib.pyplot as plt
 
     n = min(n, record.input.shape[0])
-    fig, axes = plt.subplots(n, 2, figsize=(6.2, 2.3 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 2, figsize=(7.8, 2.3 * n), squeeze=False)  # room for the theta text
     for i in range(n):
         pred = None
         if predictions is not None:
