@@ -66,6 +66,33 @@ def require_browser() -> None:
         pytest.skip(reason)
 
 
+def isolated_jupyter_env(work_dir: Path) -> dict:
+    """The environment for a Jupyter server whose config, data, runtime and IPython folders all
+    live under ``work_dir`` (nothing is written to the user's home)."""
+    env = dict(os.environ)
+    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                     ("IPYTHONDIR", "ipython")):
+        (work_dir / sub).mkdir(parents=True, exist_ok=True)
+        env[var] = str(work_dir / sub)
+    env.pop("JUPYTER_PATH", None)
+    env.pop("JUPYTER_CONFIG_PATH", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Debian Chromium driven by Playwright (skips, or fails under CI=true, without it)."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -129,13 +156,7 @@ def jupyterlab(root_dir: Path, work_dir: Path, *, startup_timeout: float = 120.0
         f = settings / rel
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(json.dumps(value))
-    env = dict(os.environ)
-    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                     ("IPYTHONDIR", "ipython")):
-        (work_dir / sub).mkdir(exist_ok=True)
-        env[var] = str(work_dir / sub)
-    env.pop("JUPYTER_PATH", None)
-    env.pop("JUPYTER_CONFIG_PATH", None)
+    env = isolated_jupyter_env(work_dir)
 
     port, token = free_port(), token_hex(16)
     cmd = [

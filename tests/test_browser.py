@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, copy_notebooks, jupyterlab, require_browser
+from browser_support import browser, copy_notebooks, jupyterlab, require_browser  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -157,19 +157,6 @@ def lab(tmp_path_factory):
     root = copy_notebooks(NOTEBOOKS, work / "notebooks")
     with jupyterlab(root, work / "jupyter") as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from typing import Iterator
 
 import pytest
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, free_port, require_browser
+from browser_support import browser, free_port, isolated_jupyter_env, require_browser  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -157,13 +157,7 @@ def voila(notebook: Path, work_dir: Path, *, startup_timeout: float = STARTUP_TI
     served = work_dir / "notebooks"
     served.mkdir(exist_ok=True)
     shutil.copy2(notebook, served / notebook.name)
-    env = dict(os.environ)
-    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                     ("IPYTHONDIR", "ipython")):
-        (work_dir / sub).mkdir(exist_ok=True)
-        env[var] = str(work_dir / sub)
-    env.pop("JUPYTER_PATH", None)
-    env.pop("JUPYTER_CONFIG_PATH", None)
+    env = isolated_jupyter_env(work_dir)
 
     port, token = free_port(), token_hex(16)
     cmd = [
@@ -201,19 +195,6 @@ def server(tmp_path_factory):
     require_browser()
     with voila(NOTEBOOK, tmp_path_factory.mktemp("voila")) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=60_000)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _on_failure(page, server: Voila, directory: Path) -> None:
