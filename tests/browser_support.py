@@ -93,6 +93,17 @@ def browser():
             b.close()
 
 
+def report_failure(page, server, directory: Path, what: str) -> None:
+    """On a failed browser test: a screenshot beside the test's files and the server's log tail."""
+    try:
+        failure = directory / "failure.png"
+        page.screenshot(path=str(failure), timeout=10_000)
+        print(f"screenshot of the failure: {failure}")
+    except Exception as e:  # the page may be gone
+        print(f"(no failure screenshot: {e})")
+    print(f"{what} log tail:\n{server.log_tail()}")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import browser, copy_notebooks, jupyterlab, require_browser  # noqa: F401 (fixture)
+from browser_support import browser, copy_notebooks, jupyterlab, report_failure, require_browser  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -141,13 +141,7 @@ def _wait_new_pictures(page, old: dict) -> None:
 
 
 def _on_failure(page, lab, directory: Path) -> None:
-    try:
-        failure = directory / "failure.png"
-        page.screenshot(path=str(failure), timeout=10_000)
-        print(f"screenshot of the failure: {failure}")
-    except Exception as e:  # the page may be gone
-        print(f"(no failure screenshot: {e})")
-    print(f"JupyterLab log tail:\n{lab.log_tail()}")
+    report_failure(page, lab, directory, "JupyterLab")
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from typing import Iterator
 
 import pytest
 
-from browser_support import browser, free_port, isolated_jupyter_env, require_browser  # noqa: F401 (fixture)
+from browser_support import browser, free_port, isolated_jupyter_env, report_failure, require_browser  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -198,13 +198,7 @@ def server(tmp_path_factory):
 
 
 def _on_failure(page, server: Voila, directory: Path) -> None:
-    try:
-        failure = directory / "failure.png"
-        page.screenshot(path=str(failure), timeout=10_000)
-        print(f"screenshot of the failure: {failure}")
-    except Exception as e:  # the page may be gone
-        print(f"(no failure screenshot: {e})")
-    print(f"Voila log tail:\n{server.log_tail()}")
+    report_failure(page, server, directory, "Voila")
 
 
 @pytest.fixture(scope="module")
