@@ -26,7 +26,8 @@ for NAME in stn_tutorial.mnist stn_gtsrb.gtsrb cnn_gtsrb.gtsrb stn_cnn.mnist_rts
     stn_gtsrb.gtsrb)    run $NAME --model stn_gtsrb --data gtsrb --epochs 20 --lr 0.05 --batch-size 128 --augment --label-smoothing 0.1 ;;
     cnn_gtsrb.gtsrb)    run $NAME --model cnn_gtsrb --data gtsrb --epochs 20 --lr 0.05 --batch-size 128 --augment --label-smoothing 0.1 ;;
     # RTS: lr 0.02 and a region penalty. A first run at lr 0.05 without the penalty collapsed to
-    # zoom-out (theta scale 1.7-2.0, 97.5% validation accuracy after 8 of 20 epochs).
+    # zoom-out (theta scale 1.7-2.0, 97.5% validation accuracy after 8 of 20 epochs). This recipe
+    # zooms in but reached 0.84% test error (target <= 0.6%): not shipped yet.
     stn_cnn.mnist_rts)  run $NAME --model stn_cnn --data mnist_rts --epochs 20 --lr 0.02 --batch-size 128 --region-penalty 1.0 ;;
     cnn.mnist_rts)      run $NAME --model cnn --data mnist_rts --epochs 20 --lr 0.02 --batch-size 128 --region-penalty 1.0 ;;
   esac
