@@ -27,17 +27,17 @@ TARGETS = {
     "stn_tutorial.mnist": (lambda: sample("mnist"), 0.99),
     # 0.6% of 1,000 samples is 6 errors; the full 10,000-digit test score is in the checkpoint's meta
     "stn_cnn.mnist_rts": (lambda: DistortedMNIST(sample("mnist"), "rts", seed=TEST_SEED), 0.99),
-    "cnn.mnist_rts": (lambda: DistortedMNIST(sample("mnist"), "rts", seed=TEST_SEED), 0.98),
+    # the twin has no target of its own: 1.03% test error on 10,000 (in its meta), 98.0% on these
+    # 1,000 digits (the standard error of a 1,000-digit estimate is about 0.3%); the floor leaves
+    # five digits of margin for numerics on other CPUs
+    "cnn.mnist_rts": (lambda: DistortedMNIST(sample("mnist"), "rts", seed=TEST_SEED), 0.975),
     "stn_gtsrb.gtsrb": (lambda: sample("gtsrb"), 0.99),
     "cnn_gtsrb.gtsrb": (lambda: sample("gtsrb"), 0.98),
 }
 
 
 def test_expected_checkpoints_are_shipped():
-    # the RTS pair (stn_cnn.mnist_rts, cnn.mnist_rts) is retrained with a region penalty; until it
-    # ships, its targets above wait for it
-    shipped_now = {"stn_tutorial.mnist", "stn_gtsrb.gtsrb", "cnn_gtsrb.gtsrb", "stn_cnn.mnist_rts"}
-    assert shipped_now <= set(SHIPPED), f"missing: {shipped_now - set(SHIPPED)}"
+    assert set(TARGETS) <= set(SHIPPED), f"missing: {set(TARGETS) - set(SHIPPED)}"
     assert set(SHIPPED) <= set(TARGETS), f"shipped without a target: {set(SHIPPED) - set(TARGETS)}"
     assert set(SHIPPED) <= set(stnviz.list_models(pretrained=True))
 
