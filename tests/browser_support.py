@@ -104,6 +104,23 @@ def report_failure(page, server, directory: Path, what: str) -> None:
     print(f"{what} log tail:\n{server.log_tail()}")
 
 
+def wait_until_serving(server, ready, what: str, timeout: float, interval: float) -> None:
+    """Poll ``ready()`` until it is true. Raises, with the tail of ``server``'s log, if the server's
+    process exits first or ``timeout`` seconds pass. ``ready`` may raise ``OSError`` (not up yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            if ready():
+                return
+        except OSError:  # includes urllib.error.URLError
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer within {timeout:.0f} s:\n{server.log_tail()}")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -186,18 +203,8 @@ def jupyterlab(root_dir: Path, work_dir: Path, *, startup_timeout: float = 120.0
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     lab = Lab(f"http://127.0.0.1:{port}", token, Path(root_dir), log, proc)
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with code {proc.returncode}:\n{lab.log_tail()}")
-            try:
-                if _request(f"{lab.url}/api/status", token, timeout=5) == 200:
-                    break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not answer within {startup_timeout:.0f} s:\n{lab.log_tail()}")
-            time.sleep(0.5)
+        wait_until_serving(lab, lambda: _request(f"{lab.url}/api/status", token, timeout=5) == 200,
+                           "JupyterLab", startup_timeout, 0.5)
         yield lab
     finally:
         _stop(lab)

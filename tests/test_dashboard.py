@@ -29,7 +29,9 @@ from typing import Iterator
 
 import pytest
 
-from browser_support import browser, free_port, isolated_jupyter_env, report_failure, require_browser  # noqa: F401 (fixture)
+from browser_support import (  # noqa: F401 (browser is a fixture)
+    browser, free_port, isolated_jupyter_env, report_failure, require_browser, wait_until_serving,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -172,18 +174,11 @@ def voila(notebook: Path, work_dir: Path, *, startup_timeout: float = STARTUP_TI
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     server = Voila(f"http://127.0.0.1:{port}/?token={token}", log, proc)
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"Voila exited with code {proc.returncode}:\n{server.log_tail()}")
-            try:  # a TCP connect only: a GET of the page would start a kernel
-                with socket.create_connection(("127.0.0.1", port), timeout=2):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Voila did not listen within {startup_timeout:.0f} s:\n{server.log_tail()}")
-            time.sleep(0.3)
+        def listening() -> bool:  # a TCP connect only: a GET of the page would start a kernel
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return True
+
+        wait_until_serving(server, listening, "Voila", startup_timeout, 0.3)
         yield server
     finally:
         _stop(server)
