@@ -3,13 +3,22 @@
 * Data are "batch sources" (:class:`stnviz.data.ImageSet`, :class:`stnviz.data.DistortedMNIST`):
   batches are made on the device, shuffled by ``(seed, epoch)``.
 * The localisation nets get their own learning rate (:func:`stnviz.models.param_groups`).
-* Periodic atomic checkpoints hold model, optimizer, scheduler and position; ``resume=`` continues
-  mid-epoch from the exact batch, so a killed run loses only the work since its last checkpoint.
+* Periodic atomic checkpoints hold model, optimizer, scheduler, position, the running sums of the
+  epoch and every setting that shapes the run; ``resume=`` continues mid-epoch from the exact
+  batch (a killed run loses only the work since its last checkpoint, and its metrics come out as
+  if it had never stopped) and refuses a resume that changes a setting.
 * A non-finite loss or transform parameter stops training with :class:`TrainingDiverged` naming
-  the step; the last good checkpoint stays on disk.
+  the step; no checkpoint is written unless the parameters, the optimizer state and the loss of
+  the weights being saved are finite, so the last checkpoint on disk is a good one.
 * Under ``torchrun`` the same call uses DistributedDataParallel (gloo on CPU, NCCL on CUDA), each
   rank taking its slice of the epoch's permutation; rank 0 writes files.
 * Per-epoch metrics come back as a pandas DataFrame (and ``metrics.csv`` in ``out_dir``).
+
+The loop, step by step: :func:`make_optimizer` and :func:`make_schedule` build the optimizer and
+its schedule; ``_Run.resume`` checks and loads a checkpoint; ``_Run.train_epoch`` runs
+``_Run.train_step`` over the epoch's batches; ``_Run.end_epoch`` evaluates and records the row;
+``_Run.checkpoint`` checks the state is finite and writes it. :func:`export_best` is the last
+step of a training command: reload ``best.pt``, evaluate, write ``NAME.pt`` with its metrics.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,11 +39,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._io import atomic_write
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .device import resolve_device
 from .models import eval_mode, param_groups
 
-__all__ = ["Callback", "TrainState", "TrainingDiverged", "compare", "evaluate", "fit"]
+__all__ = [
+    "RUN_SETTINGS",
+    "Callback",
+    "TrainState",
+    "TrainingDiverged",
+    "compare",
+    "evaluate",
+    "export_best",
+    "fit",
+    "make_optimizer",
+    "make_schedule",
+]
+
+#: The settings that shape a run: stored in every trainer checkpoint, and a resume must repeat them.
+RUN_SETTINGS = ("epochs", "batch_size", "lr", "loc_lr", "optimizer", "momentum", "weight_decay", "schedule",
+                "label_smoothing", "seed", "amp", "region_penalty", "augment", "channels_last", "world_size")
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,6 +94,17 @@ class TrainState:
     world_size: int = 1
 
 
+@dataclass
+class _Tally:
+    """Running sums of the current epoch; saved in checkpoints so a resumed epoch's row counts
+    every batch, not only those after the resume."""
+
+    seen: int = 0
+    correct: int = 0
+    loss_sum: float = 0.0
+    seconds: float = 0.0
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -89,9 +124,30 @@ def _maybe_init_distributed(device: torch.device) -> bool:
     return True
 
 
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _check_data(model: nn.Module, data, role: str) -> None:
+    """Refuse an empty set, or images of another size than the model was built for, before any work."""
+    n = len(data) if hasattr(data, "__len__") else None
+    if n == 0:
+        raise ValueError(f"the {role} set {data!r} is empty; expected at least one sample")
+    expected = getattr(model, "input_size", None)
+    got = getattr(data, "image_size", None)
+    if expected is not None and got is not None and tuple(expected) != tuple(got):
+        raise ValueError(
+            f"the {role} set's images are {'x'.join(map(str, got))} (C x H x W), but the model was built for "
+            f"{'x'.join(map(str, expected))}; use data of that size or build the model with input_size={list(got)}"
+        )
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None) -> dict:
     """Loss and accuracy of ``model`` on a batch source: ``{"loss", "accuracy", "error", "n"}``."""
+    _check_batch_size(batch_size)
+    _check_data(model, data, "evaluation")
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
     total, correct, loss_sum = 0, 0, 0.0
     with eval_mode(model):
@@ -114,6 +170,343 @@ def _check_finite_params(model: nn.Module):
             raise TrainingDiverged("non-finite transform parameters (theta)")
 
     return [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, GridGenerator)]
+
+
+def make_optimizer(model: nn.Module, name: str = "sgd", *, lr: float, loc_lr: float | None = None,
+                   momentum: float = 0.9, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """SGD (Nesterov when ``momentum > 0``) or AdamW over :func:`stnviz.models.param_groups`."""
+    groups = param_groups(model, lr, loc_lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+
+
+def make_schedule(opt: torch.optim.Optimizer, name: str, *, total_steps: int):
+    """The learning-rate schedule, stepped once per optimizer step: ``"onecycle"`` (peak at 20%),
+    ``"cosine"`` or ``"constant"``."""
+    if name == "onecycle":
+        max_lrs = [g["lr"] for g in opt.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lrs, total_steps=total_steps, pct_start=0.2)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {name!r}")
+
+
+def _augment_name(augment) -> str | None:
+    if augment is None:
+        return None
+    return f"{getattr(augment, '__module__', '')}.{getattr(augment, '__qualname__', type(augment).__qualname__)}"
+
+
+def _first_non_finite(model: nn.Module, opt: torch.optim.Optimizer) -> str | None:
+    """Name of the first parameter, buffer or optimizer state tensor holding NaN/inf, else None."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return f"parameter {name}"
+    for i, st in enumerate(opt.state.values()):
+        for key, t in st.items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return f"optimizer state {key!r} of parameter {i}"
+    return None
+
+
+class _Run:
+    """One call of :func:`fit`: the model, optimizer, schedule, position and files, in named steps."""
+
+    def __init__(self, model, train, val, *, settings: dict, dev, rank, world, out, checkpoint_every, keep_best,
+                 callbacks, meta, progress, augment, layout):
+        self.model, self.train_data, self.val = model, train, val
+        self.settings = settings
+        self.s = settings  # short alias for reading
+        self.dev, self.rank, self.world = dev, rank, world
+        self.out, self.checkpoint_every, self.keep_best = out, checkpoint_every, keep_best
+        self.callbacks, self.meta, self.progress = list(callbacks), meta, progress
+        self.augment, self.layout = augment, layout
+        self.opt = make_optimizer(model, settings["optimizer"], lr=settings["lr"], loc_lr=settings["loc_lr"],
+                                  momentum=settings["momentum"], weight_decay=settings["weight_decay"])
+        self.steps_per_epoch = train.num_batches(settings["batch_size"], world)
+        self.sched = make_schedule(self.opt, settings["schedule"], total_steps=settings["epochs"] * self.steps_per_epoch)
+        self.amp = settings["amp"]
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and dev.type == "cuda")
+        self.state = TrainState(model=model, device=dev, rank=rank, world_size=world, steps_per_epoch=self.steps_per_epoch)
+        self.tally = _Tally()
+        self.best_acc = -1.0
+        self.saved_step: int | None = None  # step of the last checkpoint written (or resumed from)
+        self.last_batch: tuple | None = None  # (images, labels) of the last step, to test saved weights
+        self.net = model
+        if world > 1:
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.grids: list = []
+        self.gen = torch.Generator(device="cpu")
+
+    # ------------------------------------------------------------------ resume
+    def resume(self, resume) -> None:
+        """Load model, optimizer, schedule, position and running sums from a trainer checkpoint,
+        after checking it holds trainer state for this architecture and these settings."""
+        out = self.out
+        path = (out / "last.pt") if resume is True and out is not None else Path(resume) if resume is not True else None
+        if path is None or not path.is_file():
+            if resume is not True:
+                raise FileNotFoundError(f"resume checkpoint {resume} does not exist")
+            return
+        ckpt = load_checkpoint(path)
+        extra = ckpt.get("extra") or {}
+        if not all(k in extra for k in ("optimizer", "scheduler", "epoch", "batch_in_epoch", "step")):
+            raise CheckpointError(
+                f"cannot resume from {path}: it holds no trainer state (optimizer, schedule, position), "
+                f"only a model; resume from the last.pt that fit writes in its out_dir"
+            )
+        self._check_same_settings(path, extra)
+        config = getattr(self.model, "stnviz_config", None)
+        if config is not None and (ckpt["arch"], ckpt["model_args"]) != (config["arch"], dict(config["kwargs"])):
+            raise CheckpointError(
+                f"cannot resume from {path}: it holds architecture {ckpt['arch']!r} with {ckpt['model_args']}, "
+                f"expected {config['arch']!r} with {dict(config['kwargs'])} (the model being trained)"
+            )
+        try:
+            self.model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"cannot resume from {path}: its weights do not fit the model being trained: {str(e).splitlines()[-1].strip()}"
+            ) from None
+        self.opt.load_state_dict(extra["optimizer"])
+        self.sched.load_state_dict(extra["scheduler"])
+        st = self.state
+        st.epoch, st.batch_in_epoch, st.step = extra["epoch"], extra["batch_in_epoch"], extra["step"]
+        st.history = list(extra.get("history", []))
+        self.tally = _Tally(**extra["tally"]) if "tally" in extra else _Tally()
+        self.best_acc = extra.get("best_accuracy", -1.0)
+        self.saved_step = st.step
+        if "rng" in extra:
+            torch.set_rng_state(extra["rng"])
+
+    def _check_same_settings(self, path: Path, extra: dict) -> None:
+        stored = extra.get("settings")
+        if stored is None:  # checkpoints written before settings were stored
+            stored = {"epochs": extra.get("epochs_planned"), "schedule": extra.get("schedule")}
+        for name in RUN_SETTINGS:
+            if name in stored and stored[name] != self.settings[name]:
+                raise ValueError(
+                    f"cannot resume {path}: it was a run with {name}={stored[name]!r}, got {name}={self.settings[name]!r}; "
+                    f"resume with the same settings (a changed {name} would silently change the run), "
+                    f"or start a new run in another folder"
+                )
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, batch) -> None:
+        st, s = self.state, self.settings
+        if self.augment is not None:
+            # seeded by position, so a resumed run draws the same augmentations
+            self.gen.manual_seed(((s["seed"] * 1_000_003 + st.epoch) * 1_000_003 + st.batch_in_epoch) * 101 + self.rank)
+            images = self.augment(batch.images, batch.labels, self.gen)
+        else:
+            images = batch.images
+        if images.dim() == 4:
+            images = images.contiguous(memory_format=self.layout)
+        self.grids.clear()
+        try:
+            with self._autocast():
+                logits = self.net(images)
+                loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=s["label_smoothing"])
+                if s["region_penalty"] and self.grids:
+                    outside = sum((g.float().abs() - 1).clamp(min=0).pow(2).mean() for g in self.grids)
+                    loss = loss + s["region_penalty"] * outside
+        except TrainingDiverged as e:
+            self._diverged(str(e), images, batch)
+        if not bool(torch.isfinite(loss)):
+            self._diverged(f"loss is {float(loss.detach())}", images, batch)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        st.step += 1
+        st.batch_in_epoch += 1
+        n = batch.labels.numel()
+        t = self.tally
+        t.seen += n
+        t.loss_sum += float(loss.detach()) * n
+        t.correct += int((logits.argmax(1) == batch.labels).sum())
+        st.loss, st.accuracy = float(loss.detach()), t.correct / max(t.seen, 1)
+        self.last_batch = (images.detach(), batch.labels)
+
+    def _autocast(self):
+        return torch.autocast(self.dev.type, dtype=torch.float16) if self.amp and self.dev.type == "cuda" else nullcontext()
+
+    def _where(self) -> str:
+        return f"step {self.state.step + 1} (epoch {self.state.epoch + 1})"
+
+    def _kept(self) -> str:
+        if self.out is None:
+            return "no checkpoints are written without out_dir"
+        if self.saved_step is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint (step {self.saved_step}) is kept"
+
+    def _diverged(self, what: str, images: torch.Tensor, batch):
+        if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+            bad = (~torch.isfinite(images.flatten(1))).any(1).nonzero().flatten()
+            positions = batch.index[bad.cpu()].tolist()[:8]
+            raise ValueError(
+                f"the training images of {self._where()} hold non-finite values (NaN or inf) in {len(bad)} of "
+                f"{images.shape[0]} samples (data set positions {positions}); expected finite images in [0, 1]"
+            ) from None
+        raise TrainingDiverged(f"training diverged at {self._where()}: {what}; {self._kept()}") from None
+
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(self) -> None:
+        st, s = self.state, self.settings
+        self.net.train()
+        t0 = time.perf_counter()
+        batches = self.train_data.batches(s["batch_size"], shuffle=True, seed=s["seed"], epoch=st.epoch, device=self.dev,
+                                          rank=self.rank, world_size=self.world, start=st.batch_in_epoch)
+        bar = None
+        if self.progress and self.rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps_per_epoch, initial=st.batch_in_epoch,
+                       desc=f"epoch {st.epoch + 1}/{s['epochs']}", leave=False)
+        try:
+            for batch in batches:
+                self.train_step(batch)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{self.tally.loss_sum / self.tally.seen:.4f}", acc=f"{st.accuracy:.4f}", refresh=False)
+                for cb in self.callbacks:
+                    cb.on_step_end(st)
+                if (self.checkpoint_every and st.step % self.checkpoint_every == 0
+                        and st.batch_in_epoch < self.steps_per_epoch):
+                    self.tally.seconds += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self.checkpoint("last.pt")
+        finally:
+            if bar is not None:
+                bar.close()
+        self.tally.seconds += time.perf_counter() - t0
+        self.end_epoch()
+
+    def end_epoch(self) -> None:
+        """The epoch's row (train sums, learning rate, validation), best.pt, metrics.csv, last.pt."""
+        st, s, t = self.state, self.settings, self.tally
+        row: dict[str, Any] = {
+            "epoch": st.epoch + 1,
+            "step": st.step,
+            "train_loss": t.loss_sum / max(t.seen, 1),
+            "train_accuracy": t.correct / max(t.seen, 1),
+            "lr": self.opt.param_groups[0]["lr"],
+            "seconds": t.seconds,
+            "images_per_s": t.seen * self.world / t.seconds if t.seconds > 0 else math.nan,
+        }
+        if self.val is not None and self.rank == 0:
+            res = evaluate(self.model, self.val, batch_size=max(s["batch_size"], 256), device=self.dev)
+            row.update(val_loss=res["loss"], val_accuracy=res["accuracy"])
+        st.history.append(row)
+        st.epoch += 1
+        st.batch_in_epoch = 0
+        self.tally = _Tally()
+        if self.rank == 0 and self.progress:
+            msg = f"epoch {row['epoch']}/{s['epochs']}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+            if "val_accuracy" in row:
+                msg += f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}"
+            print(msg + f" | {row['images_per_s']:.0f} img/s", flush=True)
+        improved = self.val is not None and self.keep_best and self.rank == 0 and row["val_accuracy"] > self.best_acc
+        if improved:
+            self.best_acc = row["val_accuracy"]
+            self.checkpoint("best.pt")
+        self.write_metrics()
+        self.checkpoint("last.pt")
+        for cb in self.callbacks:
+            cb.on_epoch_end(st)
+
+    # ------------------------------------------------------------------ files
+    def write_metrics(self) -> None:
+        if self.out is not None and self.rank == 0:
+            df = pd.DataFrame(self.state.history)
+            atomic_write(self.out / "metrics.csv", lambda tmp: df.to_csv(tmp, index=False))
+
+    def _saved_state_problem(self) -> str | None:
+        """Why the current state must not be saved (non-finite numbers, or weights whose loss on
+        the last batch is not finite), else None. Runs in eval mode without gradients, so it
+        draws no random numbers and changes nothing."""
+        bad = _first_non_finite(self.model, self.opt)
+        if bad is not None:
+            return f"{bad} holds NaN/inf"
+        if self.last_batch is not None:
+            images, labels = self.last_batch
+            try:
+                with torch.no_grad(), eval_mode(self.model), self._autocast():
+                    loss = F.cross_entropy(self.model(images).float(), labels)
+            except TrainingDiverged as e:
+                return str(e)
+            finally:
+                self.grids.clear()
+            if not bool(torch.isfinite(loss)):
+                return f"the weights give a loss of {float(loss)} on the last batch"
+        return None
+
+    def checkpoint(self, name: str) -> None:
+        """Write ``out/name`` with the trainer state, after checking that state is finite."""
+        if self.out is None:
+            return
+        problem = self._saved_state_problem()
+        if self.world > 1:  # every rank must stop together, or the others wait forever
+            flag = torch.tensor([0.0 if problem is None else 1.0], device=self.dev)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if problem is None and flag.item() > 0:
+                problem = "another rank found non-finite values"
+        if problem is not None:
+            st = self.state
+            raise TrainingDiverged(
+                f"training diverged by step {st.step} (epoch {st.epoch if st.batch_in_epoch == 0 else st.epoch + 1}): "
+                f"{problem}; {name} was not written, {self._kept()}"
+            )
+        if self.rank != 0:
+            return
+        st = self.state
+        extra = {
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "epoch": st.epoch,
+            "batch_in_epoch": st.batch_in_epoch,
+            "step": st.step,
+            "history": st.history,
+            "tally": asdict(self.tally),
+            "best_accuracy": self.best_acc,
+            "rng": torch.get_rng_state(),
+            "settings": dict(self.settings),
+            "epochs_planned": self.settings["epochs"],
+            "schedule": self.settings["schedule"],
+        }
+        info = {"epochs": st.epoch, "seed": self.settings["seed"], "step": st.step}
+        info.update(self.meta or {})
+        save_checkpoint(self.model, self.out / name, info, extra=extra)
+        if name == "last.pt":
+            self.saved_step = st.step
+
+    # ------------------------------------------------------------------ the whole run
+    def run(self) -> pd.DataFrame:
+        hooks = _check_finite_params(self.model)
+        if self.settings["region_penalty"]:
+            from .models import GridGenerator
+
+            hooks += [m.register_forward_hook(lambda mod, inp, out: self.grids.append(out))
+                      for m in self.model.modules() if isinstance(m, GridGenerator)]
+        try:
+            for cb in self.callbacks:
+                cb.on_train_begin(self.state)
+            while self.state.epoch < self.settings["epochs"]:
+                self.train_epoch()
+            self.write_metrics()  # also when a resume found the run complete
+            for cb in self.callbacks:
+                cb.on_train_end(self.state)
+        finally:
+            for h in hooks:
+                h.remove()
+        return pd.DataFrame(self.state.history)
 
 
 def fit(
@@ -148,7 +541,8 @@ def fit(
 
     Args:
         train, val: batch sources (``.batches(batch_size, shuffle=, seed=, epoch=, device=,
-            rank=, world_size=, start=)``), e.g. :class:`stnviz.data.ImageSet`.
+            rank=, world_size=, start=)``), e.g. :class:`stnviz.data.ImageSet`. Both are checked
+            up front: not empty, and images of the model's ``input_size``.
         lr, loc_lr: learning rates of the classifier and of the localisation nets
             (``loc_lr`` defaults to ``lr / 10``).
         optimizer: ``"sgd"`` (with ``momentum``, Nesterov) or ``"adam"`` (AdamW).
@@ -157,7 +551,9 @@ def fit(
         out_dir: where ``last.pt`` (periodic + end of epoch), ``best.pt`` (best validation
             accuracy) and ``metrics.csv`` go. Needed for checkpoints and resume.
         checkpoint_every: also write ``last.pt`` every this many optimizer steps.
-        resume: a checkpoint path, or ``True`` for ``out_dir/last.pt`` when it exists.
+        resume: a checkpoint path, or ``True`` for ``out_dir/last.pt`` when it exists. The
+            checkpoint must come from a run with the same :data:`RUN_SETTINGS` (epochs,
+            batch size, learning rates, seed...); a changed one is refused by name.
         augment: optional ``f(images, labels, generator) -> images`` applied to training batches
             on the device.
         region_penalty: weight of a penalty on sampling outside the input
@@ -173,193 +569,78 @@ def fit(
     from wherever it was built, so call ``torch.manual_seed`` before building it for a fully
     reproducible run (the CLI does).
     """
-    if epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    _check_batch_size(batch_size)
+    _check_data(model, train, "training")
+    if val is not None:
+        _check_data(model, val, "validation")
     dev = resolve_device(device)
     created_group = _maybe_init_distributed(dev)
-    rank, world = _dist_info()
-    if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(dev)
-    amp = (dev.type == "cuda") if amp is None else amp
-    _seed_everything(seed)
-    model.to(dev)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=layout)
-    groups = param_groups(model, lr, loc_lr)
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
-    elif optimizer == "adam":
-        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    steps_per_epoch = train.num_batches(batch_size, world)
-    total_steps = epochs * steps_per_epoch
-    max_lrs = [g["lr"] for g in groups]
-    if schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lrs, total_steps=total_steps, pct_start=0.2)
-    elif schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
-    elif schedule == "constant":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    else:
-        raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {schedule!r}")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
-
-    out = Path(out_dir) if out_dir is not None else None
-    state = TrainState(model=model, device=dev, rank=rank, world_size=world, steps_per_epoch=steps_per_epoch)
-    best_acc = -1.0
-    if resume:
-        path = (out / "last.pt") if resume is True and out is not None else Path(resume) if resume is not True else None
-        if path is not None and path.is_file():
-            ckpt = load_checkpoint(path)
-            model.load_state_dict(ckpt["state_dict"])
-            extra = ckpt["extra"]
-            planned = (extra.get("epochs_planned"), extra.get("schedule"))
-            if planned != (epochs, schedule):
-                raise ValueError(
-                    f"cannot resume {path}: it was a run of {planned[0]} epochs with schedule {planned[1]!r}, "
-                    f"got epochs={epochs}, schedule={schedule!r}; resume with the same settings"
-                )
-            opt.load_state_dict(extra["optimizer"])
-            sched.load_state_dict(extra["scheduler"])
-            state.epoch, state.batch_in_epoch, state.step = extra["epoch"], extra["batch_in_epoch"], extra["step"]
-            state.history = list(extra.get("history", []))
-            best_acc = extra.get("best_accuracy", -1.0)
-            if "rng" in extra:
-                torch.set_rng_state(extra["rng"])
-        elif resume is not True:
-            raise FileNotFoundError(f"resume checkpoint {resume} does not exist")
-
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-    def write_checkpoint(name: str) -> None:
-        if out is None or rank != 0:
-            return
-        extra = {
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "epoch": state.epoch,
-            "batch_in_epoch": state.batch_in_epoch,
-            "step": state.step,
-            "history": state.history,
-            "best_accuracy": best_acc,
-            "rng": torch.get_rng_state(),
-            "epochs_planned": epochs,
-            "schedule": schedule,
-        }
-        info = {"epochs": state.epoch, "seed": seed, "step": state.step}
-        info.update(meta or {})
-        save_checkpoint(model, out / name, info, extra=extra)
-
-    hooks = _check_finite_params(model)
-    grids: list = []
-    if region_penalty:
-        from .models import GridGenerator
-
-        hooks += [m.register_forward_hook(lambda mod, inp, out: grids.append(out))
-                  for m in model.modules() if isinstance(m, GridGenerator)]
-    gen = torch.Generator(device="cpu")
     try:
-        for cb in callbacks:
-            cb.on_train_begin(state)
-        while state.epoch < epochs:
-            net.train()
-            t0 = time.perf_counter()
-            seen, correct, loss_sum = 0, 0, 0.0
-            batches = train.batches(batch_size, shuffle=True, seed=seed, epoch=state.epoch, device=dev,
-                                    rank=rank, world_size=world, start=state.batch_in_epoch)
-            bar = None
-            if progress and rank == 0:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=steps_per_epoch, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{epochs}", leave=False)
-            for batch in batches:
-                if augment is not None:
-                    # seeded by position, so a resumed run draws the same augmentations
-                    gen.manual_seed(((seed * 1_000_003 + state.epoch) * 1_000_003 + state.batch_in_epoch) * 101 + rank)
-                    images = augment(batch.images, batch.labels, gen)
-                else:
-                    images = batch.images
-                if images.dim() == 4:
-                    images = images.contiguous(memory_format=layout)
-                ctx = torch.autocast(dev.type, dtype=torch.float16) if amp and dev.type == "cuda" else nullcontext()
-                grids.clear()
-                try:
-                    with ctx:
-                        logits = net(images)
-                        loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=label_smoothing)
-                        if region_penalty and grids:
-                            outside = sum((g.float().abs() - 1).clamp(min=0).pow(2).mean() for g in grids)
-                            loss = loss + region_penalty * outside
-                except TrainingDiverged as e:
-                    raise TrainingDiverged(f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): {e}; "
-                                           f"the last good checkpoint is kept") from None
-                if not bool(torch.isfinite(loss)):
-                    raise TrainingDiverged(f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}): "
-                                           f"loss is {float(loss.detach())}; the last good checkpoint is kept")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                state.step += 1
-                state.batch_in_epoch += 1
-                n = batch.labels.numel()
-                seen += n
-                loss_sum += float(loss.detach()) * n
-                correct += int((logits.argmax(1) == batch.labels).sum())
-                state.loss, state.accuracy = float(loss.detach()), correct / max(seen, 1)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{state.accuracy:.4f}", refresh=False)
-                for cb in callbacks:
-                    cb.on_step_end(state)
-                if checkpoint_every and state.step % checkpoint_every == 0 and state.batch_in_epoch < steps_per_epoch:
-                    write_checkpoint("last.pt")
-            if bar is not None:
-                bar.close()
-            seconds = time.perf_counter() - t0
-            row: dict[str, Any] = {
-                "epoch": state.epoch + 1,
-                "step": state.step,
-                "train_loss": loss_sum / max(seen, 1),
-                "train_accuracy": correct / max(seen, 1),
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": seconds,
-                "images_per_s": seen * world / seconds if seconds > 0 else math.nan,
-            }
-            if val is not None and rank == 0:
-                res = evaluate(model, val, batch_size=max(batch_size, 256), device=dev)
-                row.update(val_loss=res["loss"], val_accuracy=res["accuracy"])
-            state.history.append(row)
-            state.epoch += 1
-            state.batch_in_epoch = 0
-            if rank == 0 and progress:
-                msg = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
-                if "val_accuracy" in row:
-                    msg += f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}"
-                print(msg + f" | {row['images_per_s']:.0f} img/s", flush=True)
-            if val is not None and keep_best and rank == 0 and row["val_accuracy"] > best_acc:
-                best_acc = row["val_accuracy"]
-                if out is not None:
-                    write_checkpoint("best.pt")
-            write_checkpoint("last.pt")
-            if out is not None and rank == 0:
-                df = pd.DataFrame(state.history)
-                atomic_write(out / "metrics.csv", lambda tmp: df.to_csv(tmp, index=False))
-            for cb in callbacks:
-                cb.on_epoch_end(state)
-        for cb in callbacks:
-            cb.on_train_end(state)
+        rank, world = _dist_info()
+        if dev.type == "cuda" and world > 1:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(dev)
+        if train.num_batches(batch_size, world) < 1:
+            raise ValueError(f"the training set {train!r} gives no batches; expected at least one sample")
+        settings = dict(epochs=epochs, batch_size=batch_size, lr=float(lr), loc_lr=None if loc_lr is None else float(loc_lr),
+                        optimizer=optimizer, momentum=float(momentum), weight_decay=float(weight_decay), schedule=schedule,
+                        label_smoothing=float(label_smoothing), seed=int(seed),
+                        amp=(dev.type == "cuda") if amp is None else bool(amp), region_penalty=float(region_penalty),
+                        augment=_augment_name(augment), channels_last=bool(channels_last), world_size=world)
+        _seed_everything(seed)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        model.to(dev)
+        model.to(memory_format=layout)
+        run = _Run(model, train, val, settings=settings, dev=dev, rank=rank, world=world,
+                   out=Path(out_dir) if out_dir is not None else None, checkpoint_every=checkpoint_every,
+                   keep_best=keep_best, callbacks=callbacks, meta=meta, progress=progress, augment=augment, layout=layout)
+        if resume:
+            run.resume(resume)
+        return run.run()
     finally:
-        for h in hooks:
-            h.remove()
         if created_group:
             dist.destroy_process_group()
-    return pd.DataFrame(state.history)
+
+
+def export_best(model: nn.Module, out_dir: str | os.PathLike, val, test=None, *, name: str, device=None,
+                meta: dict | None = None) -> tuple[Path, dict]:
+    """The last step of a training run: reload ``out_dir/best.pt`` (the model chosen on
+    validation; ``last.pt`` when there is no ``best.pt``) into ``model``, evaluate it on ``val``
+    (and ``test``), and write ``out_dir/NAME.pt`` with those metrics. Returns ``(path, metrics)``.
+
+    The test score is reported for the model chosen on validation, never chosen by test.
+    ``meta`` adds to / overrides the checkpoint's metadata (e.g. ``epochs``, ``seed``).
+    """
+    out = Path(out_dir)
+    best = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
+    payload = load_checkpoint(best)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{best}: its weights do not fit the model given: {str(e).splitlines()[-1].strip()}") from None
+    res_val = evaluate(model, val, device=device)
+    metrics: dict[str, Any] = {"val_accuracy": res_val["accuracy"], "val_error": res_val["error"]}
+    if test is not None:
+        res_test = evaluate(model, test, device=device)
+        metrics.update(test_accuracy=res_test["accuracy"], test_error=res_test["error"], test_n=res_test["n"])
+    final = dict(payload["meta"])
+    history = (payload.get("extra") or {}).get("history") or []
+    if history and any("val_accuracy" in r for r in history):
+        accs = [r.get("val_accuracy", -1.0) for r in history]
+        metrics["best_epoch"] = accs.index(max(accs)) + 1
+        final["train_seconds"] = float(sum(r.get("seconds", 0.0) for r in history))
+    metrics_file = out / "metrics.csv"
+    if metrics_file.is_file():  # the whole run, not only up to the best epoch
+        table = pd.read_csv(metrics_file)
+        if "seconds" in table:
+            final["train_seconds"] = float(table["seconds"].sum())
+    final.update(meta or {})
+    final["metrics"] = metrics
+    final.pop("step", None)
+    path = save_checkpoint(model, out / f"{name}.pt", final)
+    return path, metrics
 
 
 def compare(make_st: callable, make_twin: callable, train, val, **fit_kwargs) -> pd.DataFrame:
