@@ -28,50 +28,58 @@ def _models(args) -> int:
     return 0
 
 
+def _model_args(text: str | None) -> dict:
+    """``--model-args`` as a dict; a clear error for anything else."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model-args must be a JSON object such as '{{\"transform\": \"tps\"}}', got {text!r} ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"--model-args must be a JSON object such as '{{\"transform\": \"tps\"}}', got {text!r} (a {type(value).__name__})"
+        )
+    return value
+
+
 def _train(args) -> int:
     import torch
 
     from .data import load_splits, random_affine
     from .hub import get_model
-    from .train import evaluate, fit
+    from .train import export_best, fit
 
+    kwargs = _model_args(args.model_args)
     splits = load_splits(args.data, root=args.data_root, download=args.download, seed=args.seed)
-    kwargs = json.loads(args.model_args) if args.model_args else {}
     kwargs.setdefault("input_size", list(splits.image_size))
     kwargs.setdefault("num_classes", splits.num_classes)
     torch.manual_seed(args.seed)  # the initial weights too, not just the data order
     model = get_model(args.model, device="cpu", **kwargs)
+    if args.init:  # fine-tune: start from trained weights of the same architecture
+        from .hub import load_pretrained
+
+        model.load_state_dict(load_pretrained(args.init, device="cpu").state_dict())
+    if args.augment == "reframe":  # the sign re-framed around its ROI (needs the batches' boxes)
+        from .data.augment import Reframed
+
+        splits.train = Reframed(splits.train)
     command = "python -m stnviz " + " ".join(shlex.quote(a) for a in args.argv)
     meta = {"dataset": splits.name, "command": command}
     out = Path(args.out)
-    hist = fit(
+    fit(
         model, splits.train, splits.val, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         loc_lr=args.loc_lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
         label_smoothing=args.label_smoothing, device=args.device, seed=args.seed, out_dir=out,
         checkpoint_every=args.checkpoint_every, resume=args.resume or None, meta=meta,
-        augment=random_affine if args.augment else None, region_penalty=args.region_penalty,
+        augment=random_affine if args.augment == "jitter" else None, region_penalty=args.region_penalty,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 alone evaluates and writes the final checkpoint
-    # Report the test score of the model chosen on validation (best.pt), never chosen by test.
-    from .checkpoints import load_checkpoint, save_checkpoint
-
-    best = out / "best.pt"
-    payload = load_checkpoint(best)
-    model.load_state_dict(payload["state_dict"])
-    res_val = evaluate(model, splits.val, device=args.device)
-    res_test = evaluate(model, splits.test, device=args.device)
-    metrics = {
-        "val_accuracy": res_val["accuracy"], "val_error": res_val["error"],
-        "test_accuracy": res_test["accuracy"], "test_error": res_test["error"], "test_n": res_test["n"],
-        "best_epoch": int(hist["val_accuracy"].idxmax()) + 1,
-    }
-    final = dict(payload["meta"], metrics=metrics, epochs=args.epochs, seed=args.seed,
-                 train_seconds=float(hist["seconds"].sum()))
-    final.pop("step", None)
     name = args.name or f"{args.model}.{splits.name}"
-    save_checkpoint(model, out / f"{name}.pt", final)
-    print(json.dumps({"checkpoint": str(out / f"{name}.pt"), **metrics}, indent=2))
+    path, metrics = export_best(model, out, splits.val, splits.test, name=name, device=args.device,
+                                meta={"epochs": args.epochs, "seed": args.seed})
+    print(json.dumps({"checkpoint": str(path), **metrics}, indent=2))
     return 0
 
 
@@ -85,6 +93,24 @@ def _eval(args) -> int:
     res = {split: evaluate(model, getattr(splits, split), device=args.device) for split in args.splits}
     print(json.dumps({"model": args.model, "data": splits.name, **res}, indent=2))
     return 0
+
+
+def _int_at_least(low: int):
+    what = "a positive integer" if low == 1 else f"an integer >= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _data_args(p) -> None:
@@ -102,21 +128,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="architecture, e.g. stn_cnn")
     p.add_argument("--model-args", default=None, help='JSON of builder arguments, e.g. \'{"transform": "tps"}\'')
     _data_args(p)
-    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--epochs", type=_positive_int, required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--name", default=None, help="checkpoint name (default MODEL.DATA)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--loc-lr", type=float, default=None, help="localisation nets' learning rate (default lr/10)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
     p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--augment", action="store_true", help="random rotation/scale/shift/brightness on the device")
+    p.add_argument("--augment", nargs="?", const="jitter", default=None, choices=["jitter", "reframe"],
+                   help="on-device augmentation: jitter (the default when given alone: small rotation/scale/shift, "
+                        "brightness) or reframe (GTSRB: the sign at random sizes, places and small rotations, from its ROI)")
+    p.add_argument("--init", default=None, help="start from these trained weights (name or .pt path) to fine-tune")
     p.add_argument("--region-penalty", type=float, default=0.0,
                    help="penalise sampling outside the input (keeps STNs from collapsing to zoom-out)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=200, help="optimizer steps between last.pt writes")
+    p.add_argument("--checkpoint-every", type=_int_at_least(0), default=200,
+                   help="optimizer steps between last.pt writes (0: only at the end of each epoch)")
     p.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. OUT/last.pt)")
     p.set_defaults(func=_train)
 
@@ -142,6 +172,30 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv  # recorded in checkpoints: the exact command that trained them
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"stnviz: error: {e}", file=sys.stderr)
+    except Exception as e:
+        code = _user_error_status(e)
+        if code is None:
+            raise  # a bug in stnviz: keep the traceback
+        print(f"stnviz: error: {_one_line(e)}", file=sys.stderr)
+        return code
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _user_error_status(e: BaseException) -> int | None:
+    """Exit status for an error the user can fix (2), a diverged training run (1), else None."""
+    from .train import TrainingDiverged
+
+    if isinstance(e, TrainingDiverged):
+        return 1
+    try:
+        from .capture import CaptureError
+    except ImportError:  # pragma: no cover
+        CaptureError = ()  # noqa: N806
+    if isinstance(e, (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return 2
+    if CaptureError and isinstance(e, CaptureError):
+        return 2
+    return None
