@@ -11,6 +11,7 @@ from .classifiers import (
     stn_gtsrb,
     stn_tutorial,
 )
+from .fcn import fcn, stn_fcn
 from .modes import eval_mode
 from .registry import build_model, list_architectures, register_model
 from .transformer import GridGenerator, Normalize, SpatialTransformer, localization_parameters, param_groups

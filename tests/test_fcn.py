@@ -1,0 +1,102 @@
+"""The paper's FCN / ST-FCN builders and their shipped weights on rotated MNIST (R)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import stnviz
+from stnviz import geometry
+from stnviz.analysis import distortion_residuals
+from stnviz.data import DistortedMNIST, sample
+from stnviz.data.catalog import TEST_SEED
+from stnviz.models import SpatialTransformer, build_model, list_architectures
+from stnviz.train import evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _digits(b=4):
+    return sample("mnist").get(torch.arange(b)).images
+
+
+class TestBuilders:
+    def test_registered_by_name(self):
+        assert {"fcn", "stn_fcn"} <= set(list_architectures())
+        assert build_model("stn_fcn").stnviz_config["arch"] == "stn_fcn"
+        assert build_model("fcn", hidden=[64, 32]).stnviz_config == {"arch": "fcn", "kwargs": {"hidden": [64, 32]}}
+
+    @pytest.mark.parametrize("kwargs", [{}, {"transform": "restricted", "components": ["rotation"]},
+                                        {"output_size": [20, 20]}, {"transform": "tps", "control_points": 9}])
+    def test_shapes(self, kwargs):
+        model = build_model("stn_fcn", **kwargs)
+        assert model(_digits()).shape == (4, 10)
+        assert model.transformer(_digits()).shape[-2:] == tuple(kwargs.get("output_size", (28, 28)))
+        assert build_model("fcn", num_classes=7)(_digits()).shape == (4, 7)
+
+    def test_fully_connected_classifier(self):
+        model = build_model("stn_fcn")
+        layers = [m for m in model.body.modules() if not isinstance(m, torch.nn.Sequential)]
+        assert not any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        assert [m.out_features for m in layers if isinstance(m, torch.nn.Linear)] == [128, 128, 128]
+        loc = [m.out_features for m in model.transformer.localization.modules() if isinstance(m, torch.nn.Linear)]
+        assert loc == [32, 32, 32]
+
+    def test_twin_has_the_same_classifier_and_no_transformer(self):
+        st, twin = build_model("stn_fcn"), build_model("fcn")
+        assert isinstance(st.transformer, SpatialTransformer) and not twin.transformers
+        assert [p.shape for p in st.body.parameters()] == [p.shape for p in twin.body.parameters()]
+
+    @pytest.mark.parametrize("kwargs", [{}, {"transform": "restricted", "components": ["rotation"]}])
+    def test_identity_init(self, kwargs):
+        model = build_model("stn_fcn", **kwargs).eval()
+        x = _digits()
+        st = model.transformer
+        expected = geometry.identity_params(st.grid_generator.family, components=st.grid_generator.components)
+        assert torch.allclose(st.predict_params(x), expected.expand(4, -1), atol=1e-6)
+        assert torch.allclose(st(x), x, atol=1e-5)
+        # and the whole model equals its classifier on the raw input: the transformer does nothing yet
+        direct = model.head(model.body(model.normalize(x)))
+        assert torch.allclose(model(x), direct, atol=1e-5)
+
+    def test_normalises_after_the_transformer(self):
+        model = build_model("stn_fcn").eval()
+        st = model.transformer
+        st.set_constant_params(torch.tensor([2.0, 0, 0, 0, 2.0, 0]))  # zoom out: zero padding around
+        seen = {}
+        model.normalize.register_forward_hook(lambda m, i, o: seen.update(inp=i[0]))
+        model(torch.zeros(1, 1, 28, 28))
+        assert float(seen["inp"].abs().max()) == 0.0  # padding enters as 0, not as a normalised grey
+
+    def test_localisation_gets_gradients(self):
+        model = build_model("stn_fcn")
+        loss = F.cross_entropy(model(_digits(8)), torch.arange(8) % 10)
+        loss.backward()
+        assert model.transformer.regressor.weight.grad.abs().sum() > 0
+
+    def test_bad_widths(self):
+        with pytest.raises(ValueError, match="at least one width"):
+            build_model("stn_fcn", hidden=[])
+
+
+def _rotated_sample():
+    return DistortedMNIST(sample("mnist"), "rotated", seed=TEST_SEED)
+
+
+@pytest.mark.skipif(not (REPO / "checkpoints" / "stn_fcn.mnist_rotated.pt").is_file(), reason="not shipped")
+class TestShipped:
+    """The shipped R models, scored on the 1,000 shipped test digits rotated by the test-split draws."""
+
+    def test_fcn_scores(self):
+        model = stnviz.load_pretrained("fcn.mnist_rotated", device="cpu")
+        assert model.meta["dataset"] == "mnist_rotated"
+        assert evaluate(model, _rotated_sample())["accuracy"] >= 0.96
+
+    def test_stn_fcn_scores_and_uprights(self):
+        model = stnviz.load_pretrained("stn_fcn.mnist_rotated", device="cpu")
+        acc = evaluate(model, _rotated_sample())["accuracy"]
+        twin = evaluate(stnviz.load_pretrained("fcn.mnist_rotated", device="cpu"), _rotated_sample())["accuracy"]
+        assert acc >= 0.97 and acc > twin
+        undone = distortion_residuals(model, _rotated_sample()).set_index("component")["undone"]
+        assert undone["rotation (deg)"] >= 0.4, undone
