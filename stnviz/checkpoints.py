@@ -12,14 +12,21 @@ A checkpoint is a ``torch.save`` of a dict holding only ``str``, ``int``, ``floa
 
 It is read with ``torch.load(weights_only=True)``, which refuses any pickled object that is not one
 of those types, so a file crafted to run code when unpickled is rejected before anything runs.
+
+The file also carries ``"weights_sha256"``, a SHA-256 of the weights (names, dtypes, shapes and
+bytes), and loading checks it and the zip archive's CRCs: torch itself does not, so a flipped
+byte in a weight would otherwise load silently. Any unusable file raises :class:`CheckpointError`
+naming the file.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import pickle
 import platform
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -31,7 +38,7 @@ from torch import nn
 from ._io import atomic_write
 from .models import SpatialTransformer, build_model
 
-__all__ = ["CheckpointError", "atomic_write", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["CheckpointError", "atomic_write", "load_checkpoint", "load_model", "save_checkpoint", "weights_digest"]
 
 FORMAT = "stnviz-checkpoint"
 VERSION = 1
@@ -58,6 +65,19 @@ def _check_plain(obj: Any, where: str) -> None:
         f"{where} must hold only plain types (str, int, float, bool, None, list, tuple, dict, Tensor), "
         f"got {type(obj).__name__}"
     )
+
+
+def weights_digest(state_dict: dict) -> str:
+    """SHA-256 (hex) of a state dict: every entry's name, dtype, shape and bytes, in key order."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key]
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"state_dict[{key!r}] must be a tensor, got {type(t).__name__}")
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{key}|{t.dtype}|{tuple(state_dict[key].shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def _versions() -> dict:
@@ -114,41 +134,84 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
         "meta": full_meta,
         "extra": extra or {},
     }
+    payload["weights_sha256"] = weights_digest(payload["state_dict"])
     _check_plain(payload["model_args"], "model_args")
     _check_plain(payload["meta"], "meta")
     _check_plain(payload["extra"], "extra")
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def _refusal_reason(e: pickle.UnpicklingError) -> str:
+    """The part of torch's refusal that names the culprit, without its advice to load unsafely."""
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if m:
+        return f"forbidden global {m.group(1)}"
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1]
+            return reason.split(" Please use", 1)[0].strip()
+    return type(e).__name__
+
+
+def _check_zip(path: Path) -> None:
+    """Verify every member's CRC (torch.load does not), so corrupted bytes are caught."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except zipfile.BadZipFile:
+        return  # not a zip at all: torch.load reports it (or reads a legacy file)
+    except Exception as e:  # noqa: BLE001 - a fuzzed header can fail in many ways
+        raise CheckpointError(f"cannot read {path}: its zip structure is damaged ({type(e).__name__}: {e})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupted: the CRC of its member {bad!r} does not match its data")
+
+
 def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     """Read and validate a checkpoint dict (see module docstring) with ``weights_only=True``.
 
     Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a file that
-    is truncated, corrupt, not a stnviz checkpoint, or holds objects other than plain types
-    (such a file is refused before any of its code can run).
+    is truncated, corrupt (CRC or weights digest mismatch), not a stnviz checkpoint, or holds
+    objects other than plain types (such a file is refused before any of its code can run).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
+    _check_zip(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        # torch's message opens with advice to load unsafely; keep the line naming the culprit
-        first = next((ln for ln in lines if "Unsupported" in ln or "error" in ln.lower()), lines[0] if lines else type(e).__name__)
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than plain types and tensors, which could run "
-            f"code when unpickled ({first})"
+            f"code when unpickled ({_refusal_reason(e)})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: truncated or not a torch checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - fuzzed files raise KeyError, IndexError, struct.error, ...
+        detail = " ".join(str(e).split())[:200]
+        raise CheckpointError(
+            f"cannot read {path}: truncated, corrupt or not a torch checkpoint ({type(e).__name__}: {detail})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a stnviz checkpoint (expected a dict with format={FORMAT!r})")
-    if payload.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}; this stnviz reads up to {VERSION}")
+    version = payload.get("version", 0)
+    if type(version) is not int or version > VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {version!r}; this stnviz reads integer versions up to {VERSION}")
     for key, kind in (("arch", str), ("model_args", dict), ("state_dict", dict), ("meta", dict)):
         if not isinstance(payload.get(key), kind):
-            raise CheckpointError(f"{path} is missing {key!r} (expected {kind.__name__})")
+            raise CheckpointError(f"{path} is missing {key!r} (expected {kind.__name__}, got {type(payload.get(key)).__name__})")
+    if not isinstance(payload.get("extra", {}), dict):
+        raise CheckpointError(f"{path}: 'extra' must be a dict, got {type(payload['extra']).__name__}")
+    for k, v in payload["state_dict"].items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{path}: state_dict entries must be str -> tensor, got {k!r} -> {type(v).__name__}")
+    if any(not isinstance(k, str) for k in payload["model_args"]):
+        raise CheckpointError(f"{path}: model_args keys must be strings, got {sorted(map(repr, payload['model_args']))}")
+    expected = payload.get("weights_sha256")
+    if expected is not None:  # files written before digests were stored have none; their CRCs were checked
+        got = weights_digest(payload["state_dict"])
+        if got != expected:
+            raise CheckpointError(
+                f"{path} is corrupted: its weights' SHA-256 is {got[:16]}..., the file records {str(expected)[:16]}..."
+            )
     return payload
 
 
@@ -165,11 +228,14 @@ def load_model(path: str | os.PathLike, *, device=None, arch: str | None = None)
         raise CheckpointError(f"{path} holds architecture {payload['arch']!r}, expected {arch!r}")
     try:
         model = build_model(payload["arch"], **payload["model_args"])
-    except ValueError as e:
-        raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
+    except Exception as e:  # noqa: BLE001 - crafted arguments (negative sizes...) fail in many ways
+        raise CheckpointError(
+            f"{path}: cannot rebuild its model {payload['arch']!r} with {payload['model_args']}: "
+            f"{' '.join(str(e).split())[:300]}"
+        ) from None
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(
             f"{path}: its weights do not fit architecture {payload['arch']!r} with {payload['model_args']}: "
             + str(e).splitlines()[0]

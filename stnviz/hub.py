@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
+import warnings
 from pathlib import Path
 
 from torch import nn
@@ -40,11 +42,17 @@ def checkpoint_dirs() -> list[Path]:
     return out
 
 
+#: ``ARCH.TAG.pt``: an architecture name (letters, digits, ``_``), one dot, a tag (also ``-``).
+#: Hidden files and temp files (``.NAME.XXXX.stnviz-tmp.pt`` from a killed save) never match.
+WEIGHTS_FILE = re.compile(r"^[A-Za-z0-9_]+\.[A-Za-z0-9_-]+\.pt$")
+
+
 def _pretrained() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for d in checkpoint_dirs():
         for f in sorted(d.glob("*.*.pt")):
-            found.setdefault(f.name[: -len(".pt")], f)
+            if WEIGHTS_FILE.match(f.name) and f.is_file():
+                found.setdefault(f.name[: -len(".pt")], f)
     return found
 
 
@@ -90,14 +98,23 @@ def get_model(name: str, *, device=None, **kwargs) -> nn.Module:
 
 def pretrained_table():
     """A pandas DataFrame of the trained weights found: name, data set, input size, recorded
-    validation and test metrics, epochs, size on disk and the command that trained them."""
+    validation and test metrics, epochs, size on disk and the command that trained them.
+
+    Files that cannot be read are left out and reported: a warning per file, and
+    ``table.attrs["skipped"]`` lists ``(path, reason)``."""
     import pandas as pd
 
-    from .checkpoints import load_checkpoint
+    from .checkpoints import CheckpointError, load_checkpoint
 
     rows = []
+    skipped: list[tuple[str, str]] = []
     for name, path in sorted(_pretrained().items()):
-        meta = load_checkpoint(path)["meta"]
+        try:
+            meta = load_checkpoint(path)["meta"]
+        except (CheckpointError, OSError) as e:
+            skipped.append((str(path), str(e)))
+            warnings.warn(f"pretrained_table skipped {path}: {e}", stacklevel=2)
+            continue
         m = meta.get("metrics") or {}
         rows.append({
             "name": name, "dataset": meta.get("dataset"), "input_size": "x".join(map(str, meta.get("input_size") or [])),
@@ -106,4 +123,6 @@ def pretrained_table():
             "train_minutes": round(meta["train_seconds"] / 60, 1) if meta.get("train_seconds") else None,
             "command": meta.get("command"),
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["skipped"] = skipped
+    return table
