@@ -15,6 +15,7 @@ import collections
 import html
 import math
 import traceback
+import typing
 
 import ipywidgets as W
 import numpy as np
@@ -22,10 +23,11 @@ import torch
 
 from . import geometry, render
 from .analysis import theta_table
-from .capture import capture
+from .capture import CaptureError, capture, collect
 from .models import eval_mode
 
-__all__ = ["STNInspector", "StabilityViewer", "ThetaExplorer", "TrainingPlayer"]
+__all__ = ["ExplorerState", "ExplorerViews", "STNInspector", "StabilityViewer", "ThetaExplorer", "TrainingPlayer",
+           "render_explorer"]
 
 
 def _as_images(images) -> torch.Tensor:
@@ -100,47 +102,313 @@ class _Widget:
         display(self.root)
 
 
+# --------------------------------------------------------------------------- theta explorer
+# Three parts: ExplorerState (the truth, no widgets), render_explorer (a pure function of the
+# image and the parameters) and ThetaExplorer (sliders that only display the state and turn user
+# edits into state changes).
+
+EXPLORER_FAMILIES = ("affine", "projective", "tps")
+AFFINE_PARTS = ("rotation", "scale_x", "scale_y", "shear", "tx", "ty")
+_AFFINE_LIKE = ("affine", "attention", "restricted", "translation")  # shown as a full affine theta
+
+
+def affine_parts(params) -> dict | None:
+    """Flat affine theta ``(6,)`` -> ``{rotation (degrees), scale_x, scale_y, shear, tx, ty}`` by
+    :func:`stnviz.geometry.decompose_affine`; ``None`` for a singular or non-finite theta."""
+    theta = torch.as_tensor(np.asarray(params, dtype=np.float64)).view(1, 2, 3)
+    if not bool(torch.isfinite(theta).all()):
+        return None
+    try:
+        p = geometry.decompose_affine(theta)
+    except ValueError:
+        return None
+    parts = {n: float(getattr(p, n)) + 0.0 for n in AFFINE_PARTS}  # + 0.0: no -0.0
+    parts["rotation"] = math.degrees(parts["rotation"]) + 0.0
+    return parts
+
+
+def compose_parts(parts: dict) -> np.ndarray:
+    """``{rotation (degrees), scale_x, scale_y, shear, tx, ty}`` -> flat affine theta ``(6,)``
+    (float64) by :func:`stnviz.geometry.compose_affine`."""
+    v = {n: torch.tensor([float(parts[n])], dtype=torch.float64) for n in AFFINE_PARTS}
+    v["rotation"] = torch.tensor([math.radians(float(parts["rotation"]))], dtype=torch.float64)
+    return geometry.compose_affine(**v).reshape(-1).numpy().copy()
+
+
+class ExplorerState:
+    """What a :class:`ThetaExplorer` shows, free of widgets.
+
+    Attributes:
+        family: ``"affine"``, ``"projective"`` or ``"tps"``.
+        params: the exact flat parameters, float64: affine ``[a11, a12, tx, a21, a22, ty]``
+            (row-major theta ``(2, 3)``, output -> input, normalised, ``align_corners=False``);
+            projective the first 8 entries of the homography (``h33 = 1``); TPS ``(x0, y0, x1, ...)``,
+            where each control point samples in the input (normalised ``(x, y)``).
+        parts: affine only, the decomposition the decomposed sliders show (rotation in degrees).
+            Setting one part recomposes theta from the others *as they are*, so rotating out and
+            back gives back the same theta. ``None`` until the parameters have a decomposition
+            (a singular theta keeps the last one).
+        index: the selected image; point: the selected TPS control point.
+        identity, initial: the identity parameters and the ones the state opened with.
+
+    Nothing here rounds: sliders snap what they *display*, never the state.
+    """
+
+    def __init__(self, family: str = "affine", params=None, *, control_points: int = 9, index: int = 0):
+        if family not in EXPLORER_FAMILIES:
+            raise ValueError(f"family must be 'affine', 'projective' or 'tps', got {family!r}")
+        self.family = family
+        self.identity = geometry.identity_params(family, control_points=control_points, dtype=torch.float64).numpy()
+        self.index, self.point = index, 0
+        self.parts: dict | None = None
+        self.params = self.identity.copy()
+        self.set_params(self.identity if params is None else params)
+        self.initial = self.params.copy()
+
+    @property
+    def control_points(self) -> int:
+        return self.identity.size // 2
+
+    def set_params(self, params) -> None:
+        """Set every parameter (affine 6, projective 8, TPS 2K values)."""
+        p = np.array(params, dtype=np.float64).reshape(-1)
+        if p.size != self.identity.size:
+            raise ValueError(f"{self.family} explorer takes {self.identity.size} parameters, got {p.size}")
+        self.params = p
+        if self.family == "affine":
+            self.parts = affine_parts(p) or self.parts
+
+    def set_entry(self, k: int, value: float) -> None:
+        """Set raw entry ``k`` (affine / projective: index into ``params``; TPS: 0 = x, 1 = y of the
+        selected control point)."""
+        i = 2 * self.point + k if self.family == "tps" else k
+        self.params[i] = float(value)
+        if self.family == "affine":
+            self.parts = affine_parts(self.params) or self.parts
+
+    def set_part(self, name: str, value: float) -> None:
+        """Affine only: set one decomposed part (rotation in degrees), keep the others."""
+        if self.family != "affine":
+            raise ValueError(f"decomposed parts exist for the affine family only, this state is {self.family!r}")
+        if name not in AFFINE_PARTS:
+            raise ValueError(f"part must be one of {AFFINE_PARTS}, got {name!r}")
+        parts = dict(self.parts or affine_parts(self.identity))
+        parts[name] = float(value)
+        self.params = compose_parts(parts)
+        self.parts = parts
+
+    def set_point(self, i: int) -> None:
+        if not 0 <= i < self.control_points:
+            raise ValueError(f"control point must be in [0, {self.control_points}), got {i}")
+        self.point = int(i)
+
+    def use_learned(self, params) -> None:
+        """Apply a model's parameters (see :meth:`ThetaExplorer.learned_params`)."""
+        self.set_params(params)
+
+    def to_identity(self) -> None:
+        self.set_params(self.identity)
+
+    def reset(self) -> None:
+        """Back to the parameters the state opened with."""
+        self.set_params(self.initial)
+
+    def entry_values(self) -> list[float]:
+        """What the raw entry sliders show (TPS: the selected point's x, y)."""
+        if self.family == "tps":
+            return [float(v) for v in self.params[2 * self.point: 2 * self.point + 2]]
+        return [float(v) for v in self.params]
+
+
+class ExplorerViews(typing.NamedTuple):
+    input_rgb: np.ndarray  # (H', W', 3) uint8: input, grey margin, sampled region (TPS: control points)
+    output_rgb: np.ndarray  # (H'', W'', 3) uint8: the warped image
+    message: str  # "" or why the transform is degenerate (plain text)
+    theta_text: str  # fixed-width lines (every number the same width)
+
+
+def _num(v: float, width: int = 7, digits: int = 3, sign: str = "+") -> str:
+    return f"{round(float(v), digits) + 0.0:{sign}{width}.{digits}f}"  # + 0.0: never "-0.000"
+
+
+def _theta_text(params: np.ndarray, family: str, point: int | None) -> str:
+    if family == "affine":
+        t = params.reshape(2, 3)
+        lines = ["θ " + " ".join(_num(v) for v in t[0]), "  " + " ".join(_num(v) for v in t[1])]
+        parts = affine_parts(params)
+        if parts is None:
+            lines += ["no decomposition (singular)", "", "", ""]
+        else:
+            lines += [f"rotation {_num(parts['rotation'], 7, 1)}°",
+                      f"scale    {_num(parts['scale_x'], sign='')} ×{_num(parts['scale_y'], sign='')}",
+                      f"shear    {_num(parts['shear'])}",
+                      f"shift    {_num(parts['tx'])}  {_num(parts['ty'])}"]
+        return "\n".join(lines)
+    if family == "projective":
+        h = list(params) + [1.0]
+        return "\n".join(("H " if r == 0 else "  ") + " ".join(_num(v) for v in h[3 * r: 3 * r + 3]) for r in range(3))
+    k = params.size // 2
+    p = 0 if point is None else point
+    return f"point {p} of {k}\nx {_num(params[2 * p])}\ny {_num(params[2 * p + 1])}"
+
+
+def _mark_points(rgb: np.ndarray, points, image_size, *, scale: int, margin: float, selected: int | None,
+                 max_side: int = 320) -> np.ndarray:
+    """Draw control points ``(K, 2)`` (input pixels) on an :func:`stnviz.render.overlay_rgb` canvas
+    made with the same ``scale``, ``margin`` and ``max_side``; ``selected`` gets a larger ring."""
+    from PIL import Image, ImageDraw
+
+    h, w = image_size
+    s = max(1, min(scale, max_side // max(h, w)))  # overlay_rgb's upscale factor
+    mx, my = int(round(margin * w)) * s, int(round(margin * h)) * s
+    im = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(im)
+    r = max(2.0, s / 2.5)
+    for i, (x, y) in enumerate(np.asarray(points, dtype=np.float64)):
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        cx, cy = (x + 0.5) * s + mx, (y + 0.5) * s + my
+        if i == selected:
+            R = 2.2 * r
+            draw.ellipse([cx - R, cy - R, cx + R, cy + R], outline="#ff2dd4", width=max(2, round(s / 4)))
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill="#ff2dd4")
+        else:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill="#32d2ff", outline="#003a4d")
+    return np.asarray(im)
+
+
+def render_explorer(image: torch.Tensor, params, family: str, *, output_size=None, point: int | None = None,
+                    scale: int = 8, margin: float = 0.25) -> ExplorerViews:
+    """The explorer's pictures and text for one image and one set of parameters; no widgets.
+
+    Args:
+        image: ``(C, H, W)`` float in [0, 1].
+        params: flat parameters of ``family`` (see :class:`ExplorerState`).
+        family: ``"affine"``, ``"projective"`` or ``"tps"``.
+        output_size: ``(H, W)`` of the output (default: the input size).
+        point: TPS only, the control point to highlight.
+        scale, margin: display magnification and grey margin (fraction of the image per side).
+    """
+    p = np.asarray(params, dtype=np.float64).reshape(-1)
+    size = tuple(image.shape[-2:])
+    out_size = tuple(output_size) if output_size is not None else size
+    t = torch.tensor(p, dtype=torch.float32).unsqueeze(0)
+    t = t.view(1, 2, 3) if family == "affine" else t.view(1, -1, 2) if family == "tps" else t
+    text = _theta_text(p, family, point)
+    try:
+        grid = geometry.make_grid(t, family, out_size)
+        out = geometry.warp(image.unsqueeze(0), grid)[0]
+        outline = geometry.sampled_outline(t, family, size, points_per_side=8)[0]
+    except ValueError as e:  # non-finite parameters, a point sent to infinity ...
+        return ExplorerViews(render.overlay_rgb(image, scale=scale, margin=margin), np.zeros((8, 8, 3), np.uint8),
+                             f"cannot sample: {e}", text)
+    lattice = render.lattice_points(grid[0], size, 8)
+    input_rgb = render.overlay_rgb(image, outline, lattice, scale=scale, margin=margin)
+    if family == "tps":
+        h, w = size
+        xy = p.reshape(-1, 2)
+        px = np.stack([(xy[:, 0] + 1) * w / 2 - 0.5, (xy[:, 1] + 1) * h / 2 - 0.5], 1)
+        input_rgb = _mark_points(input_rgb, px, size, scale=scale, margin=margin, selected=point)
+    output_rgb = render.overlay_rgb(out, scale=scale)
+    message = _degenerate(t, family, grid[:, ::4, ::4], None) or ""
+    return ExplorerViews(input_rgb, output_rgb, message, text)
+
+
+def _js_round(x: float) -> float:
+    """JavaScript's ``Math.round`` (halves go up), not Python's banker's rounding."""
+    r = math.floor(x)
+    return r + 1 if x - r >= 0.5 else r
+
+
+def slider_value(value: float, lo: float, hi: float, step: float) -> float:
+    """The number a browser's ``FloatSlider`` holds after it is sent ``value``.
+
+    ipywidgets draws the slider with noUiSlider, which snaps a value to its step through
+    percentages (``min + round(pct / step_pct) * step_pct * (max - min) / 100``); when the result
+    differs from the value sent, even by one ulp, the page sends it back as if the user had moved
+    the slider. The same IEEE double arithmetic here gives the same number, so a value pushed
+    through this function is one the page keeps as it is: no echo.
+    """
+    v = min(max(float(value), lo), hi)
+    if v >= hi:
+        return float(hi)
+    pct = 100 * (v - lo) / (hi - lo)
+    n = 100 * step / (hi - lo)
+    pct = min(max(0 + _js_round((pct - 0) / n) * n, 0.0), 100.0)
+    if pct >= 100:
+        return float(hi)
+    return pct * (hi - lo) / 100 + lo
+
+
+def _on_step(value: float, step: float) -> float:
+    """A user's slider value as a clean multiple of the step (0.3, not 0.30000000000000004)."""
+    digits = max(0, -math.floor(math.log10(step))) + 2
+    return round(round(value / step) * step, digits) + 0.0
+
+
 class ThetaExplorer(_Widget):
     """Slide a transform by hand and watch where it samples and what comes out.
 
+    A thin shell over :class:`ExplorerState` (``explorer.state``) and :func:`render_explorer`:
+    every slider shows the state, a user edit changes the state, and the pictures are rendered
+    from the state. An incoming slider value is compared only with what that slider displays
+    (equal: nothing to do), so no edit is ever dropped; values pushed to the page are the ones
+    the browser's slider holds exactly (:func:`slider_value`), so they do not come back as edits.
+
     Args:
         images: ``(N, C, H, W)`` float in [0, 1] (or uint8, or an ``ImageSet``).
-        model: optional; its first transformer's learned parameters for the selected image become
-            the "learned" preset, and its family the explorer's default.
-        family: ``"affine"`` (six entries *and* rotation / scale / shear / translation sliders,
-            kept in sync both ways), ``"projective"`` (eight entries) or ``"tps"`` (pick a control
-            point, move it with two sliders). ``None``: the model's family, else affine.
+        model: optional. It is run once under :func:`stnviz.capture.capture`: the first recorded
+            image transformer with known parameters gives the explorer's default family and the
+            "learned" preset (its parameters for the selected image). Without such a record there
+            is no "learned" button.
+        family: ``"affine"`` (six entries *and* rotation / scale / shear / translation sliders),
+            ``"projective"`` (eight entries) or ``"tps"`` (pick a control point, move it with two
+            sliders). ``None``: the model's family, else affine.
+        params: the parameters to open with (the "reset" button returns to them), or
+            ``"learned"``; default the identity.
         output_size: ``(H, W)`` of the output (default: the input size).
-        control_points: K for TPS (a square number).
+        control_points: K for TPS (a square number; the model's K when it has a TPS transformer).
         scale: display magnification of small images.
 
-    Attributes for scripting and tests: ``params`` (the current flat parameters), ``input_view`` /
-    ``output_view`` (``ipywidgets.Image``), ``entries`` (the raw sliders), ``parts`` (the
-    decomposed sliders, affine only), ``picker``, ``message``, ``log``.
+    Attributes for scripting and tests: ``state``, ``params`` (the state's exact parameters),
+    ``input_view`` / ``output_view`` (``ipywidgets.Image``), ``theta_view``, ``entries`` (the raw
+    sliders), ``parts`` (the decomposed sliders, affine only), ``picker``, ``buttons``,
+    ``message``, ``log``, ``edits`` (user edits received, per slider).
     """
 
-    def __init__(self, images, model=None, *, family: str | None = None, output_size=None,
+    def __init__(self, images, model=None, *, family: str | None = None, params=None, output_size=None,
                  control_points: int = 9, scale: int = 8):
         self.images = _as_images(images)
         self.model = model
-        self.transformer = None
+        self._learned_key = None
+        self._learned_family = None
         if model is not None:
-            sts = [m for m in model.modules() if m.__class__.__name__ == "SpatialTransformer"]
-            if sts:
-                self.transformer = sts[0]
+            rec = self._learned_record(0)
+            if rec is not None:
+                self._learned_key = getattr(rec, "key", rec.module)
+                fam = "affine" if rec.family in _AFFINE_LIKE else rec.family
+                self._learned_family = fam
+                if fam == "tps":
+                    control_points = int(rec.params.shape[1])
         if family is None:
-            family = self.transformer.transform if self.transformer is not None else "affine"
-            if family not in ("affine", "projective", "tps"):
-                family = "affine"  # attention / restricted / translation are affine special cases
-        if family not in ("affine", "projective", "tps"):
+            family = self._learned_family or "affine"
+        if family not in EXPLORER_FAMILIES:
             raise ValueError(f"family must be 'affine', 'projective' or 'tps', got {family!r}")
         self.family = family
-        self.control_points = control_points
+        self.has_learned = self._learned_family == family
+        if isinstance(params, str):
+            if params != "learned":
+                raise ValueError(f"params must be flat parameters or 'learned', got {params!r}")
+            params = self.learned_params(0)
+        self.state = ExplorerState(family, params, control_points=control_points)
+        self.control_points = self.state.control_points
         self.input_size = tuple(self.images.shape[-2:])
         self.output_size = tuple(output_size) if output_size is not None else self.input_size
         self.scale = scale
-        self._syncing = False
-        self._pushed: dict = {}
+        self.format = _image_format(self.images)
+        self.edits: collections.Counter = collections.Counter()
+        self._pushing = False
+        self._shown: dict = {}  # id(slider) -> the value the explorer made it display
         self._init_common()
 
         self.picker = W.IntSlider(0, 0, self.images.shape[0] - 1, description="image",
@@ -148,268 +416,288 @@ class ThetaExplorer(_Widget):
         self.picker.add_class("stnviz-picker")
         self.entries: list[W.FloatSlider] = []
         self.parts: dict[str, W.FloatSlider] = {}
-        identity = geometry.identity_params(family, control_points=control_points, dtype=torch.float64)
-        self._identity = identity.numpy().copy()
-        self.params = self._identity.copy()
         controls = self._build_controls()
 
-        buttons = [W.Button(description="identity"), W.Button(description="reset")]
-        buttons[0].on_click(lambda _: self._safe(self.set_params, self._identity))
-        buttons[1].on_click(lambda _: self._safe(self.reset))
-        if model is not None:
-            learned = W.Button(description="learned", tooltip="the model's theta for this image")
-            learned.on_click(lambda _: self._safe(self.use_learned))
-            buttons.append(learned)
-        for b in buttons:
-            b.layout = W.Layout(width="auto")
-            b.add_class(f"stnviz-{b.description}")
+        buttons = [self._button("identity", "θ = identity: sample the whole image, unchanged", self.state.to_identity)]
+        if not np.array_equal(self.state.initial, self.state.identity):
+            buttons.append(self._button("reset", "back to the values the explorer opened with", self.state.reset))
+        if self.has_learned:
+            buttons.append(self._button("learned", f"the model's transform for this image (recorded from its "
+                                        f"forward pass, transformer {self._learned_key!r})",
+                                        lambda: self.state.use_learned(self.learned_params())))
         self.buttons = {b.description: b for b in buttons}
 
-        self.format = _image_format(self.images)
         self.input_view = W.Image(format=self.format)
         self.input_view.add_class("stnviz-input")
         self.output_view = W.Image(format=self.format)
         self.output_view.add_class("stnviz-output")
-        self.theta_view = W.HTML()
+        # fixed width and no wrapping: the layout does not jump while a number changes
+        self.theta_view = W.HTML(layout=W.Layout(width="17em", min_width="17em"))
         self.theta_view.add_class("stnviz-theta")
-        self.picker.observe(lambda ch: self._safe(self._on_picker), names="value")
+        self.picker.observe(lambda ch: self._safe(self._on_picker, ch), names="value")
 
         views = _views_row(self.input_view, self.output_view, self.theta_view)
         self.root = W.VBox([W.HBox([self.picker, *buttons]), views, self.message, controls, self.log])
         self.root.add_class("stnviz-theta-explorer")
-        self._initial = self.params.copy()
-        self._safe(self.update)
+        self._safe(self._show_state)
 
     # ------------------------------------------------------------------ controls
-    def _slider(self, desc, lo, hi, value, step=0.01, cls=None):
-        s = W.FloatSlider(value=value, min=lo, max=hi, step=step, description=desc, continuous_update=True,
-                          readout_format=".2f", layout=W.Layout(width="320px"))
-        if cls:
-            s.add_class(cls)
+    def _button(self, name: str, tooltip: str, action) -> W.Button:
+        b = W.Button(description=name, tooltip=tooltip, layout=W.Layout(width="auto"))
+        b.add_class(f"stnviz-{name}")
+        b.on_click(lambda _: self._safe(self._apply, action))
+        return b
+
+    def _slider(self, desc, lo, hi, step, fmt, cls, on_edit) -> W.FloatSlider:
+        s = W.FloatSlider(value=slider_value(0.0, lo, hi, step), min=lo, max=hi, step=step, description=desc,
+                          continuous_update=True, readout_format=fmt, layout=W.Layout(width="340px"))
+        s.add_class(cls)
+        s.observe(lambda ch: self._safe(self._on_slider, ch, on_edit), names="value")
         return s
 
     def _build_controls(self) -> W.Widget:
         if self.family == "affine":
-            names = ["a11", "a12", "tx", "a21", "a22", "ty"]
-            for i, n in enumerate(names):
-                s = self._slider(f"θ {n}", -2.0, 2.0, float(self.params[i]), cls=f"stnviz-theta-{i}")
-                s.observe(lambda ch: self._safe(self._on_entry, ch), names="value")
-                self.entries.append(s)
-            spec = {"rotation": (-180, 180, 0.0, 1.0), "scale_x": (0.1, 3.0, 1.0, 0.01), "scale_y": (0.1, 3.0, 1.0, 0.01),
-                    "shear": (-2.0, 2.0, 0.0, 0.01), "tx": (-2.0, 2.0, 0.0, 0.01), "ty": (-2.0, 2.0, 0.0, 0.01)}
-            for n, (lo, hi, v, step) in spec.items():
+            for i, n in enumerate(["a11", "a12", "tx", "a21", "a22", "ty"]):
+                self.entries.append(self._slider(f"θ {n}", -2.0, 2.0, 0.01, ".2f", f"stnviz-theta-{i}",
+                                                 lambda v, i=i: self.state.set_entry(i, v)))
+            spec = {"rotation": (-180.0, 180.0, 0.1, ".1f"), "scale_x": (0.1, 3.0, 0.01, ".2f"),
+                    "scale_y": (0.1, 3.0, 0.01, ".2f"), "shear": (-2.0, 2.0, 0.01, ".2f"),
+                    "tx": (-2.0, 2.0, 0.01, ".2f"), "ty": (-2.0, 2.0, 0.01, ".2f")}
+            for n, (lo, hi, step, fmt) in spec.items():
                 desc = "rotation °" if n == "rotation" else n
-                s = self._slider(desc, lo, hi, v, step=step, cls=f"stnviz-part-{n}")
-                s.observe(lambda ch, n=n: self._safe(self._on_part, n, ch), names="value")
-                self.parts[n] = s
+                self.parts[n] = self._slider(desc, lo, hi, step, fmt, f"stnviz-part-{n}",
+                                             lambda v, n=n: self.state.set_part(n, v))
             return W.HBox([W.VBox([W.HTML("<b>theta entries</b>"), *self.entries]),
-                           W.VBox([W.HTML("<b>decomposed</b>"), *self.parts.values()])])
+                           W.VBox([W.HTML("<b>decomposed</b> (type a value into a readout for finer control)"),
+                                   *self.parts.values()])])
         if self.family == "projective":
-            names = ["h11", "h12", "h13", "h21", "h22", "h23", "h31", "h32"]
-            for i, n in enumerate(names):
+            for i, n in enumerate(["h11", "h12", "h13", "h21", "h22", "h23", "h31", "h32"]):
                 lo, hi = (-1.0, 1.0) if n in ("h31", "h32") else (-2.0, 2.0)
-                s = self._slider(n, lo, hi, float(self.params[i]), cls=f"stnviz-theta-{i}")
-                s.observe(lambda ch: self._safe(self._on_entry, ch), names="value")
-                self.entries.append(s)
+                self.entries.append(self._slider(n, lo, hi, 0.01 if lo == -2.0 else 0.005,
+                                                 ".2f" if lo == -2.0 else ".3f", f"stnviz-theta-{i}",
+                                                 lambda v, i=i: self.state.set_entry(i, v)))
             return W.VBox([W.HTML("<b>homography (h33 = 1)</b>"), *self.entries])
-        # tps
         k = self.control_points
         self.point = W.Dropdown(options=list(range(k)), value=0, description="point")
         self.point.add_class("stnviz-tps-point")
-        self.entries = [self._slider("x", -1.5, 1.5, float(self.params[0]), cls="stnviz-tps-x"),
-                        self._slider("y", -1.5, 1.5, float(self.params[1]), cls="stnviz-tps-y")]
-        self.point.observe(lambda ch: self._safe(self._on_point), names="value")
-        for s in self.entries:
-            s.observe(lambda ch: self._safe(self._on_entry, ch), names="value")
-        return W.VBox([W.HTML(f"<b>TPS: {k} control points</b> (rest: a regular grid)"), self.point, *self.entries])
+        self.point.observe(lambda ch: self._safe(self._apply, lambda: self.state.set_point(ch["new"])), names="value")
+        self.entries = [self._slider(a, -1.5, 1.5, 0.01, ".2f", f"stnviz-tps-{a}",
+                                     lambda v, j=j: self.state.set_entry(j, v)) for j, a in enumerate("xy")]
+        return W.VBox([W.HTML(f"<b>TPS: {k} control points</b> (blue; the selected one is pink; the others "
+                              "stay where they are)"), self.point, *self.entries])
 
-    # ------------------------------------------------------------------ state changes
-    # The parameters live in ``self.params``, exactly; sliders only display them. The browser
-    # snaps whatever value it is sent to the slider's step and echoes it back, sometimes late,
-    # after newer pushes. Taken for user edits, those echoes fed back through the other sliders
-    # and theta drifted. So: pushed values are snapped first, the last few pushed values of each
-    # slider are remembered and their echoes ignored, and a user edit changes only its own
-    # component of the exact parameters, never re-reading the other (rounded) sliders.
-    @staticmethod
-    def _snap(slider: W.FloatSlider, value: float) -> float:
+    # ------------------------------------------------------------------ events -> state
+    def _on_slider(self, change, on_edit) -> None:
+        if self._pushing:
+            return  # the explorer itself is showing the state
+        slider = change["owner"]
+        shown = self._shown.get(id(slider))
+        if shown is not None and abs(change["new"] - shown) <= slider.step * 1e-6:
+            return  # the page reporting the value it already shows
+        self.edits[slider.description] += 1
+        on_edit(_on_step(change["new"], slider.step))
+        self._show_state()
+
+    def _on_picker(self, change) -> None:
+        self.state.index = int(change["new"])
+        self.update()
+
+    def _apply(self, action) -> None:
+        action()
+        self._show_state()
+
+    # ------------------------------------------------------------------ state -> views
+    def _display(self, slider: W.FloatSlider, value: float) -> None:
+        """Make ``slider`` show ``value`` (as the page's slider will hold it)."""
         if not math.isfinite(value):
-            return slider.value  # a non-finite parameter is reported by update(); the slider stays
-        v = round(round(value / slider.step) * slider.step, 10)  # 0.3, not 0.30000000000000004
-        return float(min(max(v, slider.min), slider.max))
+            return  # reported by the message line; the slider keeps its place
+        if value < slider.min or value > slider.max:  # widen rather than show a clamped lie
+            lo, hi = min(slider.min, math.floor(value)), max(slider.max, math.ceil(value))
+            self._pushing = True
+            try:
+                slider.min, slider.max = lo, hi
+            finally:
+                self._pushing = False
+        v = slider_value(value, slider.min, slider.max, slider.step)
+        self._shown[id(slider)] = v
+        if slider.value != v:
+            self._pushing = True
+            try:
+                slider.value = v
+            finally:
+                self._pushing = False
 
-    def _push(self, slider: W.FloatSlider, value: float) -> None:
-        v = self._snap(slider, value)
-        self._pushed.setdefault(id(slider), collections.deque(maxlen=16)).append(v)
-        self._syncing = True
-        try:
-            slider.value = v
-        finally:
-            self._syncing = False
-
-    def _is_echo(self, change) -> bool:
-        """A value this explorer pushed into the slider coming back from the browser (whose own
-        step arithmetic may return -0.09000000000000008 for a pushed -0.09)."""
-        if self._syncing:
-            return True
-        tol = change["owner"].step * 1e-3
-        return any(abs(change["new"] - v) <= tol for v in self._pushed.get(id(change["owner"]), ()))
-
-    def _sync_sliders(self) -> None:
-        """Show ``self.params`` in every slider (without triggering their callbacks)."""
-        if self.family == "tps":
-            i = self.point.value
-            self._push(self.entries[0], float(self.params[2 * i]))
-            self._push(self.entries[1], float(self.params[2 * i + 1]))
-            return
-        for sl, v in zip(self.entries, self.params):
-            self._push(sl, float(v))
-        if self.family == "affine":
-            self._sync_parts()
-
-    def _parts_of(self, params) -> dict | None:
-        theta = torch.tensor(params, dtype=torch.float64).view(1, 2, 3)
-        try:
-            p = geometry.decompose_affine(theta)
-        except ValueError:
-            return None  # singular: no decomposition
-        return {"rotation": math.degrees(float(p.rotation)), "scale_x": float(p.scale_x), "scale_y": float(p.scale_y),
-                "shear": float(p.shear), "tx": float(p.tx), "ty": float(p.ty)}
-
-    def _sync_parts(self) -> None:
-        vals = self._parts_of(self.params)
-        if vals is None:
-            return  # the decomposed sliders keep their last values
-        for n, v in vals.items():
-            self._push(self.parts[n], v)
-
-    def _on_entry(self, change) -> None:
-        if self._is_echo(change):
-            return
-        k = self.entries.index(change["owner"])
-        if self.family == "tps":
-            self.params[2 * self.point.value + k] = change["new"]
-        else:
-            self.params[k] = change["new"]
-            if self.family == "affine":
-                self._sync_parts()
+    def _show_state(self) -> None:
+        """Every slider shows the state; then the pictures are re-rendered."""
+        for sl, v in zip(self.entries, self.state.entry_values()):
+            self._display(sl, v)
+        if self.family == "affine" and self.state.parts is not None:
+            for n, sl in self.parts.items():
+                self._display(sl, self.state.parts[n])
+        if self.family == "tps" and self.point.value != self.state.point:
+            self._pushing = True
+            try:
+                self.point.value = self.state.point
+            finally:
+                self._pushing = False
         self.update()
 
-    def _on_part(self, name: str, change) -> None:
-        if self._is_echo(change):
-            return
-        vals = self._parts_of(self.params) or {n: sl.value for n, sl in self.parts.items()}
-        vals[name] = change["new"]
-        v = {n: torch.tensor([x], dtype=torch.float64) for n, x in vals.items()}
-        v["rotation"] = torch.deg2rad(v["rotation"])
-        self.params = geometry.compose_affine(**v).reshape(-1).numpy().copy()
-        for sl, val in zip(self.entries, self.params):
-            self._push(sl, float(val))
-        self.update()
+    def update(self) -> None:
+        """Re-render the views from the state."""
+        st = self.state
+        v = render_explorer(self.images[st.index], st.params, st.family, output_size=self.output_size,
+                            point=st.point if st.family == "tps" else None, scale=self.scale)
+        self.input_view.value = render.encode(v.input_rgb, self.format)
+        self.output_view.value = render.encode(v.output_rgb, self.format)
+        colour = "#c00" if v.message.startswith("cannot") else "#c60"
+        self.message.value = f"<span style='color:{colour}'>{html.escape(v.message)}</span>" if v.message else ""
+        self.theta_view.value = (f"<pre style='font-size:11px;line-height:1.35;white-space:pre;margin:0'>"
+                                 f"{html.escape(v.theta_text)}</pre>")
 
-    def _on_point(self) -> None:
-        self._sync_sliders()
-
-    def _on_picker(self) -> None:
-        self.update()
+    # ------------------------------------------------------------------ scripting
+    @property
+    def params(self) -> np.ndarray:
+        """The exact current flat parameters (the state's)."""
+        return self.state.params
 
     def set_params(self, params) -> None:
         """Set the flat parameters (affine 6, projective 8, TPS 2K) and re-render."""
-        p = np.asarray(params, dtype=np.float64).reshape(-1)
-        if p.size != self._identity.size:
-            raise ValueError(f"{self.family} explorer takes {self._identity.size} parameters, got {p.size}")
-        self.params = p.copy()
-        self._sync_sliders()
-        self.update()
+        self._apply(lambda: self.state.set_params(params))
 
     def reset(self) -> None:
-        """Back to the parameters the explorer started with."""
-        self.set_params(self._initial)
-
-    def learned_params(self, index: int | None = None) -> np.ndarray:
-        """The model's first transformer's parameters for image ``index`` (default: the selected one)."""
-        if self.model is None or self.transformer is None:
-            raise ValueError("no model with a SpatialTransformer was given; 'learned' needs one")
-        if self.transformer.transform != self.family and not (
-            self.family == "affine" and self.transformer.transform in ("attention", "restricted", "translation")
-        ):
-            raise ValueError(f"the model's transformer is {self.transformer.transform!r}; this explorer is {self.family!r}")
-        i = self.picker.value if index is None else index
-        dev = next(self.model.parameters()).device
-        with torch.no_grad(), eval_mode(self.model), capture(self.model) as rec:
-            self.model(self.images[i : i + 1].to(dev))
-        r = rec.of(rec.modules[0])[-1]
-        if self.family == "affine":
-            return r.theta[0].reshape(-1).double().numpy()
-        return r.params[0].reshape(-1).double().numpy()
+        """Back to the parameters the explorer opened with."""
+        self._apply(self.state.reset)
 
     def use_learned(self) -> None:
         """Apply the model's learned transform for the selected image."""
-        self.set_params(self.learned_params())
+        self._apply(lambda: self.state.use_learned(self.learned_params()))
 
-    # ------------------------------------------------------------------ rendering
-    def _params_tensor(self) -> torch.Tensor:
-        p = torch.tensor(self.params, dtype=torch.float32).unsqueeze(0)
-        if self.family == "affine":
-            return p.view(1, 2, 3)
-        if self.family == "tps":
-            return p.view(1, -1, 2)
-        return p
-
-    def update(self) -> None:
-        """Re-render both views from the current parameters (called by every control)."""
-        img = self.images[self.picker.value]
-        params = self._params_tensor()
+    def _learned_record(self, index: int):
+        """The first image transformer with known parameters in a capture of the model on image
+        ``index`` (the one chosen at construction, by key, once chosen); ``None`` if none."""
         try:
-            grid = geometry.make_grid(params, self.family, self.output_size)
-            out = geometry.warp(img.unsqueeze(0), grid)[0]
-            outline = geometry.sampled_outline(params, self.family, self.input_size, points_per_side=8)[0]
-        except ValueError as e:  # non-finite parameters, a point sent to infinity ...
-            self.input_view.value = render.encode(render.overlay_rgb(img, scale=self.scale, margin=0.25), self.format)
-            self.output_view.value = render.encode(np.zeros((8, 8, 3), np.uint8), self.format)
-            self.message.value = f"<span style='color:#c00'>cannot sample: {html.escape(str(e))}</span>"
-            return
-        lattice = render.lattice_points(grid[0], self.input_size, 8)
-        self.input_view.value = render.encode(render.overlay_rgb(img, outline, lattice, scale=self.scale, margin=0.25), self.format)
-        self.output_view.value = render.encode(render.overlay_rgb(out, scale=self.scale), self.format)
-        problem = _degenerate(params, self.family, grid[:, ::4, ::4], None)
-        self.message.value = f"<span style='color:#c60'>{html.escape(problem)}</span>" if problem else ""
+            dev = next(self.model.parameters()).device
+        except StopIteration:
+            dev = torch.device("cpu")
+        try:
+            with torch.no_grad(), eval_mode(self.model), capture(self.model) as rec:
+                self.model(self.images[index: index + 1].to(dev))
+        except CaptureError:
+            return None
+        for r in rec:
+            if getattr(r, "role", "image") != "image" or r.params is None or r.family not in geometry.FAMILIES:
+                continue
+            if self._learned_key is None or getattr(r, "key", r.module) == self._learned_key:
+                return r
+        return None
+
+    def learned_params(self, index: int | None = None) -> np.ndarray:
+        """The model's parameters for image ``index`` (default: the selected one), flat, in this
+        explorer's family, from a capture of the model's forward pass."""
+        if self.model is None:
+            raise ValueError("no model was given; 'learned' needs one")
+        if self._learned_family is None:
+            raise ValueError("the model's forward pass recorded no image transformer with known parameters; "
+                             "'learned' needs one")
+        if self._learned_family != self.family:
+            raise ValueError(f"the model's transformer is {self._learned_family!r}; this explorer is {self.family!r}")
+        i = self.picker.value if index is None else index
+        r = self._learned_record(i)
+        if r is None:
+            raise ValueError(f"the model's transformer {self._learned_key!r} was not recorded for image {i}")
         if self.family == "affine":
-            text = render.format_theta(params[0])
-        elif self.family == "projective":
-            h = geometry.to_matrix(params, "projective")[0]
-            text = "\n".join("[" + " ".join(f"{float(v):+.3f}" for v in row) + "]" for row in h)
-        else:
-            i = self.point.value
-            text = f"point {i}: ({self.params[2 * i]:+.3f}, {self.params[2 * i + 1]:+.3f})"
-        self.theta_view.value = f"<pre style='font-size:11px'>{html.escape(text)}</pre>"
+            return r.theta[0].reshape(-1).double().numpy().copy()
+        if self.family == "projective":
+            h = geometry.to_matrix(r.params[:1].double(), "projective")[0]
+            return (h / h[2, 2]).reshape(-1)[:8].numpy().copy()
+        return r.params[0].reshape(-1).double().numpy().copy()
+
+
+def _default_predict(output) -> torch.Tensor | None:
+    """Per-image labels from a model's output: argmax over the last dim of a ``(B, classes)``
+    tensor (the first tensor of a tuple or list); ``None`` for anything else (images, sequences)."""
+    if isinstance(output, (tuple, list)):
+        output = next((o for o in output if isinstance(o, torch.Tensor)), None)
+    if isinstance(output, torch.Tensor) and output.dim() == 2 and output.is_floating_point():
+        return output.argmax(-1)
+    return None
 
 
 class STNInspector(_Widget):
-    """Browse a batch through a trained model: the sampled region on each input, the output, the
-    prediction, and a theta table for every transformer in the model.
+    """Browse a batch through a model, stnviz's or anybody's: the sampled region on each input,
+    the output, the prediction, and a theta table for every transformer in the model.
 
     Args:
-        model: any model with stnviz transformers or foreign ``F.grid_sample`` STN code.
-        images: ``(N, C, H, W)`` in [0, 1] (or an ``ImageSet``).
+        model: any ``nn.Module`` whose forward samples with ``grid_sample`` (stnviz transformers,
+            the PyTorch tutorial, TPS rectifiers, registration nets, kornia warps ...).
+        images: ``(N, C, H, W)`` in [0, 1] (or an ``ImageSet``); moved to the model's device and
+            floating dtype (half, bfloat16) to run it.
         labels: optional true labels ``(N,)``; ``class_names``: optional names for predictions.
         boxes: optional annotated boxes ``(N, 4)`` in input pixel-edge coordinates.
+        forward: ``forward(model, images) -> output`` (default ``model(images)``); e.g.
+            ``lambda m, x: m(x, text)`` for a model with two inputs. With a custom ``forward`` the
+            images run as one batch unless ``batch_size`` is given.
+        predict: ``predict(output) -> (N,) labels or None``; default: argmax over the last dim of a
+            ``(N, classes)`` output (the first tensor of a tuple); anything else shows no prediction.
+        mean, std: per-channel values the model's data pipeline normalised with; the views undo
+            them (display only). ``denormalize``: a callable doing the same, for other schemes.
+            Without either, inputs outside [0, 1] are stretched to their own range for display.
+        auxiliary: also list auxiliary samplings (masks, offset fields, flow steps) in the picker.
+
+    Attributes for scripting and tests: ``records`` (key -> record over all images),
+    ``predictions``, ``picker``, ``which`` (the transformer dropdown), ``input_view``,
+    ``output_view``, ``info``, ``table``, ``message``, ``log``.
     """
 
-    def __init__(self, model, images, labels=None, *, class_names=None, boxes=None, scale: int = 8, batch_size: int = 256):
+    def __init__(self, model, images, labels=None, *, class_names=None, boxes=None, forward=None, predict=None,
+                 mean=None, std=None, denormalize=None, auxiliary: bool = False, scale: int = 8,
+                 batch_size: int | None = None):
         self.model = model
         self.images = _as_images(images)
+        n = self.images.shape[0]
         if labels is None and hasattr(images, "labels"):
             labels = images.labels
-        self.labels = None if labels is None else torch.as_tensor(labels).cpu()
-        self.class_names = class_names
+        self.labels = None if labels is None else torch.as_tensor(labels).cpu().reshape(-1)
+        if self.labels is not None and self.labels.numel() != n:
+            raise ValueError(f"labels must have one entry per image ({n}), got {self.labels.numel()}")
+        if boxes is not None:
+            boxes = torch.as_tensor(boxes, dtype=torch.float32).cpu()
+            if boxes.shape != (n, 4):
+                raise ValueError(f"boxes must be (N, 4) = ({n}, 4) (x1, y1, x2, y2 in input pixels), got {tuple(boxes.shape)}")
         self.boxes = boxes
+        if (mean is None) != (std is None):
+            raise ValueError("pass both mean and std (the values the inputs were normalised with), or neither")
+        if denormalize is not None and mean is not None:
+            raise ValueError("pass mean/std or denormalize, not both")
+        if mean is not None:
+            m = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+            s = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+            denormalize = lambda x: x.float() * s.to(x.device) + m.to(x.device)  # noqa: E731
+        self.denormalize = denormalize
         self.scale = scale
         self._init_common()
-        self.records, self.predictions = self._run(batch_size)
+        if batch_size is None and forward is None:
+            batch_size = 256
+        self.collection = collect(model, self.images, forward=forward, batch_size=batch_size)
+        self.records = self.collection.records
+        if not self.records:
+            raise CaptureError(f"the model's forward made no sampler call that could be shown; "
+                               f"left out: {self.collection.skipped or 'none'}")
+        predict = predict or _default_predict
+        preds = [predict(o) for o in self.collection.outputs]
+        self.predictions = None
+        if all(p is not None for p in preds):
+            p = torch.cat([torch.as_tensor(x).reshape(-1).cpu() for x in preds])
+            self.predictions = p if p.numel() == n else None
+        self._check_class_names(class_names)
+        self.class_names = class_names
 
-        self.picker = W.IntSlider(0, 0, self.images.shape[0] - 1, description="image", disabled=self.images.shape[0] == 1)
+        self.picker = W.IntSlider(0, 0, n - 1, description="image", disabled=n == 1)
         self.picker.add_class("stnviz-picker")
-        self.which = W.Dropdown(options=list(self.records), description="transformer")
+        keys = self.collection.keys("image") + (self.collection.keys("auxiliary") if auxiliary else [])
+        if not keys:  # every sampling is auxiliary: show them rather than nothing
+            keys = self.collection.keys()
+        self.which = W.Dropdown(options=[(self._label(k), k) for k in keys], value=keys[0], description="transformer")
         self.which.add_class("stnviz-which")
         self.format = _image_format(self.images)
         self.input_view = W.Image(format=self.format)
@@ -420,6 +708,7 @@ class STNInspector(_Widget):
         self.info.add_class("stnviz-info")
         self.table = W.HTML()
         self.table.add_class("stnviz-table")
+        self._tables: dict[int, str] = {}
         self.picker.observe(lambda ch: self._safe(self.update), names="value")
         self.which.observe(lambda ch: self._safe(self.update), names="value")
         self.root = W.VBox([
@@ -430,69 +719,87 @@ class STNInspector(_Widget):
         self.root.add_class("stnviz-inspector")
         self._safe(self.update)
 
-    def _run(self, batch_size: int):
-        """Run the model once over all images, keeping every transformer's record per image."""
-        dev = next(self.model.parameters()).device
-        per_module: dict = {}
-        preds = []
-        with eval_mode(self.model):
-            for i in range(0, self.images.shape[0], batch_size):
-                with torch.no_grad(), capture(self.model, keep_last=None) as rec:
-                    logits = self.model(self.images[i : i + batch_size].to(dev))
-                preds.append(logits.argmax(1).cpu())
-                for r in rec:
-                    per_module.setdefault(r.module, []).append(r)
-        return per_module, torch.cat(preds)
+    def _check_class_names(self, class_names) -> None:
+        if class_names is None:
+            return
+        used = [t for t in (self.predictions, self.labels) if t is not None and t.numel()]
+        need = max(int(t.max()) for t in used) + 1 if used else 0
+        if len(class_names) < need:
+            raise ValueError(f"class_names must name every class up to {need - 1} ({need} names), got {len(class_names)}")
 
-    def _record(self, module: str, index: int):
-        """(record, index within it) holding image ``index`` for ``module``."""
-        offset = 0
-        for r in self.records[module]:
-            n = r.input.shape[0]
-            if index < offset + n:
-                return r, index - offset
-            offset += n
-        raise IndexError(f"image {index} out of range")
+    def _label(self, key: str) -> str:
+        r = self.records[key]
+        return key if r.role == "image" else f"{key} (auxiliary)"
+
+    def _record(self, key: str, index: int):
+        """(record, sample index within it) for image ``index``."""
+        r = self.records[key]
+        b = r.input.shape[0]
+        if b != self.images.shape[0]:
+            raise ValueError(f"{key!r} sampled a batch of {b} per {self.images.shape[0]} images (not one per image); "
+                             "pick another transformer")
+        return r, index
 
     def theta_table(self, index: int):
         """Every transformer's theta (raw and decomposed) for image ``index``, one row each."""
         import pandas as pd
 
-        frames = []
-        for m in self.records:
-            r, j = self._record(m, index)
-            frames.append(theta_table([r], j))
+        frames = [theta_table([r], index) for r in self.records.values() if r.input.shape[0] == self.images.shape[0]]
         return pd.concat(frames, ignore_index=True)
 
     def _name(self, c: int) -> str:
         return str(self.class_names[c]) if self.class_names is not None else str(c)
 
+    def _display(self, x: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """What to draw for ``x (C, H, W)`` (``ref``: the record's input, for the stretch range)."""
+        x = x.float()
+        if self.denormalize is not None:
+            return self.denormalize(x.unsqueeze(0))[0].float(), False
+        lo, hi = float(ref.min()), float(ref.max())
+        if x.shape[0] in (1, 3) and (lo < -0.02 or hi > 1.02) and hi > lo:
+            return (x - lo) / (hi - lo), True
+        return x, False
+
     def update(self) -> None:
         i = self.picker.value
-        rec, j = self._record(self.which.value, i)
+        key = self.which.value
+        rec, j = self._record(key, i)
+        rec.require_2d("STNInspector")
         outline = rec.sampled_outline(8)[j]
-        lattice = render.lattice_points(rec.grid[j], rec.input_size, 8)
+        lattice = render.lattice_points(rec.grid[j], rec.input_size, 8,
+                                        align_corners=bool(rec.sampling.get("align_corners")))
         box = None
-        if self.boxes is not None and rec.input_size == tuple(self.images.shape[-2:]) and self.which.value == next(iter(self.records)):
+        if self.boxes is not None and rec.input_size == tuple(self.images.shape[-2:]) and key == self.which.options[0][1]:
             box = self.boxes[i]
         fmt = "png" if rec.input.shape[1] != 3 else self.format
         self.input_view.format = self.output_view.format = fmt
-        self.input_view.value = render.encode(render.overlay_rgb(rec.input[j], outline, lattice, box, scale=self.scale, margin=0.25), fmt)
-        self.output_view.value = render.encode(render.overlay_rgb(rec.output[j], scale=self.scale), fmt)
-        pred = int(self.predictions[i])
-        text = f"prediction: <b>{html.escape(self._name(pred))}</b>"
-        if self.labels is not None:
-            true = int(self.labels[i])
-            ok = "✓" if true == pred else "✗"
-            text += f"<br>true: {html.escape(self._name(true))} {ok}"
-        self.info.value = text
-        self.table.value = self.theta_table(i).to_html(index=False, float_format=lambda v: f"{v:.3f}",
-                                                        classes="stnviz-theta-table")
-        problem = None
+        shown_in, stretched = self._display(rec.input[j], rec.input[j])
+        shown_out, _ = self._display(rec.output[j], rec.input[j])
+        self.input_view.value = render.encode(render.overlay_rgb(shown_in, outline, lattice, box, scale=self.scale, margin=0.25), fmt)
+        self.output_view.value = render.encode(render.overlay_rgb(shown_out, scale=self.scale), fmt)
+        lines = []
+        if self.predictions is not None:
+            pred = int(self.predictions[i])
+            lines.append(f"prediction: <b>{html.escape(self._name(pred))}</b>")
+            if self.labels is not None:
+                true = int(self.labels[i])
+                lines.append(f"true: {html.escape(self._name(true))} {'✓' if true == pred else '✗'}")
+        elif self.labels is not None:
+            lines.append(f"true: {html.escape(self._name(int(self.labels[i])))}")
+        s = rec.sampling
+        lines.append(f"<span style='color:#666'>{html.escape(rec.family or 'grid only')} · {html.escape(s['mode'])}, "
+                     f"{html.escape(s['padding_mode'])}, align_corners={s['align_corners']}</span>")
+        self.info.value = "<br>".join(lines)
+        if i not in self._tables:
+            self._tables[i] = self.theta_table(i).to_html(index=False, float_format=lambda v: f"{v:.3f}",
+                                                          classes="stnviz-theta-table")
+        self.table.value = self._tables[i]
+        problems = []
         if not bool((rec.grid[j].abs() <= 1).all(-1).any()):
-            problem = "this transformer samples entirely outside its input"
-        self.message.value = f"<span style='color:#c60'>{problem}</span>" if problem else ""
-
+            problems.append("this transformer samples entirely outside its input")
+        if stretched:
+            problems.append("input outside [0, 1]: shown stretched to its own range (pass mean/std or denormalize)")
+        self.message.value = f"<span style='color:#c60'>{html.escape('; '.join(problems))}</span>" if problems else ""
 
 
 class TrainingPlayer(_Widget):

@@ -6,7 +6,9 @@ import torch
 
 from stnviz import geometry, get_model
 from stnviz.data import sample
-from stnviz.widgets import STNInspector, ThetaExplorer
+from stnviz.widgets import (
+    ExplorerState, STNInspector, ThetaExplorer, compose_parts, render_explorer, slider_value,
+)
 
 
 @pytest.fixture(scope="module")
@@ -14,59 +16,194 @@ def digits():
     return sample("mnist").get(torch.arange(4)).images
 
 
+def _pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+    import io
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+class TestExplorerState:
+    """The widget-free truth behind the explorer."""
+
+    def test_rotation_out_and_back_is_the_identity_exactly(self):
+        st = ExplorerState("affine")
+        st.set_part("rotation", 5.0)
+        assert st.params[3] == pytest.approx(math.sin(math.radians(5)), abs=1e-15)
+        st.set_part("rotation", 0.0)
+        assert st.params.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        st.set_part("scale_x", 1.37)
+        st.set_part("scale_x", 1.0)
+        assert st.params.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+    def test_parts_keep_the_others_as_they_are(self):
+        st = ExplorerState("affine", [0.8, 0.1, 0.0, -0.1, 0.8, 0.2])
+        before = dict(st.parts)
+        st.set_part("rotation", before["rotation"] + 10)
+        st.set_part("rotation", before["rotation"])
+        np.testing.assert_allclose(st.params, [0.8, 0.1, 0.0, -0.1, 0.8, 0.2], atol=1e-12)
+        assert {k: v for k, v in st.parts.items() if k != "rotation"} == {k: v for k, v in before.items() if k != "rotation"}
+
+    def test_entries_points_presets(self):
+        st = ExplorerState("tps", control_points=9)
+        st.set_point(4)
+        assert st.entry_values() == [0.0, 0.0]
+        st.set_entry(0, 0.3)
+        assert st.params[8] == 0.3 and st.entry_values() == [0.3, 0.0]
+        st.to_identity()
+        assert st.params.tolist() == st.identity.tolist()
+        st = ExplorerState("affine", [0.5, 0, 0, 0, 0.5, 0])
+        st.to_identity()
+        st.reset()
+        assert st.params.tolist() == [0.5, 0, 0, 0, 0.5, 0]
+        st.set_params([0, 0, 0, 0, 0, 0])  # singular: the parts keep their last decomposition
+        assert st.parts["scale_x"] == 0.5
+        with pytest.raises(ValueError, match="takes 6 parameters, got 4"):
+            st.set_params([1, 0, 0, 1])
+        with pytest.raises(ValueError, match="affine family only"):
+            ExplorerState("projective").set_part("rotation", 1)
+
+
+class TestRenderExplorer:
+    def test_pure_and_matches_geometry(self, digits):
+        theta = [0.5, 0.0, 0.0, 0.0, 0.5, 0.0]
+        v = render_explorer(digits[0], theta, "affine", scale=1)
+        again = render_explorer(digits[0], theta, "affine", scale=1)
+        assert np.array_equal(v.input_rgb, again.input_rgb) and v.theta_text == again.theta_text
+        expected = geometry.warp(digits[:1], geometry.affine_grid(torch.tensor(theta).view(1, 2, 3), (28, 28)))[0, 0]
+        np.testing.assert_allclose(v.output_rgb[..., 0] / 255, expected.numpy(), atol=1 / 255 + 1e-6)
+        assert v.message == "" and "scale      0.500 ×  0.500" in v.theta_text
+
+    def test_theta_text_has_fixed_width(self, digits):
+        widths = set()
+        for p in ([1, 0, 0, 0, 1, 0], [-1.234, 0.5, -1.9, 0.004, -0.7, 1.25], [0.999, -0.001, 0, 0.001, 0.999, 0]):
+            widths.add(tuple(len(line) for line in render_explorer(digits[0], p, "affine").theta_text.splitlines()))
+        assert len(widths) == 1, widths
+        assert "-0.000" not in render_explorer(digits[0], [1, -1e-9, 0, 1e-9, 1, 0], "affine").theta_text
+
+    def test_tps_points_drawn_selected_highlighted(self, digits):
+        params = geometry.identity_params("tps", control_points=9, dtype=torch.float64).numpy()
+        a = render_explorer(digits[0], params, "tps", point=0, scale=8).input_rgb
+        b = render_explorer(digits[0], params, "tps", point=4, scale=8).input_rgb
+        pink = np.array([0xFF, 0x2D, 0xD4])
+        near = lambda img: np.argwhere((np.abs(img.astype(int) - pink).sum(-1) < 10))  # noqa: E731
+        ca, cb = near(a).mean(0), near(b).mean(0)
+        # point 0 is the top-left control point, point 4 the centre one
+        assert ca[0] < cb[0] - 40 and ca[1] < cb[1] - 40
+        blue = (np.abs(a.astype(int) - np.array([0x32, 0xD2, 0xFF])).sum(-1) < 10).sum()
+        assert blue > 8 * 10  # the other eight points
+
+    def test_degenerate(self, digits):
+        assert "singular" in render_explorer(digits[0], [0, 0, 0, 0, 0, 0], "affine").message
+        v = render_explorer(digits[0], [float("nan"), 0, 0, 0, 1, 0], "affine")
+        assert v.message.startswith("cannot sample")
+
+
 class TestThetaExplorer:
+    def test_repro_rotation_to_5_and_back_shows_the_identity(self, digits):
+        """The bug of issue 11: a user value equal to an earlier pushed one was dropped as an echo."""
+        ex = ThetaExplorer(digits)
+        identity = ex.input_view.value, ex.output_view.value, ex.theta_view.value
+        for name, out in (("rotation", 5.0), ("scale_x", 1.3), ("shear", 0.4), ("tx", -0.25)):
+            back = ex.parts[name].value
+            ex.parts[name].value = out
+            assert ex.output_view.value != identity[1]
+            ex.parts[name].value = back
+            assert ex.params.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], name
+            assert (ex.input_view.value, ex.output_view.value, ex.theta_view.value) == identity, name
+        assert "rotation    +0.0°" in ex.theta_view.value
+
+    def test_repeated_values_are_never_dropped(self, digits):
+        ex = ThetaExplorer(digits)
+        for angle in (1.0, 2.0, 3.0, 2.0, 1.0, 2.0, 0.0, 3.0):
+            ex.parts["rotation"].value = angle
+            c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+            np.testing.assert_allclose(ex.params, [c, -s, 0, s, c, 0], atol=1e-15)
+        for v in (0.5, 0.6, 0.5, 1.0):  # the entries too
+            ex.entries[0].value = v
+            assert ex.params[0] == v
+        assert ex.edits["rotation °"] == 8 and ex.edits["θ a11"] == 4
+
     def test_decomposed_and_entries_stay_in_sync(self, digits):
         ex = ThetaExplorer(digits)
         before = ex.input_view.value, ex.output_view.value
         ex.parts["rotation"].value = 30
         c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
         np.testing.assert_allclose(ex.params, [c, -s, 0, s, c, 0], atol=1e-12)  # exact, not slider-rounded
-        # the entry sliders show it, snapped to their 0.01 step
-        assert [e.value for e in ex.entries] == [0.87, -0.5, 0.0, 0.5, 0.87, 0.0]
+        assert [e.value for e in ex.entries] == pytest.approx([0.87, -0.5, 0.0, 0.5, 0.87, 0.0], abs=1e-12)
         assert ex.input_view.value != before[0] and ex.output_view.value != before[1]
         ex.entries[0].value = 0.5  # entries -> decomposed: only a11 changes
         np.testing.assert_allclose(ex.params, [0.5, -s, 0, s, c, 0], atol=1e-12)
         parts = geometry.decompose_affine(torch.tensor(ex.params).view(1, 2, 3))
         assert ex.parts["scale_x"].value == pytest.approx(float(parts.scale_x), abs=0.005)
-        assert ex.parts["rotation"].value == pytest.approx(math.degrees(float(parts.rotation)), abs=0.5)
+        assert ex.parts["rotation"].value == pytest.approx(math.degrees(float(parts.rotation)), abs=0.05)
 
-    def test_browser_echo_of_snapped_values_does_not_drift(self, digits):
-        """The front end snaps pushed values to the step and sends them back: that must not move theta."""
+    def test_pushed_values_are_the_ones_the_page_holds(self, digits):
+        """Every value the explorer shows is a fixed point of the browser slider's snapping, so the
+        page has nothing to send back; and what it does send back unchanged is a no-op."""
         ex = ThetaExplorer(digits)
-        ex.parts["rotation"].value = 1.0
+        for angle in (1.0, 2.3, -17.9, 0.1):
+            ex.parts["rotation"].value = angle
+            for sl in list(ex.entries) + list(ex.parts.values()):
+                assert slider_value(sl.value, sl.min, sl.max, sl.step) == sl.value, sl.description
         exact = ex.params.copy()
-        for _ in range(5):  # echo every slider's (already snapped) value back, as the browser does
+        for _ in range(3):  # the page echoing what it shows, with or without JS rounding noise
             for sl in list(ex.entries) + list(ex.parts.values()):
                 sl.value = round(round(sl.value / sl.step) * sl.step, 10)
-        np.testing.assert_allclose(ex.params, exact, atol=1e-12)
-        parts = geometry.decompose_affine(torch.tensor(ex.params).view(1, 2, 3))
-        assert float(parts.scale_x) == pytest.approx(1.0, abs=1e-12) and math.degrees(float(parts.rotation)) == pytest.approx(1.0)
+        np.testing.assert_allclose(ex.params, exact, atol=1e-15)
+        assert ex.edits["θ a11"] == 0 and ex.edits["rotation °"] == 4
 
-    def test_output_matches_geometry(self, digits):
-        ex = ThetaExplorer(digits, scale=1)
-        theta = [0.5, 0.0, 0.0, 0.0, 0.5, 0.0]
-        ex.set_params(theta)
-        from PIL import Image
-        import io
+    def test_slider_value_matches_nouislider(self):
+        # the value a browser's FloatSlider (ipywidgets 8, noUiSlider 15, Chromium) sent back for a pushed -0.09
+        assert slider_value(-0.09, -2.0, 2.0, 0.01) == -0.09000000000000008
+        assert slider_value(0.87, -2.0, 2.0, 0.01) == pytest.approx(0.87, abs=1e-12)
+        assert slider_value(5.0, -180.0, 180.0, 0.1) == pytest.approx(5.0, abs=1e-9)
+        assert slider_value(7.0, -2.0, 2.0, 0.01) == 2.0 and slider_value(-7.0, -2.0, 2.0, 0.01) == -2.0
 
-        shown = np.asarray(Image.open(io.BytesIO(ex.output_view.value)))[..., 0] / 255
-        expected = geometry.warp(digits[:1], geometry.affine_grid(torch.tensor(theta).view(1, 2, 3), (28, 28)))[0, 0]
-        np.testing.assert_allclose(shown, expected.numpy(), atol=1 / 255 + 1e-6)
+    def test_finer_control(self, digits):
+        ex = ThetaExplorer(digits)
+        rot = ex.parts["rotation"]
+        assert (rot.step, rot.readout_format) == (0.1, ".1f")
+        assert (ex.parts["scale_x"].step, ex.parts["scale_x"].readout_format) == (0.01, ".2f")
+        rot.value = 12.34  # typed into the readout: the state takes the slider's step
+        assert ex.state.parts["rotation"] == 12.3
+        ex.set_params(compose_parts({"rotation": -0.6123, "scale_x": 0.9, "scale_y": 0.9, "shear": 0, "tx": 0, "ty": 0}))
+        assert f"{rot.value:.1f}" == "-0.6" and "rotation    -0.6°" in ex.theta_view.value
+        ex.set_params([3.5, 0, 0, 0, 3.5, 0])  # out of the scale slider's range: it widens, it does not lie
+        assert ex.parts["scale_x"].value == pytest.approx(3.5) and ex.parts["scale_x"].max >= 3.5
 
-    def test_presets(self, digits):
+    def test_presets_identity_reset_learned(self, digits):
         model = get_model("stn_tutorial").eval()
         model.transformers[0].set_constant_params(torch.tensor([0.8, 0.1, 0.0, -0.1, 0.8, 0.2]))
         ex = ThetaExplorer(digits, model=model)
-        ex.use_learned()
+        assert set(ex.buttons) == {"identity", "learned"}  # opened at the identity: no separate reset
+        identity = ex.output_view.value
+        ex.buttons["learned"].click()
         np.testing.assert_allclose(ex.params, [0.8, 0.1, 0.0, -0.1, 0.8, 0.2], atol=1e-6)
         assert ex.entries[5].value == pytest.approx(0.2)
+        learned_rot = ex.parts["rotation"].value
+        ex.parts["rotation"].value = learned_rot + 5
+        ex.parts["rotation"].value = 0.0
+        assert "rotation    +0.0°" in ex.theta_view.value and ex.state.parts["rotation"] == 0.0
         ex.buttons["identity"].click()
-        np.testing.assert_allclose(ex.params, [1, 0, 0, 0, 1, 0])
+        assert ex.params.tolist() == [1, 0, 0, 0, 1, 0] and ex.output_view.value == identity
         ex.picker.value = 2
         ex.buttons["learned"].click()
         assert ex.params[0] == pytest.approx(0.8)
-        ex.buttons["reset"].click()
-        np.testing.assert_allclose(ex.params, [1, 0, 0, 0, 1, 0])
+
+        opened = ThetaExplorer(digits, model=model, params="learned")
+        assert set(opened.buttons) == {"identity", "reset", "learned"}
+        assert "opened with" in opened.buttons["reset"].tooltip
+        opened.buttons["identity"].click()
+        opened.buttons["reset"].click()
+        np.testing.assert_allclose(opened.params, [0.8, 0.1, 0.0, -0.1, 0.8, 0.2], atol=1e-6)
+
+    def test_learned_comes_from_the_capture(self, digits):
+        cnn = get_model("cnn_tutorial").eval()  # no transformer: nothing recorded, no "learned"
+        ex = ThetaExplorer(digits, model=cnn)
+        assert "learned" not in ex.buttons and ex.family == "affine"
+        with pytest.raises(ValueError, match="recorded no image transformer"):
+            ex.learned_params()
 
     def test_degenerate_inputs_show_messages(self, digits):
         ex = ThetaExplorer(digits)
@@ -99,11 +236,12 @@ class TestThetaExplorer:
         et = ThetaExplorer(digits, family="tps", control_points=9)
         et.point.value = 4  # the centre point
         assert et.entries[0].value == pytest.approx(0.0)
-        before = et.output_view.value
+        before, before_input = et.output_view.value, et.input_view.value
         et.entries[0].value = 0.3
         assert et.params[8] == pytest.approx(0.3) and et.output_view.value != before
         et.point.value = 0
         assert (et.entries[0].value, et.entries[1].value) == (-1.0, -1.0)
+        assert et.input_view.value != before_input  # the highlighted point moved
 
     def test_bad_arguments(self, digits):
         with pytest.raises(ValueError, match="family must be 'affine', 'projective' or 'tps', got 'swirl'"):
@@ -182,21 +320,3 @@ class TestStabilityViewer:
         assert v.plots.value != plots
         with pytest.raises(ValueError, match="at least one track"):
             StabilityViewer(model, [])
-
-
-def test_late_echoes_are_ignored(digits):
-    """Echoes can arrive after newer pushes (quick key presses): none of them may move theta."""
-    ex = ThetaExplorer(digits)
-    pushed = []
-    for angle in (1.0, 2.0, 3.0, 4.0, 5.0):
-        ex.parts["rotation"].value = angle
-        pushed.append([e.value for e in ex.entries])
-    exact = ex.params.copy()
-    for values in pushed:  # the browser replays older entry values, out of order, with JS rounding
-        for sl, v in zip(ex.entries, values):
-            sl.value = v + 8e-17
-    for sl, v in zip(ex.entries, pushed[-1]):
-        sl.value = v
-    np.testing.assert_allclose(ex.params, exact, atol=1e-12)
-    c, s = math.cos(math.radians(5)), math.sin(math.radians(5))
-    np.testing.assert_allclose(ex.params, [c, -s, 0, s, c, 0], atol=1e-12)
