@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import geometry
-from .capture import capture
-from .models import eval_mode
+from .capture import collect_batch
 
 __all__ = [
     "SequenceRun",
@@ -62,11 +61,12 @@ def decomposed_theta(theta: torch.Tensor) -> pd.DataFrame:
 
 
 def theta_table(records, index: int = 0) -> pd.DataFrame:
-    """One row per capture record for sample ``index``: module, family and, for affine-type
-    families, the raw and decomposed theta."""
+    """One row per capture record for sample ``index``: the transformer (the record's key), its
+    family and role, and, for affine-type families, the raw theta (in stnviz's convention) and its
+    decomposition."""
     rows = []
     for r in records:
-        row = {"module": r.module, "call": r.call, "family": r.family or "unknown"}
+        row = {"transformer": r.key, "family": r.family or "unknown", "role": r.role}
         theta = r.theta
         if theta is not None:
             row.update(decomposed_theta(theta[index : index + 1]).iloc[0].to_dict())
@@ -164,12 +164,11 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
         label = int(source.label)
     dev = next(model.parameters()).device if device is None else torch.device(device)
     recs, logits = [], []
-    with eval_mode(model):
-        for i in range(0, frames.shape[0], batch_size):
-            with capture(model, keep_last=None) as rec:
-                logits.append(model(frames[i : i + batch_size].to(dev)).float().cpu())
-            recs.append(rec.last(module or rec.modules[0]))
-    name = module or recs[0].module
+    for i in range(0, frames.shape[0], batch_size):
+        out, rec = collect_batch(model, frames[i : i + batch_size].to(dev))
+        logits.append(out.float().cpu())
+        recs.append(rec.pick(module))
+    name = module or recs[0].key
     logits = torch.cat(logits)
     outputs = torch.cat([r.output for r in recs])
     inputs = torch.cat([r.input for r in recs])
@@ -266,20 +265,18 @@ def _collect(model, data, module: str | None, batch_size: int, device, limit: in
     dev = next(model.parameters()).device if device is None else torch.device(device)
     out = {"theta": [], "outputs": [], "inputs": [], "labels": [], "logits": [], "extras": []}
     seen = 0
-    with eval_mode(model):
-        for batch in data.batches(batch_size, device=dev):
-            with capture(model, keep_last=None) as rec:
-                logits = model(batch.images)
-            r = rec.last(module or rec.modules[0])
-            out["theta"].append(r.theta)
-            out["outputs"].append(r.output)
-            out["inputs"].append(r.input)
-            out["labels"].append(batch.labels.cpu())
-            out["logits"].append(logits.float().cpu())
-            out["extras"].append({k: v.cpu() for k, v in batch.extras.items()})
-            seen += batch.labels.numel()
-            if limit is not None and seen >= limit:
-                break
+    for batch in data.batches(batch_size, device=dev):
+        logits, rec = collect_batch(model, batch.images)
+        r = rec.pick(module)
+        out["theta"].append(r.theta)
+        out["outputs"].append(r.output)
+        out["inputs"].append(r.input)
+        out["labels"].append(batch.labels.cpu())
+        out["logits"].append(logits.float().cpu())
+        out["extras"].append({k: v.cpu() for k, v in batch.extras.items()})
+        seen += batch.labels.numel()
+        if limit is not None and seen >= limit:
+            break
     return out
 
 

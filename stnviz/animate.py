@@ -27,8 +27,7 @@ from torch import nn
 
 from . import render
 from ._io import atomic_write
-from .capture import capture
-from .models import eval_mode
+from .capture import collect_batch
 from .train import Callback
 
 __all__ = [
@@ -68,9 +67,8 @@ class Snapshot:
 def probe_snapshot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, *, step: int = 0,
                    epoch: float = 0.0, train_loss: float = math.nan, module: str | None = None) -> Snapshot:
     """Run ``model`` on the probe ``images`` and return a :class:`Snapshot` (CPU tensors)."""
-    with eval_mode(model), capture(model, keep_last=None) as rec:
-        logits = model(images)
-    r = rec.of(module)[-1] if module is not None else rec[0]
+    logits, rec = collect_batch(model, images)
+    r = rec.pick(module)
     loss = acc = math.nan
     if labels is not None:
         loss = float(F.cross_entropy(logits.float(), labels))

@@ -1,60 +1,103 @@
-"""Record what every spatial transformer in a model did: ``with capture(model) as rec: model(x)``.
+"""Record what every spatial transformer in a model did: ``with stnviz.capture(model) as rec: model(x)``.
 
-Two sources, one record type:
+Every sampler call is seen, however the code reaches it: ``F.grid_sample``, a name bound at import
+(``from torch.nn.functional import grid_sample``), kornia's warps, stnviz's own
+:class:`~stnviz.models.SpatialTransformer`. Interception is a :class:`torch.overrides.TorchFunctionMode`
+(nothing in ``torch.nn.functional`` is patched), so
 
-* **stnviz transformers** (:class:`stnviz.models.SpatialTransformer`): forward hooks on the module
-  and its ``grid_generator`` give the input, the parameters, the grid and the output.
-* **Foreign STN code** that never imported stnviz: inside the context,
-  ``torch.nn.functional.affine_grid`` and ``grid_sample`` are wrapped; each sampler call is paired
-  with the theta whose ``affine_grid`` made its grid (by tensor identity), and named after the
-  innermost module running at the time. This catches the PyTorch tutorial's ``Net`` and anything
-  calling ``F.grid_sample`` (kornia's warps do). Code that bound the functions to other names
-  before the context (``from torch.nn.functional import grid_sample``) is not seen.
+* a capture records only the calls of its own thread, made while a module of *its* model runs;
+  several threads, nested or overlapping captures each keep their own records;
+* everything is restored on exit, also on an exception (module hooks are two process-wide hooks
+  that are removed in ``finally``);
+* memory is bounded: records are detached copies (on the CPU by default), at most ``keep_last`` of
+  them, each cut to ``batch_slice``; the thetas waiting for their ``grid_sample`` are held only as
+  long as the grid they made is alive.
 
-Records are detached copies (moved to the CPU by default), bounded in number (``keep_last``) and
-in batch (``batch_slice``). Hooks and patches are removed on exit, also on an exception.
-Capturing nothing is an error (:class:`CaptureError`) that says why.
+Each :class:`TransformRecord` says how it was sampled (``sampling``: ``mode``, ``padding_mode``,
+``align_corners``, so ``geometry.warp(r.input, r.grid, **r.sampling)`` reproduces ``r.output``),
+gives its theta in stnviz's convention (``align_corners=False``, converted when the code used
+``True``), has a stable ``key`` (the module's name, plus ``#k`` for its k-th sampler call in one
+forward of the model) and a ``role`` (``"image"`` for a warp of the image or a feature map,
+``"auxiliary"`` for masks, offset fields and flow integration steps).
+
+Limits, each ending in a clear :class:`CaptureError`: TorchScript (scripted or traced) models can't
+be seen into; ``torch.compile``\\ d models run eagerly inside the context (that is how their
+transformers are seen), and an error raised by the compiler says to pass the uncompiled module.
+3-D samplers (volumes) are recorded, marked ``spatial_dims=3``; the 2-D drawing functions refuse
+them by name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import sys
+import threading
+import types
+import weakref
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _module_hooks
+from torch.overrides import TorchFunctionMode
 
 from . import geometry
 from .models import GridGenerator, SpatialTransformer
+from .models.modes import eval_mode
 
-__all__ = ["Capture", "CaptureError", "TransformRecord", "capture"]
+__all__ = [
+    "Capture",
+    "CaptureError",
+    "Collection",
+    "TransformRecord",
+    "capture",
+    "collect",
+    "collect_batch",
+    "model_device_dtype",
+]
+
+#: Families whose parameters have a 2x3 matrix (``TransformRecord.theta``).
+_MATRIX_FAMILIES = ("affine", "attention", "restricted", "translation")
 
 
 class CaptureError(RuntimeError):
-    """Nothing was captured, or a record was asked for that does not exist."""
+    """Nothing was captured, a record was asked for that does not exist, or the model can't be
+    seen into (TorchScript, a compiler error)."""
 
 
 @dataclass
 class TransformRecord:
-    """One forward call of one transformer.
+    """One sampler call (``grid_sample``) of one transformer.
 
     Attributes:
-        module: the transformer's qualified name in the model (``"transformer"``,
-            ``"body.1"``); for foreign code the innermost running module plus ``":grid_sample"``.
+        key: stable name to pick the record by: the transformer's module name for stnviz
+            transformers (``"transformer"``), else the module running the call plus
+            ``":grid_sample"`` (``"stn:grid_sample"``); the k-th call of the same module in one
+            forward of the model gets ``"#k"`` (``"stn:grid_sample#1"``).
+        module: qualified name of that module in the model (``""`` names the model itself shown
+            as its class name); ``_orig_mod.`` of compiled models is dropped.
         call: order of this call among all records of the capture (0, 1, ...).
-        family: transform family (``"affine"``, ``"tps"`` ...), or ``None`` if unknown.
-        input: ``(B, C, H, W)`` the sampled image or feature map.
-        params: the family's parameters as the grid generator got them (affine ``(B, 2, 3)``,
-            TPS ``(B, K, 2)``, ...), or ``None`` when a foreign grid has no known theta.
-        grid: ``(B, H_out, W_out, 2)`` normalised sampling grid.
+        family: transform family (``"affine"``, ``"tps"`` ...), or ``None`` when the grid was not
+            made from known parameters (a TPS rectifier's own grid, a flow field).
+        input: ``(B, C, H, W)`` the sampled image or feature map (``(B, C, D, H, W)`` in 3-D).
+        params: the family's parameters (affine ``(B, 2, 3)``, TPS ``(B, K, 2)``, ...) in stnviz's
+            convention (``align_corners=False``), or ``None``.
+        grid: ``(B, H_out, W_out, 2)`` the sampling grid exactly as the sampler got it (its
+            normalisation is ``sampling["align_corners"]``).
         output: ``(B, C, H_out, W_out)``.
+        sampling: ``{"mode", "padding_mode", "align_corners"}`` as the code called the sampler.
+        role: ``"image"`` (a warp of the image or a feature map) or ``"auxiliary"`` (a mask, an
+            offset field, a flow integration step).
+        spatial_dims: 2, or 3 for volumes.
         components: for the ``restricted`` family, its component names.
     """
 
+    key: str
     module: str
     call: int
     family: str | None
@@ -62,43 +105,83 @@ class TransformRecord:
     params: torch.Tensor | None
     grid: torch.Tensor
     output: torch.Tensor
+    sampling: dict = field(default_factory=lambda: {"mode": "bilinear", "padding_mode": "zeros",
+                                                    "align_corners": geometry.ALIGN_CORNERS})
+    role: str = "image"
+    spatial_dims: int = 2
     components: tuple | None = None
 
     @property
     def theta(self) -> torch.Tensor | None:
-        """``(B, 2, 3)`` for affine-type families (``None`` for projective, TPS, unknown)."""
-        if self.params is None or self.family in (None, "projective", "tps"):
+        """``(B, 2, 3)`` in stnviz's convention for matrix families (``None`` for projective, TPS,
+        unknown)."""
+        if self.params is None or self.family not in _MATRIX_FAMILIES:
             return None
         return geometry.to_matrix(self.params, self.family, components=self.components)[:, :2]
 
     @property
-    def input_size(self) -> tuple[int, int]:
-        return tuple(self.input.shape[-2:])
+    def input_size(self) -> tuple[int, ...]:
+        return tuple(self.input.shape[2:])
 
     @property
-    def output_size(self) -> tuple[int, int]:
-        return tuple(self.output.shape[-2:])
+    def output_size(self) -> tuple[int, ...]:
+        return tuple(self.output.shape[2:])
+
+    def require_2d(self, what: str = "drawing") -> None:
+        """Raise a clear ``ValueError`` for a 3-D (volume) record."""
+        if self.spatial_dims != 2:
+            raise ValueError(f"{what} handles 2-D samplers only; record {self.key!r} is a 3-D (volume) sampling "
+                             f"with input shape {tuple(self.input.shape)} and grid {tuple(self.grid.shape)}")
+
+    def pixel_grid(self) -> torch.Tensor:
+        """The grid in input pixel coordinates (pixel centres at integers), ``(B, H_out, W_out, 2)``,
+        using the record's own ``align_corners``."""
+        self.require_2d("pixel_grid")
+        return geometry.grid_to_pixels(self.grid.float(), self.input_size,
+                                       align_corners=bool(self.sampling.get("align_corners")))
 
     def sampled_outline(self, points_per_side: int = 16) -> torch.Tensor:
         """The sampled region's outline in input pixels ``(B, 4 * points_per_side, 2)``.
 
         From the parameters when the family is known; otherwise traced along the border of the
-        recorded grid (pixel centres of the output's edge)."""
+        recorded grid (the output's edge pixel centres), in the record's own normalisation."""
+        self.require_2d("sampled_outline")
         if self.params is not None and self.family is not None:
-            return geometry.sampled_outline(self.params, self.family, self.input_size,
+            return geometry.sampled_outline(self.params.float(), self.family, self.input_size,
                                             components=self.components, points_per_side=points_per_side)
-        g = self.grid
-        h, w = g.shape[1:3]
-        border = torch.cat([g[:, 0, :], g[:, :, -1], g[:, -1, :].flip(1), g[:, :, 0].flip(1)], dim=1)
-        x = (border[..., 0] + 1) * self.input_size[1] / 2 - 0.5
-        y = (border[..., 1] + 1) * self.input_size[0] / 2 - 0.5
-        return torch.stack([x, y], -1)
+        g = self.pixel_grid()
+        return torch.cat([g[:, 0, :], g[:, :, -1], g[:, -1, :].flip(1), g[:, :, 0].flip(1)], dim=1)
+
+    def reproduce(self) -> torch.Tensor:
+        """``geometry.warp(input, grid, **sampling)``: the output again, from what was recorded."""
+        self.require_2d("reproduce")
+        return geometry.warp(self.input, self.grid, **self.sampling)
+
+    @staticmethod
+    def cat(records: list["TransformRecord"]) -> "TransformRecord":
+        """Join records of one key made on consecutive batches into one (batch dims concatenated)."""
+        first = records[0]
+        if len(records) == 1:
+            return first
+        def cat(name):
+            values = [getattr(r, name) for r in records]
+            return None if any(v is None for v in values) else torch.cat(values)
+        return TransformRecord(key=first.key, module=first.module, call=first.call, family=first.family,
+                               input=cat("input"), params=cat("params"), grid=cat("grid"), output=cat("output"),
+                               sampling=dict(first.sampling), role=first.role, spatial_dims=first.spatial_dims,
+                               components=first.components)
+
+    def __repr__(self) -> str:
+        return (f"TransformRecord(key={self.key!r}, family={self.family!r}, role={self.role!r}, "
+                f"input={tuple(self.input.shape)}, output={tuple(self.output.shape)}, sampling={self.sampling})")
 
 
 class Capture:
-    """The records of one ``capture`` context: a sequence in call order, addressable by module."""
+    """The records of one ``capture`` context: a sequence in call order, addressable by key."""
 
     def __init__(self, keep_last: int | None):
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be a positive number of records or None, got {keep_last}")
         self._records: deque = deque(maxlen=keep_last)
         self._counter = itertools.count()
         self.dropped = 0
@@ -117,35 +200,244 @@ class Capture:
     def __getitem__(self, i: int) -> TransformRecord:
         return list(self._records)[i]
 
+    def keys(self, role: str | None = None) -> list[str]:
+        """Keys of the kept records in first-call order (only those of ``role`` if given)."""
+        return list(dict.fromkeys(r.key for r in self._records if role is None or r.role == role))
+
     @property
     def modules(self) -> list[str]:
-        """Names of the transformers seen, in first-call order."""
-        return list(dict.fromkeys(r.module for r in self._records))
+        """The keys, image warps first (the name older code used)."""
+        return self.keys("image") + self.keys("auxiliary")
 
-    def of(self, module: str) -> list[TransformRecord]:
-        """All kept records of ``module``, in call order."""
-        out = [r for r in self._records if r.module == module]
+    def of(self, key: str) -> list[TransformRecord]:
+        """All kept records of ``key``, in call order."""
+        out = [r for r in self._records if r.key == key]
         if not out:
-            raise CaptureError(f"no records for module {module!r}; captured modules: {self.modules}")
+            raise CaptureError(f"no records for {key!r}; captured keys: {self.keys()}")
         return out
 
-    def last(self, module: str | None = None) -> TransformRecord:
-        """The latest record (of ``module`` if given)."""
-        if module is not None:
-            return self.of(module)[-1]
+    def pick(self, key: str | None = None) -> TransformRecord:
+        """The record to show: the latest of ``key`` if given, else the first image warp (the
+        first record when every sampling is auxiliary)."""
+        if key is not None:
+            return self.of(key)[-1]
+        for r in self._records:
+            if r.role == "image":
+                return r
+        return self.last()
+
+    def last(self, key: str | None = None) -> TransformRecord:
+        """The latest record (of ``key`` if given)."""
+        if key is not None:
+            return self.of(key)[-1]
         if not self._records:
             raise CaptureError("the capture holds no records")
         return self._records[-1]
 
     def __repr__(self) -> str:
-        return f"Capture({len(self)} records, modules={self.modules}, dropped={self.dropped})"
+        return f"Capture({len(self)} records, keys={self.keys()}, dropped={self.dropped})"
 
 
-def _copy(t: torch.Tensor, batch_slice, to_cpu: bool) -> torch.Tensor:
-    t = t.detach()
-    if batch_slice is not None:
-        t = t[batch_slice]
-    return t.to("cpu", copy=True) if to_cpu else t.clone()
+# --------------------------------------------------------------------------- interception
+
+
+def _arg(args, kwargs, i: int, name: str, default):
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+def _is_scripted(m: nn.Module) -> bool:
+    return isinstance(m, torch.jit.ScriptModule)
+
+
+def _is_compiled(m: nn.Module) -> bool:
+    return hasattr(m, "_orig_mod") and isinstance(getattr(m, "_orig_mod"), nn.Module)
+
+
+def _clean_name(name: str) -> str:
+    """Drop the ``_orig_mod`` level that ``torch.compile`` adds."""
+    return ".".join(p for p in name.split(".") if p != "_orig_mod")
+
+
+@dataclass
+class _Frame:
+    module: nn.Module
+    name: str
+    generated: tuple | None = None  # the last (family, params, components) a GridGenerator made inside
+
+
+class _Dispatcher(TorchFunctionMode):
+    """One per thread while any capture is open there: hands sampler calls to each open capture."""
+
+    def __init__(self):
+        super().__init__()
+        self.sessions: list[_Session] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is F.grid_sample or func is F.affine_grid:
+            for s in list(self.sessions):
+                s.on_call(func, args, kwargs, out)
+        return out
+
+
+_local = threading.local()
+
+
+def _dispatcher_join(session: "_Session") -> None:
+    d = getattr(_local, "dispatcher", None)
+    if d is None:
+        d = _local.dispatcher = _Dispatcher()
+        d.__enter__()
+    d.sessions.append(session)
+
+
+def _dispatcher_leave(session: "_Session") -> None:
+    d = getattr(_local, "dispatcher", None)
+    if d is None:
+        return
+    if session in d.sessions:
+        d.sessions.remove(session)
+    if not d.sessions:
+        _local.dispatcher = None
+        d.__exit__(None, None, None)
+
+
+class _Session:
+    """The state of one open capture: its model's module names, the running-module stack of its
+    thread, the grids waiting for a sampler call, and the records."""
+
+    def __init__(self, model: nn.Module, rec: Capture, batch_slice, to_cpu: bool):
+        self.rec, self.batch_slice, self.to_cpu = rec, batch_slice, to_cpu
+        self.thread = threading.get_ident()
+        self.root_name = type(model._orig_mod if _is_compiled(model) else model).__name__
+        self.names = {m: _clean_name(n) for n, m in model.named_modules()}
+        self.stack: list[_Frame] = []
+        self.per_forward: dict[str, int] = {}
+        self.model_inputs: list[torch.Tensor] = []
+        self.grids: dict[int, tuple] = {}  # id(grid) -> (weakref(grid), provenance)
+        self.finalizers: list[weakref.finalize] = []
+        self.closed = False
+
+    # module hooks (process-wide, so gated to this thread and this model)
+    def pre(self, module, args):
+        if self.closed or threading.get_ident() != self.thread or module not in self.names:
+            return
+        if not self.stack:  # a new forward of the model: per-forward call indices start again
+            self.per_forward.clear()
+            self.model_inputs = [a for a in args if isinstance(a, torch.Tensor)]
+        self.stack.append(_Frame(module, self.names[module]))
+
+    def post(self, module, args, output):
+        if self.closed or threading.get_ident() != self.thread or module not in self.names:
+            return
+        if isinstance(module, GridGenerator) and isinstance(output, torch.Tensor):
+            params = args[0].detach()
+            if module.family == "affine":
+                params = params.reshape(-1, 2, 3)
+            elif module.family == "tps":
+                params = params.reshape(params.shape[0], -1, 2)
+            prov = (module.family, params, module.components, False)
+            self._remember(output, prov)
+            for f in reversed(self.stack):
+                if isinstance(f.module, SpatialTransformer):
+                    f.generated = prov
+                    break
+        while self.stack:  # always_call: also unwinds frames left by an exception
+            if self.stack.pop().module is module:
+                break
+
+    def _remember(self, grid: torch.Tensor, prov: tuple) -> None:
+        key = id(grid)
+        self.grids[key] = (weakref.ref(grid), prov)
+        self.finalizers.append(weakref.finalize(grid, self.grids.pop, key, None))
+        if len(self.finalizers) > 256:  # forget finalizers of grids already gone
+            self.finalizers = [f for f in self.finalizers if f.alive]
+
+    def _provenance(self, grid: torch.Tensor):
+        entry = self.grids.get(id(grid))
+        if entry is not None and entry[0]() is grid:
+            return entry[1]
+        return None
+
+    def on_call(self, func, args, kwargs, out) -> None:
+        if self.closed or not self.stack or threading.get_ident() != self.thread:
+            return
+        if func is F.affine_grid:
+            theta = _arg(args, kwargs, 0, "theta", None)
+            if isinstance(theta, torch.Tensor) and theta.dim() == 3 and theta.shape[1:] == (2, 3):
+                ac = _arg(args, kwargs, 2, "align_corners", None)
+                self._remember(out, ("affine", theta.detach(), None, bool(ac)))
+            return
+        self._record(args, kwargs, out)
+
+    def _copy(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        if self.batch_slice is not None:
+            t = t[self.batch_slice]
+        return t.to("cpu", copy=True) if self.to_cpu else t.clone()
+
+    def _record(self, args, kwargs, out) -> None:
+        inp = _arg(args, kwargs, 0, "input", None)
+        grid = _arg(args, kwargs, 1, "grid", None)
+        if not isinstance(inp, torch.Tensor) or not isinstance(grid, torch.Tensor):
+            return
+        sampling = {"mode": _arg(args, kwargs, 2, "mode", "bilinear"),
+                    "padding_mode": _arg(args, kwargs, 3, "padding_mode", "zeros"),
+                    "align_corners": bool(_arg(args, kwargs, 4, "align_corners", None))}
+        frame = self.stack[-1]
+        st = next((f for f in reversed(self.stack) if isinstance(f.module, SpatialTransformer)), None)
+        if st is not None:
+            owner, base = st, st.name or self.root_name
+        else:
+            owner, base = frame, (frame.name or self.root_name) + ":grid_sample"
+        k = self.per_forward.get(base, 0)
+        self.per_forward[base] = k + 1
+        key = base if k == 0 else f"{base}#{k}"
+        dims = grid.dim() - 2
+        prov = self._provenance(grid)
+        if prov is None and st is not None and dims == 2:
+            prov = st.generated
+        family = params = components = None
+        if prov is not None and dims == 2:
+            family, params, components, ac = prov
+            if params.shape[0] != grid.shape[0]:
+                family = params = components = None
+            elif ac and family == "affine":
+                params = geometry.convert_align_corners(params.double(), inp.shape[-2:], grid.shape[1:3],
+                                                        source=True).to(params.dtype)
+        role = "image" if st is not None else self._role(inp, grid, sampling)
+        self.rec._add(TransformRecord(
+            key=key, module=owner.name or self.root_name, call=next(self.rec._counter), family=family,
+            input=self._copy(inp), params=None if params is None else self._copy(params),
+            grid=self._copy(grid), output=self._copy(out), sampling=sampling, role=role,
+            spatial_dims=dims, components=components,
+        ))
+
+    def _role(self, inp: torch.Tensor, grid: torch.Tensor, sampling: dict) -> str:
+        """``"image"`` unless what is sampled looks like a coordinate field or a mask."""
+        for t in self.model_inputs:
+            if inp is t or (inp.shape == t.shape and inp.data_ptr() == t.data_ptr()):
+                return "image"
+        if inp.shape[1] == grid.shape[-1]:  # as many channels as coordinates: an offset / flow field
+            return "auxiliary"
+        if inp.shape[1] == 1 and inp.numel() and bool(((inp == 0) | (inp == 1)).all()):
+            return "auxiliary"  # a binary mask
+        return "image"
+
+    def close(self) -> None:
+        self.closed = True
+        for f in self.finalizers:
+            f.detach()
+        self.finalizers.clear()
+        self.grids.clear()
+        self.stack.clear()
+        self.model_inputs = []
+
+
+def _compiler_error(e: BaseException) -> bool:
+    mod = type(e).__module__ or ""
+    return mod.startswith(("torch._dynamo", "torch._inductor"))
 
 
 @contextmanager
@@ -158,116 +450,188 @@ def capture(
     foreign: bool = True,
     allow_empty: bool = False,
 ) -> Iterator[Capture]:
-    """Record every transformer call in ``model`` while the context is open.
+    """Record every sampler call made by ``model`` while the context is open.
 
     Args:
+        model: any ``nn.Module`` (stnviz's or not; a ``torch.compile``\\ d one runs eagerly inside).
         keep_last: keep only the latest N records (bounded memory); ``None`` keeps all.
         batch_slice: keep only these samples of each batch (``slice(0, 8)``, or an int ``n`` for
             the first ``n``).
         to_cpu: move the copies to the CPU (default) or keep them on the model's device.
-        foreign: also intercept ``F.affine_grid`` / ``F.grid_sample`` calls made outside stnviz
-            transformers.
+        foreign: also record sampler calls outside stnviz transformers (``False``: stnviz's only).
         allow_empty: don't raise :class:`CaptureError` when nothing was captured.
+
+    Example:
+        >>> import torch, stnviz
+        >>> model = stnviz.get_model("stn_tutorial")
+        >>> with torch.no_grad(), stnviz.capture(model) as rec:
+        ...     _ = model(torch.rand(2, 1, 28, 28))
+        >>> rec.keys(), tuple(rec.last().theta.shape)
+        (['transformer'], (2, 2, 3))
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"capture needs an nn.Module, got {type(model).__name__}")
+    if _is_scripted(model):
+        raise CaptureError(
+            f"capture can't see inside a TorchScript model ({type(model).__name__}): scripted and traced "
+            "code runs without Python, so its sampler calls can't be intercepted; pass the original "
+            "(unscripted) nn.Module")
     if isinstance(batch_slice, int):
         batch_slice = slice(0, batch_slice)
     rec = Capture(keep_last)
-    names = {m: n for n, m in model.named_modules()}
+    session = _Session(model, rec, batch_slice, to_cpu)
+    if not foreign:
+        session_record = session._record
+
+        def stnviz_only(args, kwargs, out):
+            if any(isinstance(f.module, SpatialTransformer) for f in session.stack):
+                session_record(args, kwargs, out)
+
+        session._record = stnviz_only
+    scripted = [n or session.root_name for m, n in session.names.items() if _is_scripted(m)]
+    compiled = any(_is_compiled(m) for m in session.names)
     handles = []
-    pending: dict = {}  # SpatialTransformer -> partial record fields
-    stack: list[nn.Module] = []  # modules currently running, for naming foreign calls
-    inside_stnviz = [0]
-
-    def st_pre(module, inputs):
-        inside_stnviz[0] += 1
-        pending[module] = {"input": inputs[0]}
-
-    def gen_hook(module, inputs, output):
-        parent = gen_parent.get(module)
-        if parent is not None and parent in pending:
-            params = inputs[0]
-            if module.family == "affine":
-                params = params.reshape(-1, 2, 3)
-            elif module.family == "tps":
-                params = params.reshape(params.shape[0], -1, 2)
-            pending[parent].update(params=params, grid=output)
-
-    def st_post(module, inputs, output):
-        inside_stnviz[0] -= 1
-        p = pending.pop(module, {})
-        if "grid" not in p:
-            return
-        g = module.grid_generator
-        rec._add(TransformRecord(
-            module=names.get(module, type(module).__name__),
-            call=next(rec._counter),
-            family=g.family,
-            input=_copy(p["input"], batch_slice, to_cpu),
-            params=_copy(p["params"], batch_slice, to_cpu),
-            grid=_copy(p["grid"], batch_slice, to_cpu),
-            output=_copy(output, batch_slice, to_cpu),
-            components=g.components,
-        ))
-
-    gen_parent: dict = {}
-    for m in model.modules():
-        if isinstance(m, SpatialTransformer):
-            gen_parent[m.grid_generator] = m
-            handles.append(m.register_forward_pre_hook(st_pre))
-            handles.append(m.register_forward_hook(st_post))
-            handles.append(m.grid_generator.register_forward_hook(gen_hook))
-
-    originals = (F.affine_grid, F.grid_sample)
-    if foreign:
-        thetas: dict = {}  # id(grid) -> (grid, theta); the grid is kept so its id stays unique
-
-        def push(module, inputs):
-            stack.append(module)
-
-        def pop(module, inputs, output):
-            if stack and stack[-1] is module:
-                stack.pop()
-
-        for m in model.modules():
-            handles.append(m.register_forward_pre_hook(push))
-            handles.append(m.register_forward_hook(pop))
-
-        def affine_grid(theta, size, *args, **kwargs):
-            grid = originals[0](theta, size, *args, **kwargs)
-            if not inside_stnviz[0] and theta.dim() == 3 and theta.shape[1:] == (2, 3):
-                thetas[id(grid)] = (grid, theta)
-            return grid
-
-        def grid_sample(input, grid, *args, **kwargs):
-            out = originals[1](input, grid, *args, **kwargs)
-            if not inside_stnviz[0]:
-                theta = thetas.get(id(grid), (None, None))[1]
-                owner = names.get(stack[-1], "") if stack else ""
-                rec._add(TransformRecord(
-                    module=(owner or type(model).__name__) + ":grid_sample",
-                    call=next(rec._counter),
-                    family="affine" if theta is not None else None,
-                    input=_copy(input, batch_slice, to_cpu),
-                    params=_copy(theta, batch_slice, to_cpu) if theta is not None else None,
-                    grid=_copy(grid, batch_slice, to_cpu),
-                    output=_copy(out, batch_slice, to_cpu),
-                ))
-            return out
-
-        F.affine_grid, F.grid_sample = affine_grid, grid_sample
-    try:
-        yield rec
-    finally:
-        if foreign:
-            F.affine_grid, F.grid_sample = originals
-        for h in handles:
-            h.remove()
+    with contextlib.ExitStack() as stack:
+        try:
+            handles.append(_module_hooks.register_module_forward_pre_hook(session.pre))
+            handles.append(_module_hooks.register_module_forward_hook(session.post, always_call=True))
+            _dispatcher_join(session)
+            if compiled:
+                stack.enter_context(torch.compiler.set_stance("force_eager"))
+            yield rec
+        except Exception as e:
+            if _compiler_error(e):
+                raise CaptureError(
+                    f"torch.compile failed inside capture ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                    "pass the uncompiled module (compiled._orig_mod) to capture and run that") from e
+            raise
+        finally:
+            session.close()
+            _dispatcher_leave(session)
+            for h in handles:
+                h.remove()
     if not len(rec) and not allow_empty:
-        n_st = len(gen_parent)
-        why = (
-            f"the model has {n_st} SpatialTransformer module(s) but none ran inside the context"
-            if n_st
-            else "the model has no stnviz SpatialTransformer and made no F.grid_sample call inside the context"
-            + ("" if foreign else " (foreign=False, so F.grid_sample calls were not watched)")
-        )
+        n_st = sum(isinstance(m, SpatialTransformer) for m in session.names)
+        if n_st:
+            why = f"the model has {n_st} SpatialTransformer module(s) but none ran inside the context"
+        else:
+            why = "the model has no stnviz SpatialTransformer and made no grid_sample call inside the context"
+            if not foreign:
+                why += " (foreign=False: only stnviz SpatialTransformer modules are recorded)"
+        if scripted:
+            why += f"; TorchScript submodules can't be seen into: {scripted}"
         raise CaptureError(f"nothing captured: {why}; run the model inside `with capture(model) as rec:`")
+
+
+# --------------------------------------------------------------------------- running a model
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of ``model``'s first floating parameter or buffer
+    (CPU / float32 for a model that has none)."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _default_forward(model, images):
+    return model(images)
+
+
+def collect_batch(model: nn.Module, images: torch.Tensor, *, forward: Callable | None = None,
+                  keep_last: int | None = None, batch_slice=None, allow_empty: bool = False) -> tuple[Any, Capture]:
+    """Run ``forward(model, images)`` (default ``model(images)``) once, in eval mode without
+    gradients, and return ``(output, capture)``.
+
+    ``images (B, C, H, W)`` go to the model's device and floating dtype first (half, bf16), so
+    a CPU float batch works with any model. The one "run a model on a batch and collect records"
+    loop of the package: the widgets, :mod:`stnviz.analysis` and :mod:`stnviz.animate` use it.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a tensor (B, C, H, W), got {type(images).__name__}")
+    device, dtype = model_device_dtype(model)
+    if images.is_floating_point():
+        images = images.to(device=device, dtype=dtype)
+    else:
+        images = images.to(device)
+    forward = forward or _default_forward
+    with torch.no_grad(), eval_mode(model), capture(model, keep_last=keep_last, batch_slice=batch_slice,
+                                                     allow_empty=allow_empty) as rec:
+        output = forward(model, images)
+    return output, rec
+
+
+@dataclass
+class Collection:
+    """What :func:`collect` gathered: one record per key with the batches joined, and the model's
+    outputs per batch (detached)."""
+
+    records: dict[str, TransformRecord]
+    outputs: list
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def keys(self, role: str | None = None) -> list[str]:
+        """Keys in first-call order, image warps first (only ``role`` if given)."""
+        keys = list(self.records)
+        if role is not None:
+            return [k for k in keys if self.records[k].role == role]
+        return [k for k in keys if self.records[k].role == "image"] + [k for k in keys if self.records[k].role != "image"]
+
+
+def _detach(out):
+    """Detached tensors in the same nesting of tuples, lists and dicts."""
+    if isinstance(out, torch.Tensor):
+        return out.detach()
+    if isinstance(out, (tuple, list)) and type(out) in (tuple, list):
+        return type(out)(_detach(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _detach(v) for k, v in out.items()}
+    return out
+
+
+def collect(model: nn.Module, images: torch.Tensor, *, forward: Callable | None = None,
+            batch_size: int | None = None) -> Collection:
+    """Run ``images (N, C, H, W)`` through ``model`` in batches (all at once when ``batch_size``
+    is ``None``) and join each key's records over the batches.
+
+    A key that is missing from some batch, or whose shapes differ between batches, can't be joined:
+    it is left out and listed in ``skipped`` with the reason."""
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+    n = images.shape[0]
+    step = n if batch_size is None else batch_size
+    per_key: dict[str, list] = {}
+    outputs = []
+    batches = 0
+    for i in range(0, n, step):
+        out, rec = collect_batch(model, images[i : i + step], forward=forward)
+        outputs.append(_detach(out))
+        batches += 1
+        seen = set()
+        for r in rec:
+            if r.key in seen:
+                continue  # one record per key and batch (a key repeats only if the model ran twice)
+            seen.add(r.key)
+            per_key.setdefault(r.key, []).append(r)
+    records, skipped = {}, {}
+    for key, recs in per_key.items():
+        if len(recs) != batches:
+            skipped[key] = f"sampled in {len(recs)} of {batches} batches"
+            continue
+        shapes = {(r.input.shape[1:], r.output.shape[1:], r.grid.shape[1:]) for r in recs}
+        if len(shapes) > 1:
+            skipped[key] = "its shapes differ between batches"
+            continue
+        records[key] = TransformRecord.cat(recs)
+    return Collection(records, outputs, skipped)
+
+
+# ``stnviz.capture(model)`` and ``from stnviz.capture import capture`` both work: the module is
+# callable and calls :func:`capture`.
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return capture(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

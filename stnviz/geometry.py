@@ -60,6 +60,7 @@ __all__ = [
     "attention_grid",
     "attention_to_theta",
     "compose_affine",
+    "convert_align_corners",
     "decompose_affine",
     "identity_params",
     "invert",
@@ -127,6 +128,23 @@ def _check_size(size) -> tuple[int, int]:
         raise ValueError(f"size must be (H, W), got {size!r}") from None
     if h <= 0 or w <= 0:
         raise ValueError(f"size must be two positive integers (H, W), got {size!r}")
+    return h, w
+
+
+#: The most grid points (batch x H x W) one call may make: 2**26 points are 512 MiB in float32.
+#: A larger request is almost always a mistake (say 1e5 x 1e5); refuse it before allocating.
+MAX_GRID_POINTS = 2**26
+
+
+def _check_grid_size(size, batch: int = 1) -> tuple[int, int]:
+    h, w = _check_size(size)
+    points = max(int(batch), 1) * h * w
+    if points > MAX_GRID_POINTS:
+        raise ValueError(
+            f"a grid of batch {batch} x {h} x {w} has {points:,} points, more than the limit of {MAX_GRID_POINTS:,} "
+            f"({points * 8 / 2**30:.1f} GiB in float32); expected an output size of at most {MAX_GRID_POINTS:,} "
+            f"points per call (e.g. 8192 x 8192)"
+        )
     return h, w
 
 
@@ -394,7 +412,7 @@ def affine_grid(theta: torch.Tensor, size) -> torch.Tensor:
     ``align_corners`` (see module docstring).
     """
     theta = _check_theta(theta)
-    h, w = _check_size(size)
+    h, w = _check_grid_size(size, theta.shape[0])
     return F.affine_grid(theta, [theta.shape[0], 1, h, w], align_corners=ALIGN_CORNERS)
 
 
@@ -439,7 +457,7 @@ def projective_grid(homography: torch.Tensor, size) -> torch.Tensor:
     coordinate. Raises ``ValueError`` when that coordinate is zero somewhere on the grid.
     """
     m = _check_homography(homography)
-    h, w = _check_size(size)
+    h, w = _check_grid_size(size, m.shape[0])
     base = _base_grid(h, w, m.device, m.dtype).reshape(1, h * w, 2).expand(m.shape[0], -1, -1)
     return _apply_homography(m, base).reshape(m.shape[0], h, w, 2)
 
@@ -494,7 +512,7 @@ def tps_solve(source: torch.Tensor, size) -> torch.Tensor:
     _check_tensor(source, "TPS source points")
     if source.dim() != 2 or source.shape[1] != 2 or source.shape[0] < 3:
         raise ValueError(f"TPS source points must be (K, 2) with K >= 3, got shape {_shape(source)}")
-    h, w = _check_size(size)
+    h, w = _check_grid_size(size, source.shape[0])  # the solved matrix is (H * W, K)
     base = _base_grid(h, w, source.device, torch.float64).reshape(-1, 2)
     return _tps_weights(source, base).to(source.dtype)
 
@@ -513,7 +531,7 @@ def tps_grid(points: torch.Tensor, size, *, source: torch.Tensor | None = None, 
     ``(K, size, device, dtype)``. Pass ``solved`` (from :func:`tps_solve`) to reuse your own.
     """
     points = _check_tps_points(points)
-    h, w = _check_size(size)
+    h, w = _check_grid_size(size, points.shape[0])
     k = points.shape[1]
     if solved is None:
         if source is None:
@@ -592,12 +610,16 @@ def identity_params(
 # --------------------------------------------------------------------------- sampling
 
 
-def warp(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", padding: str = "zeros") -> torch.Tensor:
+def warp(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros", *,
+         align_corners: bool = ALIGN_CORNERS, padding: str | None = None) -> torch.Tensor:
     """Sample ``image (B, C, H_in, W_in)`` at ``grid (B, H, W, 2)`` -> ``(B, C, H, W)``.
 
     Any number of channels in one call. ``mode``: ``bilinear``, ``nearest`` or ``bicubic``;
-    ``padding``: ``zeros``, ``border`` or ``reflection`` (what out-of-image samples read).
-    Uses ``torch.nn.functional.grid_sample`` with the package's ``align_corners``.
+    ``padding_mode``: ``zeros``, ``border`` or ``reflection`` (what out-of-image samples read;
+    ``padding`` is the older name of the same setting). Uses ``torch.nn.functional.grid_sample``
+    with the package's ``align_corners`` unless told otherwise: a capture record's ``sampling``
+    holds the code's own settings, so ``warp(r.input, r.grid, **r.sampling)`` reproduces
+    ``r.output``.
     Images must be floating point (``[0, 1]`` for pictures; feature maps may hold any value).
     """
     _check_tensor(image, "image")
@@ -614,11 +636,13 @@ def warp(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", paddin
         raise ValueError(f"grid batch {grid.shape[0]} must match image batch {image.shape[0]}")
     if mode not in _WARP_MODES:
         raise ValueError(f"mode must be one of {_WARP_MODES}, got {mode!r}")
-    if padding not in _PADDINGS:
-        raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
+    if padding is not None:
+        padding_mode = padding
+    if padding_mode not in _PADDINGS:
+        raise ValueError(f"padding_mode must be one of {_PADDINGS}, got {padding_mode!r}")
     if grid.dtype != image.dtype:
         grid = grid.to(image.dtype)
-    return F.grid_sample(image, grid, mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)
+    return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=bool(align_corners))
 
 
 # --------------------------------------------------------------------------- pixel conventions
@@ -705,16 +729,41 @@ def _map_points(params: torch.Tensor, family: str, pts: torch.Tensor, components
     return _apply_homography(m, pts.to(m.dtype).expand(m.shape[0], -1, -1), family)
 
 
-def grid_to_pixels(grid: torch.Tensor, input_size) -> torch.Tensor:
+def grid_to_pixels(grid: torch.Tensor, input_size, *, align_corners: bool = ALIGN_CORNERS) -> torch.Tensor:
     """Normalised points ``(..., 2)`` (e.g. a grid ``(B, H, W, 2)``) -> input pixel coordinates
-    (pixel centres at integers, ``align_corners=False``), same shape."""
+    (pixel centres at integers), same shape. ``align_corners`` is the normalisation the points
+    were made in (the package's ``False``: -1 and 1 are the outer pixel edges; ``True``: they are
+    the centres of the border pixels)."""
     _check_tensor(grid, "grid")
     if grid.shape[-1] != 2:
         raise ValueError(f"grid must end in a (x, y) dimension of 2, got shape {_shape(grid)}")
     h, w = _check_size(input_size)
-    x = (grid[..., 0] + 1) * w / 2 - 0.5
-    y = (grid[..., 1] + 1) * h / 2 - 0.5
-    return torch.stack([x, y], dim=-1)
+    if align_corners:
+        return torch.stack([(grid[..., 0] + 1) * (w - 1) / 2, (grid[..., 1] + 1) * (h - 1) / 2], dim=-1)
+    return torch.stack([(grid[..., 0] + 1) * w / 2 - 0.5, (grid[..., 1] + 1) * h / 2 - 0.5], dim=-1)
+
+
+def convert_align_corners(params: torch.Tensor, input_size, output_size=None, *, source: bool,
+                          target: bool = ALIGN_CORNERS) -> torch.Tensor:
+    """Theta ``(B, 2, 3)`` or homography ``(B, 3, 3)`` made for ``align_corners=source`` -> the
+    same pixel mapping for ``align_corners=target`` (default: the package's), same shape.
+
+    Sizes are ``(H, W)`` of the sampled input and of the output grid (default: the input's).
+    Example: ``convert_align_corners(theta_from_kornia, (H, W), source=True)`` is the theta that
+    ``affine_grid(..., align_corners=False)`` needs to sample the same points.
+    """
+    _check_tensor(params, "params")
+    affine = params.dim() == 3 and params.shape[1:] == (2, 3)
+    m = _homogeneous(_check_theta(params)) if affine else _check_homography(params)
+    if source == target:
+        return params.clone()
+    hi, wi = _check_size(input_size)
+    ho, wo = _check_size(output_size if output_size is not None else input_size)
+    # pixel -> normalised matrices of each convention; theta maps output to input coordinates
+    to_target_in = _normaliser(hi, wi, target, m) @ torch.linalg.inv(_normaliser(hi, wi, source, m))
+    from_target_out = _normaliser(ho, wo, source, m) @ torch.linalg.inv(_normaliser(ho, wo, target, m))
+    out = to_target_in @ m @ from_target_out
+    return out[:, :2] if affine else out
 
 
 

@@ -18,6 +18,9 @@ import io
 import math
 
 import numpy as np
+import torch
+
+from . import geometry
 
 __all__ = [
     "OUTLINE_COLOR",
@@ -46,7 +49,23 @@ BOX_COLOR = "#34c759"
 
 
 def _np(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    if hasattr(x, "detach"):
+        x = x.detach()
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()  # half / bfloat16 records (numpy has no bfloat16)
+        return x.cpu().numpy()
+    return np.asarray(x)
+
+
+def _require_2d(record) -> None:
+    """A clear error for records of 3-D (volume) samplers, which these 2-D drawings can't show."""
+    if getattr(record, "spatial_dims", 2) != 2:
+        raise ValueError(f"stnviz.render draws 2-D samplers only; record {getattr(record, 'key', '?')!r} is a 3-D "
+                         f"(volume) sampling with input shape {tuple(record.input.shape)}")
+
+
+def _record_align_corners(record) -> bool:
+    return bool(getattr(record, "sampling", {}).get("align_corners", geometry.ALIGN_CORNERS))
 
 
 def to_display(image) -> np.ndarray:
@@ -123,18 +142,18 @@ def draw_outline(outline, ax=None, color: str = OUTLINE_COLOR, linewidth: float 
     return ax
 
 
-def lattice_points(grid, input_size, n: int = 8) -> np.ndarray:
-    """A sparse ``n x n`` subset of a sampling grid ``(H, W, 2)`` (normalised) in input pixels,
-    ``(n * n, 2)``: the sample points the overlay marks."""
+def lattice_points(grid, input_size, n: int = 8, *, align_corners: bool = geometry.ALIGN_CORNERS) -> np.ndarray:
+    """A sparse ``n x n`` subset of a sampling grid ``(H, W, 2)`` (normalised with
+    ``align_corners``, as the sampler got it) in input pixels, ``(n * n, 2)``: the sample points
+    the overlay marks."""
     g = _np(grid)
     if g.ndim != 3 or g.shape[-1] != 2:
         raise ValueError(f"grid must be (H, W, 2), got shape {g.shape}")
     h, w = g.shape[:2]
     ys = np.unique(np.linspace(0, h - 1, min(n, h)).round().astype(int))
     xs = np.unique(np.linspace(0, w - 1, min(n, w)).round().astype(int))
-    pts = g[np.ix_(ys, xs)].reshape(-1, 2)
-    ih, iw = input_size
-    return np.stack([(pts[:, 0] + 1) * iw / 2 - 0.5, (pts[:, 1] + 1) * ih / 2 - 0.5], 1)
+    pts = torch.from_numpy(np.ascontiguousarray(g[np.ix_(ys, xs)].reshape(-1, 2), dtype=np.float64))
+    return geometry.grid_to_pixels(pts, input_size, align_corners=align_corners).numpy()
 
 
 def draw_lattice(points, ax=None, color: str = LATTICE_COLOR, size: float = 6.0):
@@ -194,11 +213,13 @@ def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = N
         import matplotlib.pyplot as plt
 
         _, axes = plt.subplots(1, 2, figsize=(5, 2.6))
+    _require_2d(record)
     ax_in, ax_out = axes
     draw_image(record.input[index], ax_in, title="input + sampled region")
     if box is not None:
         draw_box(box, ax_in, label="annotated")
-    draw_lattice(lattice_points(record.grid[index], record.input_size, lattice), ax_in)
+    draw_lattice(lattice_points(record.grid[index], record.input_size, lattice,
+                                align_corners=_record_align_corners(record)), ax_in)
     draw_outline(record.sampled_outline()[index], ax_in)
     draw_image(record.output[index], ax_out, title="output" + (f": {prediction}" if prediction else ""))
     theta = record.theta

@@ -124,7 +124,7 @@ class TestCaptureStnviz:
             with capture(model):
                 pass
         plain = nn.Linear(3, 3)
-        with pytest.raises(CaptureError, match="no stnviz SpatialTransformer and made no F.grid_sample call"):
+        with pytest.raises(CaptureError, match="no stnviz SpatialTransformer and made no grid_sample call"):
             with capture(plain):
                 plain(torch.rand(1, 3))
         with capture(plain, allow_empty=True) as rec:
@@ -135,7 +135,7 @@ class TestCaptureStnviz:
         model = get_model("stn_tutorial").eval()
         with capture(model) as rec:
             model(torch.rand(1, 1, 28, 28))
-        with pytest.raises(CaptureError, match=r"no records for module 'body.9'; captured modules: \['transformer'\]"):
+        with pytest.raises(CaptureError, match=r"no records for 'body.9'; captured keys: \['transformer'\]"):
             rec.of("body.9")
 
 
@@ -148,7 +148,7 @@ class TestCaptureForeign:
             net(x)
         assert len(rec) == 1
         r = rec.last()
-        assert r.module == "TutorialNet:grid_sample" and r.family == "affine"
+        assert r.key == "TutorialNet:grid_sample" and r.module == "TutorialNet" and r.family == "affine"
         expected = torch.tensor([[0.9, 0.1, 0.05], [-0.1, 0.9, 0.0]]).expand(3, 2, 3)
         torch.testing.assert_close(r.theta, expected)
         torch.testing.assert_close(r.output, F.grid_sample(x, F.affine_grid(expected, x.size(), align_corners=False), align_corners=False))
@@ -172,8 +172,9 @@ class TestCaptureForeign:
                 grid = geometry.affine_grid(torch.tensor([[[0.5, 0, 0], [0, 0.5, 0]]]), (4, 4)).clone()
                 return F.grid_sample(x, grid, align_corners=False)
 
-        with capture(Raw()) as rec:
-            Raw()(torch.rand(1, 1, 8, 8))
+        raw = Raw()
+        with capture(raw) as rec:
+            raw(torch.rand(1, 1, 8, 8))
         r = rec.last()
         assert r.params is None and r.theta is None and r.family is None
         outline = r.sampled_outline()

@@ -107,5 +107,5 @@ class TestAnalysisTables:
         with capture(model) as rec:
             model(torch.rand(2, 3, 32, 32))
         df = theta_table(rec, 1)
-        assert list(df["module"]) == ["transformer", "body.1"]
+        assert list(df["transformer"]) == ["transformer", "body.1"]
         assert list(df["scale_x"].round(6)) == [1.0, 1.0]
