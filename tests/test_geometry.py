@@ -1016,7 +1016,7 @@ class TestWarp:
             (torch.zeros(1, 1, 3, 3), torch.zeros(3, 3, 2), {}, r"grid must be \(B, H, W, 2\), got shape \(3, 3, 2\)"),
             (torch.zeros(3, 1, 3, 3), torch.zeros(2, 3, 3, 2), {}, r"grid batch 2 must match image batch 3"),
             (torch.zeros(1, 1, 3, 3), torch.zeros(1, 3, 3, 2), {"mode": "area"}, r"mode must be one of \('bilinear', 'nearest', 'bicubic'\), got 'area'"),
-            (torch.zeros(1, 1, 3, 3), torch.zeros(1, 3, 3, 2), {"padding": "wrap"}, r"padding must be one of \('zeros', 'border', 'reflection'\), got 'wrap'"),
+            (torch.zeros(1, 1, 3, 3), torch.zeros(1, 3, 3, 2), {"padding": "wrap"}, r"padding_mode must be one of \('zeros', 'border', 'reflection'\), got 'wrap'"),
             ("img", torch.zeros(1, 3, 3, 2), {}, r"image must be a torch.Tensor, got str"),
         ],
     )
