@@ -172,7 +172,7 @@ class TestBuilders:
         assert torch.equal(seen[0], x)
 
     def test_wrong_channels(self):
-        with pytest.raises(ValueError, match=r"expected images \(B, 3, H, W\), got shape \(2, 1, 32, 32\)"):
+        with pytest.raises(ValueError, match=r"stn_gtsrb expects images \(B, 3, 32, 32\), got shape \(2, 1, 32, 32\)"):
             build_model("stn_gtsrb")(torch.rand(2, 1, 32, 32))
 
     def test_unknown_arch_and_bad_kwargs(self):

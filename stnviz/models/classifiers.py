@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .inputs import as_image_batch
 from .registry import register_model
 from .transformer import Normalize, SpatialTransformer
 
@@ -50,8 +51,10 @@ class STNClassifier(nn.Module):
         self.input_size = tuple(int(s) for s in input_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or tuple(x.shape[1:2]) != self.input_size[:1]:
-            raise ValueError(f"expected images (B, {self.input_size[0]}, H, W), got shape {tuple(x.shape)}")
+        """``x (B, C, H, W)`` float in [0, 1] (uint8 is scaled, float64 cast) of the built
+        ``input_size`` -> logits ``(B, num_classes)``. Warns once if ``x`` looks like [0, 255]."""
+        where = getattr(self, "stnviz_config", {}).get("arch", type(self).__name__)
+        x = as_image_batch(x, channels_height_width=self.input_size, dtype=self.normalize.mean.dtype, where=where)
         return self.head(self.body(self.normalize(self.transformer(x))))
 
     @property
@@ -60,14 +63,31 @@ class STNClassifier(nn.Module):
         return [m for m in self.modules() if isinstance(m, SpatialTransformer)]
 
 
-def _flat_size(module: nn.Module, shape: Sequence[int]) -> int:
-    """Features per sample that ``module`` produces for an input of ``shape = (C, H, W)``."""
+def _runs_on(module: nn.Module, shape: Sequence[int]) -> int | None:
+    """Features per sample of ``module`` for an input of ``shape = (C, H, W)``, None if too small."""
     with torch.no_grad():
         training = module.training
         module.eval()
-        n = module(torch.zeros(1, *shape)).flatten(1).shape[1]
-        module.train(training)
-    return n
+        try:
+            return module(torch.zeros(1, *shape)).flatten(1).shape[1]
+        except RuntimeError:  # "output size is too small" and kin from conv / pool layers
+            return None
+        finally:
+            module.train(training)
+
+
+def _flat_size(module: nn.Module, shape: Sequence[int], what: str = "input") -> int:
+    """Features per sample that ``module`` produces for an input of ``shape = (C, H, W)``; a
+    clear error naming the smallest size that works when ``shape`` is too small."""
+    c, h, w = (int(s) for s in shape)
+    if min(c, h, w) < 1:
+        raise ValueError(f"the {what} size must be positive (C, H, W), got {(c, h, w)}")
+    n = _runs_on(module, (c, h, w))
+    if n is not None and n > 0:
+        return n
+    side = next((s for s in range(max(h, w), 1025) if _runs_on(module, (c, max(h, s), max(w, s)))), None)
+    need = f"at least {side}x{side}" if side is not None else "a larger size"
+    raise ValueError(f"this network cannot be built for a {what} of {h}x{w}: its layers need {need}")
 
 
 def _loc_net(convs: Sequence[tuple[int, int]], in_shape: Sequence[int], hidden: int) -> nn.Sequential:
@@ -78,7 +98,7 @@ def _loc_net(convs: Sequence[tuple[int, int]], in_shape: Sequence[int], hidden: 
         layers += [nn.Conv2d(c, out, k), nn.MaxPool2d(2), nn.ReLU(inplace=True)]
         c = out
     conv = nn.Sequential(*layers)
-    flat = _flat_size(conv, in_shape)
+    flat = _flat_size(conv, in_shape, "localisation input")
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(inplace=True))
 
 
@@ -141,7 +161,7 @@ def _paper_cnn(stn: bool, num_classes, input_size, transform, components, contro
         nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.Flatten(),
     )
-    flat = _flat_size(body, seen)
+    flat = _flat_size(body, seen, "transformer output_size" if (stn and output_size) else "input")
     head = nn.Sequential(nn.Linear(flat, 128), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(128, num_classes))
     mean, std = (MNIST_MEAN * c)[:c], (MNIST_STD * c)[:c]
     return STNClassifier(transformer, Normalize(mean, std), body, head, (c, h, w))

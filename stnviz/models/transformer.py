@@ -100,7 +100,14 @@ class SpatialTransformer(nn.Module):
                 "(the localisation net has no nn.Linear to read it from)"
             )
         self.regressor = nn.Linear(features, self.grid_generator.num_params)
-        self.output_size = tuple(int(s) for s in output_size) if output_size is not None else None
+        if output_size is not None:
+            try:
+                output_size = tuple(int(s) for s in output_size)
+            except (TypeError, ValueError):
+                raise ValueError(f"output_size must be (H_out, W_out), got {output_size!r}") from None
+            if len(output_size) != 2 or min(output_size) < 1:
+                raise ValueError(f"output_size must be two positive integers (H_out, W_out), got {output_size!r}")
+        self.output_size = output_size
         self.mode = mode
         self.padding = padding
         self.reset_to_identity()
