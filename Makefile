@@ -5,11 +5,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stnviz-installed
 OUT ?= out
-# A fresh random token per `make lab` unless you set one; never empty.
-ifndef TOKEN
-TOKEN := $(shell $(PYTHON) -c "import secrets; print(secrets.token_hex(16))")
+# Jupyter's token: a fresh random one per `make lab` / `make dashboard` unless STNVIZ_TOKEN is set.
+# Only this specific name is read (a generic TOKEN in the environment, say a CI secret, is never
+# used or printed), and an empty value is refused: it would switch authentication off.
+ifndef STNVIZ_TOKEN
+STNVIZ_TOKEN := $(shell $(PYTHON) -c "import secrets; print(secrets.token_hex(16))")
 endif
 PORT ?= 8888
+CHECK_TOKEN = @test -n "$(strip $(STNVIZ_TOKEN))" || { echo "make: STNVIZ_TOKEN is empty; an empty token would let anyone on this machine use the server. Unset it for a random token or set a non-empty one." >&2; exit 2; }
 
 .PHONY: install test demo lab dashboard bench clean
 
@@ -28,16 +31,18 @@ demo: $(STAMP)
 	$(PY) -m stnviz demo --out $(OUT)
 
 lab: $(STAMP)
-	@echo "JupyterLab on http://127.0.0.1:$(PORT)/lab?token=$(TOKEN)"
+	$(CHECK_TOKEN)
+	@echo "JupyterLab on http://127.0.0.1:$(PORT)/lab?token=$(STNVIZ_TOKEN)"
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser \
-		--IdentityProvider.token=$(TOKEN) --ServerApp.root_dir=notebooks \
+		--IdentityProvider.token=$(STNVIZ_TOKEN) --ServerApp.root_dir=notebooks \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The explorer and inspector as a page without code (Voila); Ctrl-C stops it and its kernels.
 dashboard: $(STAMP)
-	@echo "Dashboard on http://127.0.0.1:$(PORT)/?token=$(TOKEN)"
+	$(CHECK_TOKEN)
+	@echo "Dashboard on http://127.0.0.1:$(PORT)/?token=$(STNVIZ_TOKEN)"
 	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --Voila.ip=127.0.0.1 --port=$(PORT) \
-		--Voila.port_retries=0 --token=$(TOKEN)
+		--Voila.port_retries=0 --token=$(STNVIZ_TOKEN)
 
 bench: $(STAMP)
 	$(PY) bench/run.py --out bench/results

@@ -215,6 +215,23 @@ def _check_frames(frames) -> list[np.ndarray]:
     return frames
 
 
+#: GIF frame delays are whole hundredths of a second and players raise delays under 20 ms, so a
+#: GIF plays at most 50 frames per second.
+GIF_MAX_FPS = 50
+
+
+def _check_fps(fps, fmt: str) -> float:
+    """``fps`` as a float, or a ValueError saying what is expected."""
+    limit = GIF_MAX_FPS if fmt == "GIF" else 1000
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise ValueError(f"fps must be a number, got {fps!r}") from None
+    if not math.isfinite(value) or value <= 0 or value > limit:
+        raise ValueError(f"fps of a {fmt} must be a number in (0, {limit}], got {fps!r}")
+    return value
+
+
 def save_gif(frames, path, *, fps: float = 8, loop: int = 0) -> Path:
     """Write frames as an animated GIF (atomically).
 
@@ -224,6 +241,7 @@ def save_gif(frames, path, *, fps: float = 8, loop: int = 0) -> Path:
     """
     from PIL import Image
 
+    fps = _check_fps(fps, "GIF")
     frames = _check_frames(frames)
     images = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
               for f in frames]
@@ -241,6 +259,7 @@ def save_mp4(frames, path, *, fps: float = 8, quality: int = 8) -> Path:
     padded to even numbers, which H.264 needs."""
     import imageio.v2 as imageio
 
+    fps = _check_fps(fps, "MP4")
     frames = _check_frames(frames)
     h, w = frames[0].shape[:2]
     ph, pw = h + h % 2, w + w % 2

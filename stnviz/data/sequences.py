@@ -2,7 +2,9 @@
 
 :func:`read_frames` turns any of them into ``(T, C, H, W)`` float in [0, 1], resized (bilinear,
 antialiased) to the model's input size, plus the normalised boxes when the source has them.
-Video is decoded by imageio with imageio-ffmpeg's bundled ffmpeg.
+Video is decoded by imageio with imageio-ffmpeg's bundled ffmpeg, animated GIFs by Pillow.
+Integer pixels are scaled by their dtype's range (uint8 by 255, 16-bit by 65535); an alpha
+channel is dropped (grey + alpha becomes grey, RGBA becomes RGB).
 """
 
 from __future__ import annotations
@@ -28,6 +30,24 @@ def resize_frames(frames: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(frames, size=tuple(size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
 
+def _unit_range(arr: np.ndarray) -> np.ndarray:
+    """Pixels as float32 in [0, 1]: integers divided by their dtype's maximum, floats as they are."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        return np.clip(arr.astype(np.float64) / np.iinfo(arr.dtype).max, 0.0, 1.0).astype(np.float32)
+    return arr.astype(np.float32)
+
+
+def _drop_alpha(arr: np.ndarray) -> np.ndarray:
+    """``(..., H, W, C)``: grey + alpha -> grey, RGBA -> RGB."""
+    if arr.shape[-1] == 2:
+        return arr[..., :1]
+    if arr.shape[-1] > 3:
+        return arr[..., :3]
+    return arr
+
+
 def _to_tensor(arrays: list[np.ndarray], what: str) -> torch.Tensor:
     if not arrays:
         raise ValueError(f"{what} holds no frames; expected at least one")
@@ -37,9 +57,33 @@ def _to_tensor(arrays: list[np.ndarray], what: str) -> torch.Tensor:
     arr = np.stack(arrays)
     if arr.ndim == 3:
         arr = arr[..., None]
-    arr = arr[..., :3] if arr.shape[-1] >= 3 else arr
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
-    return t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+    arr = _drop_alpha(arr)
+    return torch.from_numpy(np.ascontiguousarray(_unit_range(arr))).permute(0, 3, 1, 2)
+
+
+def _tensor_frames(frames: torch.Tensor) -> torch.Tensor:
+    """A frame tensor as float in [0, 1]: integer dtypes scaled by their range (uint8 by 255)."""
+    if frames.dtype == torch.bool:
+        return frames.float()
+    if not frames.is_floating_point():
+        if frames.is_complex():
+            raise ValueError(f"frames must be real images, got dtype {frames.dtype}")
+        return (frames.double() / torch.iinfo(frames.dtype).max).clamp(0, 1).float()
+    return frames.float()
+
+
+def _read_gif(path: Path) -> torch.Tensor:
+    from PIL import Image, ImageSequence
+
+    try:
+        with Image.open(path) as im:
+            grey = im.mode in ("L", "LA", "I;16", "1") or (
+                im.mode == "P" and all(r == g == b for r, g, b in zip(*[iter(im.getpalette() or [])] * 3))
+            )
+            arrays = [np.asarray(f.convert("L" if grey else "RGB")) for f in ImageSequence.Iterator(im)]
+    except Exception as e:  # Pillow raises OSError / SyntaxError / ValueError for bad files
+        raise ValueError(f"cannot read GIF {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    return _to_tensor(arrays, f"GIF {path}")
 
 
 def _read_video(path: Path) -> torch.Tensor:
@@ -68,7 +112,7 @@ def _read_folder(path: Path) -> torch.Tensor:
             a = np.asarray(imageio.imread(f))
         except Exception as e:
             raise ValueError(f"cannot read image {f}: {type(e).__name__}: {e}") from None
-        arrays.append(a[..., :3] if a.ndim == 3 else a)
+        arrays.append(a)
     return _to_tensor(arrays, f"folder {path}")
 
 
@@ -81,9 +125,9 @@ def read_frames(source, size=None, *, channels: int | None = None) -> tuple[torc
     """
     boxes = None
     if isinstance(source, Track):
-        frames, boxes = source.images.float(), source.boxes.float()
+        frames, boxes = _tensor_frames(source.images), source.boxes.float()
     elif isinstance(source, torch.Tensor):
-        frames = source.float()
+        frames = _tensor_frames(source)
         if frames.dim() != 4:
             raise ValueError(f"frames must be (T, C, H, W), got shape {tuple(frames.shape)}")
         if frames.shape[0] == 0:
@@ -92,7 +136,12 @@ def read_frames(source, size=None, *, channels: int | None = None) -> tuple[torc
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"frame source {path} does not exist")
-        frames = _read_folder(path) if path.is_dir() else _read_video(path)
+        if path.is_dir():
+            frames = _read_folder(path)
+        elif path.suffix.lower() == ".gif":
+            frames = _read_gif(path)
+        else:
+            frames = _read_video(path)
     else:
         raise ValueError(f"source must be a Track, a (T, C, H, W) tensor, a video file or a folder, got {type(source).__name__}")
     if channels is not None and frames.shape[1] != channels:
