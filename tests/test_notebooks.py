@@ -20,6 +20,7 @@ PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 CELL_TIMEOUT = 180  # seconds; kernel start + `import torch` is slow on a busy 2-core machine
+CLEAR = "clear it with the nbconvert command in the README's Contributing section"
 PROBE = "import json as _j, sys as _s; print('STNVIZ-KERNEL ' + _j.dumps({'prefix': _s.prefix}))"
 
 
@@ -75,8 +76,8 @@ def test_stored_without_outputs_and_listed(path):
     assert nb.metadata["kernelspec"]["name"] == "python3"
     for c in nb.cells:
         if c.cell_type == "code":
-            assert c.outputs == [] and c.execution_count is None, f"{path.name}: a cell has stored outputs"
-    assert "widgets" not in nb.metadata, f"{path.name}: stored widget state"
+            assert c.outputs == [] and c.execution_count is None, f"{path.name}: a cell has stored outputs; {CLEAR}"
+    assert "widgets" not in nb.metadata, f"{path.name}: stored widget state; {CLEAR}"
     assert f"`{path.name}`" in (NOTEBOOKS / "README.md").read_text(), f"{path.name} is missing from notebooks/README.md"
 
 
