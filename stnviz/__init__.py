@@ -13,15 +13,19 @@ from .device import resolve_device
 from .hub import get_model, list_models, load_pretrained
 from .models import SpatialTransformer, param_groups
 
+# ``stnviz.capture`` is the module and the verb at once: ``stnviz.capture(model)`` opens a capture.
+_VERBS = {"fit": "train", "evaluate": "train", "collect": "capture"}
 _SUBMODULES = ("analysis", "animate", "capture", "data", "models", "render", "train", "widgets")
 
 
 def __getattr__(name):
     """Submodules on first use (``stnviz.widgets``...), so ``import stnviz`` stays light."""
-    if name in _SUBMODULES:
-        import importlib
+    import importlib
 
+    if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in _VERBS:  # stnviz.fit(...), stnviz.evaluate(...)
+        return getattr(importlib.import_module(f".{_VERBS[name]}", __name__), name)
     raise AttributeError(f"module 'stnviz' has no attribute {name!r}")
 
 
@@ -32,7 +36,10 @@ __all__ = [
     "analysis",
     "animate",
     "capture",
+    "collect",
     "data",
+    "evaluate",
+    "fit",
     "geometry",
     "get_model",
     "list_models",

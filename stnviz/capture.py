@@ -34,6 +34,7 @@ import itertools
 import sys
 import threading
 import types
+import warnings
 import weakref
 from collections import deque
 from contextlib import contextmanager
@@ -497,7 +498,13 @@ def capture(
             handles.append(_module_hooks.register_module_forward_hook(session.post, always_call=True))
             _dispatcher_join(session)
             if compiled:
+                if not hasattr(torch.compiler, "set_stance"):
+                    raise CaptureError("capture runs a torch.compile'd model eagerly, which needs torch >= 2.6; "
+                                       "pass the uncompiled module (compiled._orig_mod)")
                 stack.enter_context(torch.compiler.set_stance("force_eager"))
+                stack.enter_context(warnings.catch_warnings())
+                # the compiled wrapper and its module both run our hooks: the stack handles it
+                warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
             yield rec
         except Exception as e:
             if _compiler_error(e):

@@ -23,7 +23,7 @@ import torch
 
 from . import geometry, render
 from .analysis import theta_table
-from .capture import CaptureError, capture
+from .capture import CaptureError, capture, collect
 from .models import eval_mode
 
 __all__ = ["ExplorerState", "ExplorerViews", "STNInspector", "StabilityViewer", "ThetaExplorer", "TrainingPlayer",
@@ -624,31 +624,80 @@ def _default_predict(output) -> torch.Tensor | None:
 
 
 class STNInspector(_Widget):
-    """Browse a batch through a trained model: the sampled region on each input, the output, the
-    prediction, and a theta table for every transformer in the model.
+    """Browse a batch through a model, stnviz's or anybody's: the sampled region on each input,
+    the output, the prediction, and a theta table for every transformer in the model.
 
     Args:
-        model: any model with stnviz transformers or foreign ``F.grid_sample`` STN code.
-        images: ``(N, C, H, W)`` in [0, 1] (or an ``ImageSet``).
+        model: any ``nn.Module`` whose forward samples with ``grid_sample`` (stnviz transformers,
+            the PyTorch tutorial, TPS rectifiers, registration nets, kornia warps ...).
+        images: ``(N, C, H, W)`` in [0, 1] (or an ``ImageSet``); moved to the model's device and
+            floating dtype (half, bfloat16) to run it.
         labels: optional true labels ``(N,)``; ``class_names``: optional names for predictions.
         boxes: optional annotated boxes ``(N, 4)`` in input pixel-edge coordinates.
+        forward: ``forward(model, images) -> output`` (default ``model(images)``); e.g.
+            ``lambda m, x: m(x, text)`` for a model with two inputs. With a custom ``forward`` the
+            images run as one batch unless ``batch_size`` is given.
+        predict: ``predict(output) -> (N,) labels or None``; default: argmax over the last dim of a
+            ``(N, classes)`` output (the first tensor of a tuple); anything else shows no prediction.
+        mean, std: per-channel values the model's data pipeline normalised with; the views undo
+            them (display only). ``denormalize``: a callable doing the same, for other schemes.
+            Without either, inputs outside [0, 1] are stretched to their own range for display.
+        auxiliary: also list auxiliary samplings (masks, offset fields, flow steps) in the picker.
+
+    Attributes for scripting and tests: ``records`` (key -> record over all images),
+    ``predictions``, ``picker``, ``which`` (the transformer dropdown), ``input_view``,
+    ``output_view``, ``info``, ``table``, ``message``, ``log``.
     """
 
-    def __init__(self, model, images, labels=None, *, class_names=None, boxes=None, scale: int = 8, batch_size: int = 256):
+    def __init__(self, model, images, labels=None, *, class_names=None, boxes=None, forward=None, predict=None,
+                 mean=None, std=None, denormalize=None, auxiliary: bool = False, scale: int = 8,
+                 batch_size: int | None = None):
         self.model = model
         self.images = _as_images(images)
+        n = self.images.shape[0]
         if labels is None and hasattr(images, "labels"):
             labels = images.labels
-        self.labels = None if labels is None else torch.as_tensor(labels).cpu()
-        self.class_names = class_names
+        self.labels = None if labels is None else torch.as_tensor(labels).cpu().reshape(-1)
+        if self.labels is not None and self.labels.numel() != n:
+            raise ValueError(f"labels must have one entry per image ({n}), got {self.labels.numel()}")
+        if boxes is not None:
+            boxes = torch.as_tensor(boxes, dtype=torch.float32).cpu()
+            if boxes.shape != (n, 4):
+                raise ValueError(f"boxes must be (N, 4) = ({n}, 4) (x1, y1, x2, y2 in input pixels), got {tuple(boxes.shape)}")
         self.boxes = boxes
+        if (mean is None) != (std is None):
+            raise ValueError("pass both mean and std (the values the inputs were normalised with), or neither")
+        if denormalize is not None and mean is not None:
+            raise ValueError("pass mean/std or denormalize, not both")
+        if mean is not None:
+            m = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+            s = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+            denormalize = lambda x: x.float() * s.to(x.device) + m.to(x.device)  # noqa: E731
+        self.denormalize = denormalize
         self.scale = scale
         self._init_common()
-        self.records, self.predictions = self._run(batch_size)
+        if batch_size is None and forward is None:
+            batch_size = 256
+        self.collection = collect(model, self.images, forward=forward, batch_size=batch_size)
+        self.records = self.collection.records
+        if not self.records:
+            raise CaptureError(f"the model's forward made no sampler call that could be shown; "
+                               f"left out: {self.collection.skipped or 'none'}")
+        predict = predict or _default_predict
+        preds = [predict(o) for o in self.collection.outputs]
+        self.predictions = None
+        if all(p is not None for p in preds):
+            p = torch.cat([torch.as_tensor(x).reshape(-1).cpu() for x in preds])
+            self.predictions = p if p.numel() == n else None
+        self._check_class_names(class_names)
+        self.class_names = class_names
 
-        self.picker = W.IntSlider(0, 0, self.images.shape[0] - 1, description="image", disabled=self.images.shape[0] == 1)
+        self.picker = W.IntSlider(0, 0, n - 1, description="image", disabled=n == 1)
         self.picker.add_class("stnviz-picker")
-        self.which = W.Dropdown(options=list(self.records), description="transformer")
+        keys = self.collection.keys("image") + (self.collection.keys("auxiliary") if auxiliary else [])
+        if not keys:  # every sampling is auxiliary: show them rather than nothing
+            keys = self.collection.keys()
+        self.which = W.Dropdown(options=[(self._label(k), k) for k in keys], value=keys[0], description="transformer")
         self.which.add_class("stnviz-which")
         self.format = _image_format(self.images)
         self.input_view = W.Image(format=self.format)
@@ -659,6 +708,7 @@ class STNInspector(_Widget):
         self.info.add_class("stnviz-info")
         self.table = W.HTML()
         self.table.add_class("stnviz-table")
+        self._tables: dict[int, str] = {}
         self.picker.observe(lambda ch: self._safe(self.update), names="value")
         self.which.observe(lambda ch: self._safe(self.update), names="value")
         self.root = W.VBox([
@@ -669,69 +719,87 @@ class STNInspector(_Widget):
         self.root.add_class("stnviz-inspector")
         self._safe(self.update)
 
-    def _run(self, batch_size: int):
-        """Run the model once over all images, keeping every transformer's record per image."""
-        dev = next(self.model.parameters()).device
-        per_module: dict = {}
-        preds = []
-        with eval_mode(self.model):
-            for i in range(0, self.images.shape[0], batch_size):
-                with torch.no_grad(), capture(self.model, keep_last=None) as rec:
-                    logits = self.model(self.images[i : i + batch_size].to(dev))
-                preds.append(logits.argmax(1).cpu())
-                for r in rec:
-                    per_module.setdefault(r.module, []).append(r)
-        return per_module, torch.cat(preds)
+    def _check_class_names(self, class_names) -> None:
+        if class_names is None:
+            return
+        used = [t for t in (self.predictions, self.labels) if t is not None and t.numel()]
+        need = max(int(t.max()) for t in used) + 1 if used else 0
+        if len(class_names) < need:
+            raise ValueError(f"class_names must name every class up to {need - 1} ({need} names), got {len(class_names)}")
 
-    def _record(self, module: str, index: int):
-        """(record, index within it) holding image ``index`` for ``module``."""
-        offset = 0
-        for r in self.records[module]:
-            n = r.input.shape[0]
-            if index < offset + n:
-                return r, index - offset
-            offset += n
-        raise IndexError(f"image {index} out of range")
+    def _label(self, key: str) -> str:
+        r = self.records[key]
+        return key if r.role == "image" else f"{key} (auxiliary)"
+
+    def _record(self, key: str, index: int):
+        """(record, sample index within it) for image ``index``."""
+        r = self.records[key]
+        b = r.input.shape[0]
+        if b != self.images.shape[0]:
+            raise ValueError(f"{key!r} sampled a batch of {b} per {self.images.shape[0]} images (not one per image); "
+                             "pick another transformer")
+        return r, index
 
     def theta_table(self, index: int):
         """Every transformer's theta (raw and decomposed) for image ``index``, one row each."""
         import pandas as pd
 
-        frames = []
-        for m in self.records:
-            r, j = self._record(m, index)
-            frames.append(theta_table([r], j))
+        frames = [theta_table([r], index) for r in self.records.values() if r.input.shape[0] == self.images.shape[0]]
         return pd.concat(frames, ignore_index=True)
 
     def _name(self, c: int) -> str:
         return str(self.class_names[c]) if self.class_names is not None else str(c)
 
+    def _display(self, x: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """What to draw for ``x (C, H, W)`` (``ref``: the record's input, for the stretch range)."""
+        x = x.float()
+        if self.denormalize is not None:
+            return self.denormalize(x.unsqueeze(0))[0].float(), False
+        lo, hi = float(ref.min()), float(ref.max())
+        if x.shape[0] in (1, 3) and (lo < -0.02 or hi > 1.02) and hi > lo:
+            return (x - lo) / (hi - lo), True
+        return x, False
+
     def update(self) -> None:
         i = self.picker.value
-        rec, j = self._record(self.which.value, i)
+        key = self.which.value
+        rec, j = self._record(key, i)
+        rec.require_2d("STNInspector")
         outline = rec.sampled_outline(8)[j]
-        lattice = render.lattice_points(rec.grid[j], rec.input_size, 8)
+        lattice = render.lattice_points(rec.grid[j], rec.input_size, 8,
+                                        align_corners=bool(rec.sampling.get("align_corners")))
         box = None
-        if self.boxes is not None and rec.input_size == tuple(self.images.shape[-2:]) and self.which.value == next(iter(self.records)):
+        if self.boxes is not None and rec.input_size == tuple(self.images.shape[-2:]) and key == self.which.options[0][1]:
             box = self.boxes[i]
         fmt = "png" if rec.input.shape[1] != 3 else self.format
         self.input_view.format = self.output_view.format = fmt
-        self.input_view.value = render.encode(render.overlay_rgb(rec.input[j], outline, lattice, box, scale=self.scale, margin=0.25), fmt)
-        self.output_view.value = render.encode(render.overlay_rgb(rec.output[j], scale=self.scale), fmt)
-        pred = int(self.predictions[i])
-        text = f"prediction: <b>{html.escape(self._name(pred))}</b>"
-        if self.labels is not None:
-            true = int(self.labels[i])
-            ok = "✓" if true == pred else "✗"
-            text += f"<br>true: {html.escape(self._name(true))} {ok}"
-        self.info.value = text
-        self.table.value = self.theta_table(i).to_html(index=False, float_format=lambda v: f"{v:.3f}",
-                                                        classes="stnviz-theta-table")
-        problem = None
+        shown_in, stretched = self._display(rec.input[j], rec.input[j])
+        shown_out, _ = self._display(rec.output[j], rec.input[j])
+        self.input_view.value = render.encode(render.overlay_rgb(shown_in, outline, lattice, box, scale=self.scale, margin=0.25), fmt)
+        self.output_view.value = render.encode(render.overlay_rgb(shown_out, scale=self.scale), fmt)
+        lines = []
+        if self.predictions is not None:
+            pred = int(self.predictions[i])
+            lines.append(f"prediction: <b>{html.escape(self._name(pred))}</b>")
+            if self.labels is not None:
+                true = int(self.labels[i])
+                lines.append(f"true: {html.escape(self._name(true))} {'✓' if true == pred else '✗'}")
+        elif self.labels is not None:
+            lines.append(f"true: {html.escape(self._name(int(self.labels[i])))}")
+        s = rec.sampling
+        lines.append(f"<span style='color:#666'>{html.escape(rec.family or 'grid only')} · {html.escape(s['mode'])}, "
+                     f"{html.escape(s['padding_mode'])}, align_corners={s['align_corners']}</span>")
+        self.info.value = "<br>".join(lines)
+        if i not in self._tables:
+            self._tables[i] = self.theta_table(i).to_html(index=False, float_format=lambda v: f"{v:.3f}",
+                                                          classes="stnviz-theta-table")
+        self.table.value = self._tables[i]
+        problems = []
         if not bool((rec.grid[j].abs() <= 1).all(-1).any()):
-            problem = "this transformer samples entirely outside its input"
-        self.message.value = f"<span style='color:#c60'>{problem}</span>" if problem else ""
-
+            problems.append("this transformer samples entirely outside its input")
+        if stretched:
+            problems.append("input outside [0, 1]: shown stretched to its own range (pass mean/std or denormalize)")
+        self.message.value = f"<span style='color:#c60'>{html.escape('; '.join(problems))}</span>" if problems else ""
 
 
 class TrainingPlayer(_Widget):
