@@ -630,3 +630,18 @@ class TestZoo:
 
         assert callable(stnviz.capture) and callable(capture_fn)
         assert stnviz.fit is stnviz.train.fit
+
+    def test_readme_capture_example_runs(self):
+        """The README's "See inside any STN" example runs and says what it claims."""
+        from pathlib import Path
+
+        text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+        block = text[text.index("## See inside any STN") :]
+        start = block.index("```python") + len("```python")
+        code = block[start : block.index("```", start)]
+        ns = {"torch": torch, "stnviz": stnviz}
+        exec(compile("import stnviz.widgets\n" + code, "README.md", "exec"), ns)
+        r = ns["r"]
+        assert r.key == "Registration:grid_sample" and r.role == "image"
+        assert r.sampling == {"mode": "bilinear", "padding_mode": "border", "align_corners": True}
+        torch.testing.assert_close(geometry.warp(r.input, r.grid, **r.sampling), r.output)
