@@ -321,43 +321,92 @@ def encode(rgb: np.ndarray, fmt: str = "png", *, compress_level: int = 1, qualit
 # These take the per-frame / per-track tables of stnviz.analysis (anything with those columns).
 
 
-def plot_theta_components(table, ax=None, components=("rotation_deg", "scale_x", "scale_y", "tx", "ty")):
-    """Theta components against frame (rotation on a right-hand axis, in degrees)."""
-    ax = _axes(ax)
+def _split_axes(ax, n: int, figsize=(6.0, 5.0)):
+    """``n`` stacked axes sharing x: new ones (``ax=None``), the caller's sequence of ``n``, or the
+    area of one caller's subplot divided into ``n``."""
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, axes = plt.subplots(n, 1, figsize=figsize, sharex=True, layout="constrained")
+        return list(axes)
+    if isinstance(ax, (list, tuple, np.ndarray)):
+        if len(ax) != n:
+            raise ValueError(f"expected {n} axes, got {len(ax)}")
+        return list(ax)
+    fig = ax.figure
+    spec = ax.get_subplotspec().subgridspec(n, 1, hspace=0.12)
+    ax.remove()
+    axes = [fig.add_subplot(spec[0])]
+    axes += [fig.add_subplot(spec[i], sharex=axes[0]) for i in range(1, n)]
+    return axes
+
+
+def _legend_outside(ax, fontsize: float = 7) -> None:
+    """Legend to the right of the axes: it never covers a line."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=fontsize, frameon=False, borderaxespad=0.0,
+              handlelength=1.6)
+
+
+def plot_theta_components(table, ax=None, *, frame: int | None = None):
+    """The learned transform against frame, one panel per kind, each with its own range:
+    rotation (degrees), scale (x, y) and translation (x, y, normalised).
+
+    ``ax``: one subplot (its area is split into the panels), a sequence of three axes, or ``None``
+    (a new figure). ``frame``: a vertical marker at that frame. Returns the three axes.
+    """
+    panels = [("rotation (deg)", [("rotation_deg", "rotation", "k")]),
+              ("scale", [("scale_x", "scale x", "#0a84ff"), ("scale_y", "scale y", "#ff9f0a")]),
+              ("translation", [("tx", "tx", "#30b0c7"), ("ty", "ty", "#af52de")])]
+    axes = _split_axes(ax, len(panels))
     frames = np.asarray(table["frame"])
-    for c in components:
-        if c in table and c != "rotation_deg":
-            ax.plot(frames, np.asarray(table[c]), label=c, linewidth=1.5)
-    ax.set_xlabel("frame")
-    ax.set_ylabel("scale / translation (normalised)")
-    if "rotation_deg" in components and "rotation_deg" in table:
-        ax2 = ax.twinx()
-        rot = np.asarray(table["rotation_deg"], dtype=float)
-        ax2.plot(frames, rot, color="k", linestyle="--", linewidth=1.2, label="rotation (deg, right)")
-        mid = float(np.nanmean(rot)) if np.isfinite(rot).any() else 0.0
-        half = max(5.0, float(np.nanmax(np.abs(rot - mid))) * 1.2 if np.isfinite(rot).any() else 5.0)
-        ax2.set_ylim(mid - half, mid + half)  # at least +-5 deg, so noise does not look like motion
-        ax2.set_ylabel("rotation (deg)")
-        lines = ax.get_lines() + ax2.get_lines()
-        ax.legend(lines, [ln.get_label() for ln in lines], loc="upper left", fontsize=7, ncol=2)
-    else:
-        ax.legend(loc="upper left", fontsize=7)
-    ax.set_title("learned transform per frame", fontsize=9)
-    return ax
+    for a, (ylabel, cols) in zip(axes, panels):
+        drawn = False
+        for col, label, colour in cols:
+            if col in table:
+                a.plot(frames, np.asarray(table[col], dtype=float), label=label, color=colour, linewidth=1.5)
+                drawn = True
+        if ylabel.startswith("rotation") and drawn:  # at least +-5 deg, so noise does not look like motion
+            rot = np.asarray(table["rotation_deg"], dtype=float)
+            if np.isfinite(rot).any():
+                mid = float(np.nanmean(rot))
+                half = max(5.0, float(np.nanmax(np.abs(rot - mid))) * 1.2)
+                a.set_ylim(mid - half, mid + half)
+        elif drawn:
+            lo, hi = a.get_ylim()
+            if hi - lo < 0.1:  # at least 0.1 wide, for the same reason
+                c = (lo + hi) / 2
+                a.set_ylim(c - 0.05, c + 0.05)
+        a.set_ylabel(ylabel, fontsize=8)
+        a.tick_params(labelsize=7)
+        a.grid(alpha=0.3, linewidth=0.5)
+        if drawn:
+            _legend_outside(a)
+        if frame is not None:
+            a.axvline(frame, color=OUTLINE_COLOR, linewidth=1.0, alpha=0.8)
+    for a in axes[:-1]:
+        a.tick_params(labelbottom=False)
+    axes[-1].set_xlabel("frame", fontsize=8)
+    axes[0].set_title("learned transform per frame", fontsize=9)
+    return axes
 
 
-def plot_change_curves(table, ax=None):
-    """Frame-to-frame change of the transformer's output against the identity (resized input)."""
+def plot_change_curves(table, ax=None, *, frame: int | None = None):
+    """Frame-to-frame change of the transformer's output against the identity (resized input)
+    and, if present, a fixed mean transform. Legend outside; ``frame``: a vertical marker."""
     ax = _axes(ax)
     frames = np.asarray(table["frame"])
     ax.plot(frames, np.asarray(table["output_change"]), label="ST output", color=OUTLINE_COLOR, linewidth=1.5)
-    ax.plot(frames, np.asarray(table["input_change"]), label="identity (input resized)", color="0.4", linewidth=1.5)
+    ax.plot(frames, np.asarray(table["input_change"]), label="identity\n(input resized)", color="0.4", linewidth=1.5)
     if "fixed_change" in table:
-        ax.plot(frames, np.asarray(table["fixed_change"]), label="fixed mean transform", color="#0a84ff",
+        ax.plot(frames, np.asarray(table["fixed_change"]), label="fixed mean\ntransform", color="#0a84ff",
                 linewidth=1.2, linestyle="--")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("mean |change| from previous frame")
-    ax.legend(fontsize=7)
+    if frame is not None:
+        ax.axvline(frame, color=OUTLINE_COLOR, linewidth=1.0, alpha=0.8)
+    ax.set_xlabel("frame", fontsize=8)
+    ax.set_ylabel("mean |change| from\nthe previous frame", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3, linewidth=0.5)
+    _legend_outside(ax)
     ax.set_title("frame-to-frame change", fontsize=9)
     return ax
 

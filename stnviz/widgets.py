@@ -12,8 +12,10 @@ Display a widget by leaving it as a cell's last expression (or ``display(explore
 from __future__ import annotations
 
 import collections
+import contextlib
 import html
 import math
+import threading
 import traceback
 import typing
 
@@ -71,6 +73,32 @@ def _degenerate(params: torch.Tensor, family: str, grid: torch.Tensor, component
     if not bool(inside.any()):
         return "the sampled region lies entirely outside the input: the output is all padding"
     return None
+
+
+_threads_lock = threading.Lock()
+_threads_depth = 0
+_threads_saved = 1
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run a widget's small tensor work on one intra-op thread. A 224x224 ``affine_grid`` takes
+    about 1 ms on one thread, but 40-50 ms on two when the other core is busy (another process,
+    a training run): the second thread waits for a core. Re-entrant and shared by threads; the
+    previous thread count is restored when the last user leaves."""
+    global _threads_depth, _threads_saved
+    with _threads_lock:
+        if _threads_depth == 0:
+            _threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_depth += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_depth -= 1
+            if _threads_depth == 0:
+                torch.set_num_threads(_threads_saved)
 
 
 class _Widget:
@@ -545,10 +573,11 @@ class ThetaExplorer(_Widget):
     def update(self) -> None:
         """Re-render the views from the state."""
         st = self.state
-        v = render_explorer(self.images[st.index], st.params, st.family, output_size=self.output_size,
-                            point=st.point if st.family == "tps" else None, scale=self.scale)
-        self.input_view.value = render.encode(v.input_rgb, self.format)
-        self.output_view.value = render.encode(v.output_rgb, self.format)
+        with _one_thread():
+            v = render_explorer(self.images[st.index], st.params, st.family, output_size=self.output_size,
+                                point=st.point if st.family == "tps" else None, scale=self.scale)
+            inp, out = render.encode(v.input_rgb, self.format), render.encode(v.output_rgb, self.format)
+        self.input_view.value, self.output_view.value = inp, out
         colour = "#c00" if v.message.startswith("cannot") else "#c60"
         self.message.value = f"<span style='color:{colour}'>{html.escape(v.message)}</span>" if v.message else ""
         self.theta_view.value = (f"<pre style='font-size:11px;line-height:1.35;white-space:pre;margin:0'>"
@@ -580,7 +609,7 @@ class ThetaExplorer(_Widget):
         except StopIteration:
             dev = torch.device("cpu")
         try:
-            with torch.no_grad(), eval_mode(self.model), capture(self.model) as rec:
+            with _one_thread(), torch.no_grad(), eval_mode(self.model), capture(self.model) as rec:
                 self.model(self.images[index: index + 1].to(dev))
         except CaptureError:
             return None
@@ -844,81 +873,167 @@ class TrainingPlayer(_Widget):
             f" · probe acc {s.accuracy:.2f}" if not math.isnan(s.accuracy) else "")
 
 
+_MARKER_CSS = ("<style>.stnviz-plots-box{position:relative;align-self:flex-start}"
+               ".stnviz-plots-box>.stnviz-marker{position:absolute;left:0;top:0;pointer-events:none}"
+               ".stnviz-marker svg{display:block}</style>")
+
+
 class StabilityViewer(_Widget):
     """Pick a track, scrub its frames: input with the sampled region (and annotated box) | the
-    transformer's output, with the theta-per-frame and change plots of the track.
+    transformer's output, with the learned transform and the frame-to-frame change of the
+    track, a marker at the current frame.
 
     Args:
         model: the model to analyse; ``tracks``: a list of :class:`stnviz.data.Track` (e.g.
         ``stnviz.data.sample_tracks()``) or other frame sources accepted by
         :func:`stnviz.analysis.run_sequence`.
+        class_names: optional names for the labels and predictions.
+        prefetch: run the other tracks in a background thread after the first one is shown, so
+            a track change finds its run ready (one run at a time, under a lock).
+
+    The plots are drawn once per track at the size they are shown (no browser rescaling); a
+    scrub only draws the frame marker onto that raster and re-encodes it.
     """
 
-    def __init__(self, model, tracks, *, module: str | None = None, scale: int = 6):
+    def __init__(self, model, tracks, *, module: str | None = None, scale: int = 6, class_names=None,
+                 prefetch: bool = True):
         from .analysis import run_sequence
 
         self.model, self.tracks = model, list(tracks)
         if not self.tracks:
             raise ValueError("StabilityViewer needs at least one track")
         self._run_sequence = run_sequence
-        self.module, self.scale = module, scale
-        self._runs: dict = {}
+        self.module, self.scale, self.class_names = module, scale, class_names
+        self._tracks: dict = {}  # i -> (SequenceRun, plot raster, marker geometry)
+        self._lock = threading.Lock()  # one run_sequence at a time (eval_mode is not re-entrant)
+        self._futures: dict = {}
+        self._pool = None
         self._init_common()
-        labels = [f"{i}: track {getattr(t, 'track_id', i)} (class {getattr(t, 'label', '?')})" for i, t in enumerate(self.tracks)]
-        self.track = W.Dropdown(options=list(zip(labels, range(len(self.tracks)))), value=0, description="track")
+        labels = [f"{i}: track {getattr(t, 'track_id', i)} ({self._name(getattr(t, 'label', None))})"
+                  for i, t in enumerate(self.tracks)]
+        self.track = W.Dropdown(options=list(zip(labels, range(len(self.tracks)))), value=0, description="track",
+                                layout=W.Layout(width="30em"))
         self.track.add_class("stnviz-track")
         self.frame = W.IntSlider(0, 0, 1, description="frame")
         self.frame.add_class("stnviz-frame-slider")
         self.input_view = W.Image(format="png")
+        self.input_view.add_class("stnviz-input")
         self.output_view = W.Image(format="png")
-        self.plots = W.Image(format="png")
+        self.output_view.add_class("stnviz-output")
+        self.plots = W.Image(format="png", layout=W.Layout(margin="0"))
+        self.plots.add_class("stnviz-plots")
+        # the current-frame marker: an SVG laid over the plots (a scrub sends a few hundred bytes
+        # instead of re-encoding the plots)
+        self.marker = W.HTML(layout=W.Layout(margin="0"))
+        self.marker.add_class("stnviz-marker")
+        plots = W.Box([self.plots, self.marker, W.HTML(_MARKER_CSS, layout=W.Layout(display="none"))])
+        plots.add_class("stnviz-plots-box")
         self.info = W.HTML()
+        self.info.add_class("stnviz-info")
         self.track.observe(lambda ch: self._safe(self._on_track), names="value")
         self.frame.observe(lambda ch: self._safe(self.update), names="value")
         self.root = W.VBox([
             W.HBox([self.track, self.frame]),
             _views_row(self.input_view, self.output_view, self.info),
-            self.plots, self.message, self.log,
+            plots, self.message, self.log,
         ])
         self.root.add_class("stnviz-stability-viewer")
         self._safe(self._on_track)
+        if prefetch and len(self.tracks) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="stnviz-prefetch")
+            for i in range(1, len(self.tracks)):
+                self._futures[i] = self._pool.submit(self._compute, i)
+
+    def _name(self, c) -> str:
+        if c is None:
+            return "class ?"
+        return str(self.class_names[int(c)]) if self.class_names is not None else f"class {int(c)}"
+
+    def _compute(self, i: int):
+        with self._lock, _one_thread():
+            if i not in self._tracks:
+                run = self._run_sequence(self.model, self.tracks[i], module=self.module)
+                rgb, markers = self._plot_raster(run.table)
+                self._tracks[i] = (run, render.encode(rgb, "png"), rgb.shape, markers)
+            return self._tracks[i]
+
+    def _get(self, i: int):
+        if i in self._tracks:
+            return self._tracks[i]
+        fut = self._futures.pop(i, None)
+        if fut is not None and not fut.cancel():  # running or done in the background: wait for it
+            return fut.result()
+        return self._compute(i)
 
     def run(self, i: int):
         """The :class:`stnviz.analysis.SequenceRun` of track ``i`` (computed once)."""
-        if i not in self._runs:
-            self._runs[i] = self._run_sequence(self.model, self.tracks[i], module=self.module)
-        return self._runs[i]
+        return self._get(i)[0]
+
+    def close(self) -> None:
+        """Stop the background runs (they also stop with the kernel)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _on_track(self) -> None:
         run = self.run(self.track.value)
         self.frame.max = run.frames.shape[0] - 1
         self.frame.value = min(self.frame.value, self.frame.max)
-        self.plots.value = self._plot_png(run.table)
         self.update()
 
-    def _plot_png(self, table) -> bytes:
-        import io
-
+    @staticmethod
+    def _plot_raster(table):
+        """The track's plots as an RGB array at the size shown, and per axes the x pixel of every
+        frame and the axes' pixel rows (for the frame marker)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(9, 2.6), dpi=80)
-        ax1, ax2 = fig.subplots(1, 2)
+        # fixed margins (room for the legends on the right of each block): a constrained layout
+        # would draw the figure several times
+        fig = Figure(figsize=(9.6, 3.9), dpi=100)
+        canvas = FigureCanvasAgg(fig)
+        left, right = fig.add_gridspec(1, 2, width_ratios=[1.15, 1], left=0.075, right=0.86, bottom=0.115,
+                                       top=0.925, wspace=0.62).subplots()
         if "rotation_deg" in table:
-            render.plot_theta_components(table, ax1)
-        render.plot_change_curves(table, ax2)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
+            render.plot_theta_components(table, left)
+        else:
+            left.set_axis_off()
+        render.plot_change_curves(table, right)
+        canvas.draw()
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        h = rgb.shape[0]
+        frames = np.asarray(table["frame"], dtype=float)
+        markers = []
+        for ax in fig.axes:
+            if not ax.axison or not ax.lines:
+                continue
+            bbox = ax.get_window_extent()
+            xs = ax.transData.transform(np.stack([frames, np.zeros_like(frames)], 1))[:, 0]
+            markers.append((xs, int(round(h - bbox.y1)), int(round(h - bbox.y0))))
+        return rgb, markers
+
+    @staticmethod
+    def _marker_svg(shape, markers, t: int) -> str:
+        h, w = shape[:2]
+        lines = "".join(f"<line x1='{xs[t]:.1f}' x2='{xs[t]:.1f}' y1='{y0}' y2='{y1}'/>" for xs, y0, y1 in markers)
+        return (f"<svg class='stnviz-marker-svg' width='{w}' height='{h}' viewBox='0 0 {w} {h}' "
+                f"stroke='{render.OUTLINE_COLOR}' stroke-width='2' stroke-opacity='0.85'>{lines}</svg>")
 
     def update(self) -> None:
-        run = self.run(self.track.value)
-        t = self.frame.value
+        i, t = self.track.value, self.frame.value
+        run, png, shape, markers = self._get(i)
         box = run.boxes[t] if run.boxes is not None else None
-        self.input_view.value = render.encode(render.overlay_rgb(run.frames[t], run.outlines[t], box=box, scale=self.scale, margin=0.15))
-        self.output_view.value = render.encode(render.overlay_rgb(run.outputs[t], scale=self.scale))
+        with _one_thread():
+            inp = render.encode(render.overlay_rgb(run.frames[t], run.outlines[t], box=box, scale=self.scale, margin=0.15))
+            out = render.encode(render.overlay_rgb(run.outputs[t], scale=self.scale))
+        self.input_view.value, self.output_view.value = inp, out
+        if self.plots.value is not png:
+            self.plots.value = png
+            self.plots.layout.width = f"{shape[1]}px"  # shown at the size it was drawn, never rescaled
+        self.marker.value = self._marker_svg(shape, markers, t)
         row = run.table.iloc[t]
-        parts = [f"prediction <b>{int(row['prediction'])}</b> ({row['confidence']:.2f})"]
+        parts = [f"frame {t}: prediction <b>{html.escape(self._name(row['prediction']))}</b> ({row['confidence']:.2f})"]
         if "iou" in row:
             parts.append(f"IoU with box {row['iou']:.2f}")
         if "rotation_deg" in row:

@@ -310,13 +310,23 @@ class TestStabilityViewer:
         from stnviz.widgets import StabilityViewer
 
         model = get_model("stn_gtsrb").eval()
-        v = StabilityViewer(model, sample_tracks()[:2])
+        v = StabilityViewer(model, sample_tracks()[:3])
         assert v.frame.max == 29 and "IoU with box" in v.info.value
-        plots, before = v.plots.value, v.input_view.value
+        plots, before, marker = v.plots.value, v.input_view.value, v.marker.value
         assert plots[:4] == b"\x89PNG"
+        from PIL import Image
+        import io
+
+        w, h = Image.open(io.BytesIO(plots)).size
+        assert v.plots.layout.width == f"{w}px"  # shown at the size it was drawn
+        assert f"width='{w}' height='{h}'" in marker and marker.count("<line") == 4  # 3 transform panels + change
         v.frame.value = 20
-        assert v.input_view.value != before
+        assert v.input_view.value != before and v.marker.value != marker
+        assert v.plots.value == plots  # a scrub does not redraw the plots
         v.track.value = 1
         assert v.plots.value != plots
+        v.track.value = 2  # prefetched in the background meanwhile, or computed now
+        assert v.run(2).frames.shape[0] == 30
+        v.close()
         with pytest.raises(ValueError, match="at least one track"):
             StabilityViewer(model, [])
