@@ -416,9 +416,8 @@ class _Run:
         improved = self.val is not None and self.keep_best and self.rank == 0 and row["val_accuracy"] > self.best_acc
         if improved:
             self.best_acc = row["val_accuracy"]
-            self.checkpoint("best.pt")
         self.write_metrics()
-        self.checkpoint("last.pt")
+        self.checkpoint(*(["best.pt"] if improved else []), "last.pt")
         for cb in self.callbacks:
             cb.on_epoch_end(st)
 
@@ -448,8 +447,9 @@ class _Run:
                 return f"the weights give a loss of {float(loss)} on the last batch"
         return None
 
-    def checkpoint(self, name: str) -> None:
-        """Write ``out/name`` with the trainer state, after checking that state is finite."""
+    def checkpoint(self, *names: str) -> None:
+        """Write ``out/NAME`` for each name with the trainer state, after checking that state is
+        finite. Every rank calls this at the same points (the check is collective)."""
         if self.out is None:
             return
         problem = self._saved_state_problem()
@@ -462,7 +462,7 @@ class _Run:
             st = self.state
             raise TrainingDiverged(
                 f"training diverged by step {st.step} (epoch {st.epoch if st.batch_in_epoch == 0 else st.epoch + 1}): "
-                f"{problem}; {name} was not written, {self._kept()}"
+                f"{problem}; {' and '.join(names)} {'was' if len(names) == 1 else 'were'} not written, {self._kept()}"
             )
         if self.rank != 0:
             return
@@ -483,8 +483,9 @@ class _Run:
         }
         info = {"epochs": st.epoch, "seed": self.settings["seed"], "step": st.step}
         info.update(self.meta or {})
-        save_checkpoint(self.model, self.out / name, info, extra=extra)
-        if name == "last.pt":
+        for name in names:
+            save_checkpoint(self.model, self.out / name, info, extra=extra)
+        if "last.pt" in names:
             self.saved_step = st.step
 
     # ------------------------------------------------------------------ the whole run

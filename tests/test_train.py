@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -236,7 +237,7 @@ class TestCLI:
         assert main(args + ["--epochs", "1"]) == 0
         capsys.readouterr()
         assert main(args + ["--epochs", "3", "--resume", str(out / "last.pt")]) == 2
-        assert "it was a run of 1 epochs with schedule 'onecycle', got epochs=3" in capsys.readouterr().err
+        assert "it was a run with epochs=1, got epochs=3" in capsys.readouterr().err
 
     def test_missing_data_is_reported(self, tmp_path, capsys):
         code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(tmp_path),
@@ -259,3 +260,222 @@ class TestRegionPenalty:
         without, with_penalty = scale_after(0.0), scale_after(1.0)
         assert with_penalty < without - 0.2, (without, with_penalty)
         assert with_penalty < 1.9
+
+
+# --------------------------------------------------------------------------- issue 12: trust
+
+
+import math  # noqa: E402
+import random as _random  # noqa: E402
+
+from stnviz.checkpoints import CheckpointError, save_checkpoint  # noqa: E402
+from stnviz.train import RUN_SETTINGS, export_best  # noqa: E402
+
+TIMING = ["seconds", "images_per_s"]  # wall-clock columns: the only ones a resumed run may differ in
+
+
+class _Killed(Exception):
+    """Stands in for a kill: raised from inside fit, it unwinds past every write in progress."""
+
+
+class KillAtStep(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, state):
+        if state.step == self.step:
+            raise _Killed(f"killed at step {state.step}")
+
+
+class KillAtEpochEnd(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, state):
+        if state.epoch == self.epoch:
+            raise _Killed(f"killed after epoch {state.epoch}")
+
+
+KILL_FIT = dict(epochs=3, batch_size=16, lr=0.02, optimizer="sgd", momentum=0.9, schedule="onecycle", device="cpu",
+                progress=False, checkpoint_every=4, seed=5, augment=random_affine)
+
+
+class TestFaultInjection:
+    def test_random_kills_then_resume_match_an_uninterrupted_run(self, tmp_path):
+        """Six kills at random steps (and one right after an epoch's files are written): the run
+        resumed after each ends with the same weights and the same metrics.csv, row for row."""
+        train, val = tiny_sets(96, 32)  # 6 batches an epoch, 18 steps
+        torch.manual_seed(0)
+        ref = get_model("stn_tutorial")
+        ref_hist = fit(ref, train, val, out_dir=tmp_path / "ref", **KILL_FIT)
+
+        rng = _random.Random(12)
+        kills = [KillAtStep(s) for s in sorted(rng.sample(range(1, 18), 6))]
+        kills.insert(2, KillAtEpochEnd(1) if kills[1].step < 7 <= kills[2].step else KillAtEpochEnd(2))
+        kills.sort(key=lambda k: k.step if isinstance(k, KillAtStep) else 6 * k.epoch + 0.5)
+        out = tmp_path / "killed"
+        done = 0
+        for i, kill in enumerate(kills):
+            torch.manual_seed(0)  # the same initial weights, as the CLI makes them (used if no last.pt yet)
+            model = get_model("stn_tutorial")
+            torch.manual_seed(1000 + i)  # then another process state: the rest must come from last.pt
+            with pytest.raises(_Killed):
+                fit(model, train, val, out_dir=out, resume=True, callbacks=[kill], **KILL_FIT)
+            done += 1
+        assert done >= 5
+        torch.manual_seed(0)
+        resumed = get_model("stn_tutorial")
+        torch.manual_seed(4321)
+        hist = fit(resumed, train, val, out_dir=out, resume=True, **KILL_FIT)
+
+        for k, v in ref.state_dict().items():
+            assert torch.equal(resumed.state_dict()[k], v), k
+        a, b = pd.read_csv(tmp_path / "ref" / "metrics.csv"), pd.read_csv(out / "metrics.csv")
+        assert list(a.columns) == list(b.columns) and len(a) == len(b) == 3
+        pd.testing.assert_frame_equal(a.drop(columns=TIMING), b.drop(columns=TIMING), check_exact=True)
+        pd.testing.assert_frame_equal(ref_hist.drop(columns=TIMING), hist.drop(columns=TIMING), check_exact=True)
+        assert (b["seconds"] > 0).all()
+
+
+class TestDivergedCheckpoint:
+    def test_huge_learning_rate_keeps_only_a_checkpoint_with_a_finite_loss(self, tmp_path):
+        train, val = tiny_sets(128, 32)
+        torch.manual_seed(0)
+        with pytest.raises(TrainingDiverged, match=r"diverged by step 2 \(epoch 1\).*last.pt was not written.*step 1"):
+            fit(get_model("cnn_tutorial"), train, val, epochs=2, batch_size=32, lr=1e6, optimizer="sgd",
+                schedule="constant", device="cpu", progress=False, out_dir=tmp_path, checkpoint_every=1)
+        kept = load_model(tmp_path / "last.pt")
+        assert math.isfinite(evaluate(kept, val)["loss"])
+        payload = load_checkpoint(tmp_path / "last.pt")
+        for state in payload["extra"]["optimizer"]["state"].values():
+            assert all(torch.isfinite(t).all() for t in state.values() if isinstance(t, torch.Tensor))
+
+    def test_non_finite_weights_are_never_written(self, tmp_path):
+        train, _ = tiny_sets(64, 32)
+
+        class Poison(Callback):  # weights turn NaN right before the periodic checkpoint of step 2
+            def on_step_end(self, state):
+                if state.step == 2:
+                    with torch.no_grad():
+                        state.model.head[-1].weight[0, 0] = float("inf")
+
+        with pytest.raises(TrainingDiverged, match=r"parameter head.3.weight holds NaN/inf; last.pt was not written"):
+            fit(get_model("cnn_tutorial"), train, None, epochs=1, out_dir=tmp_path, checkpoint_every=1,
+                callbacks=[Poison()], **FIT)
+        assert load_checkpoint(tmp_path / "last.pt")["extra"]["step"] == 1
+
+
+class TestResumeSettings:
+    @pytest.fixture
+    def stopped_run(self, tmp_path):
+        train, _ = tiny_sets(128, 32)
+        torch.manual_seed(0)
+        with pytest.raises(_Killed):
+            fit(get_model("cnn_tutorial"), train, None, epochs=2, out_dir=tmp_path, checkpoint_every=2,
+                callbacks=[KillAtStep(3)], **FIT)
+        return train, tmp_path
+
+    @pytest.mark.parametrize("change, stored, given", [
+        (dict(batch_size=64), "batch_size=32", "batch_size=64"),
+        (dict(batch_size=16), "batch_size=32", "batch_size=16"),
+        (dict(seed=1), "seed=0", "seed=1"),
+        (dict(lr=0.1), "lr=0.003", "lr=0.1"),
+        (dict(optimizer="sgd"), "optimizer='adam'", "optimizer='sgd'"),
+        (dict(augment=random_affine), "augment=None", "augment='stnviz.data.augment.random_affine'"),
+    ])
+    def test_changed_setting_is_refused_by_name(self, stopped_run, change, stored, given):
+        train, out = stopped_run
+        kwargs = dict(FIT, **change)
+        with pytest.raises(ValueError, match=rf"it was a run with {re.escape(stored)}, got {re.escape(given)}"):
+            fit(get_model("cnn_tutorial"), train, None, epochs=2, out_dir=out, resume=True, **kwargs)
+
+    def test_every_setting_is_stored(self, stopped_run):
+        _, out = stopped_run
+        settings = load_checkpoint(out / "last.pt")["extra"]["settings"]
+        assert set(settings) == set(RUN_SETTINGS)
+        assert settings["batch_size"] == 32 and settings["seed"] == 0 and settings["optimizer"] == "adam"
+
+    def test_resume_from_a_final_checkpoint_says_it_holds_no_trainer_state(self, tmp_path):
+        train, _ = tiny_sets(64, 32)
+        model = get_model("cnn_tutorial")
+        final = save_checkpoint(model, tmp_path / "cnn_tutorial.mnist.pt", {"dataset": "mnist"})
+        with pytest.raises(CheckpointError, match=r"cnn_tutorial.mnist.pt: it holds no trainer state") as err:
+            fit(model, train, None, epochs=1, resume=final, **FIT)
+        assert "None" not in str(err.value)
+
+    def test_resume_from_another_architecture_is_a_checkpoint_error(self, stopped_run):
+        train, out = stopped_run
+        with pytest.raises(CheckpointError, match=r"holds architecture 'cnn_tutorial'.*expected 'stn_tutorial'"):
+            fit(get_model("stn_tutorial"), train, None, epochs=2, out_dir=out, resume=True, **FIT)
+
+
+class TestRunningSums:
+    def test_interrupted_epoch_row_counts_every_batch(self, tmp_path):
+        train, _ = tiny_sets(128, 32)  # 4 batches an epoch
+        torch.manual_seed(0)
+        ref = fit(get_model("cnn_tutorial"), train, None, epochs=1, out_dir=tmp_path / "ref", checkpoint_every=2, **FIT)
+        torch.manual_seed(0)
+        with pytest.raises(_Killed):
+            fit(get_model("cnn_tutorial"), train, None, epochs=1, out_dir=tmp_path / "k", checkpoint_every=2,
+                callbacks=[KillAtStep(3)], **FIT)
+        tally = load_checkpoint(tmp_path / "k" / "last.pt")["extra"]["tally"]
+        assert tally["seen"] == 64 and tally["loss_sum"] > 0
+        hist = fit(get_model("cnn_tutorial"), train, None, epochs=1, out_dir=tmp_path / "k", checkpoint_every=2,
+                   resume=True, **FIT)
+        assert hist["train_loss"].iloc[0] == ref["train_loss"].iloc[0]
+        assert hist["train_accuracy"].iloc[0] == ref["train_accuracy"].iloc[0]
+
+
+class TestUpFrontChecks:
+    @pytest.mark.parametrize("bs", [0, -4])
+    def test_batch_size(self, bs):
+        train, _ = tiny_sets(64, 32)
+        with pytest.raises(ValueError, match=rf"batch_size must be a positive integer, got {bs}"):
+            fit(get_model("cnn_tutorial"), train, epochs=1, **dict(FIT, batch_size=bs))
+
+    def test_empty_training_set(self):
+        train, _ = tiny_sets(64, 32)
+        empty = train.subset(torch.zeros(0, dtype=torch.long))
+        with pytest.raises(ValueError, match=r"the training set .* is empty; expected at least one sample"):
+            fit(get_model("cnn_tutorial"), empty, epochs=1, **FIT)
+
+    def test_validation_shape_checked_before_the_first_epoch(self):
+        train, _ = tiny_sets(64, 32)
+        steps = []
+
+        class Count(Callback):
+            def on_step_end(self, state):
+                steps.append(state.step)
+
+        val42 = DistortedMNIST(train, "rts", seed=1)  # 42x42 images for a 28x28 model
+        with pytest.raises(ValueError, match=r"validation set's images are 1x42x42 .* model was built for 1x28x28"):
+            fit(get_model("cnn_tutorial"), train, val42, epochs=1, callbacks=[Count()], **FIT)
+        assert steps == []
+
+    def test_nan_pixel_is_reported_as_bad_input_not_divergence(self):
+        train, _ = tiny_sets(64, 32)
+        images = train.images.float() / 255
+        images[5, 0, 3, 3] = float("nan")
+        poisoned = ImageSet(images, train.labels)
+        with pytest.raises(ValueError, match=r"training images of step \d \(epoch 1\) hold non-finite values .* positions \[5\]\); expected finite") as err:
+            fit(get_model("stn_tutorial"), poisoned, epochs=1, **dict(FIT, schedule="constant"))
+        assert "theta" not in str(err.value) and not isinstance(err.value, TrainingDiverged)
+
+
+class TestExportBest:
+    def test_reload_best_evaluate_and_write_named_checkpoint(self, tmp_path):
+        train, val = tiny_sets(128, 64)
+        torch.manual_seed(0)
+        model = get_model("cnn_tutorial")
+        hist = fit(model, train, val, epochs=2, out_dir=tmp_path, **FIT)
+        path, metrics = export_best(model, tmp_path, val, val, name="cnn_tutorial.tiny", meta={"dataset": "tiny"})
+        assert path == tmp_path / "cnn_tutorial.tiny.pt"
+        best_epoch = int(hist["val_accuracy"].idxmax()) + 1
+        assert metrics["best_epoch"] == best_epoch
+        assert metrics["val_accuracy"] == pytest.approx(hist["val_accuracy"].max())
+        assert metrics["test_n"] == 64
+        loaded = load_model(path)
+        assert loaded.meta["metrics"] == metrics and loaded.meta["dataset"] == "tiny"
+        assert "step" not in loaded.meta and loaded.meta["train_seconds"] > 0
+        best = load_checkpoint(tmp_path / "best.pt")["state_dict"]
+        assert all(torch.equal(v, best[k]) for k, v in loaded.state_dict().items())
