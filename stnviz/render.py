@@ -230,16 +230,40 @@ def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = N
 
 
 def plot_batch(record, *, predictions=None, labels=None, n: int = 8, boxes=None, title: str | None = None):
-    """A figure of ``n`` samples of a record: input + region | output | theta, one row each."""
+    """A figure of ``n`` samples of a record: input + region | output | theta, one row each.
+
+    The input and output panels have the same size; around the input a grey margin (as in the
+    widgets) shows where the sampled region leaves the image."""
     import matplotlib.pyplot as plt
 
     n = min(n, record.input.shape[0])
-    fig, axes = plt.subplots(n, 2, figsize=(7.8, 2.3 * n), squeeze=False)  # room for the theta text
+    # both panels of a row the same size; the theta text gets the last column
+    fig, axes = plt.subplots(n, 3, figsize=(7.8, 2.4 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 1, 0.9]})
+    h, w = record.input_size
     for i in range(n):
         pred = None
         if predictions is not None:
             pred = f"pred {int(predictions[i])}" + (f" (true {int(labels[i])})" if labels is not None else "")
-        plot_record(record, i, axes[i], prediction=pred, box=None if boxes is None else boxes[i])
+        ax_in, ax_out, ax_text = axes[i]
+        plot_record(record, i, (ax_in, ax_out), prediction=pred, box=None if boxes is None else boxes[i])
+        # The input panel: the image with a grey margin (as in the widgets) and the whole region,
+        # in a square view, so it has the output panel's size and no white strips.
+        pts = _np(record.sampled_outline()[i])
+        pts = pts[np.isfinite(pts).all(1)]
+        x0, x1 = min(-0.5 - 0.15 * w, pts[:, 0].min() if len(pts) else 0), max(w - 0.5 + 0.15 * w, pts[:, 0].max() if len(pts) else 0)
+        y0, y1 = min(-0.5 - 0.15 * h, pts[:, 1].min() if len(pts) else 0), max(h - 0.5 + 0.15 * h, pts[:, 1].max() if len(pts) else 0)
+        side = max(x1 - x0, y1 - y0) * 1.03
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        ax_in.set_xlim(cx - side / 2, cx + side / 2)
+        ax_in.set_ylim(cy + side / 2, cy - side / 2)
+        ax_in.set_facecolor("#48484c")
+        for t in list(ax_out.texts):  # plot_record's theta text moves to its own column
+            t.remove()
+        ax_text.set_axis_off()
+        theta = record.theta
+        if theta is not None:
+            ax_text.text(0.0, 0.5, format_theta(theta[i]), transform=ax_text.transAxes, fontsize=7.5,
+                         family="monospace", va="center")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -434,16 +458,31 @@ def plot_stability_summary(summary, ax=None, title: str | None = None):
     return ax
 
 
-def plot_canonical_means(means: dict, class_names=None, max_classes: int = 12):
+def _stretch(image, low: float = 1.0, high: float = 99.0):
+    """Contrast stretch: the ``low`` / ``high`` percentiles (over all channels) to 0 / 1."""
+    arr = _np(image).astype(np.float32)
+    lo, hi = np.percentile(arr, [low, high])
+    return np.clip((arr - lo) / (hi - lo), 0, 1) if hi > lo else arr
+
+
+def plot_canonical_means(means: dict, class_names=None, max_classes: int = 12, *, stretch: bool = False):
     """Two rows: the mean input and the mean transformer output of each class
-    (from ``stnviz.analysis.canonical_means``)."""
+    (from ``stnviz.analysis.canonical_means``). ``class_names``: a sequence or dict, class -> name.
+    ``stretch``: stretch each mean's contrast (1st-99th percentile to black-white), for dark
+    classes; say so in the caption."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     keys = sorted(means)[:max_classes]
-    fig, axes = plt.subplots(2, len(keys), figsize=(1.2 * len(keys) + 0.8, 2.8), squeeze=False)
+    fig, axes = plt.subplots(2, len(keys), figsize=(1.25 * len(keys) + 0.9, 3.2), squeeze=False)
     for j, k in enumerate(keys):
         mean_in, mean_out = means[k]
-        draw_image(mean_in, axes[0, j], title=str(class_names[k]) if class_names else str(k))
+        if stretch:
+            mean_in, mean_out = _stretch(mean_in), _stretch(mean_out)
+        name = str(class_names[k]) if class_names is not None else str(k)
+        draw_image(mean_in, axes[0, j])
+        axes[0, j].set_title("\n".join(textwrap.wrap(name, 14)[:3]), fontsize=7)
         draw_image(mean_out, axes[1, j])
     axes[0, 0].set_ylabel("mean input", fontsize=8)
     axes[1, 0].set_ylabel("mean output", fontsize=8)

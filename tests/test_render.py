@@ -85,7 +85,11 @@ class TestPlots:
         assert "rot" in ax_out.texts[0].get_text()
         assert len(ax_in.patches) == 1  # the annotated box
         fig = render.plot_batch(r, predictions=logits.argmax(1), labels=torch.tensor([1, 2, 3]), n=2)
-        assert len(fig.axes) == 4
+        assert len(fig.axes) == 6  # per row: input, output, theta text
+        ins, outs = fig.axes[0], fig.axes[1]
+        assert ins.get_position().width == pytest.approx(outs.get_position().width, rel=0.02)  # equal panels
+        assert ins.get_facecolor()[:3] != (1.0, 1.0, 1.0)  # a grey margin, no white strips
+        assert "rot" in fig.axes[2].texts[0].get_text()
         plt.close("all")
 
     def test_draw_outline_rejects_nan(self):
