@@ -8,7 +8,7 @@ OUT ?= out
 # Jupyter's token: a fresh random one per `make lab` / `make dashboard` unless STNVIZ_TOKEN is set.
 # Only this specific name is read (a generic TOKEN in the environment, say a CI secret, is never
 # used or printed), and an empty value is refused: it would switch authentication off.
-ifndef STNVIZ_TOKEN
+ifeq ($(origin STNVIZ_TOKEN),undefined)
 STNVIZ_TOKEN := $(shell $(PYTHON) -c "import secrets; print(secrets.token_hex(16))")
 endif
 PORT ?= 8888

@@ -1,0 +1,165 @@
+"""The command line's contract: every user error is one ``stnviz: error: ...`` line with exit
+status 2 (1 for a diverged training run), never a traceback; and ``make lab`` / ``make
+dashboard`` never serve without a token."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from stnviz.checkpoints import save_checkpoint
+from stnviz.cli import main
+from stnviz.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def one_error_line(err: str) -> str:
+    """The single error line of stderr, apart from tqdm's progress bar segments."""
+    segments = [seg.strip() for seg in re.split(r"[\r\n]+", err)]
+    lines = [seg for seg in segments if seg and not re.match(r"^epoch \d+/\d+:\s+\d+%\|", seg)]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("stnviz: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def train_args(tmp_path, mnist_root):
+    return ["train", "--data", "mnist", "--data-root", str(mnist_root), "--batch-size", "64",
+            "--out", str(tmp_path / "run"), "--device", "cpu", "--epochs", "1"]
+
+
+class TestTrainErrors:
+    def test_divergence_is_one_line_with_status_1(self, train_args, capsys):
+        code = main(train_args + ["--model", "cnn_tutorial", "--lr", "1e6", "--schedule", "constant"])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 1 and "diverged" in line
+
+    @pytest.mark.parametrize("bad, says", [("[1,2]", "(a list)"), ("{bad", "Expecting property name"), ("3", "(a int)")])
+    def test_bad_model_args(self, train_args, capsys, bad, says):
+        code = main(train_args + ["--model", "cnn_tutorial", "--model-args", bad])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and "--model-args must be a JSON object" in line and says in line and repr(bad) in line
+
+    def test_unknown_builder_argument(self, train_args, capsys):
+        code = main(train_args + ["--model", "cnn_tutorial", "--model-args", '{"colour": 1}'])
+        assert code == 2 and "bad arguments for architecture 'cnn_tutorial'" in one_error_line(capsys.readouterr().err)
+
+    def test_resume_from_another_architecture(self, train_args, tmp_path, capsys):
+        assert main(train_args + ["--model", "cnn_tutorial"]) == 0
+        capsys.readouterr()
+        code = main(train_args + ["--model", "stn_tutorial", "--resume", str(tmp_path / "run" / "last.pt")])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and "holds architecture 'cnn_tutorial'" in line and "size mismatch" not in line
+
+    def test_resume_from_a_final_checkpoint(self, train_args, tmp_path, capsys):
+        final = save_checkpoint(build_model("cnn_tutorial"), tmp_path / "cnn_tutorial.mnist.pt")
+        code = main(train_args + ["--model", "cnn_tutorial", "--resume", str(final)])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and "holds no trainer state" in line and "None epochs" not in line
+
+    @pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--batch-size", "-3"), ("--epochs", "0")])
+    def test_non_positive_sizes_are_refused_by_the_parser(self, train_args, capsys, flag, value):
+        args = [a for a in train_args]
+        i = args.index(flag) if flag in args else None
+        if i is not None:
+            args[i + 1] = value
+        else:
+            args += [flag, value]
+        with pytest.raises(SystemExit) as exc:
+            main(args + ["--model", "cnn_tutorial"])
+        assert exc.value.code == 2
+        assert f"argument {flag}: expected a positive integer, got {int(value)}" in capsys.readouterr().err
+
+
+class TestEvalErrors:
+    def test_model_built_for_other_image_size(self, tmp_path, mnist_root, capsys):
+        rts = save_checkpoint(build_model("stn_cnn"), tmp_path / "stn_cnn.mnist_rts.pt")  # 42x42 input
+        code = main(["eval", "--model", str(rts), "--data", "mnist", "--data-root", str(mnist_root), "--device", "cpu"])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and "built for 1x42x42" in line and "1x28x28" in line
+
+    def test_corrupt_checkpoint(self, tmp_path, mnist_root, capsys):
+        bad = tmp_path / "cnn.broken.pt"
+        bad.write_bytes(b"PK\x03\x04 not really a zip")
+        code = main(["eval", "--model", str(bad), "--data", "mnist", "--data-root", str(mnist_root), "--device", "cpu"])
+        assert code == 2 and str(bad) in one_error_line(capsys.readouterr().err)
+
+    def test_capture_error_is_a_user_error(self, monkeypatch, capsys):
+        from stnviz.capture import CaptureError
+
+        def fail(args):
+            raise CaptureError("no spatial transformer ran in the model\nexpected at least one")
+
+        monkeypatch.setattr("stnviz.cli._eval", fail)
+        code = main(["eval", "--model", "x.pt", "--data", "mnist"])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and "no spatial transformer ran" in line
+
+    def test_a_bug_keeps_its_traceback(self, monkeypatch):
+        def bug(args):
+            raise ZeroDivisionError("a bug in stnviz")
+
+        monkeypatch.setattr("stnviz.cli._eval", bug)
+        with pytest.raises(ZeroDivisionError):
+            main(["eval", "--model", "x.pt", "--data", "mnist"])
+
+
+# --------------------------------------------------------------------------- Makefile token
+
+
+@pytest.fixture
+def fake_venv(tmp_path):
+    """A venv folder whose jupyter / voila only print their arguments, and an install stamp newer
+    than pyproject.toml, so `make lab` runs its recipe without installing or serving anything."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    for tool in ("jupyter", "voila"):
+        script = venv / "bin" / tool
+        script.write_text('#!/bin/sh\necho "SERVED $*"\n')
+        script.chmod(0o755)
+    stamp = venv / ".stnviz-installed"
+    stamp.touch()
+    later = os.stat(REPO / "pyproject.toml").st_mtime + 10
+    os.utime(stamp, (later, later))
+    return venv
+
+
+def run_make(target, venv, *assignments, env=None):
+    environ = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
+    environ.update(env or {})
+    return subprocess.run(["make", "-s", "-C", str(REPO), target, f"VENV={venv}", "PYTHON=python3", *assignments],
+                          capture_output=True, text=True, timeout=60, env=environ)
+
+
+class TestMakeToken:
+    @pytest.mark.parametrize("target", ["lab", "dashboard"])
+    def test_empty_token_is_refused(self, fake_venv, target):
+        proc = run_make(target, fake_venv, "STNVIZ_TOKEN=")
+        assert proc.returncode != 0
+        assert "SERVED" not in proc.stdout and "STNVIZ_TOKEN is empty" in proc.stderr
+
+    @pytest.mark.parametrize("target", ["lab", "dashboard"])
+    def test_empty_token_from_the_environment_is_refused(self, fake_venv, target):
+        proc = run_make(target, fake_venv, env={"STNVIZ_TOKEN": ""})
+        assert proc.returncode != 0 and "SERVED" not in proc.stdout
+
+    def test_generic_token_variable_is_never_read(self, fake_venv):
+        proc = run_make("lab", fake_venv, env={"TOKEN": "ci-secret-123"})
+        assert proc.returncode == 0, proc.stderr
+        assert "ci-secret-123" not in proc.stdout + proc.stderr
+        served = [ln for ln in proc.stdout.splitlines() if ln.startswith("SERVED")]
+        token = served[0].split("--IdentityProvider.token=")[1].split()[0]
+        assert len(token) == 32  # a fresh random token instead
+
+    def test_empty_generic_token_does_not_switch_authentication_off(self, fake_venv):
+        proc = run_make("lab", fake_venv, "TOKEN=")
+        assert proc.returncode == 0, proc.stderr
+        assert "--IdentityProvider.token= " not in proc.stdout + " " and "--IdentityProvider.token=\n" not in proc.stdout
+
+    def test_chosen_token_is_used(self, fake_venv):
+        proc = run_make("dashboard", fake_venv, env={"STNVIZ_TOKEN": "my-token"})
+        assert proc.returncode == 0 and "--token=my-token" in proc.stdout
