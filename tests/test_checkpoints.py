@@ -142,3 +142,152 @@ class TestAtomicWrite:
             atomic_write(path, boom)
         assert path.read_bytes() == before
         assert sorted(os.listdir(tmp_path)) == ["m.pt"]
+
+
+# --------------------------------------------------------------------------- issue 12: trust
+
+
+import random  # noqa: E402
+import re  # noqa: E402
+import stat  # noqa: E402
+import time  # noqa: E402
+import zipfile  # noqa: E402
+
+
+def _member_data_offset(path, name_suffix):
+    """Byte offset and size of the (stored, uncompressed) zip member ending in ``name_suffix``."""
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(name_suffix))
+    raw = path.read_bytes()
+    h = info.header_offset
+    name_len, extra_len = int.from_bytes(raw[h + 26 : h + 28], "little"), int.from_bytes(raw[h + 28 : h + 30], "little")
+    return h + 30 + name_len + extra_len, info.file_size
+
+
+def _largest_storage(path):
+    with zipfile.ZipFile(path) as zf:
+        return max((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size).filename
+
+
+class TestCorruption:
+    def test_flipped_byte_in_a_weight_is_caught(self, tmp_path):
+        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        member = _largest_storage(path)
+        start, size = _member_data_offset(path, member)
+        raw = bytearray(path.read_bytes())
+        raw[start + size // 2] ^= 0x10
+        bad = tmp_path / "flipped.pt"
+        bad.write_bytes(bytes(raw))
+        with pytest.raises(CheckpointError, match=r"flipped\.pt is corrupted"):
+            load_model(bad)
+
+    def test_weights_changed_behind_the_digest_are_caught(self, tmp_path):
+        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        payload = torch.load(path, weights_only=True)
+        key = next(iter(payload["state_dict"]))
+        payload["state_dict"][key] = payload["state_dict"][key].clone()
+        payload["state_dict"][key].view(-1)[0] += 1e-3  # a valid zip with valid CRCs, other weights
+        torch.save(payload, tmp_path / "edited.pt")
+        with pytest.raises(CheckpointError, match=r"edited\.pt is corrupted: its weights' SHA-256 is .* the file records"):
+            load_checkpoint(tmp_path / "edited.pt")
+
+    def test_digest_is_stored_and_files_without_one_still_load(self, tmp_path):
+        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        payload = load_checkpoint(path)
+        assert re.fullmatch(r"[0-9a-f]{64}", payload["weights_sha256"])
+        del payload["weights_sha256"]  # as written by earlier versions
+        torch.save(payload, tmp_path / "old.pt")
+        assert load_model(tmp_path / "old.pt").meta["arch"] == "stn_tutorial"
+
+    def test_fuzzed_files_only_ever_raise_checkpoint_error_naming_the_file(self, tmp_path):
+        good = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "good.pt").read_bytes()
+        rng = random.Random(0)
+        for i in range(80):
+            raw = bytearray(good)
+            kind = i % 4
+            if kind == 0:  # header / pickle region
+                for _ in range(rng.randint(1, 4)):
+                    raw[rng.randrange(0, 4096)] = rng.randrange(256)
+            elif kind == 1:  # the central directory at the end
+                for _ in range(rng.randint(1, 4)):
+                    raw[rng.randrange(len(raw) - 2048, len(raw))] = rng.randrange(256)
+            elif kind == 2:  # anywhere
+                raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+            else:  # truncated
+                raw = raw[: rng.randrange(1, len(raw))]
+            path = tmp_path / f"fuzz{i}.pt"
+            path.write_bytes(bytes(raw))
+            try:
+                load_model(path)
+            except CheckpointError as e:
+                assert f"fuzz{i}.pt" in str(e)
+            # any other exception type fails the test
+
+    @pytest.mark.parametrize("content", [b"", b"hello, not a checkpoint\n", b"PK\x03\x04" + b"\x00" * 40,
+                                         pickle.dumps({"format": "stnviz-checkpoint"})])
+    def test_non_checkpoint_files(self, tmp_path, content):
+        path = tmp_path / "other.pt"
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError, match=r"other\.pt"):
+            load_model(path)
+
+    @pytest.mark.parametrize("model_args", [{"num_classes": -3}, {"input_size": [1, -28, 28]}, {"num_classes": "ten"}])
+    def test_crafted_model_arguments(self, tmp_path, model_args):
+        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        payload = torch.load(path, weights_only=True)
+        payload["model_args"] = model_args
+        torch.save(payload, tmp_path / "crafted.pt")
+        with pytest.raises(CheckpointError, match=r"crafted\.pt: cannot rebuild its model 'stn_tutorial'"):
+            load_model(tmp_path / "crafted.pt")
+
+    def test_refusal_names_the_global_without_advice_to_load_unsafely(self, tmp_path):
+        evil = tmp_path / "evil.pt"
+        torch.save({"format": "stnviz-checkpoint", "payload": _Payload(str(tmp_path / "pwned"))}, evil)
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(evil)
+        msg = str(err.value)
+        assert "forbidden global" in msg and "open" in msg
+        assert "weights_only" not in msg and "add_safe_globals" not in msg and "trust" not in msg
+
+
+class TestTempFiles:
+    def test_temp_name_is_hidden_and_never_a_weights_name(self, tmp_path):
+        from stnviz._io import is_temp_file
+        from stnviz.hub import WEIGHTS_FILE
+
+        seen = []
+        atomic_write(tmp_path / "stn_cnn.mnist_rts.pt", lambda tmp: (seen.append(os.path.basename(tmp)), open(tmp, "wb").close()))
+        (name,) = seen
+        assert name.startswith(".") and is_temp_file(name)
+        assert not WEIGHTS_FILE.match(name)
+
+    def test_stale_temp_files_are_removed_on_the_next_write(self, tmp_path):
+        old = time.time() - 2 * 3600
+        stale = [tmp_path / ".stn_cnn.mnist.k2j3a9_z.tmp.pt",  # an earlier version's name
+                 tmp_path / ".stn_cnn.mnist.pt.abcd1234.stnviz-tmp.pt",
+                 tmp_path / ".anim.gif.q1w2e3r4.stnviz-tmp.gif"]
+        fresh = tmp_path / ".last.pt.zzzz9999.stnviz-tmp.pt"  # may be a write in progress
+        unrelated = tmp_path / ".hidden.pt"
+        for f in stale + [fresh, unrelated]:
+            f.write_bytes(b"x")
+        for f in stale + [unrelated]:
+            os.utime(f, (old, old))
+        save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        assert sorted(os.listdir(tmp_path)) == sorted([".hidden.pt", fresh.name, "m.pt"])
+
+
+class TestReadOnly:
+    def test_read_only_file_is_not_replaced(self, tmp_path):
+        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        before = path.read_bytes()
+        path.chmod(0o444)
+        with pytest.raises(PermissionError, match=r"m\.pt is read-only .*refusing to replace it"):
+            save_checkpoint(_trained_like("stn_cnn"), path)
+        assert path.read_bytes() == before and stat.S_IMODE(path.stat().st_mode) == 0o444
+        assert sorted(os.listdir(tmp_path)) == ["m.pt"]
+
+    def test_existing_file_keeps_its_mode(self, tmp_path):
+        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        path.chmod(0o640)
+        save_checkpoint(_trained_like("stn_tutorial"), path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
