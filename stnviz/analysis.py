@@ -43,20 +43,14 @@ _PARTS = ("rotation_deg", "scale_x", "scale_y", "shear", "tx", "ty")
 
 
 def decomposed_theta(theta: torch.Tensor) -> pd.DataFrame:
-    """One row per sample of theta ``(B, 2, 3)``: the six entries and their decomposition
-    (rotation in degrees, scale x / y, shear, translation). Singular rows get NaN components."""
+    """One row per sample of theta ``(B, 2, 3)``: the six entries and their decomposition by
+    :func:`stnviz.geometry.decompose_affine` (rotation in degrees, scale x / y, shear,
+    translation). Singular rows get NaN components."""
     theta = theta.detach().to("cpu", torch.float64).reshape(-1, 2, 3)
     cols = {f"theta_{r}{c}": theta[:, r, c].numpy() for r in range(2) for c in range(3)}
-    a11, a12, a21, a22 = theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1]
-    sx = torch.sqrt(a11**2 + a21**2)
-    det = a11 * a22 - a12 * a21
-    ok = (sx > 1e-12) & (det.abs() > 1e-12)
-    safe_sx = torch.where(ok, sx, torch.ones_like(sx))
-    sy = torch.where(ok, det / safe_sx, torch.full_like(sx, math.nan))
-    shear = torch.where(ok, (a11 * a12 + a21 * a22) / safe_sx / torch.where(ok, sy, torch.ones_like(sy)), torch.full_like(sx, math.nan))
-    rot = torch.where(ok, torch.rad2deg(torch.atan2(a21, a11)), torch.full_like(sx, math.nan))
-    cols.update(rotation_deg=rot.numpy(), scale_x=torch.where(ok, sx, torch.full_like(sx, math.nan)).numpy(),
-                scale_y=sy.numpy(), shear=shear.numpy(), tx=theta[:, 0, 2].numpy(), ty=theta[:, 1, 2].numpy())
+    p = geometry.decompose_affine(theta, singular="nan")
+    cols.update(rotation_deg=torch.rad2deg(p.rotation).numpy(), scale_x=p.scale_x.numpy(), scale_y=p.scale_y.numpy(),
+                shear=p.shear.numpy(), tx=p.tx.numpy(), ty=p.ty.numpy())
     return pd.DataFrame(cols)
 
 

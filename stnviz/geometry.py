@@ -350,13 +350,20 @@ def compose_affine(
     return torch.stack([row0, row1], dim=1)
 
 
-def decompose_affine(theta: torch.Tensor) -> AffineComponents:
+def decompose_affine(theta: torch.Tensor, *, singular: str = "raise") -> AffineComponents:
     """Split theta ``(B, 2, 3)`` (or ``(B, 6)``) into :class:`AffineComponents`.
 
     QR-style: ``rotation = atan2(a21, a11)``, ``scale_x = |first column|``,
     ``scale_y = det / scale_x``, ``shear`` from the remaining upper-triangular entry.
-    Raises ``ValueError`` for a singular linear part (the decomposition is not unique).
+
+    A linear part is *singular* when ``scale_x <= tol`` or ``|det| <= tol * max(scale_x, 1)``
+    (``tol`` 1e-12 in float64, 1e-6 otherwise): the decomposition is not unique. Then
+    ``singular="raise"`` (default) raises ``ValueError`` naming the first such row, and
+    ``singular="nan"`` returns NaN rotation, scales and shear for those rows (the translation
+    is still given). This is the package's one decomposition: tables and theta text use it.
     """
+    if singular not in ("raise", "nan"):
+        raise ValueError(f"singular must be 'raise' or 'nan', got {singular!r}")
     theta = _check_theta(theta)
     a11, a12, tx = theta[:, 0].unbind(1)
     a21, a22, ty = theta[:, 1].unbind(1)
@@ -364,15 +371,19 @@ def decompose_affine(theta: torch.Tensor) -> AffineComponents:
     det = a11 * a22 - a12 * a21
     tol = 1e-12 if theta.dtype == torch.float64 else 1e-6
     bad = (scale_x <= tol) | (det.abs() <= tol * scale_x.clamp_min(1.0))
-    if bool(bad.any()):
+    if singular == "raise" and bool(bad.any()):
         idx = int(bad.nonzero()[0, 0])
         raise ValueError(
             f"decompose_affine expects a non-singular linear part, got det={float(det[idx]):.3g} at batch index {idx}"
         )
+    safe_sx = torch.where(bad, torch.ones_like(scale_x), scale_x)
     rotation = torch.atan2(a21, a11)
-    c, s = a11 / scale_x, a21 / scale_x
-    scale_y = det / scale_x
+    c, s = a11 / safe_sx, a21 / safe_sx
+    scale_y = torch.where(bad, torch.ones_like(det), det / safe_sx)
     shear = (c * a12 + s * a22) / scale_y
+    if bool(bad.any()):
+        nan = torch.full_like(scale_x, math.nan)
+        rotation, scale_x, scale_y, shear = (torch.where(bad, nan, v) for v in (rotation, scale_x, scale_y, shear))
     return AffineComponents(rotation, scale_x, scale_y, shear, tx, ty)
 
 

@@ -188,17 +188,13 @@ def format_theta(theta, decomposed: bool = True) -> str:
         f"[{t[1, 0]:+.3f} {t[1, 1]:+.3f} {t[1, 2]:+.3f}]",
     ]
     if decomposed:
-        a11, a12, a21, a22 = t[0, 0], t[0, 1], t[1, 0], t[1, 1]
-        sx = math.hypot(a11, a21)
-        det = a11 * a22 - a12 * a21
-        if sx < 1e-9 or abs(det) < 1e-9:
+        p = geometry.decompose_affine(torch.from_numpy(t).view(1, 2, 3), singular="nan")
+        if not math.isfinite(float(p.scale_x[0])):
             lines.append("singular: no decomposition")
         else:
-            rot = math.degrees(math.atan2(a21, a11))
-            sy = det / sx
-            shear = (a11 / sx * a12 + a21 / sx * a22) / sy
-            lines.append(f"rot {rot:+.1f} deg  scale {sx:.3f} x {sy:.3f}")
-            lines.append(f"shear {shear:+.3f}  t ({t[0, 2]:+.3f}, {t[1, 2]:+.3f})")
+            lines.append(f"rot {math.degrees(float(p.rotation[0])):+.1f} deg  "
+                         f"scale {float(p.scale_x[0]):.3f} x {float(p.scale_y[0]):.3f}")
+            lines.append(f"shear {float(p.shear[0]):+.3f}  t ({t[0, 2]:+.3f}, {t[1, 2]:+.3f})")
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
 import io
+import math
 
 import matplotlib
 
@@ -113,3 +114,32 @@ class TestAnalysisTables:
         df = theta_table(rec, 1)
         assert list(df["transformer"]) == ["transformer", "body.1"]
         assert list(df["scale_x"].round(6)) == [1.0, 1.0]
+
+
+class TestOneDecomposition:
+    """render.format_theta, analysis.decomposed_theta and geometry.decompose_affine give one answer,
+    also for near-singular theta (where three formulas once gave three)."""
+
+    @pytest.mark.parametrize("theta", [
+        [[0.8, -0.3, 0.1], [0.3, 0.8, -0.05]],
+        [[1e-7, 0.0, 0.2], [0.0, 1.0, 0.0]],      # near-singular: scale_x below tolerance in float32
+        [[1.0, 2.0, 0.0], [0.5, 1.0 + 1e-9, 0.0]],  # det ~ 1e-9
+    ])
+    def test_same_answer(self, theta):
+        t = torch.tensor(theta, dtype=torch.float64).view(1, 2, 3)
+        parts = geometry.decompose_affine(t, singular="nan")
+        row = decomposed_theta(t).iloc[0]
+        text = render.format_theta(t[0])
+        if math.isnan(float(parts.scale_x[0])):
+            assert math.isnan(row["scale_x"]) and "singular" in text
+            with pytest.raises(ValueError, match="non-singular"):
+                geometry.decompose_affine(t)
+        else:
+            assert row["rotation_deg"] == pytest.approx(math.degrees(float(parts.rotation[0])))
+            assert f"rot {math.degrees(float(parts.rotation[0])):+.1f} deg" in text
+            assert f"scale {float(parts.scale_x[0]):.3f} x {float(parts.scale_y[0]):.3f}" in text
+
+    def test_nan_rows_keep_translation(self):
+        t = torch.tensor([[[0.0, 0.0, 0.3], [0.0, 0.0, -0.2]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+        p = geometry.decompose_affine(t, singular="nan")
+        assert torch.isnan(p.rotation[0]) and p.tx[0] == pytest.approx(0.3) and p.scale_x[1] == 1.0
