@@ -200,12 +200,16 @@ class TestCorruption:
         assert load_model(tmp_path / "old.pt").meta["arch"] == "stn_tutorial"
 
     def test_fuzzed_files_only_ever_raise_checkpoint_error_naming_the_file(self, tmp_path):
-        good = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "good.pt").read_bytes()
+        good_path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "good.pt")
+        good = good_path.read_bytes()
+        pkl_start, pkl_size = _member_data_offset(good_path, "data.pkl")
         rng = random.Random(0)
-        for i in range(80):
+        for i in range(120):
             raw = bytearray(good)
-            kind = i % 4
-            if kind == 0:  # header / pickle region
+            kind = i % 6
+            if kind >= 4:  # the pickled header: keys, types, storage sizes
+                raw[pkl_start + rng.randrange(pkl_size)] = rng.randrange(256)
+            elif kind == 0:  # zip headers
                 for _ in range(rng.randint(1, 4)):
                     raw[rng.randrange(0, 4096)] = rng.randrange(256)
             elif kind == 1:  # the central directory at the end
