@@ -189,7 +189,9 @@ def _in_st(model, key):
 
 class TestRegistry:
     def test_list(self):
-        assert list_architectures("stn_*") == ["stn_cifar", "stn_cnn", "stn_gtsrb", "stn_tutorial"]
+        names = list_architectures("stn_*")
+        assert names == sorted(names) and all(n.startswith("stn_") for n in names)
+        assert {"stn_cifar", "stn_cnn", "stn_gtsrb", "stn_tutorial"} <= set(names)
 
     def test_refuses_duplicates(self):
         with pytest.raises(ValueError, match="already registered"):
