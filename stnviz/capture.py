@@ -62,10 +62,6 @@ __all__ = [
     "model_device_dtype",
 ]
 
-#: Families whose parameters have a 2x3 matrix (``TransformRecord.theta``).
-_MATRIX_FAMILIES = ("affine", "attention", "restricted", "translation")
-
-
 class CaptureError(RuntimeError):
     """Nothing was captured, a record was asked for that does not exist, or the model can't be
     seen into (TorchScript, a compiler error)."""
@@ -116,7 +112,7 @@ class TransformRecord:
     def theta(self) -> torch.Tensor | None:
         """``(B, 2, 3)`` in stnviz's convention for matrix families (``None`` for projective, TPS,
         unknown)."""
-        if self.params is None or self.family not in _MATRIX_FAMILIES:
+        if self.params is None or self.family not in geometry.MATRIX_FAMILIES:
             return None
         return geometry.to_matrix(self.params, self.family, components=self.components)[:, :2]
 
@@ -333,11 +329,7 @@ class _Session:
         if self.closed or threading.get_ident() != self.thread or module not in self.names:
             return
         if isinstance(module, GridGenerator) and isinstance(output, torch.Tensor):
-            params = args[0].detach()
-            if module.family == "affine":
-                params = params.reshape(-1, 2, 3)
-            elif module.family == "tps":
-                params = params.reshape(params.shape[0], -1, 2)
+            params = geometry.shape_params(args[0].detach(), module.family)
             prov = (module.family, params, module.components, False)
             self._remember(output, prov)
             for f in reversed(self.stack):

@@ -54,14 +54,18 @@ import torch.nn.functional as F
 __all__ = [
     "ALIGN_CORNERS",
     "FAMILIES",
+    "FAMILY_TABLE",
+    "MATRIX_FAMILIES",
     "RESTRICTED_COMPONENTS",
     "AffineComponents",
+    "Family",
     "affine_grid",
     "attention_grid",
     "attention_to_theta",
     "compose_affine",
     "convert_align_corners",
     "decompose_affine",
+    "family_info",
     "identity_params",
     "invert",
     "make_grid",
@@ -72,6 +76,7 @@ __all__ = [
     "restricted_to_theta",
     "sampled_corners",
     "sampled_outline",
+    "shape_params",
     "grid_to_pixels",
     "theta_to_pixel",
     "to_matrix",
@@ -265,23 +270,11 @@ def to_matrix(params: torch.Tensor, family: str, *, components: Sequence[str] | 
     Works for ``affine``, ``attention``, ``restricted`` (needs ``components``), ``translation``
     and ``projective``. TPS has no matrix: use :func:`make_grid`.
     """
-    if family == "projective":
-        return _check_homography(params)
-    if family == "affine":
-        theta = _check_theta(params)
-    elif family == "attention":
-        theta = attention_to_theta(params)
-    elif family == "translation":
-        theta = translation_to_theta(params)
-    elif family == "restricted":
-        if components is None:
-            raise ValueError("family 'restricted' needs components=..., got None")
-        theta = restricted_to_theta(params, components)
-    elif family == "tps":
-        raise ValueError("family 'tps' has no matrix; expected one of affine, attention, restricted, translation, projective")
-    else:
-        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-    return _homogeneous(theta)
+    f = family_info(family)
+    if f.matrix is None:
+        others = ", ".join(n for n, g in FAMILY_TABLE.items() if g.matrix is not None)
+        raise ValueError(f"family {family!r} has no matrix; expected one of {others}")
+    return f.matrix(params, components)
 
 
 def _homogeneous(theta: torch.Tensor) -> torch.Tensor:
@@ -554,41 +547,106 @@ def tps_grid(points: torch.Tensor, size, *, source: torch.Tensor | None = None, 
     return (solved.to(points) @ points).reshape(points.shape[0], h, w, 2)
 
 
+def _need_components(components):
+    if components is None:
+        raise ValueError("family 'restricted' needs components=..., got None")
+    return _expand_components(components)
+
+
+def _tps_count(control_points: int) -> int:
+    tps_control_points(control_points)  # validates K
+    return 2 * control_points
+
+
+def _tps_shaped(params: torch.Tensor) -> torch.Tensor:
+    return params.reshape(params.shape[0], -1, 2) if params.dim() == 2 else params
+
+
+class Family(NamedTuple):
+    """One row of :data:`FAMILY_TABLE`: everything the package knows about a transform family.
+
+    Attributes:
+        name: the family's name (``family=`` everywhere).
+        display: a short human name for menus and captions.
+        has_matrix: whether the parameters give a 2x3 affine matrix (``to_matrix(...)[:, :2]``).
+        param_shape: the canonical parameter shape, for docs and error messages.
+        count: ``(components, control_points) -> P``, the number of flat parameters.
+        identity: ``(components, control_points, dtype, device) -> (P,)`` flat identity.
+        shaped: flat ``(B, P)`` -> canonical parameters (``(B, 2, 3)``, ``(B, K, 2)``, ...).
+        matrix: canonical parameters, components -> ``(B, 3, 3)``, or ``None`` (TPS).
+        grid: ``(params, size, components, **kwargs) -> (B, H, W, 2)``.
+    """
+
+    name: str
+    display: str
+    has_matrix: bool
+    param_shape: str
+    count: object
+    identity: object
+    shaped: object
+    matrix: object
+    grid: object
+
+
+def _const(values):
+    return lambda components, k, dtype, device: torch.tensor(values, dtype=dtype, device=device)
+
+
+#: The per-family table: the one place a family's facts live (used by to_matrix, make_grid,
+#: num_params, identity_params, shape_params, the transformer module, capture and the widgets).
+FAMILY_TABLE: dict[str, Family] = {f.name: f for f in (
+    Family("affine", "affine (6)", True, "(B, 2, 3) or (B, 6)", lambda c, k: 6,
+           _const([1.0, 0, 0, 0, 1, 0]), lambda p: p.reshape(-1, 2, 3),
+           lambda p, c: _homogeneous(_check_theta(p)), lambda p, size, c, **kw: affine_grid(p, size)),
+    Family("attention", "attention (s, tx, ty)", True, "(B, 3)", lambda c, k: 3,
+           _const([1.0, 0, 0]), lambda p: p,
+           lambda p, c: _homogeneous(attention_to_theta(p)), lambda p, size, c, **kw: attention_grid(p, size)),
+    Family("restricted", "restricted (named components)", True, "(B, P)", lambda c, k: len(_need_components(c)),
+           lambda c, k, dtype, device: torch.tensor([_RESTRICTED_IDENTITY[n] for n in _need_components(c)],
+                                                    dtype=dtype, device=device),
+           lambda p: p,
+           lambda p, c: _homogeneous(restricted_to_theta(p, _need_components(c))),
+           lambda p, size, c, **kw: restricted_grid(p, size, _need_components(c))),
+    Family("translation", "translation (tx, ty)", True, "(B, 2)", lambda c, k: 2,
+           _const([0.0, 0.0]), lambda p: p,
+           lambda p, c: _homogeneous(translation_to_theta(p)), lambda p, size, c, **kw: translation_grid(p, size)),
+    Family("projective", "projective (homography)", False, "(B, 3, 3), (B, 9) or (B, 8)", lambda c, k: 8,
+           _const([1.0, 0, 0, 0, 1, 0, 0, 0]), lambda p: p,
+           lambda p, c: _check_homography(p), lambda p, size, c, **kw: projective_grid(p, size)),
+    Family("tps", "thin-plate spline", False, "(B, K, 2) or (B, 2K)", lambda c, k: _tps_count(k),
+           lambda c, k, dtype, device: tps_control_points(k, dtype=dtype, device=device).reshape(-1),
+           _tps_shaped, None, lambda p, size, c, **kw: tps_grid(p, size, **kw)),
+)}
+
+#: Families whose parameters give a 2x3 matrix (theta).
+MATRIX_FAMILIES = tuple(n for n, f in FAMILY_TABLE.items() if f.has_matrix)
+
+
+def family_info(family: str) -> Family:
+    """The :class:`Family` row of ``family``; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return FAMILY_TABLE[family]
+    except (KeyError, TypeError):
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}") from None
+
+
+def shape_params(params: torch.Tensor, family: str) -> torch.Tensor:
+    """Flat parameters ``(B, P)`` (what a localisation net regresses) -> the family's canonical
+    shape (affine ``(B, 2, 3)``, TPS ``(B, K, 2)``, others unchanged). Already-shaped input passes."""
+    return family_info(family).shaped(params)
+
+
 def make_grid(params: torch.Tensor, family: str, size, *, components: Sequence[str] | None = None, **kwargs) -> torch.Tensor:
     """Sampling grid ``(B, H, W, 2)`` for any family (see the table in the module docstring).
 
     ``components`` is needed for ``restricted``; ``source`` / ``solved`` may be passed for ``tps``.
     """
-    if family == "affine":
-        return affine_grid(params, size)
-    if family == "attention":
-        return attention_grid(params, size)
-    if family == "translation":
-        return translation_grid(params, size)
-    if family == "restricted":
-        if components is None:
-            raise ValueError("family 'restricted' needs components=..., got None")
-        return restricted_grid(params, size, components)
-    if family == "projective":
-        return projective_grid(params, size)
-    if family == "tps":
-        return tps_grid(params, size, **kwargs)
-    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return family_info(family).grid(params, size, components, **kwargs)
 
 
 def num_params(family: str, *, components: Sequence[str] | None = None, control_points: int = 16) -> int:
     """How many numbers a localisation net regresses for ``family``."""
-    counts = {"affine": 6, "attention": 3, "translation": 2, "projective": 8}
-    if family in counts:
-        return counts[family]
-    if family == "restricted":
-        if components is None:
-            raise ValueError("family 'restricted' needs components=..., got None")
-        return len(_expand_components(components))
-    if family == "tps":
-        tps_control_points(control_points)  # validates K
-        return 2 * control_points
-    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return family_info(family).count(components, control_points)
 
 
 def identity_params(
@@ -600,22 +658,7 @@ def identity_params(
     projective the first 8 entries of ``I`` (``h33 = 1``); restricted the identity value of each
     component; tps the lattice of :func:`tps_control_points` flattened ``(x0, y0, x1, y1, ...)``.
     """
-    kw = dict(dtype=dtype or torch.get_default_dtype(), device=device)
-    if family == "affine":
-        return torch.tensor([1.0, 0, 0, 0, 1, 0], **kw)
-    if family == "attention":
-        return torch.tensor([1.0, 0, 0], **kw)
-    if family == "translation":
-        return torch.zeros(2, **kw)
-    if family == "projective":
-        return torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0], **kw)
-    if family == "restricted":
-        if components is None:
-            raise ValueError("family 'restricted' needs components=..., got None")
-        return torch.tensor([_RESTRICTED_IDENTITY[n] for n in _expand_components(components)], **kw)
-    if family == "tps":
-        return tps_control_points(control_points, **kw).reshape(-1)
-    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return family_info(family).identity(components, control_points, dtype or torch.get_default_dtype(), device)
 
 
 # --------------------------------------------------------------------------- sampling

@@ -143,3 +143,18 @@ class TestOneDecomposition:
         t = torch.tensor([[[0.0, 0.0, 0.3], [0.0, 0.0, -0.2]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
         p = geometry.decompose_affine(t, singular="nan")
         assert torch.isnan(p.rotation[0]) and p.tx[0] == pytest.approx(0.3) and p.scale_x[1] == 1.0
+
+
+def test_family_table_is_the_one_list():
+    """Every family has a row; the ladders answer from it."""
+    assert tuple(geometry.FAMILY_TABLE) == geometry.FAMILIES
+    assert geometry.MATRIX_FAMILIES == ("affine", "attention", "restricted", "translation")
+    for name, f in geometry.FAMILY_TABLE.items():
+        comps = ("rotation", "scale") if name == "restricted" else None
+        ident = geometry.identity_params(name, components=comps, control_points=9)
+        assert ident.numel() == geometry.num_params(name, components=comps, control_points=9)
+        shaped = geometry.shape_params(ident.unsqueeze(0), name)
+        grid = geometry.make_grid(shaped, name, (5, 7), components=comps)
+        torch.testing.assert_close(grid, geometry.affine_grid(torch.eye(2, 3).unsqueeze(0), (5, 7)), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="family must be one of"):
+        geometry.family_info("similarity")
