@@ -141,17 +141,21 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _refusal_reason(e: pickle.UnpicklingError) -> str:
-    """The part of torch's refusal that names the culprit, without its advice to load unsafely."""
+def _forbidden_global(e: pickle.UnpicklingError) -> str | None:
+    """The global that torch's weights-only unpickler refused, if that is what happened."""
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+    return m.group(1) if m else None
+
+
+def _unpickling_detail(e: pickle.UnpicklingError) -> str:
+    """torch's reason without its advice to load unsafely (``weights_only=False``)."""
     text = str(e)
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if m:
-        return f"forbidden global {m.group(1)}"
-    for line in text.splitlines():
-        if "WeightsUnpickler error:" in line:
-            reason = line.split("WeightsUnpickler error:", 1)[1]
-            return reason.split(" Please use", 1)[0].strip()
-    return type(e).__name__
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        text = text.split(" Please use", 1)[0]
+    elif "Weights only load failed" in text:
+        text = ""
+    return " ".join(text.split())[:200] or type(e).__name__
 
 
 def _check_zip(path: Path) -> None:
@@ -181,9 +185,14 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        culprit = _forbidden_global(e)
+        if culprit is None:
+            raise CheckpointError(
+                f"cannot read {path}: malformed or not a torch checkpoint (unpickling failed: {_unpickling_detail(e)})"
+            ) from None
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than plain types and tensors, which could run "
-            f"code when unpickled ({_refusal_reason(e)})"
+            f"code when unpickled (forbidden global {culprit})"
         ) from None
     except Exception as e:  # noqa: BLE001 - fuzzed files raise KeyError, IndexError, struct.error, ...
         detail = " ".join(str(e).split())[:200]

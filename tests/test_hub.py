@@ -72,3 +72,39 @@ class TestPretrainedTable:
         t = pretrained_table()
         row = t[t["name"] == "stn_tutorial.testset"].iloc[0]
         assert row["dataset"] == "testset" and row["input_size"] == "1x28x28" and row["MB"] > 0
+
+
+class TestLeftoverFiles:
+    """Issue 12: a killed save leaves a temp file; it is never a model, and unreadable files are
+    reported, not fatal."""
+
+    @pytest.fixture
+    def leftovers(self, weights_dir):
+        d, _ = weights_dir
+        names = [".stn_tutorial.testset.k2j3a9_z.tmp.pt",  # what earlier versions left after a SIGKILL
+                 ".stn_tutorial.testset.pt.ab12cd34.stnviz-tmp.pt"]
+        for n in names:
+            (d / n).write_bytes(b"PK\x03\x04 half a file")
+        return d
+
+    def test_temp_files_are_not_models(self, leftovers):
+        names = stnviz.list_models(pretrained=True)
+        assert "stn_tutorial.testset" in names
+        assert not [n for n in names if "tmp" in n or n.startswith(".")]
+
+    def test_cli_models_does_not_list_them(self, leftovers, capsys):
+        from stnviz.cli import main
+
+        assert main(["models", "--pretrained"]) == 0
+        out = capsys.readouterr().out
+        assert "stn_tutorial.testset" in out and "tmp" not in out
+
+    def test_pretrained_table_skips_and_reports_unreadable_files(self, leftovers):
+        from stnviz.hub import pretrained_table
+
+        (leftovers / "stn_tutorial.broken.pt").write_bytes(b"not a checkpoint")
+        with pytest.warns(UserWarning, match=r"pretrained_table skipped .*stn_tutorial\.broken\.pt"):
+            t = pretrained_table()
+        assert "stn_tutorial.testset" in set(t["name"]) and "stn_tutorial.broken" not in set(t["name"])
+        (path, reason), = [s for s in t.attrs["skipped"] if "broken" in s[0]]
+        assert path.endswith("stn_tutorial.broken.pt") and "cannot read" in reason
