@@ -462,8 +462,21 @@ def projective_grid(homography: torch.Tensor, size) -> torch.Tensor:
     """
     m = _check_homography(homography)
     h, w = _check_grid_size(size, m.shape[0])
-    base = _base_grid(h, w, m.device, m.dtype).reshape(1, h * w, 2).expand(m.shape[0], -1, -1)
-    return _apply_homography(m, base).reshape(m.shape[0], h, w, 2)
+    # one batched matmul of the shared homogeneous base grid (H*W, 3) and a divide, as
+    # F.affine_grid does for theta: no per-sample copy of the base grid
+    base = _homogeneous_base_grid(h, w, m.device, m.dtype)
+    xy = torch.matmul(base, m[:, :2].transpose(1, 2))  # (B, H*W, 2)
+    wz = torch.matmul(base, m[:, 2:].transpose(1, 2))  # (B, H*W, 1)
+    tol = 1e-12 if m.dtype == torch.float64 else 1e-7
+    if float(wz.abs().amin()) <= tol:
+        raise ValueError("homography sends a point to infinity (w = 0); expected w != 0 over the whole output")
+    return xy.div_(wz).reshape(m.shape[0], h, w, 2)
+
+
+def _homogeneous_base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
+    """``(H * W, 3)`` output pixel centres ``(x, y, 1)``, normalised (align_corners=False)."""
+    base = _base_grid(h, w, device, dtype).reshape(h * w, 2)
+    return torch.cat([base, torch.ones_like(base[:, :1])], dim=1)
 
 
 def tps_control_points(k: int, *, device=None, dtype=None) -> torch.Tensor:
