@@ -70,6 +70,7 @@ __all__ = [
     "invert",
     "make_grid",
     "num_params",
+    "pixel_centres",
     "pixel_to_theta",
     "projective_grid",
     "restricted_grid",
@@ -435,12 +436,20 @@ def restricted_grid(params: torch.Tensor, size, components: Sequence[str]) -> to
     return affine_grid(restricted_to_theta(params, components), size)
 
 
-def _base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
-    """Output pixel centres in normalised coordinates, ``(H, W, 2)``, align_corners=False."""
+def pixel_centres(size, *, device=None, dtype=None) -> torch.Tensor:
+    """The centres of an ``(H, W)`` image's pixels in normalised coordinates, ``(H, W, 2)`` as
+    ``(x, y)`` (align_corners=False): the identity sampling grid, and the one pixel-centre grid of
+    the package (procedural images draw on it too)."""
+    h, w = _check_size(size)
+    dtype = dtype or torch.get_default_dtype()
     ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
     xs = (torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([gx, gy], dim=-1)
+
+
+def _base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
+    return pixel_centres((h, w), device=device, dtype=dtype)
 
 
 def _apply_homography(m: torch.Tensor, pts: torch.Tensor, name: str = "homography") -> torch.Tensor:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import torch
 
+from .. import geometry
+
 __all__ = ["GLYPHS", "draw_glyphs"]
 
 GLYPHS = ("F", "arrow", "L", "notched_ring", "checker")
 
 
 def _coords(h: int, w: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel centres in [-1, 1] (align_corners=False), each ``(H, W)``."""
-    ys = (torch.arange(h, device=device, dtype=torch.float32) * 2 + 1) / h - 1
-    xs = (torch.arange(w, device=device, dtype=torch.float32) * 2 + 1) / w - 1
-    return torch.meshgrid(ys, xs, indexing="ij")
+    """Pixel centres in [-1, 1] (align_corners=False), each ``(H, W)``: ``(y, x)``."""
+    grid = geometry.pixel_centres((h, w), device=device, dtype=torch.float32)
+    return grid[..., 1], grid[..., 0]
 
 
 def _box(x, y, x0, x1, y0, y1, soft):
