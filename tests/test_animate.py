@@ -118,3 +118,69 @@ class TestExports:
         frames = sequence_frames(run, tile=64)
         assert len(frames) == 30 and frames[0].shape == (64 + 22 + 4, 2 * 64 + 12, 3)
         assert write_animation(frames, tmp_path / "track.gif").is_file()
+
+
+# --------------------------------------------------------------------------- issue 12: fps, temp files
+
+
+KILLED_EXPORT = """
+import os, signal, sys
+import numpy as np
+import PIL.Image
+from stnviz.animate import save_gif
+
+real_save = PIL.Image.Image.save
+
+def save_then_die(self, fp, *args, **kwargs):
+    real_save(self, fp, *args, **kwargs)  # the temp file is written, the rename never happens
+    os.kill(os.getpid(), signal.SIGKILL)
+
+PIL.Image.Image.save = save_then_die
+save_gif([np.zeros((16, 16, 3), np.uint8)] * 3, sys.argv[1])
+"""
+
+
+class TestExportSafety:
+    @pytest.mark.parametrize("fps", [0, -5, float("nan"), float("inf"), "fast"])
+    @pytest.mark.parametrize("writer", [save_gif, save_mp4])
+    def test_bad_fps_is_refused(self, tmp_path, writer, fps):
+        frames = [np.zeros((8, 8, 3), np.uint8)] * 2
+        with pytest.raises(ValueError, match=r"fps"):
+            writer(frames, tmp_path / "x.out", fps=fps)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_gif_fps_above_what_gif_can_play(self, tmp_path):
+        with pytest.raises(ValueError, match=r"fps of a GIF must be a number in \(0, 50\], got 60"):
+            save_gif([np.zeros((8, 8, 3), np.uint8)] * 2, tmp_path / "x.gif", fps=60)
+        with pytest.raises(ValueError, match=r"fps of a GIF must be a number in \(0, 50\], got 0"):
+            write_animation([np.zeros((8, 8, 3), np.uint8)] * 2, tmp_path / "x.gif", fps=0)
+
+    def test_fps_is_what_the_file_says(self, tmp_path):
+        from PIL import Image
+
+        frames = [np.full((8, 8, 3), v, np.uint8) for v in (0, 120, 240)]
+        with Image.open(save_gif(frames, tmp_path / "a.gif", fps=4)) as im:
+            assert im.info["duration"] == 250
+        reader = imageio.get_reader(save_mp4(frames, tmp_path / "a.mp4", fps=3), format="FFMPEG")
+        assert reader.get_meta_data()["fps"] == pytest.approx(3)
+        reader.close()
+
+    def test_killed_export_leaves_a_temp_file_that_the_next_write_cleans(self, tmp_path):
+        import os
+        import subprocess
+        import sys
+        import time
+
+        from stnviz._io import is_temp_file
+
+        proc = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(tmp_path / "anim.gif")], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == -9, proc.stderr
+        (left,) = list(tmp_path.iterdir())
+        assert left.name.startswith(".") and is_temp_file(left.name) and not left.name.endswith("anim.gif")
+        save_gif([np.zeros((8, 8, 3), np.uint8)] * 2, tmp_path / "other.gif")
+        assert left.exists()  # young: may be a write still running
+        old = time.time() - 2 * 3600
+        os.utime(left, (old, old))
+        save_mp4([np.zeros((8, 8, 3), np.uint8)] * 2, tmp_path / "next.mp4")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["next.mp4", "other.gif"]

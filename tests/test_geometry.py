@@ -1331,3 +1331,26 @@ class TestSampledOutline:
     def test_exception(self):
         with pytest.raises(ValueError, match=r"points_per_side must be >= 1, got 0"):
             g.sampled_outline(torch.tensor([[1.0, 0, 0]]), "attention", (4, 4), points_per_side=0)
+
+
+# --------------------------------------------------------------------------- issue 12: absurd sizes
+
+
+class TestAbsurdGridSize:
+    """A grid of 1e5 x 1e5 points would need 80 GB: refused before anything is allocated."""
+
+    @pytest.mark.parametrize("family, params", [
+        ("affine", torch.eye(2, 3).unsqueeze(0)),
+        ("projective", torch.eye(3).unsqueeze(0)),
+        ("tps", g.tps_control_points(16).unsqueeze(0)),
+        ("attention", torch.tensor([[1.0, 0.0, 0.0]])),
+    ])
+    def test_make_grid_refuses(self, family, params):
+        with pytest.raises(ValueError, match=r"grid of batch 1 x 100000 x 100000 has 10,000,000,000 points, more than the limit"):
+            g.make_grid(params, family, (100_000, 100_000))
+
+    def test_affine_grid_counts_the_batch(self):
+        theta = torch.eye(2, 3).expand(64, 2, 3)
+        with pytest.raises(ValueError, match=r"batch 64 x 2048 x 2048 .* expected an output size of at most"):
+            g.affine_grid(theta, (2048, 2048))
+        assert g.affine_grid(theta[:1], (64, 64)).shape == (1, 64, 64, 2)
