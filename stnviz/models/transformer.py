@@ -20,7 +20,8 @@ __all__ = ["GridGenerator", "Normalize", "SpatialTransformer", "localization_par
 class GridGenerator(nn.Module):
     """Flat parameters ``(B, P)`` -> sampling grid ``(B, H, W, 2)`` for one transform family.
 
-    For TPS the system is solved once per output size and kept (not per forward).
+    For TPS the system is solved once per output size, device and dtype, in :mod:`stnviz.geometry`'s
+    cache (not per forward).
     """
 
     def __init__(self, family: str, *, components: Sequence[str] | None = None, control_points: int = 16):
@@ -31,19 +32,10 @@ class GridGenerator(nn.Module):
         self.components = tuple(components) if components is not None else None
         self.control_points = control_points
         self.num_params = geometry.num_params(family, components=components, control_points=control_points)
-        self._tps_cache: dict = {}
 
     def forward(self, params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if self.family == "tps":
-            key = (tuple(size), params.device, params.dtype)
-            solved = self._tps_cache.get(key)
-            if solved is None:
-                source = geometry.tps_control_points(self.control_points, device=params.device, dtype=torch.float64)
-                solved = self._tps_cache[key] = geometry.tps_solve(source, size).to(params.dtype)
-            return geometry.tps_grid(params, size, solved=solved)
-        if self.family == "affine":
-            params = params.reshape(-1, 2, 3)
-        return geometry.make_grid(params, self.family, size, components=self.components)
+        shaped = geometry.shape_params(params, self.family)
+        return geometry.make_grid(shaped, self.family, size, components=self.components)
 
     def extra_repr(self) -> str:
         extra = f", components={self.components}" if self.components else ""
