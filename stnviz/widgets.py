@@ -27,12 +27,16 @@ from . import geometry, render
 from .analysis import theta_table
 from .capture import CaptureError, capture, collect
 from .models import eval_mode
+from .models.inputs import warn_if_not_unit_range
 
 __all__ = ["ExplorerState", "ExplorerViews", "STNInspector", "StabilityViewer", "ThetaExplorer", "TrainingPlayer",
            "render_explorer"]
 
 
-def _as_images(images) -> torch.Tensor:
+def _as_images(images, *, where: str | None = "stnviz.widgets") -> torch.Tensor:
+    """``(N, C, H, W)`` float on the CPU from a tensor or an ``ImageSet``; warns once (``where``)
+    when float images look like [0, 255] data (``where=None``: the caller says how to display
+    other ranges, e.g. the inspector's ``mean`` / ``std``)."""
     if hasattr(images, "images") and hasattr(images, "to_float"):  # an ImageSet
         images = images.to_float(images.images)
     if not isinstance(images, torch.Tensor):
@@ -45,6 +49,8 @@ def _as_images(images) -> torch.Tensor:
         images = images.float() / 255
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [0, 1] or uint8, got {images.dtype}")
+    if where is not None:
+        warn_if_not_unit_range(images, where=where)
     return images.detach().cpu().float()
 
 
@@ -682,7 +688,8 @@ class STNInspector(_Widget):
                  mean=None, std=None, denormalize=None, auxiliary: bool = False, scale: int = 8,
                  batch_size: int | None = None):
         self.model = model
-        self.images = _as_images(images)
+        display_range_given = mean is not None or denormalize is not None
+        self.images = _as_images(images, where=None if display_range_given else "STNInspector")
         n = self.images.shape[0]
         if labels is None and hasattr(images, "labels"):
             labels = images.labels

@@ -645,3 +645,16 @@ class TestZoo:
         assert r.key == "Registration:grid_sample" and r.role == "image"
         assert r.sampling == {"mode": "bilinear", "padding_mode": "border", "align_corners": True}
         torch.testing.assert_close(geometry.warp(r.input, r.grid, **r.sampling), r.output)
+
+    def test_widgets_warn_once_for_0_255_floats(self, digits):
+        from stnviz.models.inputs import ImageRangeWarning, _warned
+
+        _warned.discard("STNInspector")
+        with pytest.warns(ImageRangeWarning, match="STNInspector expects float images in \\[0, 1\\]"):
+            STNInspector(TutorialStyle().eval(), digits * 255)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ImageRangeWarning)
+            STNInspector(TutorialStyle().eval(), digits * 255)  # once only
+            STNInspector(TutorialStyle().eval(), digits * 255, mean=[0.0], std=[1 / 255])  # display range given
