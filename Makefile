@@ -42,7 +42,8 @@ dashboard: $(STAMP)
 	$(CHECK_TOKEN)
 	@echo "Dashboard on http://127.0.0.1:$(PORT)/?token=$(STNVIZ_TOKEN)"
 	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --Voila.ip=127.0.0.1 --port=$(PORT) \
-		--Voila.port_retries=0 --token=$(STNVIZ_TOKEN)
+		--Voila.port_retries=0 --token=$(STNVIZ_TOKEN) \
+		--MappingKernelManager.cull_idle_timeout=300 --MappingKernelManager.cull_interval=60
 
 bench: $(STAMP)
 	$(PY) bench/run.py --out bench/results
