@@ -45,7 +45,13 @@ _PARTS = ("rotation_deg", "scale_x", "scale_y", "shear", "tx", "ty")
 def decomposed_theta(theta: torch.Tensor) -> pd.DataFrame:
     """One row per sample of theta ``(B, 2, 3)``: the six entries and their decomposition by
     :func:`stnviz.geometry.decompose_affine` (rotation in degrees, scale x / y, shear,
-    translation). Singular rows get NaN components."""
+    translation). Singular rows get NaN components.
+
+    Example:
+        >>> t = geometry.compose_affine(rotation=torch.tensor([math.radians(30)]), scale_x=0.8, scale_y=0.8)
+        >>> decomposed_theta(t)[["rotation_deg", "scale_x", "scale_y"]].round(3).values.tolist()
+        [[30.0, 0.8, 0.8]]
+    """
     theta = theta.detach().to("cpu", torch.float64).reshape(-1, 2, 3)
     cols = {f"theta_{r}{c}": theta[:, r, c].numpy() for r in range(2) for c in range(3)}
     p = geometry.decompose_affine(theta, singular="nan")

@@ -595,7 +595,15 @@ def collect(model: nn.Module, images: torch.Tensor, *, forward: Callable | None 
     is ``None``) and join each key's records over the batches.
 
     A key that is missing from some batch, or whose shapes differ between batches, can't be joined:
-    it is left out and listed in ``skipped`` with the reason."""
+    it is left out and listed in ``skipped`` with the reason.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.get_model("stn_gtsrb")
+        >>> col = collect(model, torch.rand(5, 3, 32, 32), batch_size=2)
+        >>> col.keys(), tuple(col.records["transformer"].theta.shape)
+        (['transformer', 'body.1'], (5, 2, 3))
+    """
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
     n = images.shape[0]

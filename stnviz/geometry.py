@@ -355,6 +355,14 @@ def decompose_affine(theta: torch.Tensor, *, singular: str = "raise") -> AffineC
     ``singular="raise"`` (default) raises ``ValueError`` naming the first such row, and
     ``singular="nan"`` returns NaN rotation, scales and shear for those rows (the translation
     is still given). This is the package's one decomposition: tables and theta text use it.
+    
+    Example:
+        >>> theta = compose_affine(rotation=torch.tensor([0.3]), scale_x=0.5, scale_y=0.5, tx=0.1)
+        >>> p = decompose_affine(theta)
+        >>> round(float(p.rotation), 4), round(float(p.scale_x), 4), round(float(p.tx), 4)
+        (0.3, 0.5, 0.1)
+        >>> decompose_affine(torch.zeros(1, 2, 3), singular="nan").scale_x
+        tensor([nan])
     """
     if singular not in ("raise", "nan"):
         raise ValueError(f"singular must be 'raise' or 'nan', got {singular!r}")
@@ -415,6 +423,11 @@ def affine_grid(theta: torch.Tensor, size) -> torch.Tensor:
 
     A thin checked wrapper over ``torch.nn.functional.affine_grid`` with the package's
     ``align_corners`` (see module docstring).
+    
+    Example:
+        >>> theta = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])  # zoom in 2x on the centre
+        >>> affine_grid(theta, (4, 4))[0, 0, 0]  # output pixel (0, 0) samples this input point
+        tensor([-0.3750, -0.3750])
     """
     theta = _check_theta(theta)
     h, w = _check_grid_size(size, theta.shape[0])
@@ -662,6 +675,10 @@ def make_grid(params: torch.Tensor, family: str, size, *, components: Sequence[s
     """Sampling grid ``(B, H, W, 2)`` for any family (see the table in the module docstring).
 
     ``components`` is needed for ``restricted``; ``source`` / ``solved`` may be passed for ``tps``.
+    
+    Example:
+        >>> make_grid(torch.tensor([[0.5, 0.2, 0.0]]), "attention", (3, 3)).shape  # (s, tx, ty)
+        torch.Size([1, 3, 3, 2])
     """
     return family_info(family).grid(params, size, components, **kwargs)
 
@@ -697,6 +714,12 @@ def warp(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", paddin
     holds the code's own settings, so ``warp(r.input, r.grid, **r.sampling)`` reproduces
     ``r.output``.
     Images must be floating point (``[0, 1]`` for pictures; feature maps may hold any value).
+    
+    Example:
+        >>> img = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> identity = affine_grid(torch.eye(2, 3).unsqueeze(0), (4, 4))
+        >>> torch.equal(warp(img, identity), img)
+        True
     """
     _check_tensor(image, "image")
     _check_tensor(grid, "grid")
@@ -747,6 +770,13 @@ def theta_to_pixel(
     ``WARP_INVERSE_MAP``). ``align_corners`` says which normalisation ``params`` was made with
     (the package uses ``False``; pass ``True`` for theta from code that used ``align_corners=True``).
     Sizes are ``(H, W)``; ``output_size`` defaults to ``input_size``.
+    
+    Example:
+        >>> theta = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])  # zoom in 2x on the centre
+        >>> theta_to_pixel(theta, (28, 28))[0]  # OpenCV's warpAffine matrix: input -> output pixels
+        tensor([[  2.0000,   0.0000, -13.5000],
+                [  0.0000,   2.0000, -13.5000],
+                [  0.0000,   0.0000,   1.0000]])
     """
     _check_tensor(params, "params")
     m = _homogeneous(_check_theta(params)) if params.shape[1:] in ((2, 3), (6,)) else _check_homography(params)
@@ -827,6 +857,13 @@ def convert_align_corners(params: torch.Tensor, input_size, output_size=None, *,
     Sizes are ``(H, W)`` of the sampled input and of the output grid (default: the input's).
     Example: ``convert_align_corners(theta_from_kornia, (H, W), source=True)`` is the theta that
     ``affine_grid(..., align_corners=False)`` needs to sample the same points.
+    
+
+    Example (a shift of half the image, made with ``align_corners=True``, is 1.75 pixels on an
+    8-pixel-wide input, which is 0.4375 in stnviz's normalisation):
+        >>> theta = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]])
+        >>> [round(v, 4) for v in convert_align_corners(theta, (8, 8), source=True)[0, 0].tolist()]
+        [1.0, 0.0, 0.4375]
     """
     _check_tensor(params, "params")
     affine = params.dim() == 3 and params.shape[1:] == (2, 3)
@@ -852,6 +889,13 @@ def sampled_corners(
     top-right, bottom-right, bottom-left) mapped into the input and converted to pixels with
     pixel centres at integers (the image spans ``[-0.5, W - 0.5]``). ``input_size = (H, W)``.
     For TPS the region is curved between corners: use :func:`sampled_outline` to draw it.
+    
+    Example:
+        >>> sampled_corners(torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]]), "affine", (28, 28))
+        tensor([[[ 6.5000,  6.5000],
+                 [20.5000,  6.5000],
+                 [20.5000, 20.5000],
+                 [ 6.5000, 20.5000]]])
     """
     ref = params if isinstance(params, torch.Tensor) and params.is_floating_point() else torch.zeros(1)
     corners = ref.new_tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
