@@ -40,7 +40,9 @@ STARTUP_TIMEOUT = 120.0  # s: Voila listening on its port
 LOAD_TIMEOUT = 180_000  # ms: page GET (Voila runs every cell first: kernel start, torch import) + widgets
 UPDATE_TIMEOUT = 60_000  # ms: one widget round trip on a busy machine
 SETTLE_TIMEOUT = 30.0  # s: the page stops changing after the key presses
-PRESSES = 3  # ArrowRight presses on the rotation slider (step: 1 degree)
+PRESSES = 3  # ArrowRight presses on the rotation slider (step: 0.1 degree)
+CULL_IDLE, CULL_INTERVAL = 4, 2  # s: a closed tab's kernel is shut down this soon in the test
+MAKEFILE = Path(__file__).resolve().parent.parent / "Makefile"
 
 EXPLORER = ".stnviz-theta-explorer"
 INSPECTOR = ".stnviz-inspector"
@@ -166,6 +168,8 @@ def voila(notebook: Path, work_dir: Path, *, startup_timeout: float = STARTUP_TI
         sys.executable, "-m", "voila", str(served / notebook.name),
         "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", "--Voila.port_retries=0", f"--token={token}",
         "--show_tracebacks=True",  # a failing cell shows its traceback (caught below), not a generic line
+        # as `make dashboard` (see test_make_dashboard_culls_kernels), with short times for the test
+        f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE}", f"--MappingKernelManager.cull_interval={CULL_INTERVAL}",
         f"--Voila.connection_dir_root={work_dir / 'runtime'}",
     ]
     log = work_dir / "voila.log"
@@ -198,11 +202,16 @@ def _on_failure(page, server: Voila, directory: Path) -> None:
 
 @pytest.fixture(scope="module")
 def dashboard(server, browser, tmp_path_factory):
-    """The dashboard page with both widgets rendered; yields (page, uncaught page errors)."""
+    """The dashboard page with both widgets rendered; yields (page, uncaught page errors).
+    Every request the page makes and every console error are kept on ``page.stnviz_requests`` /
+    ``page.stnviz_console``."""
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.set_default_timeout(UPDATE_TIMEOUT)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.stnviz_requests, page.stnviz_console = [], []
+    page.on("request", lambda r: page.stnviz_requests.append(r.url))
+    page.on("console", lambda m: m.type == "error" and page.stnviz_console.append(m.text))
     t0 = time.monotonic()
     try:
         # Voila runs every cell before the page is complete; the widgets then render in the browser.
@@ -250,7 +259,10 @@ def test_rotation_slider_updates_the_pictures(dashboard, server, tmp_path):
     t0 = time.monotonic()
     try:
         before = _state(page)
-        assert _number(before["rotation"]) == 0.0, f"the explorer does not start at the identity: {before}"
+        # it opens on the learned transform of the first digit: a zoom onto the digit
+        assert "learned" in page.locator(f"{EXPLORER} .stnviz-learned").text_content()
+        start = _number(before["rotation"])
+        assert float(before["theta"].split("scale", 1)[1].split("×")[0]) < 0.8, f"not a zoom: {before['theta']}"
         handle = page.locator(f"{EXPLORER} .stnviz-part-rotation .noUi-handle")
         handle.scroll_into_view_if_needed()
         handle.focus()
@@ -267,11 +279,10 @@ def test_rotation_slider_updates_the_pictures(dashboard, server, tmp_path):
         after, settled = _settled(page)
         assert settled, f"the explorer kept changing after {SETTLE_TIMEOUT:.0f} s: {after}"
         assert after["input"] != before["input"] and after["output"] != before["output"], (before, after)
-        assert _number(after["rotation"]) == float(PRESSES), f"{PRESSES} presses of 1 degree, the page shows {after}"
-        # The kernel took the rotation: it recomputed theta and pushed a21 = sin(rotation) to its
-        # slider, and re-wrote the theta text.
-        assert _number(after["a21"]) == pytest.approx(math.sin(math.radians(PRESSES)), abs=0.006), after
-        assert after["theta"] != before["theta"], f"the theta text did not change: {after}"
+        assert _number(after["rotation"]) == pytest.approx(start + 0.1 * PRESSES, abs=1e-9), (
+            f"{PRESSES} presses of 0.1 degree from {start}, the page shows {after}")
+        # The kernel took the rotation: it re-wrote the theta text, whose rotation is the slider's.
+        assert f"rotation {_number(after['rotation']):+7.1f}°" in after["theta"], after
         problems = page.evaluate(PROBLEMS_JS)
         assert not problems, f"the page reports problems: {problems}"
         assert not errors, f"uncaught errors in the page: {errors}"
@@ -308,3 +319,70 @@ def test_inspector_rendered_without_errors(dashboard, server, tmp_path):
     except BaseException:
         _on_failure(page, server, tmp_path)
         raise
+
+
+def _foreign_requests(page, server) -> list[str]:
+    host = server.url.split("/?", 1)[0]
+    assert page.stnviz_requests, "no request was recorded"
+    return [u for u in page.stnviz_requests if not (u.startswith(host) or u.startswith(("data:", "blob:")))]
+
+
+@pytest.mark.xfail(strict=True, reason="Voila's lab template links Font Awesome from cdn.jsdelivr.net (two <link> "
+                   "tags in share/jupyter/voila/templates/lab/index.html.j2); removing them needs an stnviz Voila "
+                   "template passed by `make dashboard` (not done yet)")
+def test_offline_page_no_cdn(dashboard, server):
+    """Every request of the page goes to the Voila server: nothing from a CDN, the page works offline."""
+    page, _ = dashboard
+    foreign = _foreign_requests(page, server)
+    assert not foreign, f"requests to other hosts: {foreign}"
+
+
+def test_no_console_errors_and_only_known_cdn_requests(dashboard, server):
+    """The browser console logged no error (apart from the known Font Awesome links failing
+    offline), and no request other than those two left the Voila server."""
+    page, _ = dashboard
+    foreign = _foreign_requests(page, server)
+    assert all("cdn.jsdelivr.net/npm/@fortawesome/" in u for u in foreign), f"requests to other hosts: {foreign}"
+    errors = [m for m in page.stnviz_console if "Failed to load resource" not in m or not foreign]
+    assert not errors, f"console errors: {page.stnviz_console}"
+    print(f"{len(page.stnviz_requests)} requests; to other hosts: {foreign}")
+
+
+def _kernels(server: Voila) -> set[int]:
+    """Voila's live child processes (its kernels)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _proc_stat(int(entry))
+            if st is not None and st[0] == server.process.pid:
+                out.add(int(entry))
+    return out
+
+
+def test_make_dashboard_culls_kernels():
+    """`make dashboard` runs Voila with kernel culling (closed tabs do not pile up kernels)."""
+    target = MAKEFILE.read_text().split("\ndashboard:", 1)[1].split("\n\n", 1)[0]
+    assert "--MappingKernelManager.cull_idle_timeout=" in target and "--MappingKernelManager.cull_interval=" in target
+
+
+def test_closed_tab_kernel_is_culled(dashboard, server, browser):
+    """A second visit starts a kernel; closing its tab lets Voila shut that kernel down."""
+    require_browser()
+    if not os.path.isdir("/proc"):
+        pytest.skip("needs /proc to see Voila's kernels")
+    before = _kernels(server)
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    try:
+        page.goto(server.url, wait_until="domcontentloaded", timeout=LOAD_TIMEOUT)
+        page.wait_for_function(RENDERED_JS, arg=[EXPLORER, None], timeout=LOAD_TIMEOUT)
+        _note_kernels(server)
+        opened = _kernels(server) - before
+        assert len(opened) == 1, f"the visit started {len(opened)} kernels"
+    finally:
+        page.close()
+    deadline = time.monotonic() + CULL_IDLE + CULL_INTERVAL + 60
+    while _kernels(server) & opened:
+        assert time.monotonic() < deadline, "the closed tab's kernel is still running"
+        time.sleep(1)
+    assert before <= _kernels(server) | set(), "the first tab's kernel was culled too"
+    print(f"kernel {opened} culled after its tab closed")
