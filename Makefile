@@ -3,7 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.stnviz-installed
+# One install stamp per extra: `make demo` needs the core only, `make lab` adds JupyterLab,
+# `make dashboard` Voila, `make test` the test tools (none of them pulls in the others).
+STAMP = $(VENV)/.stnviz-$(1)
 OUT ?= out
 # Jupyter's token: a fresh random one per `make lab` / `make dashboard` unless STNVIZ_TOKEN is set.
 # Only this specific name is read (a generic TOKEN in the environment, say a CI secret, is never
@@ -16,21 +18,21 @@ CHECK_TOKEN = @test -n "$(strip $(STNVIZ_TOKEN))" || { echo "make: STNVIZ_TOKEN 
 
 .PHONY: install test demo lab dashboard bench clean
 
-install: $(STAMP)
+install: $(call STAMP,core)
 
-$(STAMP): pyproject.toml
+$(VENV)/.stnviz-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install -e ".[test]"
-	touch $(STAMP)
+	$(PY) -m pip install -e ".$(if $(filter core,$*),,[$*])"
+	touch $@
 
-test: $(STAMP)
+test: $(call STAMP,test)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: $(STAMP)
+demo: $(call STAMP,core)
 	$(PY) -m stnviz demo --out $(OUT)
 
-lab: $(STAMP)
+lab: $(call STAMP,lab)
 	$(CHECK_TOKEN)
 	@echo "JupyterLab on http://127.0.0.1:$(PORT)/lab?token=$(STNVIZ_TOKEN)"
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser \
@@ -38,14 +40,14 @@ lab: $(STAMP)
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The explorer and inspector as a page without code (Voila); Ctrl-C stops it and its kernels.
-dashboard: $(STAMP)
+dashboard: $(call STAMP,dashboard)
 	$(CHECK_TOKEN)
 	@echo "Dashboard on http://127.0.0.1:$(PORT)/?token=$(STNVIZ_TOKEN)"
 	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --Voila.ip=127.0.0.1 --port=$(PORT) \
 		--Voila.port_retries=0 --token=$(STNVIZ_TOKEN) \
 		--MappingKernelManager.cull_idle_timeout=300 --MappingKernelManager.cull_interval=60
 
-bench: $(STAMP)
+bench: $(call STAMP,core)
 	$(PY) bench/run.py --out bench/results
 
 clean:

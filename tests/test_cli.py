@@ -121,10 +121,11 @@ def fake_venv(tmp_path):
         script = venv / "bin" / tool
         script.write_text('#!/bin/sh\necho "SERVED $*"\n')
         script.chmod(0o755)
-    stamp = venv / ".stnviz-installed"
-    stamp.touch()
     later = os.stat(REPO / "pyproject.toml").st_mtime + 10
-    os.utime(stamp, (later, later))
+    for extra in ("lab", "dashboard"):
+        stamp = venv / f".stnviz-{extra}"
+        stamp.touch()
+        os.utime(stamp, (later, later))
     return venv
 
 

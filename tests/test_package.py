@@ -28,3 +28,21 @@ def test_submodules_are_lazy_attributes():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "has no attribute 'no_such_thing'" in proc.stdout
+
+
+def test_dependencies_a_user_expects(tmp_path):
+    """The core install pulls in nothing Jupyter-server-side; each make target installs its own extra."""
+    import subprocess
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = " ".join(meta["dependencies"])
+    assert "jupyterlab" not in core and "voila" not in core and "pytest" not in core
+    extras = meta["optional-dependencies"]
+    assert any(d.startswith("voila") for d in extras["dashboard"]) and any(d.startswith("jupyterlab") for d in extras["lab"])
+    venv = tmp_path / "venv"  # a fresh venv path: make prints the install recipe (-n: nothing runs)
+    for target, extra in (("demo", '"."'), ("lab", '".[lab]"'), ("dashboard", '".[dashboard]"'), ("test", '".[test]"')):
+        out = subprocess.run(["make", "-n", "-C", str(REPO), target, f"VENV={venv}", "STNVIZ_TOKEN=x"],
+                             capture_output=True, text=True, timeout=60).stdout
+        installs = [ln for ln in out.splitlines() if "pip install -e" in ln]
+        assert installs and installs[0].endswith(extra), (target, installs)
