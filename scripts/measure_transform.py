@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("model", help="trained weights name or .pt path")
     ap.add_argument("--data", required=True)
     ap.add_argument("--data-root", default=None)
-    ap.add_argument("--splits", nargs="+", default=["test"], choices=["val", "test"])
+    ap.add_argument("--splits", nargs="*", default=["test"], choices=["val", "test"])
     ap.add_argument("--tracks", type=int, default=None, help="at most this many held-out tracks (GTSRB)")
     args = ap.parse_args(argv)
 

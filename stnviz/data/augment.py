@@ -84,7 +84,8 @@ def place_object(
         padding: what samples outside the source frame read (:func:`stnviz.geometry.warp`);
             ``border`` repeats the edge (background), never a black frame to key on.
 
-    The position is uniform over the places where the rotated box stays inside the output frame.
+    The position is uniform over the places where the rotated box stays inside the output frame
+    (an object too large to fit once rotated is shrunk until it does).
     Returns ``(images, boxes)``: the re-framed images and the axis-aligned boxes of the rotated
     object in them, same conventions. Draws come from ``generator`` (CPU), so a seeded generator
     gives the same batch on any device.
@@ -109,6 +110,9 @@ def place_object(
     # half extent of the rotated box, per axis
     extent = torch.stack([half_out[:, 0] * cos.abs() + half_out[:, 1] * sin.abs(),
                           half_out[:, 0] * sin.abs() + half_out[:, 1] * cos.abs()], 1)
+    # a large, rotated object would poke out at the corners: shrink it until it fits
+    fit = extent.max(1).values.clamp_min(1)
+    k, extent = k * fit, extent / fit.unsqueeze(1)
     room = (1 - extent).clamp_min(0)
     centre_out = (u[:, 2:4] * 2 - 1) * room
     # output u -> input v = centre_in + k R (u - centre_out)
