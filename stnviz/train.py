@@ -221,7 +221,6 @@ class _Run:
                  callbacks, meta, progress, augment, layout):
         self.model, self.train_data, self.val = model, train, val
         self.settings = settings
-        self.s = settings  # short alias for reading
         self.dev, self.rank, self.world = dev, rank, world
         self.out, self.checkpoint_every, self.keep_best = out, checkpoint_every, keep_best
         self.callbacks, self.meta, self.progress = list(callbacks), meta, progress
