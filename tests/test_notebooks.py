@@ -114,8 +114,12 @@ def test_theta_explorer_outputs(executed):
     assert "current theta: [1. 0. 0. 0. 1. 0.]" in learned
     assert "learned theta for digit 0:" in learned
 
-    variants = _widget_views(_cell(nb, 'family="projective"'))
-    assert len(variants) == 2 and all("stnviz-theta-explorer" in _dom_classes(nb, v) for v in variants)
+    for family in ("projective", "tps"):  # each under its own heading
+        variants = _widget_views(_cell(nb, f'family="{family}"'))
+        assert len(variants) == 1 and "stnviz-theta-explorer" in _dom_classes(nb, variants[0]), family
+    headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
+    assert any(h.startswith("### Projective") for h in headings) and any(h.startswith("### Thin-plate") for h in headings)
+    assert headings[-1].startswith("## What this notebook showed")
     assert {"stnviz-theta-7", "stnviz-tps-point", "stnviz-tps-x"} <= classes  # projective has 8 entries; TPS
 
     opencv = _stdout(_cell(nb, "geometry.theta_to_pixel(zoom"))
