@@ -30,6 +30,7 @@ them by name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import sys
 import threading
@@ -153,6 +154,12 @@ class TransformRecord:
         """``geometry.warp(input, grid, **sampling)``: the output again, from what was recorded."""
         self.require_2d("reproduce")
         return geometry.warp(self.input, self.grid, **self.sampling)
+
+    def sample(self, index: int) -> "TransformRecord":
+        """The record of one sample: every batched field cut to ``[index : index + 1]``."""
+        cut = slice(index, index + 1)
+        return dataclasses.replace(self, input=self.input[cut], grid=self.grid[cut], output=self.output[cut],
+                                   params=None if self.params is None else self.params[cut])
 
     @staticmethod
     def cat(records: list["TransformRecord"]) -> "TransformRecord":
@@ -595,7 +602,8 @@ def collect(model: nn.Module, images: torch.Tensor, *, forward: Callable | None 
     is ``None``) and join each key's records over the batches.
 
     A key that is missing from some batch, or whose shapes differ between batches, can't be joined:
-    it is left out and listed in ``skipped`` with the reason.
+    it is left out and listed in ``skipped`` with the reason. A model that samples nothing gives an
+    empty collection (callers decide whether that is an error).
 
     Example:
         >>> import stnviz
@@ -612,7 +620,7 @@ def collect(model: nn.Module, images: torch.Tensor, *, forward: Callable | None 
     outputs = []
     batches = 0
     for i in range(0, n, step):
-        out, rec = collect_batch(model, images[i : i + step], forward=forward)
+        out, rec = collect_batch(model, images[i : i + step], forward=forward, allow_empty=True)
         outputs.append(_detach(out))
         batches += 1
         seen = set()

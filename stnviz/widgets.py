@@ -403,6 +403,9 @@ class ThetaExplorer(_Widget):
         output_size: ``(H, W)`` of the output (default: the input size).
         control_points: K for TPS (a square number; the model's K when it has a TPS transformer).
         scale: display magnification of small images.
+        forward: how to run ``model`` on the images, ``forward(model, images)`` (default
+            ``model(images)``), e.g. ``lambda m, x: m(x, fixed)`` for a model with two inputs; all
+            images run as one batch, once.
 
     Attributes for scripting and tests: ``state``, ``params`` (the state's exact parameters),
     ``input_view`` / ``output_view`` (``ipywidgets.Image``), ``theta_view``, ``entries`` (the raw
@@ -411,9 +414,11 @@ class ThetaExplorer(_Widget):
     """
 
     def __init__(self, images, model=None, *, family: str | None = None, params=None, output_size=None,
-                 control_points: int = 9, scale: int = 8):
+                 control_points: int = 9, scale: int = 8, forward=None):
         self.images = _as_images(images)
         self.model = model
+        self.forward = forward
+        self._collection = None
         self._learned_key = None
         self._learned_family = None
         if model is not None:
@@ -610,15 +615,17 @@ class ThetaExplorer(_Widget):
     def _learned_record(self, index: int):
         """The first image transformer with known parameters in a capture of the model on image
         ``index`` (the one chosen at construction, by key, once chosen); ``None`` if none."""
-        try:
-            dev = next(self.model.parameters()).device
-        except StopIteration:
-            dev = torch.device("cpu")
-        try:
-            with _one_thread(), torch.no_grad(), eval_mode(self.model), capture(self.model) as rec:
-                self.model(self.images[index: index + 1].to(dev))
-        except CaptureError:
-            return None
+        if self._collection is None:  # the model runs once, on all images (collect: device, dtype, forward)
+            with _one_thread():
+                self._collection = collect(self.model, self.images, forward=self.forward,
+                                           batch_size=None if self.forward is not None else 256)
+        for key in self._collection.keys("image"):
+            r = self._collection.records[key]
+            if r.params is None or r.family not in geometry.FAMILIES or r.input.shape[0] != self.images.shape[0]:
+                continue
+            if self._learned_key is None or key == self._learned_key:
+                return r.sample(index)
+        return None
         for r in rec:
             if getattr(r, "role", "image") != "image" or r.params is None or r.family not in geometry.FAMILIES:
                 continue
@@ -845,7 +852,7 @@ class TrainingPlayer(_Widget):
     Frames are composed once, on first view of each step, and cached.
     """
 
-    def __init__(self, recorder=None, *, snapshots=None, inputs=None, columns: int = 4, tile: int = 96):
+    def __init__(self, recorder=None, *, snapshots=None, inputs=None, columns: int = 4, tile: int = 160):
         from .animate import compose_frame
 
         if recorder is not None:

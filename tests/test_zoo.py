@@ -658,3 +658,23 @@ class TestZoo:
             warnings.simplefilter("error", ImageRangeWarning)
             STNInspector(TutorialStyle().eval(), digits * 255)  # once only
             STNInspector(TutorialStyle().eval(), digits * 255, mean=[0.0], std=[1 / 255])  # display range given
+
+    def test_theta_explorer_on_foreign_models(self, digits):
+        from stnviz.widgets import ThetaExplorer
+
+        fixed = digits.flip(-1)
+        model = TwoInputs().eval()  # align_corners=True, two inputs
+        ex = ThetaExplorer(digits, model=model, forward=lambda m, x: m(x, fixed))
+        assert ex.family == "affine" and "learned" in ex.buttons
+        ex.picker.value = 2
+        ex.use_learned()
+        with torch.no_grad(), capture(model) as rec:
+            model(digits, fixed)
+        np.testing.assert_allclose(ex.params, rec.last().theta[2].reshape(-1).double().numpy(), atol=1e-6)
+        # a class that happens to be called SpatialTransformer, with no sampler: no learned preset, no crash
+        class SpatialTransformer(nn.Module):
+            def forward(self, x):
+                return x
+
+        plain = ThetaExplorer(digits, model=SpatialTransformer())
+        assert "learned" not in plain.buttons and plain.family == "affine"
