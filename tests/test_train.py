@@ -301,27 +301,51 @@ KILL_FIT = dict(epochs=3, batch_size=16, lr=0.02, optimizer="sgd", momentum=0.9,
 
 
 class TestFaultInjection:
-    def test_random_kills_then_resume_match_an_uninterrupted_run(self, tmp_path):
-        """Six kills at random steps (and one right after an epoch's files are written): the run
-        resumed after each ends with the same weights and the same metrics.csv, row for row."""
+    def test_random_kills_then_resume_match_an_uninterrupted_run(self, tmp_path, monkeypatch):
+        """Six kills at random steps, one right after an epoch's files are written and one in the
+        middle of writing last.pt: the run resumed after each ends with the same weights and the
+        same metrics.csv, row for row, as a run that was never interrupted."""
+        import stnviz.train as train_module
+
         train, val = tiny_sets(96, 32)  # 6 batches an epoch, 18 steps
         torch.manual_seed(0)
         ref = get_model("stn_tutorial")
         ref_hist = fit(ref, train, val, out_dir=tmp_path / "ref", **KILL_FIT)
 
         rng = _random.Random(12)
-        kills = [KillAtStep(s) for s in sorted(rng.sample(range(1, 18), 6))]
-        kills.insert(2, KillAtEpochEnd(1) if kills[1].step < 7 <= kills[2].step else KillAtEpochEnd(2))
-        kills.sort(key=lambda k: k.step if isinstance(k, KillAtStep) else 6 * k.epoch + 0.5)
+        kills = [KillAtStep(s) for s in rng.sample(range(1, 18), 6)] + [KillAtEpochEnd(1)]
+        kills.sort(key=lambda k: k.step if isinstance(k, KillAtStep) else 6 * k.epoch + 0.5)  # in run order
         out = tmp_path / "killed"
-        done = 0
-        for i, kill in enumerate(kills):
+
+        def resume_and_expect_kill(i, callbacks=()):
             torch.manual_seed(0)  # the same initial weights, as the CLI makes them (used if no last.pt yet)
             model = get_model("stn_tutorial")
             torch.manual_seed(1000 + i)  # then another process state: the rest must come from last.pt
             with pytest.raises(_Killed):
-                fit(model, train, val, out_dir=out, resume=True, callbacks=[kill], **KILL_FIT)
-            done += 1
+                fit(model, train, val, out_dir=out, resume=True, callbacks=list(callbacks), **KILL_FIT)
+
+        for i, kill in enumerate(kills):
+            resume_and_expect_kill(i, [kill])
+
+        # killed half-way through writing the next checkpoint: the previous last.pt must survive
+        before = load_checkpoint(out / "last.pt")["extra"]["step"]
+        real_save = train_module.save_checkpoint
+
+        def dies_while_writing(model, path, *args, **kwargs):
+            def half(tmp):
+                Path(tmp).write_bytes(b"PK\x03\x04 half a checkpoint")
+                raise _Killed(f"killed while writing {path}")
+
+            from stnviz._io import atomic_write
+
+            atomic_write(path, half)
+
+        monkeypatch.setattr(train_module, "save_checkpoint", dies_while_writing)
+        resume_and_expect_kill(len(kills))
+        monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+        assert load_checkpoint(out / "last.pt")["extra"]["step"] == before
+        assert not [f.name for f in out.iterdir() if f.name.startswith(".")]  # the half file went with the kill
+        done = len(kills) + 1
         assert done >= 5
         torch.manual_seed(0)
         resumed = get_model("stn_tutorial")
