@@ -58,7 +58,8 @@ __all__ = [
 
 #: The settings that shape a run: stored in every trainer checkpoint, and a resume must repeat them.
 RUN_SETTINGS = ("epochs", "batch_size", "lr", "loc_lr", "optimizer", "momentum", "weight_decay", "schedule",
-                "label_smoothing", "seed", "amp", "region_penalty", "augment", "channels_last", "world_size")
+                "label_smoothing", "seed", "amp", "region_penalty", "augment", "channels_last", "world_size",
+                "train_data", "train_size")
 
 
 class TrainingDiverged(RuntimeError):
@@ -200,6 +201,11 @@ def _augment_name(augment) -> str | None:
     if augment is None:
         return None
     return f"{getattr(augment, '__module__', '')}.{getattr(augment, '__qualname__', type(augment).__qualname__)}"
+
+
+def _data_name(data) -> str | None:
+    name = getattr(data, "name", None)
+    return name if isinstance(name, str) else None
 
 
 def _first_non_finite(model: nn.Module, opt: torch.optim.Optimizer) -> str | None:
@@ -588,7 +594,8 @@ def fit(
                         optimizer=optimizer, momentum=float(momentum), weight_decay=float(weight_decay), schedule=schedule,
                         label_smoothing=float(label_smoothing), seed=int(seed),
                         amp=(dev.type == "cuda") if amp is None else bool(amp), region_penalty=float(region_penalty),
-                        augment=_augment_name(augment), channels_last=bool(channels_last), world_size=world)
+                        augment=_augment_name(augment), channels_last=bool(channels_last), world_size=world,
+                        train_data=_data_name(train), train_size=len(train) if hasattr(train, "__len__") else None)
         _seed_everything(seed)
         layout = torch.channels_last if channels_last else torch.contiguous_format
         model.to(dev)

@@ -413,6 +413,11 @@ class TestResumeSettings:
         with pytest.raises(ValueError, match=rf"it was a run with {re.escape(stored)}, got {re.escape(given)}"):
             fit(get_model("cnn_tutorial"), train, None, epochs=2, out_dir=out, resume=True, **kwargs)
 
+    def test_other_training_data_is_refused(self, stopped_run):
+        train, out = stopped_run
+        with pytest.raises(ValueError, match=r"it was a run with train_size=128, got train_size=96"):
+            fit(get_model("cnn_tutorial"), train.subset(torch.arange(96)), None, epochs=2, out_dir=out, resume=True, **FIT)
+
     def test_every_setting_is_stored(self, stopped_run):
         _, out = stopped_run
         settings = load_checkpoint(out / "last.pt")["extra"]["settings"]
