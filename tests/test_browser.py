@@ -436,3 +436,58 @@ def test_slider_step_to_image_latency(explorer_page, lab, tmp_path):
 
 def _number_of(readout) -> float:
     return float(readout.text_content().replace("\u2212", "-"))
+
+
+# ------------------------------------------------------------------ every notebook, as a user sees it
+SHOT_NOTEBOOKS = ["01_quickstart.ipynb", "02_theta_explorer.ipynb", "03_training_animation.ipynb",
+                  "04_video_stability.ipynb", "05_inspector.ipynb"]
+
+# Shuts the notebook's kernel down (each page's kernel holds several hundred MB).
+SHUTDOWN_JS = """async (name) => { const p = (%s)(name); if (p) await p.sessionContext.shutdown(); }""" % PANEL_JS
+
+
+@pytest.mark.parametrize("name", SHOT_NOTEBOOKS)
+def test_notebook_screenshots(lab, browser, tmp_path, name):
+    """Run All in JupyterLab: no cell fails, and every output (figures, widgets, tables) is
+    screenshotted into the test's tmp_path (look at them: a figure nobody looked at is not done)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(UPDATE_TIMEOUT)
+    try:
+        page.goto(lab.notebook_url(name), wait_until="domcontentloaded", timeout=LOAD_TIMEOUT)
+        page.wait_for_function(f"() => !!({PANEL_JS})({json.dumps(name)})", timeout=LOAD_TIMEOUT)
+        page.evaluate(
+            """async ([name, ms]) => {
+                 const panel = (%s)(name);
+                 const withTimeout = %s;
+                 await withTimeout(Promise.all([panel.context.ready, panel.sessionContext.ready]), ms, 'kernel start');
+                 window.jupyterapp.shell.activateById(panel.id);
+                 await withTimeout(window.jupyterapp.commands.execute('notebook:run-all-cells'), ms, 'run all cells');
+               }""" % (PANEL_JS, WITH_TIMEOUT_JS),
+            [name, 600_000],
+        )
+        res = page.evaluate(KERNEL_EXEC_JS, [name, "print('ok')", 600_000])  # queued behind run-all
+        assert not res["errors"], res
+        cells = page.evaluate(CELL_REPORT_JS, name)
+        assert not cells["errors"], f"{name}: cells failed in JupyterLab: {cells['errors']}"
+        assert cells["ran"] == cells["code"] > 0, f"{name}: not every code cell ran: {cells}"
+        time.sleep(2)  # images and widgets render
+        outputs = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .jp-OutputArea-output")
+        shots = 0
+        for i in range(outputs.count()):
+            out = outputs.nth(i)
+            if not out.locator("img, canvas, .jupyter-widgets, table, svg").count():
+                continue
+            out.scroll_into_view_if_needed()
+            out.screenshot(path=str(tmp_path / f"{name.split('.')[0]}_output{i:02d}.png"))
+            shots += 1
+        print(f"{name}: {cells['code']} code cells ran; {shots} output screenshots in {tmp_path}")
+        assert shots > 0
+    except BaseException:
+        _on_failure(page, lab, tmp_path)
+        raise
+    finally:
+        try:
+            page.evaluate(SHUTDOWN_JS, name)
+        except Exception:
+            pass
+        page.close()
