@@ -44,6 +44,11 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, 
     return order
 
 
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
 class ImageSet:
     """Images ``(N, C, H, W)`` uint8 (or float in [0, 1]) with labels ``(N,)`` and optional
     per-sample columns (``extras``: tensors with first dimension N, e.g. GTSRB track ids)."""
@@ -93,11 +98,13 @@ class ImageSet:
         rank: int = 0, world_size: int = 1, start: int = 0,
     ) -> Iterator[Batch]:
         """Yield batches of one epoch; ``start`` skips the first batches (for resuming)."""
+        _check_batch_size(batch_size)
         order = epoch_order(len(self), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
         for i in range(start * batch_size, len(order), batch_size):
             yield self.get(order[i : i + batch_size], device)
 
     def num_batches(self, batch_size: int, world_size: int = 1) -> int:
+        _check_batch_size(batch_size)
         per_rank = -(-len(self) // world_size)
         return -(-per_rank // batch_size)
 
