@@ -352,3 +352,13 @@ class TestPlaceObject:
         assert not torch.equal(other.images, full[0].images)
         with pytest.raises(ValueError, match="no 'roi' column"):
             Reframed(sample("mnist"))
+
+
+class TestBatchSize:
+    @pytest.mark.parametrize("bs", [0, -2])
+    def test_non_positive_batch_size(self, bs):
+        s = sample("mnist")
+        with pytest.raises(ValueError, match=rf"batch_size must be a positive integer, got {bs}"):
+            s.num_batches(bs)
+        with pytest.raises(ValueError, match=rf"batch_size must be a positive integer, got {bs}"):
+            next(iter(s.batches(bs)))
