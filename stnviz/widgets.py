@@ -613,8 +613,9 @@ class ThetaExplorer(_Widget):
         self._apply(lambda: self.state.use_learned(self.learned_params()))
 
     def _learned_record(self, index: int):
-        """The first image transformer with known parameters in a capture of the model on image
-        ``index`` (the one chosen at construction, by key, once chosen); ``None`` if none."""
+        """The first image transformer with known parameters in the capture of the model (run once
+        on all images), sliced to image ``index``: the one chosen at construction (by key) once
+        chosen; ``None`` if none."""
         if self._collection is None:  # the model runs once, on all images (collect: device, dtype, forward)
             with _one_thread():
                 self._collection = collect(self.model, self.images, forward=self.forward,
@@ -625,12 +626,6 @@ class ThetaExplorer(_Widget):
                 continue
             if self._learned_key is None or key == self._learned_key:
                 return r.sample(index)
-        return None
-        for r in rec:
-            if getattr(r, "role", "image") != "image" or r.params is None or r.family not in geometry.FAMILIES:
-                continue
-            if self._learned_key is None or getattr(r, "key", r.module) == self._learned_key:
-                return r
         return None
 
     def learned_params(self, index: int | None = None) -> np.ndarray:
