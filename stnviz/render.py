@@ -432,8 +432,9 @@ def plot_change_curves(table, ax=None, *, frame: int | None = None):
 
 
 def plot_stability_summary(summary, ax=None, title: str | None = None):
-    """Per-track mean change: the ST output (y) against the identity (x). Points under the
-    diagonal are tracks the transformer steadied."""
+    """Per-track mean change: the ST output (y) against the identity (x) and, if the summary has
+    it, against one fixed transform per track (x). Points under the diagonal are tracks the
+    transformer steadied. The legend sits below the axes."""
     ax = _axes(ax)
     x, y = np.asarray(summary["input_change"]), np.asarray(summary["output_change"])
     ax.scatter(x, y, s=14, color=OUTLINE_COLOR, alpha=0.8, label="against identity")
@@ -442,7 +443,8 @@ def plot_stability_summary(summary, ax=None, title: str | None = None):
         xf = np.asarray(summary["fixed_change"])
         ax.scatter(xf, y, s=14, color="#0a84ff", marker="x", alpha=0.8, label="against fixed mean transform")
         allv.append(xf)
-        ax.legend(fontsize=7, loc="upper left")
+        # below the axes: never over a point
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     hi = float(np.nanmax(np.concatenate(allv))) * 1.05 if len(x) else 1.0
     ax.plot([0, hi], [0, hi], color="0.5", linestyle="--", linewidth=1)
     ax.set_xlim(0, hi)
@@ -450,7 +452,10 @@ def plot_stability_summary(summary, ax=None, title: str | None = None):
     ax.set_xlabel("baseline: mean change per frame")
     ax.set_ylabel("ST: mean change of the output")
     steadier = float(np.mean(y < x)) if len(x) else float("nan")
-    ax.set_title(title or f"{len(x)} tracks, {steadier:.0%} steadier than identity", fontsize=9)
+    default = f"{len(x)} tracks, {steadier:.0%} steadier than identity"
+    if "fixed_change" in summary and len(x):
+        default += f",\n{float(np.mean(y < np.asarray(summary['fixed_change']))):.0%} than a fixed transform"
+    ax.set_title(title or default, fontsize=9)
     return ax
 
 
