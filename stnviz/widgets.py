@@ -107,6 +107,9 @@ def _one_thread():
                 torch.set_num_threads(_threads_saved)
 
 
+_ERROR_PREFIX = "<span style='color:#c00'>error: "
+
+
 class _Widget:
     """Shared plumbing: the root box, the message line and the output area for errors."""
 
@@ -119,10 +122,12 @@ class _Widget:
         self.log.add_class("stnviz-log")
 
     def _safe(self, fn, *args):
+        if self.message.value.startswith(_ERROR_PREFIX):
+            self.message.value = ""  # a good selection after a failed one: the old error is gone
         try:
             fn(*args)
         except Exception as e:  # shown in the widget, never a dead widget
-            self.message.value = f"<span style='color:#c00'>error: {html.escape(str(e))}</span>"
+            self.message.value = f"{_ERROR_PREFIX}{html.escape(str(e))}</span>"
             # append_stderr works with or without a live frontend (a `with self.log:` block
             # only captures inside a kernel)
             self.log.append_stderr(traceback.format_exc())
@@ -143,7 +148,7 @@ class _Widget:
 
 EXPLORER_FAMILIES = ("affine", "projective", "tps")
 AFFINE_PARTS = ("rotation", "scale_x", "scale_y", "shear", "tx", "ty")
-_AFFINE_LIKE = ("affine", "attention", "restricted", "translation")  # shown as a full affine theta
+_AFFINE_LIKE = geometry.MATRIX_FAMILIES  # shown as a full affine theta
 
 
 def affine_parts(params) -> dict | None:
@@ -856,6 +861,10 @@ class TrainingPlayer(_Widget):
             raise ValueError("TrainingPlayer needs recorded snapshots; the recorder holds none (did training run?)")
         if inputs is None:
             raise ValueError("TrainingPlayer needs the probe inputs (pass recorder= or inputs=)")
+        n_out = snapshots[0].outputs.shape[0]
+        if inputs.shape[0] != n_out:
+            raise ValueError(f"TrainingPlayer got {inputs.shape[0]} probe inputs but the snapshots hold {n_out} outputs; "
+                             "pass the recorder's own inputs (recorder=...)")
         self.snapshots, self.inputs = list(snapshots), inputs
         self._compose = lambda s: compose_frame(self.inputs, s, columns=columns, tile=tile)
         self._cache: dict = {}

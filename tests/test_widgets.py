@@ -330,3 +330,44 @@ class TestStabilityViewer:
         v.close()
         with pytest.raises(ValueError, match="at least one track"):
             StabilityViewer(model, [])
+
+
+class TestWidgetMisuse:
+    """Issue 12's widget probes: stale errors, more inputs than probes, inspector arguments."""
+
+    def test_a_good_selection_clears_the_old_error(self):
+        from stnviz.data import sample_tracks
+        from stnviz.widgets import StabilityViewer
+
+        tracks = sample_tracks()[:2]
+        bad = torch.full((3, 3, 32, 32), float("nan"))  # a "track" of frames that can't be shown
+        v = StabilityViewer(get_model("stn_gtsrb").eval(), [tracks[0], bad])
+        v.track.value = 1
+        assert "error" in v.message.value
+        v.track.value = 0
+        assert v.message.value == "" and "IoU" in v.info.value
+        v.close()
+
+    def test_player_refuses_more_inputs_than_probes(self):
+        from stnviz.animate import ProgressRecorder
+        from stnviz.widgets import TrainingPlayer
+
+        model = get_model("stn_tutorial").eval()
+        rec = ProgressRecorder(sample("mnist").get(torch.arange(4)).images, every=1)
+        rec.record(model, 0)
+        with pytest.raises(ValueError, match="6 probe inputs but the snapshots hold 4 outputs"):
+            TrainingPlayer(snapshots=rec.snapshots, inputs=torch.rand(6, 1, 28, 28))
+
+    def test_inspector_validates_up_front(self):
+        from stnviz.widgets import STNInspector
+
+        model = get_model("stn_tutorial").eval()
+        images = sample("mnist").get(torch.arange(4)).images
+        with pytest.raises(ValueError, match="class_names must name every class up to 9"):
+            STNInspector(model, images, labels=torch.tensor([9, 1, 2, 3]), class_names=["zero", "one"])
+        with pytest.raises(ValueError, match=r"boxes must be \(N, 4\) = \(4, 4\)"):
+            STNInspector(model, images, boxes=torch.zeros(4, 3))
+        with pytest.raises(ValueError, match=r"labels must have one entry per image \(4\), got 3"):
+            STNInspector(model, images, labels=torch.tensor([1, 2, 3]))
+        with pytest.raises(ValueError, match="pass both mean and std"):
+            STNInspector(model, images, mean=[0.5])
