@@ -852,7 +852,7 @@ class TrainingPlayer(_Widget):
     Frames are composed once, on first view of each step, and cached.
     """
 
-    def __init__(self, recorder=None, *, snapshots=None, inputs=None, columns: int = 4, tile: int = 160):
+    def __init__(self, recorder=None, *, snapshots=None, inputs=None, columns: int = 4, tile: int = 112):
         from .animate import compose_frame
 
         if recorder is not None:
