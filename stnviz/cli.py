@@ -60,6 +60,16 @@ def _train(args) -> int:
         from .hub import load_pretrained
 
         model.load_state_dict(load_pretrained(args.init, device="cpu").state_dict())
+    for st in model.transformers[: args.reinit_transformers]:
+        # fresh localisation nets (He init: PyTorch's default gives features that barely vary
+        # with the input, so the transform barely can), identity transform
+        for m in st.localization.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                torch.nn.init.zeros_(m.bias)
+        st.reset_to_identity()
+        if args.init_params:  # start from this transform instead of the identity
+            st.set_constant_params(torch.tensor(json.loads(args.init_params), dtype=torch.float32))
     if args.augment == "reframe":  # the sign re-framed around its ROI (needs the batches' boxes)
         from .data.augment import Reframed
 
@@ -142,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="on-device augmentation: jitter (the default when given alone: small rotation/scale/shift, "
                         "brightness) or reframe (GTSRB: the sign at random sizes, places and small rotations, from its ROI)")
     p.add_argument("--init", default=None, help="start from these trained weights (name or .pt path) to fine-tune")
+    p.add_argument("--reinit-transformers", type=int, default=0,
+                   help="give the first N transformers fresh He-initialised localisation nets and the identity "
+                        "transform (after --init, if given)")
+    p.add_argument("--init-params", default=None,
+                   help="with --reinit-transformers: their starting transform as a JSON list of flat parameters, "
+                        "e.g. an affine crop '[0.8, 0, 0, 0, 0.8, 0]' (default: the identity)")
     p.add_argument("--region-penalty", type=float, default=0.0,
                    help="penalise sampling outside the input (keeps STNs from collapsing to zoom-out)")
     p.add_argument("--seed", type=int, default=0)
