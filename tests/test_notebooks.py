@@ -81,6 +81,15 @@ def test_stored_without_outputs_and_listed(path):
     assert f"`{path.name}`" in (NOTEBOOKS / "README.md").read_text(), f"{path.name} is missing from notebooks/README.md"
 
 
+@pytest.mark.parametrize("path", [p for p in PATHS if p.name[:2] in ("01", "02", "03", "04", "da")],
+                         ids=lambda p: p.name)
+def test_ends_with_a_conclusion(path):
+    """Each of these notebooks ends with a markdown cell that says what it showed."""
+    last = nbformat.read(path, as_version=4).cells[-1]
+    assert last.cell_type == "markdown", f"{path.name} ends with a code cell"
+    assert last.source.startswith(("## What this notebook showed", "**What this shows.**")), last.source[:80]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS, ids=[p.name for p in PATHS])
 def test_notebook_runs(executed, path):
@@ -117,7 +126,7 @@ def test_theta_explorer_outputs(executed):
     for family in ("projective", "tps"):  # each under its own heading
         variants = _widget_views(_cell(nb, f'family="{family}"'))
         assert len(variants) == 1 and "stnviz-theta-explorer" in _dom_classes(nb, variants[0]), family
-    headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines() if line.startswith("#")]
     assert any(h.startswith("### Projective") for h in headings) and any(h.startswith("### Thin-plate") for h in headings)
     assert headings[-1].startswith("## What this notebook showed")
     assert {"stnviz-theta-7", "stnviz-tps-point", "stnviz-tps-x"} <= classes  # projective has 8 entries; TPS
