@@ -457,10 +457,10 @@ class TestZoo:
         assert [k for _, k in ins.which.options] == ["DenseFlow:grid_sample#3"]
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-    def test_half_precision(self, digits, dtype):
-        model = stnviz.get_model("stn_tutorial", device="cpu").to(dtype).eval()
+    def test_half_precision(self, digits, dtype, device):
+        model = stnviz.get_model("stn_tutorial", device=device).to(dtype).eval()
         with torch.no_grad(), capture(model) as rec:
-            model(digits.to(dtype))
+            model(digits.to(device, dtype))
         r = rec.last()
         assert r.input.dtype == dtype and r.theta.dtype == dtype
         renders(r)
@@ -469,13 +469,13 @@ class TestZoo:
         foreign = TutorialStyle().to(dtype).eval()
         inspects(foreign, digits)
 
-    def test_compiled_models(self, digits):
-        model = stnviz.get_model("stn_tutorial", device="cpu").eval()
+    def test_compiled_models(self, digits, device):
+        model = stnviz.get_model("stn_tutorial", device=device).eval()
         compiled = torch.compile(model, backend="eager")
         with torch.no_grad():
-            compiled(digits)  # compiled and run once outside the capture
+            compiled(digits.to(device))  # compiled and run once outside the capture
             with capture(compiled) as rec:
-                compiled(digits)
+                compiled(digits.to(device))
         assert rec.keys() == ["transformer"]  # no _orig_mod. prefix
         foreign = torch.compile(TutorialStyle().eval(), backend="eager")
         with torch.no_grad():
@@ -488,6 +488,7 @@ class TestZoo:
         after = foreign(digits)  # still runs compiled afterwards
         assert after.shape == (6, 10)
 
+    @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
     def test_scripted_model_is_refused_cleanly(self, digits):
         from torch.nn.modules import module as hooks
 
@@ -621,10 +622,10 @@ class TestZoo:
         assert list(col.records) == ["IterativeSTN:grid_sample", "IterativeSTN:grid_sample#1", "IterativeSTN:grid_sample#2"]
         assert all(r.input.shape[0] == 6 for r in col.records.values()) and len(col.outputs) == 2
 
-    def test_top_level_verbs(self, digits):
-        model = stnviz.get_model("stn_tutorial", device="cpu").eval()
+    def test_top_level_verbs(self, digits, device):
+        model = stnviz.get_model("stn_tutorial", device=device).eval()
         with torch.no_grad(), stnviz.capture(model) as rec:
-            model(digits)
+            model(digits.to(device))
         assert rec.keys() == ["transformer"]
         from stnviz.capture import capture as capture_fn
 
