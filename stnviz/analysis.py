@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from . import geometry
-from .capture import collect_batch
+from .capture import collect_batch, model_device_dtype
+from .device import resolve_device
 
 __all__ = [
     "SequenceRun",
@@ -136,6 +137,20 @@ class SequenceRun:
     module: str
 
 
+def _on_device(model, device) -> torch.device:
+    """Where ``model`` runs: moved to ``device`` first when one is given (resolved once, as
+    :func:`stnviz.train.evaluate` does), else where it already is."""
+    if device is not None:
+        model.to(resolve_device(device))
+    return model_device_dtype(model)[0]
+
+
+def _cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A record's tensor as a CPU float copy for tables and plots (records stay on the model's
+    device and in its dtype, which numpy may not have: bfloat16)."""
+    return None if t is None else t.detach().float().cpu()
+
+
 def _change(x: torch.Tensor) -> np.ndarray:
     """Mean absolute change from each frame to the previous one; NaN for the first."""
     d = (x[1:] - x[:-1]).abs().flatten(1).mean(1).numpy()
@@ -155,6 +170,9 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
     track's *mean* transform (a fixed transform: resampling alone blurs and crops, so this is the
     fair baseline for "does the transformer follow the object"); ``prediction``, ``confidence``
     and ``correct`` (when ``label`` is known, e.g. from a Track).
+
+    Frames go to the model's device and floating dtype (``device``, when given, moves the model
+    there first); everything returned is on the CPU, in float32.
     """
     from .data.sequences import read_frames
 
@@ -162,17 +180,17 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
     frames, boxes = read_frames(source, size=size[1:] if size else None, channels=size[0] if size else None)
     if label is None and hasattr(source, "label"):
         label = int(source.label)
-    dev = next(model.parameters()).device if device is None else torch.device(device)
+    _on_device(model, device)
     recs, logits = [], []
     for i in range(0, frames.shape[0], batch_size):
-        out, rec = collect_batch(model, frames[i : i + batch_size].to(dev))
+        out, rec = collect_batch(model, frames[i : i + batch_size])
         logits.append(out.float().cpu())
         recs.append(rec.pick(module))
     name = module or recs[0].key
     logits = torch.cat(logits)
-    outputs = torch.cat([r.output for r in recs])
-    inputs = torch.cat([r.input for r in recs])
-    outlines = torch.cat([r.sampled_outline(8) for r in recs])
+    outputs = torch.cat([_cpu(r.output) for r in recs])
+    inputs = torch.cat([_cpu(r.input) for r in recs])
+    outlines = torch.cat([_cpu(r.sampled_outline(8)) for r in recs])
     corners = outlines[:, ::8]  # the outline starts at each corner every 8 points
     h, w = inputs.shape[-2:]
     table = pd.DataFrame({"frame": np.arange(frames.shape[0])})
@@ -195,7 +213,7 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
         # The fairer baseline: the track's mean transform applied to every frame. Any resampling
         # blurs and crops, so a constant transform already changes less than the raw input; only
         # output_change < fixed_change shows the transformer *following* the object.
-        params = torch.cat([r.params for r in recs])
+        params = torch.cat([_cpu(r.params) for r in recs])
         mean = params.mean(0, keepdim=True).expand_as(params).contiguous()
         fixed = geometry.warp(inputs, geometry.make_grid(mean, fam, outputs.shape[-2:], components=comps))
         table["fixed_change"] = _change(fixed)
@@ -261,16 +279,17 @@ def summarize_stability(summary: pd.DataFrame, name: str = "model") -> pd.DataFr
 
 @torch.no_grad()
 def _collect(model, data, module: str | None, batch_size: int, device, limit: int | None):
-    """Run ``data`` (a batch source) through ``model``: theta, inputs/outputs, labels, logits, extras."""
-    dev = next(model.parameters()).device if device is None else torch.device(device)
+    """Run ``data`` (a batch source) through ``model``: theta, inputs/outputs, labels, logits, extras
+    (CPU copies; the batches are made on the model's device)."""
+    dev = _on_device(model, device)
     out = {"theta": [], "outputs": [], "inputs": [], "labels": [], "logits": [], "extras": []}
     seen = 0
     for batch in data.batches(batch_size, device=dev):
         logits, rec = collect_batch(model, batch.images)
         r = rec.pick(module)
-        out["theta"].append(r.theta)
-        out["outputs"].append(r.output)
-        out["inputs"].append(r.input)
+        out["theta"].append(None if r.theta is None else r.theta.detach().cpu())
+        out["outputs"].append(_cpu(r.output))
+        out["inputs"].append(_cpu(r.input))
         out["labels"].append(batch.labels.cpu())
         out["logits"].append(logits.float().cpu())
         out["extras"].append({k: v.cpu() for k, v in batch.extras.items()})

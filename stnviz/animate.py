@@ -66,15 +66,18 @@ class Snapshot:
 @torch.no_grad()
 def probe_snapshot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, *, step: int = 0,
                    epoch: float = 0.0, train_loss: float = math.nan, module: str | None = None) -> Snapshot:
-    """Run ``model`` on the probe ``images`` and return a :class:`Snapshot` (CPU tensors)."""
+    """Run ``model`` on the probe ``images (N, C, H, W)`` (moved to the model's device and floating
+    dtype; ``labels (N,)`` too) and return a :class:`Snapshot` of CPU tensors."""
     logits, rec = collect_batch(model, images)
     r = rec.pick(module)
     loss = acc = math.nan
     if labels is not None:
+        labels = torch.as_tensor(labels).to(logits.device)
         loss = float(F.cross_entropy(logits.float(), labels))
         acc = float((logits.argmax(1) == labels).float().mean())
-    return Snapshot(step=step, epoch=epoch, params=r.params if r.params is not None else torch.empty(0),
-                    outputs=r.output, outlines=r.sampled_outline(8), loss=loss, accuracy=acc, train_loss=train_loss)
+    params = r.params.detach().cpu() if r.params is not None else torch.empty(0)
+    return Snapshot(step=step, epoch=epoch, params=params, outputs=r.output.detach().cpu(),
+                    outlines=r.sampled_outline(8).cpu(), loss=loss, accuracy=acc, train_loss=train_loss)
 
 
 class ProgressRecorder(Callback):
@@ -105,11 +108,8 @@ class ProgressRecorder(Callback):
         self.snapshots: list[Snapshot] = []
 
     def record(self, model: nn.Module, step: int, epoch: float = 0.0, train_loss: float = math.nan) -> None:
-        dev = next(model.parameters()).device
-        labels = self.labels.to(dev) if self.labels is not None else None
-        snap = probe_snapshot(model, self.inputs.to(dev), labels, step=step, epoch=epoch,
+        snap = probe_snapshot(model, self.inputs, self.labels, step=step, epoch=epoch,
                               train_loss=train_loss, module=self.module)
-        snap.params, snap.outputs, snap.outlines = snap.params.cpu(), snap.outputs.cpu(), snap.outlines.cpu()
         self.snapshots.append(snap)
         if len(self.snapshots) > self.max_snapshots:
             self.snapshots = self.snapshots[::2]
@@ -152,10 +152,7 @@ def snapshots_from_checkpoints(paths: Sequence[str | os.PathLike], images: torch
         model = load_model(p, device=device)
         meta = model.meta
         step = int(meta.get("step") or i)
-        lab = labels.to(device) if labels is not None else None
-        snap = probe_snapshot(model, images.to(device), lab, step=step, epoch=float(meta.get("epochs") or i), module=module)
-        snap.params, snap.outputs, snap.outlines = snap.params.cpu(), snap.outputs.cpu(), snap.outlines.cpu()
-        out.append(snap)
+        out.append(probe_snapshot(model, images, labels, step=step, epoch=float(meta.get("epochs") or i), module=module))
     return out
 
 

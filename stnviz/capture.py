@@ -50,7 +50,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import geometry
 from .models import GridGenerator, SpatialTransformer
-from .models.modes import eval_mode
+from .models.modes import eval_mode, model_device_dtype  # re-exported: defined with the models
 
 __all__ = [
     "Capture",
@@ -530,15 +530,6 @@ def capture(
 
 
 # --------------------------------------------------------------------------- running a model
-
-
-def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """The device and floating dtype of ``model``'s first floating parameter or buffer
-    (CPU / float32 for a model that has none)."""
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        if t.is_floating_point():
-            return t.device, t.dtype
-    return torch.device("cpu"), torch.float32
 
 
 def _default_forward(model, images):

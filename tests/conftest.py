@@ -1,10 +1,30 @@
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from stnviz import resolve_device
 from stnviz.data import sample
+
+#: The variable that picks the device the suite runs models on; ``make test`` on a GPU host:
+#: ``STNVIZ_TEST_DEVICE=cuda make test``.
+DEVICE_VARIABLE = "STNVIZ_TEST_DEVICE"
+
+
+def suite_device() -> torch.device:
+    """``STNVIZ_TEST_DEVICE`` (default ``"cpu"``), resolved and checked once: ``cuda`` on a host
+    without one is an error, never a silent fallback to the CPU. For code that cannot take a
+    fixture (module-level settings, scripts run in a subprocess); tests take :func:`device`."""
+    return resolve_device(os.environ.get(DEVICE_VARIABLE) or "cpu")
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The device every test that runs a model builds it on and feeds it tensors on."""
+    return suite_device()
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

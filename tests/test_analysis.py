@@ -34,16 +34,16 @@ class TestPolygonBoxIoU:
         assert math.isnan(polygon_box_iou(np.array([[np.nan, 0], [1, 1], [0, 1]]), (0, 0, 1, 1)))
 
 
-def _steady_model(theta):
-    model = get_model("stn_gtsrb").eval()
+def _steady_model(theta, device):
+    model = get_model("stn_gtsrb", device=device).eval()
     model.transformers[0].set_constant_params(torch.tensor(theta, dtype=torch.float32))
     return model
 
 
 class TestRunSequence:
-    def test_table_columns_and_identity_baseline(self):
+    def test_table_columns_and_identity_baseline(self, device):
         track = sample_tracks()[0]
-        model = get_model("stn_gtsrb").eval()  # untrained: identity transformers
+        model = get_model("stn_gtsrb", device=device).eval()  # untrained: identity transformers
         t = sequence_stability(model, track)
         assert len(t) == 30 and list(t["frame"]) == list(range(30))
         assert {"rotation_deg", "scale_x", "tx", "iou", "output_change", "input_change", "prediction", "correct"} <= set(t.columns)
@@ -58,26 +58,26 @@ class TestRunSequence:
         expected = float((box[2] - box[0]) * (box[3] - box[1]))
         assert t["iou"][0] == pytest.approx(expected, rel=1e-4)
 
-    def test_fixed_transform_baseline(self):
+    def test_fixed_transform_baseline(self, device):
         """A constant zoom is steadier than the identity (resampling blurs) but exactly as steady
         as the fixed-mean baseline: it does not follow anything."""
-        t = sequence_stability(_steady_model([0.7, 0, 0, 0, 0.7, 0]), sample_tracks()[1])
+        t = sequence_stability(_steady_model([0.7, 0, 0, 0, 0.7, 0], device), sample_tracks()[1])
         assert t["output_change"][1:].mean() < t["input_change"][1:].mean()
         np.testing.assert_allclose(t["output_change"][1:], t["fixed_change"][1:], rtol=1e-5)
-        s = stability_summary(_steady_model([0.7, 0, 0, 0, 0.7, 0]), sample_tracks()[1:2])
+        s = stability_summary(_steady_model([0.7, 0, 0, 0, 0.7, 0], device), sample_tracks()[1:2])
         assert s.loc[0, "change_ratio"] < 1 and s.loc[0, "change_ratio_fixed"] == pytest.approx(1.0, abs=1e-5)
 
-    def test_zoom_onto_a_static_sequence(self):
+    def test_zoom_onto_a_static_sequence(self, device):
         frames = sample_tracks()[0].images[:1].expand(5, -1, -1, -1).clone()
-        run = run_sequence(_steady_model([0.5, 0, 0, 0, 0.5, 0]), frames)
+        run = run_sequence(_steady_model([0.5, 0, 0, 0, 0.5, 0], device), frames)
         assert run.boxes is None and "iou" not in run.table
         assert (run.table["output_change"][1:] == 0).all()
         assert run.table["scale_x"][0] == pytest.approx(0.5)
         assert run.outputs.shape == (5, 3, 32, 32)
 
-    def test_summary_tables(self):
+    def test_summary_tables(self, device):
         tracks = sample_tracks()[:3]
-        model = get_model("stn_gtsrb").eval()
+        model = get_model("stn_gtsrb", device=device).eval()
         s = stability_summary(model, tracks)
         assert len(s) == 3 and list(s["track"]) == [t.track_id for t in tracks]
         assert (s["change_ratio"].round(5) == 1.0).all()
@@ -85,8 +85,8 @@ class TestRunSequence:
         assert one.loc[0, "model"] == "untrained" and one.loc[0, "frames"] == 90
         assert one.loc[0, "tracks_steadier_than_identity"] == 0.0
 
-    def test_bad_sequences(self, tmp_path):
-        model = get_model("stn_gtsrb").eval()
+    def test_bad_sequences(self, tmp_path, device):
+        model = get_model("stn_gtsrb", device=device).eval()
         with pytest.raises(ValueError, match="empty"):
             run_sequence(model, torch.zeros(0, 3, 32, 32))
         with pytest.raises(ValueError, match="no tracks"):
@@ -136,9 +136,9 @@ class TestReadFrames:
 
 
 class TestDataSetTables:
-    def test_residuals_identity_vs_oracle(self):
+    def test_residuals_identity_vs_oracle(self, device):
         data = DistortedMNIST(sample("mnist").subset(torch.arange(200)), "rts", seed=4)
-        untrained = get_model("stn_cnn").eval()
+        untrained = get_model("stn_cnn", device=device).eval()
         r0 = distortion_residuals(untrained, data)
         assert list(r0["component"]) == ["rotation (deg)", "log scale", "translation x", "translation y"]
         np.testing.assert_allclose(r0["undone"], 0.0, atol=1e-9)
@@ -153,9 +153,9 @@ class TestDataSetTables:
         res = decomposed_theta(m)
         assert res["rotation_deg"].abs().max() < 1e-6 and (res["scale_x"] - 1).abs().max() < 1e-6
 
-    def test_class_stats_canonical_means_accuracy(self):
+    def test_class_stats_canonical_means_accuracy(self, device):
         data = sample("mnist").subset(torch.arange(0, 1000, 10))
-        model = get_model("stn_tutorial").eval()
+        model = get_model("stn_tutorial", device=device).eval()
         model.transformers[0].set_constant_params(torch.tensor([0.8, 0, 0, 0, 0.8, 0]))
         stats = class_transform_stats(model, data)
         assert list(stats["label"]) == list(range(10)) and stats["count"].sum() == 100
@@ -164,10 +164,10 @@ class TestDataSetTables:
         assert sorted(means) == list(range(10))
         mean_in, mean_out = means[3]
         assert mean_in.shape == mean_out.shape == (1, 28, 28)
-        table = accuracy_with_without(model, data, twin=get_model("cnn_tutorial").eval())
+        table = accuracy_with_without(model, data, twin=get_model("cnn_tutorial", device=device).eval())
         assert list(table["model"]) == ["with transformer", "same weights, transformer = identity", "no-ST twin"]
         assert (table["n"] == 100).all()
 
-    def test_residuals_need_ground_truth(self):
+    def test_residuals_need_ground_truth(self, device):
         with pytest.raises(ValueError, match="ground-truth 'theta'"):
-            distortion_residuals(get_model("stn_tutorial"), sample("mnist").subset(torch.arange(10)))
+            distortion_residuals(get_model("stn_tutorial", device=device), sample("mnist").subset(torch.arange(10)))

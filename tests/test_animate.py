@@ -27,18 +27,18 @@ def probe():
     return b.images, b.labels
 
 
-def _trained_recorder(probe, every=4, max_snapshots=50, epochs=2):
+def _trained_recorder(probe, device, every=4, max_snapshots=50, epochs=2):
     s = sample("mnist")
     torch.manual_seed(0)
     rec = ProgressRecorder(*probe, every=every, max_snapshots=max_snapshots)
-    fit(get_model("stn_tutorial"), s.subset(torch.arange(256)), None, epochs=epochs, batch_size=32, lr=0.003,
-        optimizer="adam", device="cpu", progress=False, callbacks=[rec])
+    fit(get_model("stn_tutorial", device=device), s.subset(torch.arange(256)), None, epochs=epochs, batch_size=32, lr=0.003,
+        optimizer="adam", device=device, progress=False, callbacks=[rec])
     return rec
 
 
 class TestProgressRecorder:
-    def test_records_every_n_steps(self, probe):
-        rec = _trained_recorder(probe)  # 8 steps an epoch, 16 in all
+    def test_records_every_n_steps(self, probe, device):
+        rec = _trained_recorder(probe, device)  # 8 steps an epoch, 16 in all
         assert [s.step for s in rec.snapshots] == [0, 4, 8, 12, 16]
         assert [s.epoch for s in rec.snapshots] == [0.0, 0.5, 1.0, 1.5, 2.0]
         s = rec.snapshots[-1]
@@ -48,8 +48,8 @@ class TestProgressRecorder:
         # the transformer moved away from identity during training
         assert not torch.allclose(rec.snapshots[-1].params, rec.snapshots[0].params)
 
-    def test_bounded_memory_keeps_even_spacing(self, probe):
-        rec = _trained_recorder(probe, every=1, max_snapshots=6, epochs=2)
+    def test_bounded_memory_keeps_even_spacing(self, probe, device):
+        rec = _trained_recorder(probe, device, every=1, max_snapshots=6, epochs=2)
         assert len(rec.snapshots) <= 6
         steps = [s.step for s in rec.snapshots]
         gaps = np.diff(steps)
@@ -62,8 +62,8 @@ class TestProgressRecorder:
 
 
 class TestExports:
-    def test_gif_mp4_contact_sheet(self, probe, tmp_path):
-        rec = _trained_recorder(probe)
+    def test_gif_mp4_contact_sheet(self, probe, tmp_path, device):
+        rec = _trained_recorder(probe, device)
         gif = rec.save_gif(tmp_path / "p.gif", fps=5)
         frames = imageio.mimread(gif)
         assert len(frames) == len(rec.snapshots)
@@ -77,8 +77,8 @@ class TestExports:
         assert sheet.ndim == 3 and sheet.shape[0] > 3 * 60
         assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gif", "p.mp4", "sheet.png"]  # no temp files
 
-    def test_frame_caption_and_layout(self, probe):
-        rec = _trained_recorder(probe, epochs=1)
+    def test_frame_caption_and_layout(self, probe, device):
+        rec = _trained_recorder(probe, device, epochs=1)
         f = compose_frame(rec.inputs, rec.snapshots[-1], columns=3, tile=64)
         assert f.dtype == np.uint8 and f.shape == (24 + 2 * (64 + 4) + 4, 3 * (2 * 64 + 4) + 4 * 4, 3)
 
@@ -100,21 +100,21 @@ class TestExports:
         reader.close()
         assert first.shape == (16, 22, 3)
 
-    def test_from_checkpoints(self, probe, tmp_path):
+    def test_from_checkpoints(self, probe, tmp_path, device):
         paths = []
-        model = get_model("stn_tutorial")
+        model = get_model("stn_tutorial", device=device)
         for epoch in range(3):
             with torch.no_grad():
                 model.transformers[0].regressor.bias.copy_(torch.tensor([1.0 - 0.1 * epoch, 0, 0, 0, 1.0, 0]))
             paths.append(save_checkpoint(model, tmp_path / f"e{epoch}.pt", {"epochs": epoch + 1}))
-        snaps = snapshots_from_checkpoints(paths, *probe)
+        snaps = snapshots_from_checkpoints(paths, *probe, device=device)
         assert [s.epoch for s in snaps] == [1.0, 2.0, 3.0]
         assert [round(float(s.params[0, 0, 0]), 3) for s in snaps] == [1.0, 0.9, 0.8]
         with pytest.raises(ValueError, match="at least one checkpoint"):
-            snapshots_from_checkpoints([], *probe)
+            snapshots_from_checkpoints([], *probe, device=device)
 
-    def test_sequence_frames(self, tmp_path):
-        run = run_sequence(get_model("stn_gtsrb").eval(), sample_tracks()[0])
+    def test_sequence_frames(self, tmp_path, device):
+        run = run_sequence(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[0])
         frames = sequence_frames(run, tile=64)
         assert len(frames) == 30 and frames[0].shape == (64 + 22 + 4, 2 * 64 + 12, 3)
         assert write_animation(frames, tmp_path / "track.gif").is_file()

@@ -48,17 +48,17 @@ class TwoStageNet(nn.Module):
 
     def forward(self, x):
         b = x.shape[0]
-        t1 = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]).expand(b, 2, 3)
-        t2 = torch.tensor([[1.0, 0.0, 0.2], [0.0, 1.0, 0.0]]).expand(b, 2, 3)
+        t1 = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]], device=x.device).expand(b, 2, 3)
+        t2 = torch.tensor([[1.0, 0.0, 0.2], [0.0, 1.0, 0.0]], device=x.device).expand(b, 2, 3)
         x = F.grid_sample(x, F.affine_grid(t1, x.size(), align_corners=False), align_corners=False)
         y = self.head(x)
         return F.grid_sample(y, F.affine_grid(t2, y.size(), align_corners=False), align_corners=False)
 
 
 class TestCaptureStnviz:
-    def test_records_every_transformer(self):
-        model = get_model("stn_gtsrb").eval()
-        x = torch.rand(4, 3, 32, 32)
+    def test_records_every_transformer(self, device):
+        model = get_model("stn_gtsrb", device=device).eval()
+        x = torch.rand(4, 3, 32, 32, device=device)
         with capture(model) as rec:
             model(x)
         assert rec.modules == ["transformer", "body.1"]
@@ -69,12 +69,12 @@ class TestCaptureStnviz:
         assert first.grid.shape == (4, 32, 32, 2) and first.output.shape == (4, 3, 32, 32)
         assert second.input.shape == (4, 32, 16, 16)
         # an untrained transformer is the identity
-        torch.testing.assert_close(first.theta, geometry.identity_params("affine").view(1, 2, 3).expand(4, 2, 3))
+        torch.testing.assert_close(first.theta.cpu(), geometry.identity_params("affine").view(1, 2, 3).expand(4, 2, 3))
         torch.testing.assert_close(first.output, x, atol=1e-5, rtol=0)
 
-    def test_records_are_detached_cpu_copies(self):
-        model = get_model("stn_tutorial")
-        x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    def test_records_are_detached_cpu_copies(self, device):
+        model = get_model("stn_tutorial", device=device)
+        x = torch.rand(2, 1, 28, 28, requires_grad=True, device=device)
         with capture(model) as rec:
             out = model(x)
         r = rec.last()
@@ -87,115 +87,115 @@ class TestCaptureStnviz:
         ("projective", {}, (2, 8)),
         ("restricted", {"components": ["rotation", "scale"]}, (2, 2)),
     ])
-    def test_other_families(self, family, kwargs, shape):
-        model = get_model("stn_cnn", transform=family, **kwargs).eval()
+    def test_other_families(self, family, kwargs, shape, device):
+        model = get_model("stn_cnn", transform=family, **kwargs, device=device).eval()
         with capture(model) as rec:
-            model(torch.rand(2, 1, 42, 42))
+            model(torch.rand(2, 1, 42, 42, device=device))
         r = rec.last("transformer")
         assert r.family == family and tuple(r.params.shape) == shape
-        outline = r.sampled_outline(4)
+        outline = r.sampled_outline(4).cpu()
         assert outline.shape == (2, 16, 2)
         # identity: the outline runs along the image border
         assert outline[..., 0].min() == pytest.approx(-0.5, abs=1e-3) and outline[..., 0].max() == pytest.approx(41.5, abs=1e-3)
 
-    def test_bounded_memory(self):
-        model = get_model("stn_tutorial").eval()
+    def test_bounded_memory(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
         with capture(model, keep_last=3, batch_slice=2) as rec:
             for _ in range(5):
-                model(torch.rand(8, 1, 28, 28))
+                model(torch.rand(8, 1, 28, 28, device=device))
         assert len(rec) == 3 and rec.dropped == 2
         assert [r.call for r in rec] == [2, 3, 4]
         assert all(r.input.shape[0] == 2 and r.grid.shape[0] == 2 for r in rec)
 
-    def test_hooks_removed_on_exit_and_on_error(self):
-        model = get_model("stn_tutorial").eval()
+    def test_hooks_removed_on_exit_and_on_error(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
         st = model.transformers[0]
         before = (len(st._forward_hooks), len(st._forward_pre_hooks), len(model._forward_pre_hooks))
         with pytest.raises(RuntimeError, match="boom"):
             with capture(model):
-                model(torch.rand(1, 1, 28, 28))
+                model(torch.rand(1, 1, 28, 28, device=device))
                 raise RuntimeError("boom")
         assert (len(st._forward_hooks), len(st._forward_pre_hooks), len(model._forward_pre_hooks)) == before
         assert F.grid_sample.__module__ == "torch.nn.functional" and F.affine_grid.__module__ == "torch.nn.functional"
 
-    def test_nothing_captured_is_an_error(self):
-        model = get_model("stn_tutorial")
+    def test_nothing_captured_is_an_error(self, device):
+        model = get_model("stn_tutorial", device=device)
         with pytest.raises(CaptureError, match="has 1 SpatialTransformer module.*none ran"):
             with capture(model):
                 pass
-        plain = nn.Linear(3, 3)
+        plain = nn.Linear(3, 3, device=device)
         with pytest.raises(CaptureError, match="no stnviz SpatialTransformer and made no grid_sample call"):
             with capture(plain):
-                plain(torch.rand(1, 3))
+                plain(torch.rand(1, 3, device=device))
         with capture(plain, allow_empty=True) as rec:
-            plain(torch.rand(1, 3))
+            plain(torch.rand(1, 3, device=device))
         assert len(rec) == 0
 
-    def test_missing_module_lookup(self):
-        model = get_model("stn_tutorial").eval()
+    def test_missing_module_lookup(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
         with capture(model) as rec:
-            model(torch.rand(1, 1, 28, 28))
+            model(torch.rand(1, 1, 28, 28, device=device))
         with pytest.raises(CaptureError, match=r"no records for 'body.9'; captured keys: \['transformer'\]"):
             rec.of("body.9")
 
 
 class TestCaptureForeign:
-    def test_tutorial_net(self):
+    def test_tutorial_net(self, device):
         torch.manual_seed(0)
-        net = TutorialNet().eval()
-        x = torch.rand(3, 1, 28, 28)
+        net = TutorialNet().to(device).eval()
+        x = torch.rand(3, 1, 28, 28, device=device)
         with capture(net) as rec:
             net(x)
         assert len(rec) == 1
         r = rec.last()
         assert r.key == "TutorialNet:grid_sample" and r.module == "TutorialNet" and r.family == "affine"
-        expected = torch.tensor([[0.9, 0.1, 0.05], [-0.1, 0.9, 0.0]]).expand(3, 2, 3)
+        expected = torch.tensor([[0.9, 0.1, 0.05], [-0.1, 0.9, 0.0]], device=device).expand(3, 2, 3)
         torch.testing.assert_close(r.theta, expected)
         torch.testing.assert_close(r.output, F.grid_sample(x, F.affine_grid(expected, x.size(), align_corners=False), align_corners=False))
         corners = r.sampled_outline(1)
         torch.testing.assert_close(corners, geometry.sampled_corners(expected, "affine", (28, 28)))
 
-    def test_two_transformers(self):
-        net = TwoStageNet()
+    def test_two_transformers(self, device):
+        net = TwoStageNet().to(device)
         with capture(net) as rec:
-            net(torch.rand(2, 1, 8, 8))
+            net(torch.rand(2, 1, 8, 8, device=device))
         assert len(rec) == 2
         a, b = rec[0], rec[1]
         assert a.theta[0, 0, 0] == 0.5 and b.theta[0, 0, 2] == pytest.approx(0.2)
         assert a.input.shape[1] == 1 and b.input.shape[1] == 2
 
-    def test_grid_without_theta(self):
+    def test_grid_without_theta(self, device):
         """A sampler fed a hand-made grid is recorded with params=None and a traced outline."""
 
         class Raw(nn.Module):
             def forward(self, x):
-                grid = geometry.affine_grid(torch.tensor([[[0.5, 0, 0], [0, 0.5, 0]]]), (4, 4)).clone()
+                grid = geometry.affine_grid(torch.tensor([[[0.5, 0, 0], [0, 0.5, 0]]], device=x.device), (4, 4)).clone()
                 return F.grid_sample(x, grid, align_corners=False)
 
         raw = Raw()
         with capture(raw) as rec:
-            raw(torch.rand(1, 1, 8, 8))
+            raw(torch.rand(1, 1, 8, 8, device=device))
         r = rec.last()
         assert r.params is None and r.theta is None and r.family is None
-        outline = r.sampled_outline()
+        outline = r.sampled_outline().cpu()
         # the traced border runs through the output's edge pixel centres: normalised +-0.75 * 0.5
         # = +-0.375, i.e. input pixels (1 - 0.375) * 8 / 2 - 0.5 = 2.0 and (1 + 0.375) * 4 - 0.5 = 5.0
         assert outline[..., 0].min() == pytest.approx(2.0) and outline[..., 0].max() == pytest.approx(5.0)
 
-    def test_foreign_off(self):
-        net = TutorialNet()
+    def test_foreign_off(self, device):
+        net = TutorialNet().to(device)
         with pytest.raises(CaptureError, match="foreign=False"):
             with capture(net, foreign=False):
-                net(torch.rand(1, 1, 28, 28))
+                net(torch.rand(1, 1, 28, 28, device=device))
 
-    def test_stnviz_model_is_not_double_counted(self):
-        model = get_model("stn_tutorial").eval()
+    def test_stnviz_model_is_not_double_counted(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
         with capture(model, foreign=True) as rec:
-            model(torch.rand(1, 1, 28, 28))
+            model(torch.rand(1, 1, 28, 28, device=device))
         assert len(rec) == 1 and rec.last().module == "transformer"
 
-    def test_record_type(self):
-        model = get_model("stn_tutorial").eval()
+    def test_record_type(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
         with capture(model) as rec:
-            model(torch.rand(1, 1, 28, 28))
+            model(torch.rand(1, 1, 28, 28, device=device))
         assert isinstance(rec.last(), TransformRecord)

@@ -29,19 +29,19 @@ class _Payload:
 
 
 class TestSaveLoad:
-    def test_round_trip_bit_exact(self, tmp_path):
+    def test_round_trip_bit_exact(self, tmp_path, device):
         model = _trained_like("stn_gtsrb")
         path = save_checkpoint(model, tmp_path / "m.pt", {"dataset": "gtsrb", "epochs": 3, "seed": 7, "metrics": {"acc": 0.5}})
-        loaded = load_model(path, device="cpu")
+        loaded = load_model(path, device=device)
         a, b = model.state_dict(), loaded.state_dict()
         assert a.keys() == b.keys()
         for k in a:
-            assert torch.equal(a[k], b[k]), k
-        x = torch.rand(4, 3, 32, 32)
-        assert torch.equal(model(x), loaded(x))
+            assert torch.equal(a[k], b[k].cpu()), k
+        x = torch.rand(4, 3, 32, 32, device=device)
+        assert torch.equal(model.to(device)(x), loaded(x))
         assert not loaded.training
 
-    def test_meta_contents(self, tmp_path):
+    def test_meta_contents(self, tmp_path, device):
         model = _trained_like("stn_cnn", transform="tps")
         save_checkpoint(model, tmp_path / "m.pt", {"dataset": "mnist_rts", "epochs": 2, "seed": 3, "metrics": {"err": 0.01}})
         payload = load_checkpoint(tmp_path / "m.pt")
@@ -52,7 +52,7 @@ class TestSaveLoad:
         assert meta["transform"] == "tps" and meta["input_size"] == [1, 42, 42]
         assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["stnviz"] == stnviz.__version__
         assert meta["created"].endswith("+00:00") and meta["command"]
-        loaded = load_model(tmp_path / "m.pt")
+        loaded = load_model(tmp_path / "m.pt", device=device)
         assert loaded.meta["dataset"] == "mnist_rts" and loaded.meta["arch"] == "stn_cnn"
 
     def test_plain_types_only(self, tmp_path):
@@ -77,7 +77,7 @@ class TestSaveLoad:
 
 
 class TestBadFiles:
-    def test_malicious_pickle_refused_and_never_runs(self, tmp_path):
+    def test_malicious_pickle_refused_and_never_runs(self, tmp_path, device):
         marker = tmp_path / "pwned"
         evil = tmp_path / "evil.pt"
         torch.save({"format": "stnviz-checkpoint", "payload": _Payload(str(marker))}, evil)
@@ -86,7 +86,7 @@ class TestBadFiles:
         with pytest.raises(CheckpointError, match=r"refused to load .*evil\.pt"):
             load_checkpoint(evil)
         with pytest.raises(CheckpointError, match="refused"):
-            stnviz.load_pretrained(evil)
+            stnviz.load_pretrained(evil, device=device)
         assert not marker.exists()
 
     def test_raw_pickle_refused(self, tmp_path):
@@ -105,22 +105,22 @@ class TestBadFiles:
         with pytest.raises(CheckpointError, match=r"cannot read .*cut\.pt: truncated"):
             load_checkpoint(cut)
 
-    def test_missing(self, tmp_path):
+    def test_missing(self, tmp_path, device):
         with pytest.raises(FileNotFoundError, match=r"nope\.pt does not exist"):
-            load_model(tmp_path / "nope.pt")
+            load_model(tmp_path / "nope.pt", device=device)
 
-    def test_other_architecture(self, tmp_path):
+    def test_other_architecture(self, tmp_path, device):
         path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
         with pytest.raises(CheckpointError, match=r"holds architecture 'stn_tutorial', expected 'stn_gtsrb'"):
-            load_model(path, arch="stn_gtsrb")
+            load_model(path, arch="stn_gtsrb", device=device)
 
-    def test_weights_do_not_fit(self, tmp_path):
+    def test_weights_do_not_fit(self, tmp_path, device):
         path = save_checkpoint(_trained_like("stn_cnn"), tmp_path / "m.pt")
         payload = load_checkpoint(path)
         payload["model_args"] = {"transform": "projective"}  # regressor now has 8 outputs, file has 6
         torch.save(payload, tmp_path / "bad.pt")
         with pytest.raises(CheckpointError, match=r"bad\.pt: its weights do not fit architecture 'stn_cnn'"):
-            load_model(tmp_path / "bad.pt")
+            load_model(tmp_path / "bad.pt", device=device)
 
     def test_not_a_stnviz_checkpoint(self, tmp_path):
         torch.save({"state_dict": {}}, tmp_path / "plain.pt")
@@ -170,7 +170,7 @@ def _largest_storage(path):
 
 
 class TestCorruption:
-    def test_flipped_byte_in_a_weight_is_caught(self, tmp_path):
+    def test_flipped_byte_in_a_weight_is_caught(self, tmp_path, device):
         path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
         member = _largest_storage(path)
         start, size = _member_data_offset(path, member)
@@ -179,7 +179,7 @@ class TestCorruption:
         bad = tmp_path / "flipped.pt"
         bad.write_bytes(bytes(raw))
         with pytest.raises(CheckpointError, match=r"flipped\.pt is corrupted"):
-            load_model(bad)
+            load_model(bad, device=device)
 
     def test_weights_changed_behind_the_digest_are_caught(self, tmp_path):
         path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
@@ -191,15 +191,15 @@ class TestCorruption:
         with pytest.raises(CheckpointError, match=r"edited\.pt is corrupted: its weights' SHA-256 is .* the file records"):
             load_checkpoint(tmp_path / "edited.pt")
 
-    def test_digest_is_stored_and_files_without_one_still_load(self, tmp_path):
+    def test_digest_is_stored_and_files_without_one_still_load(self, tmp_path, device):
         path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
         payload = load_checkpoint(path)
         assert re.fullmatch(r"[0-9a-f]{64}", payload["weights_sha256"])
         del payload["weights_sha256"]  # as written by earlier versions
         torch.save(payload, tmp_path / "old.pt")
-        assert load_model(tmp_path / "old.pt").meta["arch"] == "stn_tutorial"
+        assert load_model(tmp_path / "old.pt", device=device).meta["arch"] == "stn_tutorial"
 
-    def test_fuzzed_files_only_ever_raise_checkpoint_error_naming_the_file(self, tmp_path):
+    def test_fuzzed_files_only_ever_raise_checkpoint_error_naming_the_file(self, tmp_path, device):
         good_path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "good.pt")
         good = good_path.read_bytes()
         pkl_start, pkl_size = _member_data_offset(good_path, "data.pkl")
@@ -222,27 +222,27 @@ class TestCorruption:
             path = tmp_path / f"fuzz{i}.pt"
             path.write_bytes(bytes(raw))
             try:
-                load_model(path)
+                load_model(path, device=device)
             except CheckpointError as e:
                 assert f"fuzz{i}.pt" in str(e)
             # any other exception type fails the test
 
     @pytest.mark.parametrize("content", [b"", b"hello, not a checkpoint\n", b"PK\x03\x04" + b"\x00" * 40,
                                          pickle.dumps({"format": "stnviz-checkpoint"})])
-    def test_non_checkpoint_files(self, tmp_path, content):
+    def test_non_checkpoint_files(self, tmp_path, content, device):
         path = tmp_path / "other.pt"
         path.write_bytes(content)
         with pytest.raises(CheckpointError, match=r"other\.pt"):
-            load_model(path)
+            load_model(path, device=device)
 
     @pytest.mark.parametrize("model_args", [{"num_classes": -3}, {"input_size": [1, -28, 28]}, {"num_classes": "ten"}])
-    def test_crafted_model_arguments(self, tmp_path, model_args):
+    def test_crafted_model_arguments(self, tmp_path, model_args, device):
         path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
         payload = torch.load(path, weights_only=True)
         payload["model_args"] = model_args
         torch.save(payload, tmp_path / "crafted.pt")
         with pytest.raises(CheckpointError, match=r"crafted\.pt: cannot rebuild its model 'stn_tutorial'"):
-            load_model(tmp_path / "crafted.pt")
+            load_model(tmp_path / "crafted.pt", device=device)
 
     def test_refusal_names_the_global_without_advice_to_load_unsafely(self, tmp_path):
         evil = tmp_path / "evil.pt"

@@ -27,9 +27,9 @@ def one_error_line(err: str) -> str:
 
 
 @pytest.fixture
-def train_args(tmp_path, mnist_root):
+def train_args(tmp_path, mnist_root, device):
     return ["train", "--data", "mnist", "--data-root", str(mnist_root), "--batch-size", "64",
-            "--out", str(tmp_path / "run"), "--device", "cpu", "--epochs", "1"]
+            "--out", str(tmp_path / "run"), "--device", str(device), "--epochs", "1"]
 
 
 class TestTrainErrors:
@@ -76,16 +76,16 @@ class TestTrainErrors:
 
 
 class TestEvalErrors:
-    def test_model_built_for_other_image_size(self, tmp_path, mnist_root, capsys):
+    def test_model_built_for_other_image_size(self, tmp_path, mnist_root, capsys, device):
         rts = save_checkpoint(build_model("stn_cnn"), tmp_path / "stn_cnn.mnist_rts.pt")  # 42x42 input
-        code = main(["eval", "--model", str(rts), "--data", "mnist", "--data-root", str(mnist_root), "--device", "cpu"])
+        code = main(["eval", "--model", str(rts), "--data", "mnist", "--data-root", str(mnist_root), "--device", str(device)])
         line = one_error_line(capsys.readouterr().err)
         assert code == 2 and "built for 1x42x42" in line and "1x28x28" in line
 
-    def test_corrupt_checkpoint(self, tmp_path, mnist_root, capsys):
+    def test_corrupt_checkpoint(self, tmp_path, mnist_root, capsys, device):
         bad = tmp_path / "cnn.broken.pt"
         bad.write_bytes(b"PK\x03\x04 not really a zip")
-        code = main(["eval", "--model", str(bad), "--data", "mnist", "--data-root", str(mnist_root), "--device", "cpu"])
+        code = main(["eval", "--model", str(bad), "--data", "mnist", "--data-root", str(mnist_root), "--device", str(device)])
         assert code == 2 and str(bad) in one_error_line(capsys.readouterr().err)
 
     def test_capture_error_is_a_user_error(self, monkeypatch, capsys):

@@ -33,8 +33,8 @@ class TestDrawGlyphs:
 
 
 class TestDemo:
-    def test_writes_everything_it_says(self, tmp_path, capsys):
-        assert main(["demo", "--out", str(tmp_path), "--device", "cpu", "--quick"]) == 0
+    def test_writes_everything_it_says(self, tmp_path, capsys, device):
+        assert main(["demo", "--out", str(tmp_path), "--device", str(device), "--quick"]) == 0
         printed = {line[len("wrote "):] for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")}
         on_disk = {str(p) for p in tmp_path.iterdir()}
         assert printed == on_disk  # every file announced, nothing else (no temp files left)

@@ -27,41 +27,41 @@ class TestListModels:
 
 
 class TestLoadPretrained:
-    def test_by_name(self, weights_dir):
+    def test_by_name(self, weights_dir, device):
         _, model = weights_dir
-        loaded = stnviz.load_pretrained("stn_tutorial.testset", device="cpu")
+        loaded = stnviz.load_pretrained("stn_tutorial.testset", device=device)
         assert loaded.meta["dataset"] == "testset" and loaded.meta["metrics"] == {"acc": 0.25}
-        x = torch.rand(2, 1, 28, 28)
-        assert torch.equal(loaded(x), model.eval()(x))
-        assert next(loaded.parameters()).device.type == "cpu"
+        x = torch.rand(2, 1, 28, 28, device=device)
+        assert torch.equal(loaded(x), model.to(device).eval()(x))
+        assert next(loaded.parameters()).device == device
 
-    def test_get_model_with_tag_loads_weights(self, weights_dir):
-        assert stnviz.get_model("stn_tutorial.testset", device="cpu").meta["dataset"] == "testset"
+    def test_get_model_with_tag_loads_weights(self, weights_dir, device):
+        assert stnviz.get_model("stn_tutorial.testset", device=device).meta["dataset"] == "testset"
         with pytest.raises(ValueError, match="arguments are fixed"):
-            stnviz.get_model("stn_tutorial.testset", num_classes=3)
+            stnviz.get_model("stn_tutorial.testset", num_classes=3, device=device)
 
-    def test_by_path(self, weights_dir):
+    def test_by_path(self, weights_dir, device):
         d, _ = weights_dir
-        assert stnviz.load_pretrained(d / "stn_tutorial.testset.pt").meta["dataset"] == "testset"
+        assert stnviz.load_pretrained(d / "stn_tutorial.testset.pt", device=device).meta["dataset"] == "testset"
 
-    def test_unknown_name(self, weights_dir):
+    def test_unknown_name(self, weights_dir, device):
         with pytest.raises(ValueError, match=r"no trained weights named 'stn_cnn.svhn'; expected one of"):
-            stnviz.load_pretrained("stn_cnn.svhn")
+            stnviz.load_pretrained("stn_cnn.svhn", device=device)
 
-    def test_architecture_name_hint(self, weights_dir):
+    def test_architecture_name_hint(self, weights_dir, device):
         with pytest.raises(ValueError, match=r"use stnviz.get_model\('stn_cnn'\)"):
-            stnviz.load_pretrained("stn_cnn")
+            stnviz.load_pretrained("stn_cnn", device=device)
 
-    def test_file_of_other_arch_under_a_name(self, weights_dir):
+    def test_file_of_other_arch_under_a_name(self, weights_dir, device):
         d, model = weights_dir
         (d / "stn_tutorial.testset.pt").rename(d / "stn_gtsrb.renamed.pt")
         with pytest.raises(stnviz.CheckpointError, match="holds architecture 'stn_tutorial', expected 'stn_gtsrb'"):
-            stnviz.load_pretrained("stn_gtsrb.renamed")
+            stnviz.load_pretrained("stn_gtsrb.renamed", device=device)
 
 
 class TestGetModel:
-    def test_untrained_with_kwargs(self):
-        m = stnviz.get_model("stn_cnn", transform="tps", device="cpu")
+    def test_untrained_with_kwargs(self, device):
+        m = stnviz.get_model("stn_cnn", transform="tps", device=device)
         assert m.transformers[0].transform == "tps"
 
 

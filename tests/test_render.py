@@ -72,11 +72,11 @@ class TestFormatTheta:
 
 
 class TestPlots:
-    def test_plot_record_and_batch(self):
-        model = get_model("stn_tutorial").eval()
+    def test_plot_record_and_batch(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
         model.transformers[0].set_constant_params(torch.tensor([0.5, 0, 0, 0, 0.5, 0]))
         with capture(model) as rec:
-            logits = model(torch.rand(3, 1, 28, 28))
+            logits = model(torch.rand(3, 1, 28, 28, device=device))
         r = rec.last()
         ax_in, ax_out = render.plot_record(r, 1, prediction="7", box=torch.tensor([5.0, 5, 20, 20]))
         line = ax_in.lines[0].get_xydata()
@@ -107,10 +107,10 @@ class TestAnalysisTables:
         singular = decomposed_theta(torch.zeros(1, 2, 3))
         assert np.isnan(singular["rotation_deg"][0])
 
-    def test_theta_table_from_records(self):
-        model = get_model("stn_gtsrb").eval()
+    def test_theta_table_from_records(self, device):
+        model = get_model("stn_gtsrb", device=device).eval()
         with capture(model) as rec:
-            model(torch.rand(2, 3, 32, 32))
+            model(torch.rand(2, 3, 32, 32, device=device))
         df = theta_table(rec, 1)
         assert list(df["transformer"]) == ["transformer", "body.1"]
         assert list(df["scale_x"].round(6)) == [1.0, 1.0]

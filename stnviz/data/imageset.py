@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["Batch", "ImageSet", "epoch_order"]
+__all__ = ["Batch", "ImageSet", "epoch_order", "to_device"]
 
 
 @dataclass
@@ -42,6 +42,18 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, 
             order = torch.cat([order, order[:pad]])
         order = order[rank::world_size]
     return order
+
+
+def to_device(t: torch.Tensor, device=None) -> torch.Tensor:
+    """``t`` on ``device`` (``None``: where it is). A CPU -> CUDA copy goes through pinned
+    (page-locked) memory and does not block, so the next batch's copy overlaps the current step's
+    compute; anything else is a plain ``.to``."""
+    if device is None:
+        return t
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _check_batch_size(batch_size) -> None:
@@ -89,9 +101,9 @@ class ImageSet:
     def get(self, index: torch.Tensor, device=None) -> Batch:
         """One batch of the samples at ``index`` on ``device``."""
         index = torch.as_tensor(index, dtype=torch.long)
-        images = self.to_float(self.images[index].to(device, non_blocking=True))
-        extras = {k: v[index].to(device) for k, v in self.extras.items()}
-        return Batch(images, self.labels[index].to(device), index, extras)
+        images = self.to_float(to_device(self.images[index], device))
+        extras = {k: to_device(v[index], device) for k, v in self.extras.items()}
+        return Batch(images, to_device(self.labels[index], device), index, extras)
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0, device=None,

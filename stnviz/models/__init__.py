@@ -12,7 +12,7 @@ from .classifiers import (
     stn_tutorial,
 )
 from .fcn import fcn, stn_fcn
-from .modes import eval_mode
+from .modes import eval_mode, model_device_dtype
 from .registry import build_model, list_architectures, register_model
 from .transformer import GridGenerator, Normalize, SpatialTransformer, localization_parameters, param_groups
 
@@ -29,6 +29,7 @@ __all__ = [
     "eval_mode",
     "list_architectures",
     "localization_parameters",
+    "model_device_dtype",
     "param_groups",
     "register_model",
     "stn_cifar",
