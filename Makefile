@@ -40,10 +40,12 @@ lab: $(call STAMP,lab)
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The explorer and inspector as a page without code (Voila); Ctrl-C stops it and its kernels.
+# --template=stnviz (share/jupyter/voila/templates/stnviz): Voila's lab page without its CDN links.
 dashboard: $(call STAMP,dashboard)
 	$(CHECK_TOKEN)
 	@echo "Dashboard on http://127.0.0.1:$(PORT)/?token=$(STNVIZ_TOKEN)"
-	$(VENV)/bin/voila notebooks/dashboard.ipynb --no-browser --Voila.ip=127.0.0.1 --port=$(PORT) \
+	JUPYTER_PATH=$(CURDIR)/share/jupyter $(VENV)/bin/voila notebooks/dashboard.ipynb --template=stnviz \
+		--no-browser --Voila.ip=127.0.0.1 --port=$(PORT) \
 		--Voila.port_retries=0 --token=$(STNVIZ_TOKEN) \
 		--MappingKernelManager.cull_idle_timeout=300 --MappingKernelManager.cull_interval=60
 

@@ -42,7 +42,8 @@ UPDATE_TIMEOUT = 60_000  # ms: one widget round trip on a busy machine
 SETTLE_TIMEOUT = 30.0  # s: the page stops changing after the key presses
 PRESSES = 3  # ArrowRight presses on the rotation slider (step: 0.1 degree)
 CULL_IDLE, CULL_INTERVAL = 4, 2  # s: a closed tab's kernel is shut down this soon in the test
-MAKEFILE = Path(__file__).resolve().parent.parent / "Makefile"
+REPO = Path(__file__).resolve().parent.parent
+MAKEFILE = REPO / "Makefile"
 
 EXPLORER = ".stnviz-theta-explorer"
 INSPECTOR = ".stnviz-inspector"
@@ -162,10 +163,12 @@ def voila(notebook: Path, work_dir: Path, *, startup_timeout: float = STARTUP_TI
     served.mkdir(exist_ok=True)
     shutil.copy2(notebook, served / notebook.name)
     env = isolated_jupyter_env(work_dir)
+    env["JUPYTER_PATH"] = str(REPO / "share" / "jupyter")  # the stnviz Voila template, as `make dashboard`
 
     port, token = free_port(), token_hex(16)
     cmd = [
         sys.executable, "-m", "voila", str(served / notebook.name),
+        "--template=stnviz",
         "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", "--Voila.port_retries=0", f"--token={token}",
         "--show_tracebacks=True",  # a failing cell shows its traceback (caught below), not a generic line
         # as `make dashboard` (see test_make_dashboard_culls_kernels), with short times for the test
@@ -327,25 +330,25 @@ def _foreign_requests(page, server) -> list[str]:
     return [u for u in page.stnviz_requests if not (u.startswith(host) or u.startswith(("data:", "blob:")))]
 
 
-@pytest.mark.xfail(strict=True, reason="Voila's lab template links Font Awesome from cdn.jsdelivr.net (two <link> "
-                   "tags in share/jupyter/voila/templates/lab/index.html.j2); removing them needs an stnviz Voila "
-                   "template passed by `make dashboard` (not done yet)")
 def test_offline_page_no_cdn(dashboard, server):
-    """Every request of the page goes to the Voila server: nothing from a CDN, the page works offline."""
+    """Every request of the page goes to the Voila server: nothing from a CDN, the page works
+    offline (the stnviz template drops the lab template's two Font Awesome links)."""
     page, _ = dashboard
     foreign = _foreign_requests(page, server)
     assert not foreign, f"requests to other hosts: {foreign}"
+    print(f"{len(page.stnviz_requests)} requests, all to the Voila server")
 
 
-def test_no_console_errors_and_only_known_cdn_requests(dashboard, server):
-    """The browser console logged no error (apart from the known Font Awesome links failing
-    offline), and no request other than those two left the Voila server."""
+def test_no_console_errors(dashboard, server):
+    """The browser console logged no error."""
     page, _ = dashboard
-    foreign = _foreign_requests(page, server)
-    assert all("cdn.jsdelivr.net/npm/@fortawesome/" in u for u in foreign), f"requests to other hosts: {foreign}"
-    errors = [m for m in page.stnviz_console if "Failed to load resource" not in m or not foreign]
-    assert not errors, f"console errors: {page.stnviz_console}"
-    print(f"{len(page.stnviz_requests)} requests; to other hosts: {foreign}")
+    assert not page.stnviz_console, f"console errors: {page.stnviz_console}"
+
+
+def test_make_dashboard_serves_the_offline_template():
+    target = MAKEFILE.read_text().split("\ndashboard:", 1)[1].split("\n\n", 1)[0]
+    assert "--template=stnviz" in target and "JUPYTER_PATH=$(CURDIR)/share/jupyter" in target
+    assert (REPO / "share/jupyter/voila/templates/stnviz/index.html.j2").is_file()
 
 
 def _kernels(server: Voila) -> set[int]:
