@@ -290,13 +290,16 @@ def overlay_rgb(image, outline=None, lattice=None, box=None, *, scale: int = 8, 
     im = Image.new("RGB", (arr.shape[1] + 2 * mx, arr.shape[0] + 2 * my), (72, 72, 76))
     im.paste(Image.fromarray(arr), (mx, my))
     draw = ImageDraw.Draw(im)
+    # at least 2 canvas pixels once the image is magnified, so outlines stay visible in small
+    # tiles (animation frames, GIFs) and after a nearest-neighbour resize
+    line = max(2 if s >= 2 else 1, round(s / 3))
 
     def px(p):  # pixel-centre coordinates -> upscaled canvas coordinates
         return ((float(p[0]) + 0.5) * s + mx, (float(p[1]) + 0.5) * s + my)
 
     if box is not None:
         x1, y1, x2, y2 = (float(v) for v in _np(box))
-        draw.rectangle([px((x1, y1)), px((x2, y2))], outline=BOX_COLOR, width=max(1, round(s / 3)))
+        draw.rectangle([px((x1, y1)), px((x2, y2))], outline=BOX_COLOR, width=line)
     if lattice is not None:
         r = max(1.0, s / 6)
         for p in _np(lattice):
@@ -307,7 +310,7 @@ def overlay_rgb(image, outline=None, lattice=None, box=None, *, scale: int = 8, 
         pts = _np(outline)
         if np.isfinite(pts).all():
             poly = [px(p) for p in pts] + [px(pts[0])]
-            draw.line(poly, fill=OUTLINE_COLOR, width=max(1, round(s / 3)))
+            draw.line(poly, fill=OUTLINE_COLOR, width=line)
             cx, cy = poly[0]
             r = max(2.0, s / 3)
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=OUTLINE_COLOR)
