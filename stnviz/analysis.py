@@ -2,10 +2,10 @@
 
 * Theta tables: :func:`decomposed_theta`, :func:`theta_table`.
 * Video stability (the Moodstocks "post-training" view, measured): :func:`run_sequence` /
-  :func:`sequence_stability` give one row per frame (decomposed theta, sampled region, IoU with an
+  :func:`stability_per_frame` give one row per frame (decomposed theta, sampled region, IoU with an
   annotated box, frame-to-frame change of the transformer's output against the change of the
-  input resized to the same size, i.e. against the identity transform); :func:`stability_summary`
-  gives one row per track and :func:`summarize_stability` one row per model.
+  input resized to the same size, i.e. against the identity transform); :func:`stability_per_track`
+  gives one row per track and :func:`stability_per_model` one row per model.
 * Data-set tables: :func:`class_transform_stats`, :func:`canonical_means`,
   :func:`accuracy_with_without`, :func:`distortion_residuals`.
 """
@@ -34,9 +34,9 @@ __all__ = [
     "distortion_residuals",
     "polygon_box_iou",
     "run_sequence",
-    "sequence_stability",
-    "stability_summary",
-    "summarize_stability",
+    "stability_per_frame",
+    "stability_per_model",
+    "stability_per_track",
     "theta_table",
 ]
 
@@ -225,12 +225,12 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
     return SequenceRun(frames, outputs, outlines, box_px, logits.argmax(1), table, name)
 
 
-def sequence_stability(model, source, **kwargs) -> pd.DataFrame:
+def stability_per_frame(model, source, **kwargs) -> pd.DataFrame:
     """The per-frame table of :func:`run_sequence`."""
     return run_sequence(model, source, **kwargs).table
 
 
-def stability_summary(model, tracks: Iterable, *, module: str | None = None, device=None) -> pd.DataFrame:
+def stability_per_track(model, tracks: Iterable, *, module: str | None = None, device=None) -> pd.DataFrame:
     """One row per track: frames, accuracy, mean IoU, mean output change against mean input change
     (``change_ratio`` < 1: the transformer's output is steadier than the identity) and against
     the fixed mean transform (``change_ratio_fixed`` < 1: steadier than *any* constant transform,
@@ -254,12 +254,12 @@ def stability_summary(model, tracks: Iterable, *, module: str | None = None, dev
                 row[f"{c}_jitter"] = float(t[c].diff().abs().mean())
         rows.append(row)
     if not rows:
-        raise ValueError("stability_summary got no tracks; expected at least one sequence")
+        raise ValueError("stability_per_track got no tracks; expected at least one sequence")
     return pd.DataFrame(rows)
 
 
-def summarize_stability(summary: pd.DataFrame, name: str = "model") -> pd.DataFrame:
-    """One row for a model from :func:`stability_summary`: means over tracks, with the identity
+def stability_per_model(summary: pd.DataFrame, name: str = "model") -> pd.DataFrame:
+    """One row for a model from :func:`stability_per_track`: means over tracks, with the identity
     transform's change (the resized input) beside the model's."""
     row = {"model": name, "tracks": len(summary), "frames": int(summary["frames"].sum()),
            "output_change": summary["output_change"].mean(), "identity_change": summary["input_change"].mean(),
@@ -384,3 +384,10 @@ def distortion_residuals(model, data, *, module: str | None = None, batch_size: 
         rows.append({"component": comp, "distortion_spread": d, "residual_spread": r,
                      "undone": 1 - r / d if d > 0 else math.nan})
     return pd.DataFrame(rows)
+
+
+# The names these had before they said per-frame / per-track / per-model (kept so older notebooks
+# run; not in __all__).
+sequence_stability = stability_per_frame
+stability_summary = stability_per_track
+summarize_stability = stability_per_model
