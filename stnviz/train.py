@@ -41,7 +41,7 @@ from torch import nn
 from ._io import atomic_write
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .device import resolve_device
-from .models import eval_mode, param_groups
+from .models import eval_mode, model_device_dtype, param_groups
 
 __all__ = [
     "RUN_SETTINGS",
@@ -117,11 +117,32 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+# The CUDA-only paths, each decided in one place from the device (a CPU test mocks the device):
+# float16 autocast with a gradient scaler, the NCCL backend, and pinned, non-blocking host-to-GPU
+# copies of every batch (stnviz.data.imageset.to_device).
+
+
+def _amp_setting(amp: bool | None, device: torch.device) -> bool:
+    """The ``amp`` run setting: ``None`` means on for CUDA, off elsewhere."""
+    return device.type == "cuda" if amp is None else bool(amp)
+
+
+def _uses_amp(amp: bool, device: torch.device) -> bool:
+    """Whether mixed precision actually runs: float16 autocast and a gradient scaler exist for
+    CUDA only, so ``amp=True`` on another device is recorded but trains in float32."""
+    return bool(amp) and device.type == "cuda"
+
+
+def _process_group_backend(device: torch.device) -> str:
+    """NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def _maybe_init_distributed(device: torch.device) -> bool:
     """Join the process group when launched by torchrun; return True if we created it."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
         return False
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group(backend=_process_group_backend(device))
     return True
 
 
@@ -146,15 +167,23 @@ def _check_data(model: nn.Module, data, role: str) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None) -> dict:
-    """Loss and accuracy of ``model`` on a batch source: ``{"loss", "accuracy", "error", "n"}``."""
+    """Loss and accuracy of ``model`` on a batch source: ``{"loss", "accuracy", "error", "n"}``.
+
+    The batches go to the model's device and floating dtype (a half-precision model on a GPU
+    gets half-precision images). ``device``: ``None`` evaluates where the model is; otherwise
+    it is resolved with :func:`stnviz.resolve_device` and the model is moved there first, as
+    :func:`fit` does.
+    """
     _check_batch_size(batch_size)
     _check_data(model, data, "evaluation")
-    dev = resolve_device(device) if device is not None else next(model.parameters()).device
+    if device is not None:
+        model.to(resolve_device(device))
+    dev, dtype = model_device_dtype(model)
     total, correct, loss_sum = 0, 0, 0.0
     with eval_mode(model):
         for batch in data.batches(batch_size, device=dev):
-            logits = model(batch.images)
-            loss_sum += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
+            logits = model(batch.images.to(dtype))
+            loss_sum += float(F.cross_entropy(logits.float(), batch.labels, reduction="sum"))
             correct += int((logits.argmax(1) == batch.labels).sum())
             total += batch.labels.numel()
     if total == 0:
@@ -235,8 +264,8 @@ class _Run:
                                   momentum=settings["momentum"], weight_decay=settings["weight_decay"])
         self.steps_per_epoch = train.num_batches(settings["batch_size"], world)
         self.sched = make_schedule(self.opt, settings["schedule"], total_steps=settings["epochs"] * self.steps_per_epoch)
-        self.amp = settings["amp"]
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and dev.type == "cuda")
+        self.amp = _uses_amp(settings["amp"], dev)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.state = TrainState(model=model, device=dev, rank=rank, world_size=world, steps_per_epoch=self.steps_per_epoch)
         self.tally = _Tally()
         self.best_acc = -1.0
@@ -340,7 +369,7 @@ class _Run:
         self.last_batch = (images.detach(), batch.labels)
 
     def _autocast(self):
-        return torch.autocast(self.dev.type, dtype=torch.float16) if self.amp and self.dev.type == "cuda" else nullcontext()
+        return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
 
     def _where(self) -> str:
         return f"step {self.state.step + 1} (epoch {self.state.epoch + 1})"
@@ -593,7 +622,7 @@ def fit(
         settings = dict(epochs=epochs, batch_size=batch_size, lr=float(lr), loc_lr=None if loc_lr is None else float(loc_lr),
                         optimizer=optimizer, momentum=float(momentum), weight_decay=float(weight_decay), schedule=schedule,
                         label_smoothing=float(label_smoothing), seed=int(seed),
-                        amp=(dev.type == "cuda") if amp is None else bool(amp), region_penalty=float(region_penalty),
+                        amp=_amp_setting(amp, dev), region_penalty=float(region_penalty),
                         augment=_augment_name(augment), channels_last=bool(channels_last), world_size=world,
                         train_data=_data_name(train), train_size=len(train) if hasattr(train, "__len__") else None)
         _seed_everything(seed)

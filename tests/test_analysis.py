@@ -1,7 +1,6 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -10,15 +9,17 @@ from stnviz.analysis import (
     accuracy_with_without,
     canonical_means,
     class_transform_stats,
+    decomposed_theta,
     distortion_residuals,
     polygon_box_iou,
     run_sequence,
-    sequence_stability,
-    stability_summary,
-    summarize_stability,
+    stability_per_frame,
+    stability_per_track,
+    stability_per_model,
+    theta_table,
 )
-from stnviz.data import DistortedMNIST, ImageSet, read_frames, sample, sample_tracks
-from stnviz.data.datasets import Track
+from stnviz.capture import capture
+from stnviz.data import DistortedMNIST, sample, sample_tracks
 
 
 class TestPolygonBoxIoU:
@@ -44,7 +45,7 @@ class TestRunSequence:
     def test_table_columns_and_identity_baseline(self, device):
         track = sample_tracks()[0]
         model = get_model("stn_gtsrb", device=device).eval()  # untrained: identity transformers
-        t = sequence_stability(model, track)
+        t = stability_per_frame(model, track)
         assert len(t) == 30 and list(t["frame"]) == list(range(30))
         assert {"rotation_deg", "scale_x", "tx", "iou", "output_change", "input_change", "prediction", "correct"} <= set(t.columns)
         assert math.isnan(t["output_change"][0])
@@ -61,10 +62,10 @@ class TestRunSequence:
     def test_fixed_transform_baseline(self, device):
         """A constant zoom is steadier than the identity (resampling blurs) but exactly as steady
         as the fixed-mean baseline: it does not follow anything."""
-        t = sequence_stability(_steady_model([0.7, 0, 0, 0, 0.7, 0], device), sample_tracks()[1])
+        t = stability_per_frame(_steady_model([0.7, 0, 0, 0, 0.7, 0], device), sample_tracks()[1])
         assert t["output_change"][1:].mean() < t["input_change"][1:].mean()
         np.testing.assert_allclose(t["output_change"][1:], t["fixed_change"][1:], rtol=1e-5)
-        s = stability_summary(_steady_model([0.7, 0, 0, 0, 0.7, 0], device), sample_tracks()[1:2])
+        s = stability_per_track(_steady_model([0.7, 0, 0, 0, 0.7, 0], device), sample_tracks()[1:2])
         assert s.loc[0, "change_ratio"] < 1 and s.loc[0, "change_ratio_fixed"] == pytest.approx(1.0, abs=1e-5)
 
     def test_zoom_onto_a_static_sequence(self, device):
@@ -78,10 +79,10 @@ class TestRunSequence:
     def test_summary_tables(self, device):
         tracks = sample_tracks()[:3]
         model = get_model("stn_gtsrb", device=device).eval()
-        s = stability_summary(model, tracks)
+        s = stability_per_track(model, tracks)
         assert len(s) == 3 and list(s["track"]) == [t.track_id for t in tracks]
         assert (s["change_ratio"].round(5) == 1.0).all()
-        one = summarize_stability(s, "untrained")
+        one = stability_per_model(s, "untrained")
         assert one.loc[0, "model"] == "untrained" and one.loc[0, "frames"] == 90
         assert one.loc[0, "tracks_steadier_than_identity"] == 0.0
 
@@ -90,49 +91,7 @@ class TestRunSequence:
         with pytest.raises(ValueError, match="empty"):
             run_sequence(model, torch.zeros(0, 3, 32, 32))
         with pytest.raises(ValueError, match="no tracks"):
-            stability_summary(model, [])
-
-
-class TestReadFrames:
-    def test_video_file_round_trip(self, tmp_path):
-        from stnviz.animate import save_mp4
-
-        frames = [np.full((32, 32, 3), 30 * i, np.uint8) for i in range(5)]
-        path = save_mp4(frames, tmp_path / "v.mp4", fps=5)
-        t, boxes = read_frames(path, size=(16, 16))
-        assert t.shape == (5, 3, 16, 16) and boxes is None
-        assert float(t[4].mean()) == pytest.approx(120 / 255, abs=0.03)
-
-    def test_folder(self, tmp_path):
-        import imageio.v2 as imageio
-
-        for i in range(3):
-            imageio.imwrite(tmp_path / f"{i:03d}.png", np.full((8, 10, 3), 80 * i, np.uint8))
-        t, _ = read_frames(tmp_path, channels=1)
-        assert t.shape == (3, 1, 8, 10)
-        assert [round(float(x), 3) for x in t.mean((1, 2, 3))] == [0.0, round(80 / 255, 3), round(160 / 255, 3)]
-
-    def test_bad_sources(self, tmp_path):
-        bad = tmp_path / "corrupt.mp4"
-        bad.write_bytes(b"this is not a video" * 100)
-        with pytest.raises(ValueError, match=r"cannot read video .*corrupt\.mp4"):
-            read_frames(bad)
-        with pytest.raises(FileNotFoundError, match="does not exist"):
-            read_frames(tmp_path / "missing.mp4")
-        empty = tmp_path / "empty"
-        empty.mkdir()
-        with pytest.raises(ValueError, match="holds no images"):
-            read_frames(empty)
-        import imageio.v2 as imageio
-
-        mixed = tmp_path / "mixed"
-        mixed.mkdir()
-        imageio.imwrite(mixed / "a.png", np.zeros((8, 8, 3), np.uint8))
-        imageio.imwrite(mixed / "b.png", np.zeros((9, 8, 3), np.uint8))
-        with pytest.raises(ValueError, match="mixed sizes"):
-            read_frames(mixed)
-        with pytest.raises(ValueError, match=r"\(T, C, H, W\)"):
-            read_frames(torch.zeros(3, 4, 4))
+            stability_per_track(model, [])
 
 
 class TestDataSetTables:
@@ -171,3 +130,21 @@ class TestDataSetTables:
     def test_residuals_need_ground_truth(self, device):
         with pytest.raises(ValueError, match="ground-truth 'theta'"):
             distortion_residuals(get_model("stn_tutorial", device=device), sample("mnist").subset(torch.arange(10)))
+
+
+class TestAnalysisTables:
+    def test_decomposed(self):
+        theta = geometry.compose_affine(rotation=torch.tensor([0.5, 0.0]), scale_x=torch.tensor([1.0, 2.0]), shear=0.1, ty=0.3)
+        df = decomposed_theta(theta)
+        assert list(df["rotation_deg"].round(4)) == [round(np.degrees(0.5), 4), 0.0]
+        assert list(df["scale_x"].round(6)) == [1.0, 2.0] and list(df["ty"].round(6)) == [0.3, 0.3]
+        singular = decomposed_theta(torch.zeros(1, 2, 3))
+        assert np.isnan(singular["rotation_deg"][0])
+
+    def test_theta_table_from_records(self, device):
+        model = get_model("stn_gtsrb", device=device).eval()
+        with capture(model) as rec:
+            model(torch.rand(2, 3, 32, 32, device=device))
+        df = theta_table(rec, 1)
+        assert list(df["transformer"]) == ["transformer", "body.1"]
+        assert list(df["scale_x"].round(6)) == [1.0, 1.0]

@@ -7,10 +7,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
-from stnviz.checkpoints import save_checkpoint
+from stnviz.checkpoints import load_model, save_checkpoint
 from stnviz.cli import main
 from stnviz.models import build_model
 
@@ -109,6 +110,46 @@ class TestEvalErrors:
 
 
 # --------------------------------------------------------------------------- Makefile token
+
+
+class TestTrainEval:
+    def test_train_then_eval(self, tmp_path, mnist_root, capsys, device):
+        out = tmp_path / "run"
+        code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(mnist_root),
+                     "--epochs", "1", "--batch-size", "64", "--out", str(out), "--device", str(device)])
+        assert code == 0
+        ckpt = out / "stn_tutorial.mnist.pt"
+        model = load_model(ckpt, device=device)
+        assert model.meta["dataset"] == "mnist" and "test_accuracy" in model.meta["metrics"]
+        assert model.meta["command"].startswith("python -m stnviz train")
+        capsys.readouterr()
+        assert main(["eval", "--model", str(ckpt), "--data", "mnist", "--data-root", str(mnist_root), "--device", str(device)]) == 0
+        assert '"accuracy"' in capsys.readouterr().out
+
+    def test_resume_flag(self, tmp_path, mnist_root, device):
+        out = tmp_path / "run"
+        args = ["train", "--model", "cnn_tutorial", "--data", "mnist", "--data-root", str(mnist_root),
+                "--batch-size", "64", "--out", str(out), "--device", str(device)]
+        assert main(args + ["--epochs", "2"]) == 0
+        first = load_model(out / "cnn_tutorial.mnist.pt", device=device).meta["metrics"]
+        # resuming a finished run trains no more and reports the same model
+        assert main(args + ["--epochs", "2", "--resume", str(out / "last.pt")]) == 0
+        assert len(pd.read_csv(out / "metrics.csv")) == 2
+        assert load_model(out / "cnn_tutorial.mnist.pt", device=device).meta["metrics"] == first
+
+    def test_resume_with_other_settings_is_refused(self, tmp_path, mnist_root, capsys, device):
+        out = tmp_path / "run"
+        args = ["train", "--model", "cnn_tutorial", "--data", "mnist", "--data-root", str(mnist_root),
+                "--batch-size", "64", "--out", str(out), "--device", str(device)]
+        assert main(args + ["--epochs", "1"]) == 0
+        capsys.readouterr()
+        assert main(args + ["--epochs", "3", "--resume", str(out / "last.pt")]) == 2
+        assert "it was a run with epochs=1, got epochs=3" in capsys.readouterr().err
+
+    def test_missing_data_is_reported(self, tmp_path, capsys, device):
+        code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(tmp_path),
+                     "--epochs", "1", "--out", str(tmp_path / "o"), "--device", str(device)])
+        assert code == 2 and "MNIST not found" in capsys.readouterr().err
 
 
 @pytest.fixture

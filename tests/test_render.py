@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from stnviz import geometry, get_model, render
-from stnviz.analysis import decomposed_theta, theta_table
+from stnviz.analysis import decomposed_theta
 from stnviz.capture import capture
 
 
@@ -96,24 +96,6 @@ class TestPlots:
     def test_draw_outline_rejects_nan(self):
         with pytest.raises(ValueError, match="non-finite"):
             render.draw_outline(np.array([[0, 0], [np.nan, 1]]))
-
-
-class TestAnalysisTables:
-    def test_decomposed(self):
-        theta = geometry.compose_affine(rotation=torch.tensor([0.5, 0.0]), scale_x=torch.tensor([1.0, 2.0]), shear=0.1, ty=0.3)
-        df = decomposed_theta(theta)
-        assert list(df["rotation_deg"].round(4)) == [round(np.degrees(0.5), 4), 0.0]
-        assert list(df["scale_x"].round(6)) == [1.0, 2.0] and list(df["ty"].round(6)) == [0.3, 0.3]
-        singular = decomposed_theta(torch.zeros(1, 2, 3))
-        assert np.isnan(singular["rotation_deg"][0])
-
-    def test_theta_table_from_records(self, device):
-        model = get_model("stn_gtsrb", device=device).eval()
-        with capture(model) as rec:
-            model(torch.rand(2, 3, 32, 32, device=device))
-        df = theta_table(rec, 1)
-        assert list(df["transformer"]) == ["transformer", "body.1"]
-        assert list(df["scale_x"].round(6)) == [1.0, 1.0]
 
 
 class TestOneDecomposition:

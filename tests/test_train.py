@@ -1,3 +1,4 @@
+import contextlib
 import os
 import re
 import signal
@@ -12,9 +13,10 @@ import torch
 
 from stnviz import get_model
 from stnviz.checkpoints import load_checkpoint, load_model
-from stnviz.cli import main
 from stnviz.data import DistortedMNIST, ImageSet, random_affine, sample
 from stnviz.train import Callback, TrainingDiverged, compare, evaluate, fit
+
+from conftest import suite_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,15 +27,17 @@ def tiny_sets(n_train=256, n_val=128):
     return s.subset(order[:n_train]), s.subset(order[n_train : n_train + n_val])
 
 
-FIT = dict(batch_size=32, lr=0.003, optimizer="adam", schedule="constant", device="cpu", progress=False)
+# the device comes from STNVIZ_TEST_DEVICE, as the `device` fixture's does (also in the scripts run below)
+DEVICE = str(suite_device())
+FIT = dict(batch_size=32, lr=0.003, optimizer="adam", schedule="constant", device=DEVICE, progress=False)
 RESUME_FIT = dict(FIT, schedule="onecycle")  # the scheduler state must survive the kill too
 
 
 class TestFit:
-    def test_loss_decreases_and_metrics_table(self, tmp_path):
+    def test_loss_decreases_and_metrics_table(self, tmp_path, device):
         torch.manual_seed(0)
         train, val = tiny_sets()
-        model = get_model("stn_tutorial", device="cpu")
+        model = get_model("stn_tutorial", device=device)
         before = evaluate(model, val)
         hist = fit(model, train, val, epochs=4, out_dir=tmp_path, **FIT)
         assert list(hist["epoch"]) == [1, 2, 3, 4]
@@ -46,9 +50,9 @@ class TestFit:
         assert best["meta"]["seed"] == 0
         assert load_checkpoint(tmp_path / "last.pt")["extra"]["epoch"] == 4
 
-    def test_localisation_lr_group(self):
+    def test_localisation_lr_group(self, device):
         train, val = tiny_sets(64, 32)
-        model = get_model("stn_tutorial", device="cpu")
+        model = get_model("stn_tutorial", device=device)
         lrs = []
 
         class Spy(Callback):
@@ -56,20 +60,20 @@ class TestFit:
                 lrs.append(None)
 
         fit(model, train, None, epochs=1, schedule="constant", lr=0.1, loc_lr=0.003, callbacks=[Spy()],
-            batch_size=32, device="cpu", progress=False)
+            batch_size=32, device=device, progress=False)
         # the transformer moved away from identity, at its own (small) rate
         st = model.transformers[0]
         assert st.regressor.weight.abs().sum() > 0
 
-    def test_works_on_distorted_data_with_augment(self, tmp_path):
+    def test_works_on_distorted_data_with_augment(self, tmp_path, device):
         train, val = tiny_sets(128, 64)
-        hist = fit(get_model("stn_cnn", device="cpu"), DistortedMNIST(train, "rts", fresh=True),
+        hist = fit(get_model("stn_cnn", device=device), DistortedMNIST(train, "rts", fresh=True),
                    DistortedMNIST(val, "rts", seed=9), epochs=1, augment=random_affine, **FIT)
         assert len(hist) == 1 and 0 <= hist["val_accuracy"].iloc[0] <= 1
 
-    def test_non_finite_theta_stops_and_keeps_last_good_checkpoint(self, tmp_path):
+    def test_non_finite_theta_stops_and_keeps_last_good_checkpoint(self, tmp_path, device):
         train, val = tiny_sets(256, 32)
-        model = get_model("stn_tutorial", device="cpu")
+        model = get_model("stn_tutorial", device=device)
 
         class Poison(Callback):
             def on_step_end(self, state):
@@ -83,20 +87,20 @@ class TestFit:
         assert good["extra"]["step"] == 4
         assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
 
-    def test_non_finite_loss(self, tmp_path):
+    def test_non_finite_loss(self, tmp_path, device):
         train, _ = tiny_sets(64, 32)
-        model = get_model("cnn_tutorial", device="cpu")
+        model = get_model("cnn_tutorial", device=device)
         with torch.no_grad():
             model.head[-1].bias.fill_(float("inf"))
         with pytest.raises(TrainingDiverged, match=r"step 1 .*loss is nan"):
             fit(model, train, None, epochs=1, **FIT)
 
-    def test_bad_arguments(self):
+    def test_bad_arguments(self, device):
         train, _ = tiny_sets(64, 32)
         with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
-            fit(get_model("cnn_tutorial"), train, epochs=0)
+            fit(get_model("cnn_tutorial", device=device), train, epochs=0)
         with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam', got 'lbfgs'"):
-            fit(get_model("cnn_tutorial"), train, epochs=1, optimizer="lbfgs", progress=False)
+            fit(get_model("cnn_tutorial", device=device), train, epochs=1, optimizer="lbfgs", progress=False)
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -108,6 +112,8 @@ KILL_SCRIPT = textwrap.dedent(
     from stnviz import get_model
     from stnviz.train import Callback, fit
 
+    device = RESUME_FIT["device"]
+
     class Kill(Callback):
         def on_step_end(self, state):
             if state.step == {kill_at}:
@@ -115,17 +121,17 @@ KILL_SCRIPT = textwrap.dedent(
 
     torch.manual_seed(0)
     train, val = tiny_sets()
-    fit(get_model("stn_tutorial"), train, val, epochs=3, out_dir={out!r}, checkpoint_every=5,
+    fit(get_model("stn_tutorial", device=device), train, val, epochs=3, out_dir={out!r}, checkpoint_every=5,
         seed=3, callbacks=[Kill()], augment=random_affine, **RESUME_FIT)
     """
 )
 
 
 class TestResume:
-    def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(self, tmp_path):
+    def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(self, tmp_path, device):
         train, val = tiny_sets()  # 256 / 32 = 8 batches an epoch
         torch.manual_seed(0)
-        ref = get_model("stn_tutorial")
+        ref = get_model("stn_tutorial", device=device)
         ref_hist = fit(ref, train, val, epochs=3, out_dir=tmp_path / "ref", checkpoint_every=5, seed=3,
                        augment=random_affine, **RESUME_FIT)
 
@@ -137,7 +143,7 @@ class TestResume:
         assert ckpt["extra"]["step"] == 10 and ckpt["extra"]["epoch"] == 1  # mid-epoch 2, lost 3 steps
 
         torch.manual_seed(123)  # a different process state must not matter
-        resumed = get_model("stn_tutorial")
+        resumed = get_model("stn_tutorial", device=device)
         hist = fit(resumed, train, val, epochs=3, out_dir=out, checkpoint_every=5, seed=3, resume=True,
                    augment=random_affine, **RESUME_FIT)
         assert list(hist["epoch"]) == [1, 2, 3]
@@ -145,16 +151,16 @@ class TestResume:
             torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
         assert hist["val_accuracy"].iloc[-1] == pytest.approx(ref_hist["val_accuracy"].iloc[-1])
 
-    def test_missing_resume_file(self, tmp_path):
+    def test_missing_resume_file(self, tmp_path, device):
         train, _ = tiny_sets(64, 32)
         with pytest.raises(FileNotFoundError, match="nope.pt does not exist"):
-            fit(get_model("cnn_tutorial"), train, epochs=1, resume=tmp_path / "nope.pt", **FIT)
+            fit(get_model("cnn_tutorial", device=device), train, epochs=1, resume=tmp_path / "nope.pt", **FIT)
 
 
 class TestCompare:
-    def test_table(self):
+    def test_table(self, device):
         train, val = tiny_sets(128, 64)
-        table = compare(lambda: get_model("stn_tutorial"), lambda: get_model("cnn_tutorial"), train, val, epochs=1, **FIT)
+        table = compare(lambda: get_model("stn_tutorial", device=device), lambda: get_model("cnn_tutorial", device=device), train, val, epochs=1, **FIT)
         assert list(table["model"]) == ["stn_tutorial", "cnn_tutorial"]
         assert list(table["transformer"]) == [True, False]
         assert table.loc[0, "parameters"] > table.loc[1, "parameters"]
@@ -172,23 +178,29 @@ DDP_SCRIPT = textwrap.dedent(
     seen = []
     class Spy(Callback):
         def on_train_begin(self, state):
-            seen.append((state.rank, state.world_size))
+            seen.append((state.rank, state.world_size, dist.get_backend()))
 
     torch.manual_seed(0)
     train, val = tiny_sets(128, 64)
-    model = get_model("stn_tutorial")
-    hist = fit(model, train, val, epochs=2, batch_size=16, lr=0.05, device="cpu", progress=False,
+    device = {device!r}
+    model = get_model("stn_tutorial", device=device)
+    hist = fit(model, train, val, epochs=2, batch_size=16, lr=0.05, device=device, progress=False,
                out_dir={out!r}, callbacks=[Spy()])
     digest = float(sum(p.double().sum() for p in model.parameters()))
-    print(json.dumps({{"rank": seen[0][0], "world": seen[0][1], "digest": digest, "epochs": len(hist)}}))
+    print(json.dumps({{"rank": seen[0][0], "world": seen[0][1], "backend": seen[0][2], "digest": digest,
+                      "epochs": len(hist)}}))
     """
 )
 
 
 class TestDistributed:
-    def test_two_cpu_processes(self, tmp_path):
+    def test_two_processes(self, tmp_path, device):
+        """Two ranks on the suite's device: gloo on the CPU, NCCL on CUDA (one GPU per rank, so a
+        host with fewer than two GPUs runs the ranks on the CPU)."""
+        if device.type == "cuda" and torch.cuda.device_count() < 2:
+            device = torch.device("cpu")
         script = tmp_path / "ddp.py"
-        script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "run")))
+        script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "run"), device=str(device)))
         env = dict(os.environ, OMP_NUM_THREADS="1")
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", str(script)],
@@ -199,62 +211,23 @@ class TestDistributed:
 
         rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
         assert sorted(r["rank"] for r in rows) == [0, 1] and all(r["world"] == 2 for r in rows)
+        assert {r["backend"] for r in rows} == {"nccl" if device.type == "cuda" else "gloo"}
         # DDP keeps the replicas identical
         assert rows[0]["digest"] == pytest.approx(rows[1]["digest"], rel=1e-6)
         assert all(r["epochs"] == 2 for r in rows)
         assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 2  # only rank 0 writes
 
 
-class TestCLI:
-    def test_train_then_eval(self, tmp_path, mnist_root, capsys):
-        out = tmp_path / "run"
-        code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(mnist_root),
-                     "--epochs", "1", "--batch-size", "64", "--out", str(out), "--device", "cpu"])
-        assert code == 0
-        ckpt = out / "stn_tutorial.mnist.pt"
-        model = load_model(ckpt)
-        assert model.meta["dataset"] == "mnist" and "test_accuracy" in model.meta["metrics"]
-        assert model.meta["command"].startswith("python -m stnviz train")
-        capsys.readouterr()
-        assert main(["eval", "--model", str(ckpt), "--data", "mnist", "--data-root", str(mnist_root), "--device", "cpu"]) == 0
-        assert '"accuracy"' in capsys.readouterr().out
-
-    def test_resume_flag(self, tmp_path, mnist_root):
-        out = tmp_path / "run"
-        args = ["train", "--model", "cnn_tutorial", "--data", "mnist", "--data-root", str(mnist_root),
-                "--batch-size", "64", "--out", str(out), "--device", "cpu"]
-        assert main(args + ["--epochs", "2"]) == 0
-        first = load_model(out / "cnn_tutorial.mnist.pt").meta["metrics"]
-        # resuming a finished run trains no more and reports the same model
-        assert main(args + ["--epochs", "2", "--resume", str(out / "last.pt")]) == 0
-        assert len(pd.read_csv(out / "metrics.csv")) == 2
-        assert load_model(out / "cnn_tutorial.mnist.pt").meta["metrics"] == first
-
-    def test_resume_with_other_settings_is_refused(self, tmp_path, mnist_root, capsys):
-        out = tmp_path / "run"
-        args = ["train", "--model", "cnn_tutorial", "--data", "mnist", "--data-root", str(mnist_root),
-                "--batch-size", "64", "--out", str(out), "--device", "cpu"]
-        assert main(args + ["--epochs", "1"]) == 0
-        capsys.readouterr()
-        assert main(args + ["--epochs", "3", "--resume", str(out / "last.pt")]) == 2
-        assert "it was a run with epochs=1, got epochs=3" in capsys.readouterr().err
-
-    def test_missing_data_is_reported(self, tmp_path, capsys):
-        code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(tmp_path),
-                     "--epochs", "1", "--out", str(tmp_path / "o")])
-        assert code == 2 and "MNIST not found" in capsys.readouterr().err
-
-
 class TestRegionPenalty:
-    def test_pulls_a_zoomed_out_transformer_back_onto_the_image(self):
+    def test_pulls_a_zoomed_out_transformer_back_onto_the_image(self, device):
         train, _ = tiny_sets(64, 32)
 
         def scale_after(penalty):
             torch.manual_seed(0)
-            model = get_model("stn_tutorial")
+            model = get_model("stn_tutorial", device=device)
             model.transformers[0].set_constant_params(torch.tensor([2.0, 0, 0, 0, 2.0, 0]))  # samples 2x the image
             fit(model, train, None, epochs=2, batch_size=32, lr=1e-4, loc_lr=0.5, optimizer="sgd", momentum=0.0,
-                schedule="constant", device="cpu", progress=False, region_penalty=penalty)
+                schedule="constant", device=device, progress=False, region_penalty=penalty)
             return float(model.transformers[0].regressor.bias[0].detach())
 
         without, with_penalty = scale_after(0.0), scale_after(1.0)
@@ -296,12 +269,12 @@ class KillAtEpochEnd(Callback):
             raise _Killed(f"killed after epoch {state.epoch}")
 
 
-KILL_FIT = dict(epochs=3, batch_size=16, lr=0.02, optimizer="sgd", momentum=0.9, schedule="onecycle", device="cpu",
+KILL_FIT = dict(epochs=3, batch_size=16, lr=0.02, optimizer="sgd", momentum=0.9, schedule="onecycle", device=DEVICE,
                 progress=False, checkpoint_every=4, seed=5, augment=random_affine)
 
 
 class TestFaultInjection:
-    def test_random_kills_then_resume_match_an_uninterrupted_run(self, tmp_path, monkeypatch):
+    def test_random_kills_then_resume_match_an_uninterrupted_run(self, tmp_path, monkeypatch, device):
         """Six kills at random steps, one right after an epoch's files are written and one in the
         middle of writing last.pt: the run resumed after each ends with the same weights and the
         same metrics.csv, row for row, as a run that was never interrupted."""
@@ -309,7 +282,7 @@ class TestFaultInjection:
 
         train, val = tiny_sets(96, 32)  # 6 batches an epoch, 18 steps
         torch.manual_seed(0)
-        ref = get_model("stn_tutorial")
+        ref = get_model("stn_tutorial", device=device)
         ref_hist = fit(ref, train, val, out_dir=tmp_path / "ref", **KILL_FIT)
 
         rng = _random.Random(12)
@@ -319,7 +292,7 @@ class TestFaultInjection:
 
         def resume_and_expect_kill(i, callbacks=()):
             torch.manual_seed(0)  # the same initial weights, as the CLI makes them (used if no last.pt yet)
-            model = get_model("stn_tutorial")
+            model = get_model("stn_tutorial", device=device)
             torch.manual_seed(1000 + i)  # then another process state: the rest must come from last.pt
             with pytest.raises(_Killed):
                 fit(model, train, val, out_dir=out, resume=True, callbacks=list(callbacks), **KILL_FIT)
@@ -348,7 +321,7 @@ class TestFaultInjection:
         done = len(kills) + 1
         assert done >= 5
         torch.manual_seed(0)
-        resumed = get_model("stn_tutorial")
+        resumed = get_model("stn_tutorial", device=device)
         torch.manual_seed(4321)
         hist = fit(resumed, train, val, out_dir=out, resume=True, **KILL_FIT)
 
@@ -362,19 +335,19 @@ class TestFaultInjection:
 
 
 class TestDivergedCheckpoint:
-    def test_huge_learning_rate_keeps_only_a_checkpoint_with_a_finite_loss(self, tmp_path):
+    def test_huge_learning_rate_keeps_only_a_checkpoint_with_a_finite_loss(self, tmp_path, device):
         train, val = tiny_sets(128, 32)
         torch.manual_seed(0)
         with pytest.raises(TrainingDiverged, match=r"diverged by step 2 \(epoch 1\).*last.pt was not written.*step 1"):
-            fit(get_model("cnn_tutorial"), train, val, epochs=2, batch_size=32, lr=1e6, optimizer="sgd",
-                schedule="constant", device="cpu", progress=False, out_dir=tmp_path, checkpoint_every=1)
-        kept = load_model(tmp_path / "last.pt")
+            fit(get_model("cnn_tutorial", device=device), train, val, epochs=2, batch_size=32, lr=1e6, optimizer="sgd",
+                schedule="constant", device=device, progress=False, out_dir=tmp_path, checkpoint_every=1)
+        kept = load_model(tmp_path / "last.pt", device=device)
         assert math.isfinite(evaluate(kept, val)["loss"])
         payload = load_checkpoint(tmp_path / "last.pt")
         for state in payload["extra"]["optimizer"]["state"].values():
             assert all(torch.isfinite(t).all() for t in state.values() if isinstance(t, torch.Tensor))
 
-    def test_non_finite_weights_are_never_written(self, tmp_path):
+    def test_non_finite_weights_are_never_written(self, tmp_path, device):
         train, _ = tiny_sets(64, 32)
 
         class Poison(Callback):  # weights turn NaN right before the periodic checkpoint of step 2
@@ -384,18 +357,18 @@ class TestDivergedCheckpoint:
                         state.model.head[-1].weight[0, 0] = float("inf")
 
         with pytest.raises(TrainingDiverged, match=r"parameter head.3.weight holds NaN/inf; last.pt was not written"):
-            fit(get_model("cnn_tutorial"), train, None, epochs=1, out_dir=tmp_path, checkpoint_every=1,
+            fit(get_model("cnn_tutorial", device=device), train, None, epochs=1, out_dir=tmp_path, checkpoint_every=1,
                 callbacks=[Poison()], **FIT)
         assert load_checkpoint(tmp_path / "last.pt")["extra"]["step"] == 1
 
 
 class TestResumeSettings:
     @pytest.fixture
-    def stopped_run(self, tmp_path):
+    def stopped_run(self, tmp_path, device):
         train, _ = tiny_sets(128, 32)
         torch.manual_seed(0)
         with pytest.raises(_Killed):
-            fit(get_model("cnn_tutorial"), train, None, epochs=2, out_dir=tmp_path, checkpoint_every=2,
+            fit(get_model("cnn_tutorial", device=device), train, None, epochs=2, out_dir=tmp_path, checkpoint_every=2,
                 callbacks=[KillAtStep(3)], **FIT)
         return train, tmp_path
 
@@ -407,16 +380,16 @@ class TestResumeSettings:
         (dict(optimizer="sgd"), "optimizer='adam'", "optimizer='sgd'"),
         (dict(augment=random_affine), "augment=None", "augment='stnviz.data.augment.random_affine'"),
     ])
-    def test_changed_setting_is_refused_by_name(self, stopped_run, change, stored, given):
+    def test_changed_setting_is_refused_by_name(self, stopped_run, change, stored, given, device):
         train, out = stopped_run
         kwargs = dict(FIT, **change)
         with pytest.raises(ValueError, match=rf"it was a run with {re.escape(stored)}, got {re.escape(given)}"):
-            fit(get_model("cnn_tutorial"), train, None, epochs=2, out_dir=out, resume=True, **kwargs)
+            fit(get_model("cnn_tutorial", device=device), train, None, epochs=2, out_dir=out, resume=True, **kwargs)
 
-    def test_other_training_data_is_refused(self, stopped_run):
+    def test_other_training_data_is_refused(self, stopped_run, device):
         train, out = stopped_run
         with pytest.raises(ValueError, match=r"it was a run with train_size=128, got train_size=96"):
-            fit(get_model("cnn_tutorial"), train.subset(torch.arange(96)), None, epochs=2, out_dir=out, resume=True, **FIT)
+            fit(get_model("cnn_tutorial", device=device), train.subset(torch.arange(96)), None, epochs=2, out_dir=out, resume=True, **FIT)
 
     def test_every_setting_is_stored(self, stopped_run):
         _, out = stopped_run
@@ -424,32 +397,32 @@ class TestResumeSettings:
         assert set(settings) == set(RUN_SETTINGS)
         assert settings["batch_size"] == 32 and settings["seed"] == 0 and settings["optimizer"] == "adam"
 
-    def test_resume_from_a_final_checkpoint_says_it_holds_no_trainer_state(self, tmp_path):
+    def test_resume_from_a_final_checkpoint_says_it_holds_no_trainer_state(self, tmp_path, device):
         train, _ = tiny_sets(64, 32)
-        model = get_model("cnn_tutorial")
+        model = get_model("cnn_tutorial", device=device)
         final = save_checkpoint(model, tmp_path / "cnn_tutorial.mnist.pt", {"dataset": "mnist"})
         with pytest.raises(CheckpointError, match=r"cnn_tutorial.mnist.pt: it holds no trainer state") as err:
             fit(model, train, None, epochs=1, resume=final, **FIT)
         assert "None" not in str(err.value)
 
-    def test_resume_from_another_architecture_is_a_checkpoint_error(self, stopped_run):
+    def test_resume_from_another_architecture_is_a_checkpoint_error(self, stopped_run, device):
         train, out = stopped_run
         with pytest.raises(CheckpointError, match=r"holds architecture 'cnn_tutorial'.*expected 'stn_tutorial'"):
-            fit(get_model("stn_tutorial"), train, None, epochs=2, out_dir=out, resume=True, **FIT)
+            fit(get_model("stn_tutorial", device=device), train, None, epochs=2, out_dir=out, resume=True, **FIT)
 
 
 class TestRunningSums:
-    def test_interrupted_epoch_row_counts_every_batch(self, tmp_path):
+    def test_interrupted_epoch_row_counts_every_batch(self, tmp_path, device):
         train, _ = tiny_sets(128, 32)  # 4 batches an epoch
         torch.manual_seed(0)
-        ref = fit(get_model("cnn_tutorial"), train, None, epochs=1, out_dir=tmp_path / "ref", checkpoint_every=2, **FIT)
+        ref = fit(get_model("cnn_tutorial", device=device), train, None, epochs=1, out_dir=tmp_path / "ref", checkpoint_every=2, **FIT)
         torch.manual_seed(0)
         with pytest.raises(_Killed):
-            fit(get_model("cnn_tutorial"), train, None, epochs=1, out_dir=tmp_path / "k", checkpoint_every=2,
+            fit(get_model("cnn_tutorial", device=device), train, None, epochs=1, out_dir=tmp_path / "k", checkpoint_every=2,
                 callbacks=[KillAtStep(3)], **FIT)
         tally = load_checkpoint(tmp_path / "k" / "last.pt")["extra"]["tally"]
         assert tally["seen"] == 64 and tally["loss_sum"] > 0
-        hist = fit(get_model("cnn_tutorial"), train, None, epochs=1, out_dir=tmp_path / "k", checkpoint_every=2,
+        hist = fit(get_model("cnn_tutorial", device=device), train, None, epochs=1, out_dir=tmp_path / "k", checkpoint_every=2,
                    resume=True, **FIT)
         assert hist["train_loss"].iloc[0] == ref["train_loss"].iloc[0]
         assert hist["train_accuracy"].iloc[0] == ref["train_accuracy"].iloc[0]
@@ -457,18 +430,18 @@ class TestRunningSums:
 
 class TestUpFrontChecks:
     @pytest.mark.parametrize("bs", [0, -4])
-    def test_batch_size(self, bs):
+    def test_batch_size(self, bs, device):
         train, _ = tiny_sets(64, 32)
         with pytest.raises(ValueError, match=rf"batch_size must be a positive integer, got {bs}"):
-            fit(get_model("cnn_tutorial"), train, epochs=1, **dict(FIT, batch_size=bs))
+            fit(get_model("cnn_tutorial", device=device), train, epochs=1, **dict(FIT, batch_size=bs))
 
-    def test_empty_training_set(self):
+    def test_empty_training_set(self, device):
         train, _ = tiny_sets(64, 32)
         empty = train.subset(torch.zeros(0, dtype=torch.long))
         with pytest.raises(ValueError, match=r"the training set .* is empty; expected at least one sample"):
-            fit(get_model("cnn_tutorial"), empty, epochs=1, **FIT)
+            fit(get_model("cnn_tutorial", device=device), empty, epochs=1, **FIT)
 
-    def test_validation_shape_checked_before_the_first_epoch(self):
+    def test_validation_shape_checked_before_the_first_epoch(self, device):
         train, _ = tiny_sets(64, 32)
         steps = []
 
@@ -478,24 +451,24 @@ class TestUpFrontChecks:
 
         val42 = DistortedMNIST(train, "rts", seed=1)  # 42x42 images for a 28x28 model
         with pytest.raises(ValueError, match=r"validation set's images are 1x42x42 .* model was built for 1x28x28"):
-            fit(get_model("cnn_tutorial"), train, val42, epochs=1, callbacks=[Count()], **FIT)
+            fit(get_model("cnn_tutorial", device=device), train, val42, epochs=1, callbacks=[Count()], **FIT)
         assert steps == []
 
-    def test_nan_pixel_is_reported_as_bad_input_not_divergence(self):
+    def test_nan_pixel_is_reported_as_bad_input_not_divergence(self, device):
         train, _ = tiny_sets(64, 32)
         images = train.images.float() / 255
         images[5, 0, 3, 3] = float("nan")
         poisoned = ImageSet(images, train.labels)
         with pytest.raises(ValueError, match=r"training images of step \d \(epoch 1\) hold non-finite values .* positions \[5\]\); expected finite") as err:
-            fit(get_model("stn_tutorial"), poisoned, epochs=1, **dict(FIT, schedule="constant"))
+            fit(get_model("stn_tutorial", device=device), poisoned, epochs=1, **dict(FIT, schedule="constant"))
         assert "theta" not in str(err.value) and not isinstance(err.value, TrainingDiverged)
 
 
 class TestExportBest:
-    def test_reload_best_evaluate_and_write_named_checkpoint(self, tmp_path):
+    def test_reload_best_evaluate_and_write_named_checkpoint(self, tmp_path, device):
         train, val = tiny_sets(128, 64)
         torch.manual_seed(0)
-        model = get_model("cnn_tutorial")
+        model = get_model("cnn_tutorial", device=device)
         hist = fit(model, train, val, epochs=2, out_dir=tmp_path, **FIT)
         path, metrics = export_best(model, tmp_path, val, val, name="cnn_tutorial.tiny", meta={"dataset": "tiny"})
         assert path == tmp_path / "cnn_tutorial.tiny.pt"
@@ -503,8 +476,120 @@ class TestExportBest:
         assert metrics["best_epoch"] == best_epoch
         assert metrics["val_accuracy"] == pytest.approx(hist["val_accuracy"].max())
         assert metrics["test_n"] == 64
-        loaded = load_model(path)
+        loaded = load_model(path, device=device)
         assert loaded.meta["metrics"] == metrics and loaded.meta["dataset"] == "tiny"
         assert "step" not in loaded.meta and loaded.meta["train_seconds"] > 0
         best = load_checkpoint(tmp_path / "best.pt")["state_dict"]
         assert all(torch.equal(v, best[k]) for k, v in loaded.state_dict().items())
+
+
+# --------------------------------------------------------------------------- issue 14: a GPU host
+
+
+class TestCudaPaths:
+    """The CUDA-only paths (float16 autocast with a gradient scaler, NCCL, pinned non-blocking
+    batch copies) are chosen from the device alone: checked here on the CPU with the device
+    mocked, and run for real by ``STNVIZ_TEST_DEVICE=cuda``."""
+
+    @staticmethod
+    def run_on(dev, amp=None):
+        """A ``_Run`` as ``fit`` builds it for ``dev``; the model stays on the CPU (nothing runs)."""
+        import stnviz.train as train_module
+        from stnviz.models import build_model
+
+        train, _ = tiny_sets(64, 32)
+        settings = dict(epochs=1, batch_size=32, lr=0.01, loc_lr=None, optimizer="sgd", momentum=0.9, weight_decay=0.0,
+                        schedule="constant", label_smoothing=0.0, seed=0, amp=train_module._amp_setting(amp, dev),
+                        region_penalty=0.0, augment=None, channels_last=False, world_size=1, train_data=None,
+                        train_size=64)
+        assert set(settings) == set(RUN_SETTINGS)
+        return train_module._Run(build_model("cnn_tutorial"), train, None, settings=settings, dev=dev,
+                                 rank=0, world=1, out=None, checkpoint_every=None, keep_best=False, callbacks=(),
+                                 meta=None, progress=False, augment=None, layout=torch.contiguous_format)
+
+    @pytest.fixture
+    def recorded(self, monkeypatch, device):
+        """torch.amp.GradScaler and torch.autocast replaced by recorders (no CUDA needed)."""
+        calls = {}
+
+        class Scaler:
+            def __init__(self, device="cuda", enabled=True, **kwargs):
+                calls["scaler"] = (device, enabled)
+
+        def autocast(device_type, dtype=None, **kwargs):
+            calls["autocast"] = (device_type, dtype)
+            return contextlib.nullcontext()
+
+        monkeypatch.setattr(torch.amp, "GradScaler", Scaler)
+        monkeypatch.setattr(torch, "autocast", autocast)
+        return calls
+
+    def test_amp_on_cuda_by_default(self, recorded):
+        run = self.run_on(torch.device("cuda"))
+        assert run.settings["amp"] is True and run.amp is True
+        assert recorded["scaler"] == ("cuda", True)
+        with run._autocast():
+            pass
+        assert recorded["autocast"] == ("cuda", torch.float16)
+
+    def test_amp_off_on_cuda_when_asked(self, recorded):
+        run = self.run_on(torch.device("cuda"), amp=False)
+        assert run.amp is False and recorded["scaler"] == ("cuda", False)
+        assert isinstance(run._autocast(), contextlib.nullcontext) and "autocast" not in recorded
+
+    @pytest.mark.parametrize("amp", [None, True])
+    def test_no_amp_on_cpu(self, recorded, amp):
+        run = self.run_on(torch.device("cpu"), amp=amp)
+        assert run.settings["amp"] is bool(amp) and run.amp is False  # recorded as asked, never run
+        assert recorded["scaler"] == ("cuda", False)
+        assert isinstance(run._autocast(), contextlib.nullcontext) and "autocast" not in recorded
+
+    @pytest.mark.parametrize("dev, backend", [("cuda", "nccl"), ("cuda:1", "nccl"), ("cpu", "gloo")])
+    def test_process_group_backend_under_torchrun(self, monkeypatch, dev, backend):
+        import stnviz.train as train_module
+
+        joined = []
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setattr(train_module.dist, "is_available", lambda: True)
+        monkeypatch.setattr(train_module.dist, "is_initialized", lambda: False)
+        monkeypatch.setattr(train_module.dist, "init_process_group", lambda backend: joined.append(backend))
+        assert train_module._maybe_init_distributed(torch.device(dev)) is True
+        assert joined == [backend]
+
+    def test_no_process_group_without_torchrun(self, monkeypatch):
+        import stnviz.train as train_module
+
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+        monkeypatch.setattr(train_module.dist, "init_process_group", lambda backend: pytest.fail("joined a group"))
+        assert train_module._maybe_init_distributed(torch.device("cuda")) is False
+
+    def test_training_batches_are_copied_pinned_to_cuda(self, monkeypatch, device):
+        """fit's batches come from ImageSet.get, which copies every tensor through to_device."""
+        import stnviz.data.imageset as imageset
+
+        moved = []
+        monkeypatch.setattr(imageset, "to_device", lambda t, device=None: moved.append((t.dtype, device)) or t)
+        train, _ = tiny_sets(64, 32)
+        batch = next(train.batches(32, shuffle=True, device="cuda"))
+        assert moved == [(torch.uint8, "cuda"), (torch.int64, "cuda")]  # images, labels
+        assert batch.images.dtype == torch.float32 and batch.images.max() <= 1
+
+    def test_a_cuda_run_uses_all_three(self, device, monkeypatch):
+        """On a GPU host (STNVIZ_TEST_DEVICE=cuda), a real fit autocasts to float16 and copies its
+        batches from pinned memory."""
+        if device.type != "cuda":
+            pytest.skip("needs STNVIZ_TEST_DEVICE=cuda on a host with a GPU")
+        real_pin, pinned = torch.Tensor.pin_memory, []
+
+        def pin_memory(t, *args, **kwargs):
+            pinned.append(t.dtype)
+            return real_pin(t, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+        model = get_model("stn_tutorial", device=device)
+        dtypes = []
+        model.head.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype) if m.training else None)
+        train, _ = tiny_sets(64, 32)
+        fit(model, train, None, epochs=1, batch_size=32, device=device, progress=False)
+        assert dtypes and set(dtypes) == {torch.float16}
+        assert pinned.count(torch.uint8) == 2  # the images of both batches
