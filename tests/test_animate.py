@@ -117,7 +117,12 @@ class TestExports:
         run = run_sequence(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[0])
         frames = sequence_frames(run, tile=64)
         assert len(frames) == 30 and frames[0].shape == (64 + 22 + 4, 2 * 64 + 12, 3)
-        assert write_animation(frames, tmp_path / "track.gif").is_file()
+        path = write_animation(frames, tmp_path / "track.gif")
+        decoded = imageio.mimread(path)
+        assert len(decoded) == 30 and decoded[0].shape[:2] == frames[0].shape[:2]
+        for t in (0, 15, 29):  # the file holds these frames (a GIF's palette costs a few levels)
+            diff = np.abs(decoded[t][..., :3].astype(int) - frames[t].astype(int))
+            assert diff.mean() < 4, (t, diff.mean())
 
 
 # --------------------------------------------------------------------------- issue 12: fps, temp files

@@ -1,8 +1,11 @@
 """stnviz.data.augment: on-device augmentation (random affine, object placement, Reframed)."""
 
+import math
+
 import pytest
 import torch
 
+from stnviz import geometry
 from stnviz.data import random_affine, sample
 
 
@@ -13,6 +16,19 @@ class TestAugment:
         b = random_affine(x, None, torch.Generator().manual_seed(0))
         assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
         assert not torch.equal(a, x)
+        # the geometry is geometry.warp by the drawn theta (draws: rotation, scale, tx, ty, then
+        # contrast and brightness, which are off here), border padding
+        jitter = random_affine(x, None, torch.Generator().manual_seed(0), brightness=0.0, contrast=0.0)
+        u = torch.rand(8, 6, generator=torch.Generator().manual_seed(0))
+        s = 0.9 + 0.2 * u[:, 1]
+        theta = geometry.compose_affine(rotation=(u[:, 0] * 2 - 1) * math.radians(10), scale_x=s, scale_y=s,
+                                        tx=(u[:, 2] * 2 - 1) * 0.1, ty=(u[:, 3] * 2 - 1) * 0.1)
+        expected = geometry.warp(x, geometry.affine_grid(theta, (32, 32)), padding="border")
+        torch.testing.assert_close(jitter, expected)
+        # with every range at zero it is the identity
+        still = random_affine(x, None, torch.Generator().manual_seed(0), rotation_deg=0.0, scale=(1.0, 1.0),
+                              translate=0.0, brightness=0.0, contrast=0.0)
+        torch.testing.assert_close(still, x, atol=1e-6, rtol=0)
 
 
 def _square_images(boxes, size=32):

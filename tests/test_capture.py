@@ -196,6 +196,15 @@ class TestCaptureForeign:
 
     def test_record_type(self, device):
         model = get_model("stn_tutorial", device=device).eval()
+        model.transformers[0].set_constant_params(torch.tensor([0.5, 0.1, 0.2, -0.1, 0.6, 0.0]))
+        x = torch.rand(1, 1, 28, 28, device=device)
         with capture(model) as rec:
-            model(torch.rand(1, 1, 28, 28, device=device))
-        assert isinstance(rec.last(), TransformRecord)
+            model(x)
+        r = rec.last()
+        assert isinstance(r, TransformRecord)
+        # what it holds reproduces the sampler's output: the theta that ran, its grid, the warp
+        theta = torch.tensor([[[0.5, 0.1, 0.2], [-0.1, 0.6, 0.0]]], device=device)
+        torch.testing.assert_close(r.theta, theta)
+        torch.testing.assert_close(r.grid, geometry.affine_grid(theta, (28, 28)))
+        torch.testing.assert_close(r.input, x)
+        torch.testing.assert_close(r.output, geometry.warp(x, geometry.affine_grid(theta, (28, 28))))

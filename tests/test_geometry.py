@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
+from conftest import suite_device
 from stnviz import geometry as g
 
 F64 = torch.float64
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+#: The CPU, and the suite's device (STNVIZ_TEST_DEVICE) when it is another one.
+DEVICES = sorted({"cpu", str(suite_device())})
 
 ALL_COMPONENTS = ("rotation", "scale", "aspect", "shear", "tx", "ty")
 #: Identity value of each restricted component (rotation 0, scale 1, aspect 1, shear 0, t 0).
