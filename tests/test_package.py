@@ -46,3 +46,17 @@ def test_dependencies_a_user_expects(tmp_path):
                              capture_output=True, text=True, timeout=60).stdout
         installs = [ln for ln in out.splitlines() if "pip install -e" in ln]
         assert installs and installs[0].endswith(extra), (target, installs)
+
+
+def test_notebooks_import_only_public_names():
+    """Notebooks are what users copy: every name they import from stnviz is in that module's __all__."""
+    import importlib
+    import json
+
+    for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        for module, names in re.findall(r"^from (stnviz[\w.]*) import ([^\n(]+)$", code, flags=re.M):
+            public = set(getattr(importlib.import_module(module), "__all__", ()))
+            for name in (n.strip().split(" as ")[0] for n in names.split(",")):
+                assert name in public, f"{nb.name} imports {name!r} from {module}, which is not in its __all__"

@@ -1,6 +1,6 @@
 """Data: torchvision-backed sets held in tensors, the paper's distortions, GTSRB tracks, shipped samples."""
 
-from .catalog import DATASETS, Splits, load_splits
+from .catalog import DATASETS, Splits, distorted_test_set, load_splits
 from .datasets import (
     GTSRB_NUM_CLASSES,
     Track,
@@ -24,6 +24,7 @@ from .shipped import build_samples, sample, sample_tracks
 __all__ = [
     "DATASETS",
     "Splits",
+    "distorted_test_set",
     "load_splits",
     "DISTORTIONS",
     "GTSRB_NUM_CLASSES",

@@ -26,13 +26,26 @@ from . import datasets
 from .distortions import _ALIASES, DISTORTIONS, DistortedMNIST
 from .imageset import ImageSet
 
-__all__ = ["DATASETS", "Splits", "load_splits"]
+__all__ = ["DATASETS", "Splits", "distorted_test_set", "load_splits"]
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "svhn", "gtsrb") + tuple(f"mnist_{k}" for k in DISTORTIONS) + tuple(
     f"mnist_{a}" for a in _ALIASES
 )
 #: Seeds of the fixed validation / test distortions (training draws use the run's seed).
 VAL_SEED, TEST_SEED = 1_000_001, 2_000_003
+
+
+def distorted_test_set(source, kind: str) -> DistortedMNIST:
+    """``source`` (e.g. ``stnviz.data.sample("mnist")``) with the fixed ``kind`` distortions the
+    shipped models were tested on: the same digits always get the same rotation, scale and place.
+
+    Example:
+        >>> from stnviz.data import sample
+        >>> rts = distorted_test_set(sample("mnist"), "rts")
+        >>> tuple(rts.get(torch.arange(2)).images.shape)
+        (2, 1, 42, 42)
+    """
+    return DistortedMNIST(source, _ALIASES.get(kind, kind), seed=TEST_SEED)
 
 
 @dataclass
@@ -63,7 +76,7 @@ def load_splits(name: str, *, root=None, download: bool = False, seed: int = 0) 
             f"mnist_{kind}",
             DistortedMNIST(train, kind, seed=seed, fresh=True),
             DistortedMNIST(val, kind, seed=VAL_SEED),
-            DistortedMNIST(test, kind, seed=TEST_SEED),
+            distorted_test_set(test, kind),
             10,
             (1, DISTORTIONS[kind], DISTORTIONS[kind]),
         )
