@@ -150,7 +150,7 @@ class IterativeSTN(nn.Module):
         self.head = nn.Linear(28 * 28, 10)
 
     def forward(self, x):
-        theta = torch.eye(2, 3).expand(x.shape[0], 2, 3)
+        theta = torch.eye(2, 3, device=x.device).expand(x.shape[0], 2, 3)
         y = x
         for _ in range(3):
             theta = theta + self.refine(y).view(-1, 2, 3)
@@ -179,7 +179,7 @@ class TupleOutput(nn.Module):
 
     def forward(self, x):
         logits = self.stn(x)
-        return logits, torch.zeros(x.shape[0], 2, 3)
+        return logits, torch.zeros(x.shape[0], 2, 3, device=x.device)
 
 
 class SequenceOutput(nn.Module):
@@ -208,7 +208,7 @@ class KorniaWarps(nn.Module):
 
         m = self.loc(x).view(-1, 2, 3)
         y = KT.warp_affine(x, m, dsize=(28, 28), align_corners=True)
-        h = torch.tensor([[1.0, 0.05, 1.0], [0.02, 1.0, 0.0], [0.001, 0.0, 1.0]]).expand(x.shape[0], 3, 3)
+        h = torch.tensor([[1.0, 0.05, 1.0], [0.02, 1.0, 0.0], [0.001, 0.0, 1.0]], device=x.device).expand(x.shape[0], 3, 3)
         return KT.warp_perspective(y, h, dsize=(28, 28), align_corners=True)
 
 
@@ -224,13 +224,13 @@ class DenseFlow(nn.Module):
         nn.init.zeros_(self.flow.bias)
 
     @staticmethod
-    def identity(b, h, w):
-        return F.affine_grid(torch.eye(2, 3).expand(b, 2, 3), [b, 1, h, w], align_corners=True)
+    def identity(b, h, w, device=None):
+        return F.affine_grid(torch.eye(2, 3, device=device).expand(b, 2, 3), [b, 1, h, w], align_corners=True)
 
     def forward(self, moving, fixed):
         b, _, h, w = moving.shape
         v = self.flow(torch.cat([moving, fixed], 1)) / 2**self.steps
-        base = self.identity(b, h, w)
+        base = self.identity(b, h, w, moving.device)
         for _ in range(self.steps):
             v = v + F.grid_sample(v, base + v.permute(0, 2, 3, 1), align_corners=True)
         return F.grid_sample(moving, base + v.permute(0, 2, 3, 1), align_corners=True)
@@ -240,7 +240,7 @@ class Volume(nn.Module):
     """A 3-D spatial transformer on volumes ``(B, C, D, H, W)``."""
 
     def forward(self, vol):
-        theta = torch.tensor([[0.9, 0, 0, 0.1], [0, 0.9, 0, 0], [0, 0, 0.9, 0]]).expand(vol.shape[0], 3, 4)
+        theta = torch.tensor([[0.9, 0, 0, 0.1], [0, 0.9, 0, 0], [0, 0, 0.9, 0]], device=vol.device).expand(vol.shape[0], 3, 4)
         return F.grid_sample(vol, F.affine_grid(theta, vol.size(), align_corners=False), align_corners=False)
 
 
@@ -248,9 +248,10 @@ class Volume(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def digits():
+def digits(device):
+    """Six shipped digits on the suite's device (STNVIZ_TEST_DEVICE)."""
     d = stnviz.data.sample("mnist")
-    return d.to_float(d.images[:6])
+    return d.to_float(d.images[:6]).to(device)
 
 
 def reproduces(r) -> None:
@@ -299,22 +300,22 @@ def inspects(model, images, **kwargs) -> STNInspector:
 
 
 class TestZoo:
-    def test_tutorial_style(self, digits):
-        model = TutorialStyle().eval()
+    def test_tutorial_style(self, digits, device):
+        model = TutorialStyle().to(device).eval()
         with torch.no_grad(), capture(model) as rec:
             model(digits)
         assert rec.keys() == ["TutorialStyle:grid_sample"]
         r = rec.last()
         assert r.family == "affine" and r.role == "image"
         assert r.sampling == {"mode": "bilinear", "padding_mode": "zeros", "align_corners": False}
-        torch.testing.assert_close(r.theta, torch.tensor(ROT).view(1, 2, 3).expand(6, 2, 3))
+        torch.testing.assert_close(r.theta, torch.tensor(ROT, device=device).view(1, 2, 3).expand(6, 2, 3))
         reproduces(r)
         renders(r)
         ins = inspects(model, digits)
         assert ins.predictions.shape == (6,)
 
-    def test_names_bound_at_import(self, digits):
-        model = BoundNames().eval()
+    def test_names_bound_at_import(self, digits, device):
+        model = BoundNames().to(device).eval()
         with torch.no_grad(), capture(model) as rec:
             model(digits)
         assert len(rec) == 1 and rec.last().key == "BoundNames:grid_sample" and rec.last().family == "affine"
@@ -322,8 +323,8 @@ class TestZoo:
         theta_in_stnviz_convention(rec.last())
         inspects(model, digits)
 
-    def test_align_corners_and_border(self, digits):
-        model = CornersBorder().eval()
+    def test_align_corners_and_border(self, digits, device):
+        model = CornersBorder().to(device).eval()
         with torch.no_grad(), capture(model) as rec:
             model(digits)
         r = rec.last()
@@ -332,7 +333,7 @@ class TestZoo:
         reproduces(r)
         # theta is converted: it is *not* the code's own theta, and it samples the same points in
         # stnviz's convention
-        assert not torch.allclose(r.theta[0], torch.tensor(ROT).view(2, 3))
+        assert not torch.allclose(r.theta[0].cpu(), torch.tensor(ROT).view(2, 3))
         theta_in_stnviz_convention(r)
         # the outline from theta and the recorded grid agree on where the output's corners sample
         corners = r.sampled_outline(1)[0]
@@ -343,10 +344,10 @@ class TestZoo:
         renders(r)
         inspects(model, digits)
 
-    def test_tps_rectifier_with_own_grid(self):
+    def test_tps_rectifier_with_own_grid(self, device):
         torch.manual_seed(0)
-        model = TPSRectifier().eval()
-        words = torch.rand(3, 3, 32, 100)
+        model = TPSRectifier().to(device).eval()
+        words = torch.rand(3, 3, 32, 100, device=device)
         with torch.no_grad(), capture(model) as rec:
             model(words)
         r = rec.last()
@@ -360,8 +361,8 @@ class TestZoo:
         renders(r)
         inspects(model, words)
 
-    def test_mask_and_image_in_one_module(self, digits):
-        model = MaskAndImage().eval()
+    def test_mask_and_image_in_one_module(self, digits, device):
+        model = MaskAndImage().to(device).eval()
         with torch.no_grad(), capture(model) as rec:
             model(digits)
         assert rec.keys() == ["MaskAndImage:grid_sample", "MaskAndImage:grid_sample#1"]
@@ -377,8 +378,8 @@ class TestZoo:
         ins = inspects(model, digits, auxiliary=True)
         assert [k for _, k in ins.which.options] == ["MaskAndImage:grid_sample#1", "MaskAndImage:grid_sample"]
 
-    def test_iterative_stn(self, digits):
-        model = IterativeSTN().eval()
+    def test_iterative_stn(self, digits, device):
+        model = IterativeSTN().to(device).eval()
         with torch.no_grad(), capture(model) as rec:
             model(digits)
             model(digits)  # a second forward: the same keys again
@@ -391,8 +392,8 @@ class TestZoo:
         ins = inspects(model, digits)
         assert [k for _, k in ins.which.options] == keys
 
-    def test_two_inputs(self, digits):
-        model = TwoInputs().eval()
+    def test_two_inputs(self, digits, device):
+        model = TwoInputs().to(device).eval()
         fixed = digits.flip(-1)
         with torch.no_grad(), capture(model) as rec:
             model(digits, fixed)
@@ -404,21 +405,21 @@ class TestZoo:
         assert ins.predictions is None  # an image output: no prediction, no failure
         assert "prediction" not in ins.info.value
 
-    def test_tuple_and_sequence_outputs(self, digits):
-        labels = torch.arange(6)
-        ins = inspects(TupleOutput().eval(), digits, labels=labels)
+    def test_tuple_and_sequence_outputs(self, digits, device):
+        labels = torch.arange(6, device=device)
+        ins = inspects(TupleOutput().to(device).eval(), digits, labels=labels)
         assert ins.predictions.shape == (6,)
         assert "prediction" in ins.info.value and "true" in ins.info.value
-        ins = inspects(SequenceOutput().eval(), digits)
+        ins = inspects(SequenceOutput().to(device).eval(), digits)
         assert ins.predictions is None
         # a custom predict turns sequence logits into one label per image
-        ins = inspects(SequenceOutput().eval(), digits, predict=lambda out: out.argmax(-1)[:, 0],
+        ins = inspects(SequenceOutput().to(device).eval(), digits, predict=lambda out: out.argmax(-1)[:, 0],
                        class_names=[str(c) for c in range(37)])
         assert ins.predictions.shape == (6,)
 
-    def test_kornia_warps(self, digits):
+    def test_kornia_warps(self, digits, device):
         pytest.importorskip("kornia", reason="kornia is in the test extras")
-        model = KorniaWarps().eval()
+        model = KorniaWarps().to(device).eval()
         with torch.no_grad(), capture(model) as rec:
             model(digits)
         assert rec.keys() == ["KorniaWarps:grid_sample", "KorniaWarps:grid_sample#1"]
@@ -432,7 +433,7 @@ class TestZoo:
         # output pixel (x, y) samples input pixel inv(M) @ (x, y, 1)
         m = torch.tensor([[0.9, -0.2, 4.0], [0.2, 0.9, -2.0], [0.0, 0.0, 1.0]])
         inv = torch.linalg.inv(m)
-        px = affine.pixel_grid()[0]
+        px = affine.pixel_grid()[0].cpu()
         for x, y in [(0, 0), (27, 0), (5, 17)]:
             expected = (inv @ torch.tensor([float(x), float(y), 1.0]))[:2]
             torch.testing.assert_close(px[y, x], expected, atol=1e-3, rtol=0)
@@ -440,9 +441,9 @@ class TestZoo:
         renders(persp)
         inspects(model, digits)
 
-    def test_dense_flow(self, digits):
+    def test_dense_flow(self, digits, device):
         torch.manual_seed(0)
-        model = DenseFlow().eval()
+        model = DenseFlow().to(device).eval()
         fixed = digits.roll(2, -1)
         with torch.no_grad(), capture(model) as rec:
             model(digits, fixed)
@@ -466,7 +467,7 @@ class TestZoo:
         renders(r)
         ins = inspects(model, digits)  # float32 images go to the model's dtype
         assert ins.predictions.shape == (6,)
-        foreign = TutorialStyle().to(dtype).eval()
+        foreign = TutorialStyle().to(device, dtype).eval()
         inspects(foreign, digits)
 
     def test_compiled_models(self, digits, device):
@@ -477,7 +478,7 @@ class TestZoo:
             with capture(compiled) as rec:
                 compiled(digits.to(device))
         assert rec.keys() == ["transformer"]  # no _orig_mod. prefix
-        foreign = torch.compile(TutorialStyle().eval(), backend="eager")
+        foreign = torch.compile(TutorialStyle().to(device).eval(), backend="eager")
         with torch.no_grad():
             foreign(digits)
             with capture(foreign) as rec:
@@ -489,27 +490,27 @@ class TestZoo:
         assert after.shape == (6, 10)
 
     @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
-    def test_scripted_model_is_refused_cleanly(self, digits):
+    def test_scripted_model_is_refused_cleanly(self, digits, device):
         from torch.nn.modules import module as hooks
 
         before = (len(hooks._global_forward_pre_hooks), len(hooks._global_forward_hooks))
-        scripted = torch.jit.script(BoundNames().eval())
+        scripted = torch.jit.script(BoundNames().to(device).eval())
         with pytest.raises(CaptureError, match="TorchScript"):
             with capture(scripted):
                 scripted(digits)
-        traced = torch.jit.trace(TutorialStyle().eval(), digits)
+        traced = torch.jit.trace(TutorialStyle().to(device).eval(), digits)
         with pytest.raises(CaptureError, match="TorchScript"):
             with capture(traced):
                 pass
         assert (len(hooks._global_forward_pre_hooks), len(hooks._global_forward_hooks)) == before
         assert torch.overrides._get_current_function_mode_stack() == []
 
-    def test_two_threads(self, digits):
+    def test_two_threads(self, digits, device):
         """Two threads capture two models at once: each records only its own calls, nothing stays
         installed afterwards."""
         from torch.nn.modules import module as hooks
 
-        a, b = TutorialStyle().eval(), IterativeSTN().eval()
+        a, b = TutorialStyle().to(device).eval(), IterativeSTN().to(device).eval()
         results, errors = {}, []
         barrier = threading.Barrier(2)
 
@@ -536,8 +537,8 @@ class TestZoo:
         # nothing leaks into later, uncaptured calls: grid_sample is torch's own again
         assert F.grid_sample is torch.nn.functional.grid_sample and grid_sample is F.grid_sample
 
-    def test_nested_and_overlapping(self, digits):
-        a, b = TutorialStyle().eval(), BoundNames().eval()
+    def test_nested_and_overlapping(self, digits, device):
+        a, b = TutorialStyle().to(device).eval(), BoundNames().to(device).eval()
         outer = capture(a)
         inner = capture(b)
         ra = outer.__enter__()
@@ -557,19 +558,19 @@ class TestZoo:
             a(digits)
         assert len(r1) == len(r2) == 1
 
-    def test_exception_inside_restores_everything(self, digits):
+    def test_exception_inside_restores_everything(self, digits, device):
         from torch.nn.modules import module as hooks
 
-        model = TutorialStyle()
+        model = TutorialStyle().to(device)
         with pytest.raises(RuntimeError):
             with capture(model):
-                model(torch.rand(2, 3, 28, 28))  # wrong channels: the localisation net raises
+                model(torch.rand(2, 3, 28, 28, device=device))  # wrong channels: the localisation net raises
         assert len(hooks._global_forward_hooks) == 0 and torch.overrides._get_current_function_mode_stack() == []
         with capture(model) as rec, torch.no_grad():
             model(digits)
         assert len(rec) == 1  # the next capture starts clean
 
-    def test_keep_last_bounds_memory_for_foreign_code(self, digits):
+    def test_keep_last_bounds_memory_for_foreign_code(self, digits, device):
         """1,000 forwards with keep_last=4: four records kept, no grid or theta held beyond them."""
         grids = []
 
@@ -580,7 +581,7 @@ class TestZoo:
                 grids.append(weakref.ref(grid))
                 return F.grid_sample(x, grid, align_corners=False)
 
-        model = Watched().eval()
+        model = Watched().to(device).eval()
         with torch.no_grad(), capture(model, keep_last=4, batch_slice=2) as rec:
             for _ in range(1000):
                 model(digits)
@@ -588,10 +589,10 @@ class TestZoo:
         assert len(rec) == 4 and rec.dropped == 996 and rec.last().input.shape[0] == 2
         assert alive == 0, f"{alive} grids kept alive by the capture"
 
-    def test_volumes_are_marked_and_refused_by_name(self):
+    def test_volumes_are_marked_and_refused_by_name(self, device):
         model = Volume()
         with torch.no_grad(), capture(model) as rec:
-            model(torch.rand(2, 1, 4, 6, 6))
+            model(torch.rand(2, 1, 4, 6, 6, device=device))
         r = rec.last()
         assert r.spatial_dims == 3 and r.family is None and r.input.dim() == 5
         with pytest.raises(ValueError, match="2-D"):
@@ -599,11 +600,11 @@ class TestZoo:
         with pytest.raises(ValueError, match="2-D"):
             r.sampled_outline()
 
-    def test_normalised_inputs_shown_unclipped(self, digits):
+    def test_normalised_inputs_shown_unclipped(self, digits, device):
         class Normalised(TutorialStyle):
             pass
 
-        model = Normalised().eval()
+        model = Normalised().to(device).eval()
         images = digits * 2 - 1  # the data pipeline normalised to [-1, 1]
         ins = STNInspector(model, images, mean=[0.5], std=[0.5])
         assert ins.message.value == ""
@@ -616,8 +617,8 @@ class TestZoo:
         shown = np.asarray(Image.open(io.BytesIO(ins.output_view.value)).convert("L"))
         assert shown.min() < 10 and shown.max() > 245
 
-    def test_collect_joins_batches(self, digits):
-        model = IterativeSTN().eval()
+    def test_collect_joins_batches(self, digits, device):
+        model = IterativeSTN().to(device).eval()
         col = collect(model, digits, batch_size=4)
         assert list(col.records) == ["IterativeSTN:grid_sample", "IterativeSTN:grid_sample#1", "IterativeSTN:grid_sample#2"]
         assert all(r.input.shape[0] == 6 for r in col.records.values()) and len(col.outputs) == 2
@@ -647,31 +648,31 @@ class TestZoo:
         assert r.sampling == {"mode": "bilinear", "padding_mode": "border", "align_corners": True}
         torch.testing.assert_close(geometry.warp(r.input, r.grid, **r.sampling), r.output)
 
-    def test_widgets_warn_once_for_0_255_floats(self, digits):
+    def test_widgets_warn_once_for_0_255_floats(self, digits, device):
         from stnviz.models.inputs import ImageRangeWarning, _warned
 
         _warned.discard("STNInspector")
         with pytest.warns(ImageRangeWarning, match="STNInspector expects float images in \\[0, 1\\]"):
-            STNInspector(TutorialStyle().eval(), digits * 255)
+            STNInspector(TutorialStyle().to(device).eval(), digits * 255)
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("error", ImageRangeWarning)
-            STNInspector(TutorialStyle().eval(), digits * 255)  # once only
-            STNInspector(TutorialStyle().eval(), digits * 255, mean=[0.0], std=[1 / 255])  # display range given
+            STNInspector(TutorialStyle().to(device).eval(), digits * 255)  # once only
+            STNInspector(TutorialStyle().to(device).eval(), digits * 255, mean=[0.0], std=[1 / 255])  # display range given
 
-    def test_theta_explorer_on_foreign_models(self, digits):
+    def test_theta_explorer_on_foreign_models(self, digits, device):
         from stnviz.widgets import ThetaExplorer
 
         fixed = digits.flip(-1)
-        model = TwoInputs().eval()  # align_corners=True, two inputs
+        model = TwoInputs().to(device).eval()  # align_corners=True, two inputs
         ex = ThetaExplorer(digits, model=model, forward=lambda m, x: m(x, fixed))
         assert ex.family == "affine" and "learned" in ex.buttons
         ex.picker.value = 2
         ex.use_learned()
         with torch.no_grad(), capture(model) as rec:
             model(digits, fixed)
-        np.testing.assert_allclose(ex.params, rec.last().theta[2].reshape(-1).double().numpy(), atol=1e-6)
+        np.testing.assert_allclose(ex.params, rec.last().theta[2].reshape(-1).double().cpu().numpy(), atol=1e-6)
         # a class that happens to be called SpatialTransformer, with no sampler: no learned preset, no crash
         class SpatialTransformer(nn.Module):
             def forward(self, x):
