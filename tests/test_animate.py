@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stnviz import get_model
+from stnviz import geometry, get_model
 from stnviz.animate import (
     ProgressRecorder,
     compose_frame,
@@ -44,9 +44,13 @@ class TestProgressRecorder:
         s = rec.snapshots[-1]
         assert s.outputs.shape == (6, 1, 28, 28) and s.params.shape == (6, 2, 3) and s.outlines.shape == (6, 32, 2)
         assert 0 <= s.accuracy <= 1 and math.isfinite(s.loss) and math.isfinite(s.train_loss)
-        assert s.outputs.device.type == "cpu"
+        assert s.outputs.device.type == s.params.device.type == s.outlines.device.type == "cpu"
         # the transformer moved away from identity during training
         assert not torch.allclose(rec.snapshots[-1].params, rec.snapshots[0].params)
+        # each snapshot's outputs are the probe warped by its own theta
+        for snap in (rec.snapshots[0], s):
+            expected = geometry.warp(rec.inputs, geometry.affine_grid(snap.params, (28, 28)))
+            torch.testing.assert_close(snap.outputs, expected, atol=1e-5, rtol=1e-4)
 
     def test_bounded_memory_keeps_even_spacing(self, probe, device):
         rec = _trained_recorder(probe, device, every=1, max_snapshots=6, epochs=2)
@@ -68,6 +72,8 @@ class TestExports:
         frames = imageio.mimread(gif)
         assert len(frames) == len(rec.snapshots)
         assert frames[0].shape[:2] == rec.frames()[0].shape[:2]
+        for got, made in zip(frames, rec.frames()):  # the file holds the frames (to a GIF palette)
+            assert np.abs(got[..., :3].astype(int) - made.astype(int)).mean() < 4
         mp4 = rec.save_mp4(tmp_path / "p.mp4", fps=5)
         reader = imageio.get_reader(mp4, format="FFMPEG")
         n = sum(1 for _ in reader)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stnviz import geometry
-from stnviz.data import random_affine, sample
+from stnviz.data import ImageSet, random_affine, sample
 
 
 class TestAugment:
@@ -96,3 +96,12 @@ class TestPlaceObject:
         assert not torch.equal(other.images, full[0].images)
         with pytest.raises(ValueError, match="no 'roi' column"):
             Reframed(sample("mnist"))
+        # the boxes travel with the batch: each returned roi is where its object now is
+        boxes = torch.tensor([[0.1, 0.1, 0.9, 0.9], [0.2, 0.15, 0.7, 0.85]] * 4)
+        squares = ImageSet((_square_images(boxes) * 255).to(torch.uint8), torch.zeros(8), roi=boxes)
+        moved = next(Reframed(squares, brightness=0.0, contrast=0.0, padding="zeros", rotation_deg=0.0).batches(8))
+        assert not torch.equal(moved.extras["roi"], boxes)
+        for img, box in zip(moved.images, moved.extras["roi"]):
+            ys, xs = torch.nonzero(img[0] > 0.5, as_tuple=True)
+            seen = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float() / 32
+            assert torch.allclose(seen, box, atol=1.5 / 32), (seen, box)

@@ -277,6 +277,19 @@ def renders(r) -> None:
     assert rgb.dtype == np.uint8 and (rgb == np.array(render_outline_rgb())).all(-1).any()
 
 
+def shown(png: bytes, size) -> np.ndarray:
+    """A widget's grey PNG (magnified by a whole factor) read back at ``size`` (H, W), in [0, 1]:
+    the centre pixel of each magnified block."""
+    import io
+
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    k = rgb.shape[0] // size[0]
+    assert rgb.shape[:2] == (k * size[0], k * size[1]), rgb.shape
+    return rgb[k // 2 :: k, k // 2 :: k, 0].astype(np.float32) / 255
+
+
 def render_outline_rgb():
     h = render.OUTLINE_COLOR.lstrip("#")
     return [int(h[i : i + 2], 16) for i in (0, 2, 4)]
@@ -313,6 +326,11 @@ class TestZoo:
         renders(r)
         ins = inspects(model, digits)
         assert ins.predictions.shape == (6,)
+        # what the inspector shows is the transformer's output: its PNG, read back at the
+        # record's resolution, is geometry.warp of the digit by the model's theta (to 1/255)
+        ins.picker.value = 2
+        expected = geometry.warp(digits[2:3].cpu(), geometry.affine_grid(torch.tensor(ROT).view(1, 2, 3), (28, 28)))
+        np.testing.assert_allclose(shown(ins.output_view.value, (28, 28)), expected[0, 0].numpy(), atol=1.5 / 255)
 
     def test_names_bound_at_import(self, digits, device):
         model = BoundNames().to(device).eval()
