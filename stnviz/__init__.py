@@ -1,5 +1,14 @@
 """stnviz: train, load, inspect and animate Spatial Transformer Networks.
 
+The verbs a user needs first live here; everything else is in a submodule named by its noun
+(``stnviz.geometry``, ``stnviz.data``, ``stnviz.render`` ...)::
+
+    model = stnviz.load_pretrained("stn_gtsrb.gtsrb")     # or stnviz.get_model("stn_cnn") untrained
+    with stnviz.capture(model) as rec:                    # what every transformer did
+        model(images)
+    stnviz.STNInspector(model, images)                    # browse it; ThetaExplorer to slide theta
+    stnviz.fit(model, train, val, epochs=10)              # train; stnviz.evaluate(model, test)
+
 Conventions (details in :mod:`stnviz.geometry`): images are float ``(B, C, H, W)`` in ``[0, 1]``;
 transform parameters map *output* to *input* in normalised coordinates with
 ``align_corners=False``.
@@ -8,30 +17,38 @@ transform parameters map *output* to *input* in normalised coordinates with
 __version__ = "0.1.0"
 
 from . import geometry
-from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from .device import resolve_device
+from .checkpoints import CheckpointError
 from .hub import get_model, list_models, load_pretrained
-from .models import SpatialTransformer, param_groups
+from .models import SpatialTransformer
 
-# ``stnviz.capture`` is the module and the verb at once: ``stnviz.capture(model)`` opens a capture.
-_VERBS = {"fit": "train", "evaluate": "train", "collect": "capture"}
-_SUBMODULES = ("analysis", "animate", "capture", "data", "models", "render", "train", "widgets")
+# Loaded on first use, so ``import stnviz`` stays light. ``stnviz.capture`` is the module and the
+# verb at once: ``stnviz.capture(model)`` opens a capture.
+_LAZY = {
+    "fit": "train", "evaluate": "train",
+    "collect": "capture",
+    "ThetaExplorer": "widgets", "STNInspector": "widgets", "TrainingPlayer": "widgets", "StabilityViewer": "widgets",
+}
+_SUBMODULES = ("analysis", "animate", "capture", "checkpoints", "data", "device", "hub", "models", "render", "train",
+               "widgets")
 
 
 def __getattr__(name):
-    """Submodules on first use (``stnviz.widgets``...), so ``import stnviz`` stays light."""
     import importlib
 
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
-    if name in _VERBS:  # stnviz.fit(...), stnviz.evaluate(...)
-        return getattr(importlib.import_module(f".{_VERBS[name]}", __name__), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'stnviz' has no attribute {name!r}")
 
 
 __all__ = [
     "CheckpointError",
+    "STNInspector",
     "SpatialTransformer",
+    "StabilityViewer",
+    "ThetaExplorer",
+    "TrainingPlayer",
     "__version__",
     "analysis",
     "animate",
@@ -43,12 +60,8 @@ __all__ = [
     "geometry",
     "get_model",
     "list_models",
-    "load_checkpoint",
     "load_pretrained",
-    "param_groups",
     "render",
-    "resolve_device",
-    "save_checkpoint",
     "train",
     "widgets",
 ]

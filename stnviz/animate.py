@@ -34,6 +34,7 @@ __all__ = [
     "ProgressRecorder",
     "Snapshot",
     "compose_frame",
+    "probe_snapshot",
     "save_contact_sheet",
     "save_gif",
     "save_mp4",

@@ -38,7 +38,7 @@ from torch import nn
 from ._io import atomic_write
 from .models import SpatialTransformer, build_model
 
-__all__ = ["CheckpointError", "atomic_write", "load_checkpoint", "load_model", "save_checkpoint", "weights_digest"]
+__all__ = ["CheckpointError", "load_checkpoint", "load_model", "save_checkpoint", "weights_digest"]
 
 FORMAT = "stnviz-checkpoint"
 VERSION = 1
@@ -228,7 +228,7 @@ def load_model(path: str | os.PathLike, *, device=None, arch: str | None = None)
     """Rebuild the model in ``path`` with its weights, in eval mode, with ``model.meta`` set.
 
     ``arch``: if given, the checkpoint must be of that architecture (else :class:`CheckpointError`).
-    ``device`` is resolved with :func:`stnviz.resolve_device` (``None`` means ``"auto"``).
+    ``device`` is resolved with :func:`stnviz.device.resolve_device` (``None`` means ``"auto"``).
     """
     from .device import resolve_device
 

@@ -33,7 +33,7 @@ from .device import resolve_device
 from .models import SpatialTransformer
 from .render import draw_image, draw_outline
 
-__all__ = ["demo_transforms", "load_recorded_run", "run_demo", "save_recorded_run"]
+__all__ = ["demo_transforms", "families_figure", "load_recorded_run", "run_demo", "save_recorded_run"]
 
 RECORDED_RUN = "attention_tc.npz"
 

@@ -171,7 +171,7 @@ def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None) -> d
 
     The batches go to the model's device and floating dtype (a half-precision model on a GPU
     gets half-precision images). ``device``: ``None`` evaluates where the model is; otherwise
-    it is resolved with :func:`stnviz.resolve_device` and the model is moved there first, as
+    it is resolved with :func:`stnviz.device.resolve_device` and the model is moved there first, as
     :func:`fit` does.
     """
     _check_batch_size(batch_size)

@@ -30,7 +30,7 @@ from .models import eval_mode
 from .models.inputs import warn_if_not_unit_range
 
 __all__ = ["ExplorerState", "ExplorerViews", "STNInspector", "StabilityViewer", "ThetaExplorer", "TrainingPlayer",
-           "render_explorer"]
+           "compose_parts", "render_explorer", "slider_value"]
 
 
 def _as_images(images, *, where: str | None = "stnviz.widgets") -> torch.Tensor:
@@ -151,7 +151,7 @@ AFFINE_PARTS = ("rotation", "scale_x", "scale_y", "shear", "tx", "ty")
 _AFFINE_LIKE = geometry.MATRIX_FAMILIES  # shown as a full affine theta
 
 
-def affine_parts(params) -> dict | None:
+def _affine_parts(params) -> dict | None:
     """Flat affine theta ``(6,)`` -> ``{rotation (degrees), scale_x, scale_y, shear, tx, ty}`` by
     :func:`stnviz.geometry.decompose_affine`; ``None`` for a singular or non-finite theta."""
     theta = torch.as_tensor(np.asarray(params, dtype=np.float64)).view(1, 2, 3)
@@ -215,7 +215,7 @@ class ExplorerState:
             raise ValueError(f"{self.family} explorer takes {self.identity.size} parameters, got {p.size}")
         self.params = p
         if self.family == "affine":
-            self.parts = affine_parts(p) or self.parts
+            self.parts = _affine_parts(p) or self.parts
 
     def set_entry(self, k: int, value: float) -> None:
         """Set raw entry ``k`` (affine / projective: index into ``params``; TPS: 0 = x, 1 = y of the
@@ -223,7 +223,7 @@ class ExplorerState:
         i = 2 * self.point + k if self.family == "tps" else k
         self.params[i] = float(value)
         if self.family == "affine":
-            self.parts = affine_parts(self.params) or self.parts
+            self.parts = _affine_parts(self.params) or self.parts
 
     def set_part(self, name: str, value: float) -> None:
         """Affine only: set one decomposed part (rotation in degrees), keep the others."""
@@ -231,7 +231,7 @@ class ExplorerState:
             raise ValueError(f"decomposed parts exist for the affine family only, this state is {self.family!r}")
         if name not in AFFINE_PARTS:
             raise ValueError(f"part must be one of {AFFINE_PARTS}, got {name!r}")
-        parts = dict(self.parts or affine_parts(self.identity))
+        parts = dict(self.parts or _affine_parts(self.identity))
         parts[name] = float(value)
         self.params = compose_parts(parts)
         self.parts = parts
@@ -274,7 +274,7 @@ def _theta_text(params: np.ndarray, family: str, point: int | None) -> str:
     if family == "affine":
         t = params.reshape(2, 3)
         lines = ["θ " + " ".join(_num(v) for v in t[0]), "  " + " ".join(_num(v) for v in t[1])]
-        parts = affine_parts(params)
+        parts = _affine_parts(params)
         if parts is None:
             lines += ["no decomposition (singular)", "", "", ""]
         else:
@@ -344,9 +344,7 @@ def render_explorer(image: torch.Tensor, params, family: str, *, output_size=Non
     lattice = render.lattice_points(grid[0], size, 8)
     input_rgb = render.overlay_rgb(image, outline, lattice, scale=scale, margin=margin)
     if family == "tps":
-        h, w = size
-        xy = p.reshape(-1, 2)
-        px = np.stack([(xy[:, 0] + 1) * w / 2 - 0.5, (xy[:, 1] + 1) * h / 2 - 0.5], 1)
+        px = geometry.grid_to_pixels(torch.as_tensor(p, dtype=torch.float64).reshape(-1, 2), size).numpy()
         input_rgb = _mark_points(input_rgb, px, size, scale=scale, margin=margin, selected=point)
     output_rgb = render.overlay_rgb(out, scale=scale)
     message = _degenerate(t, family, grid[:, ::4, ::4], None) or ""

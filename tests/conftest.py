@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stnviz import resolve_device
+from stnviz.device import resolve_device
 from stnviz.data import sample
 
 #: The variable that picks the device the suite runs models on; ``make test`` on a GPU host:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from stnviz import resolve_device
+from stnviz.device import resolve_device
 
 
 class TestResolveDevice:

@@ -3,6 +3,8 @@
 import re
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,3 +62,33 @@ def test_notebooks_import_only_public_names():
             public = set(getattr(importlib.import_module(module), "__all__", ()))
             for name in (n.strip().split(" as ")[0] for n in names.split(",")):
                 assert name in public, f"{nb.name} imports {name!r} from {module}, which is not in its __all__"
+
+
+PUBLIC_MODULES = ["stnviz", "stnviz.geometry", "stnviz.capture", "stnviz.render", "stnviz.analysis", "stnviz.animate",
+                  "stnviz.widgets", "stnviz.train", "stnviz.checkpoints", "stnviz.hub", "stnviz.device", "stnviz.cli",
+                  "stnviz.demo", "stnviz.models", "stnviz.data"]
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_all_lists_the_public_surface(name):
+    """__all__ holds no private helper (nor one merely imported from elsewhere), and every public
+    function or class a module defines is in it."""
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(name)
+    listed = set(mod.__all__)
+    for n in listed:
+        assert not n.startswith("_") or n == "__version__", f"{name}.__all__ lists private {n!r}"
+        obj = getattr(mod, n)  # every listed name resolves
+        if not (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.ismodule(obj)):
+            continue  # constants have no home to check
+        home = obj.__name__ if inspect.ismodule(obj) else obj.__module__
+        assert home.startswith("stnviz"), f"{name}.__all__ lists {n!r} from {home}"
+        assert not any(part.startswith("_") for part in home.split(".")[1:]), f"{name}.__all__ re-exports private {home}.{n}"
+    if not mod.__name__.endswith(("models", "data")) and mod.__name__ != "stnviz":
+        for n, obj in vars(mod).items():
+            if n.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                continue
+            if obj.__module__ == name and obj.__name__ == n:  # defined here (not an alias)
+                assert n in listed, f"{name}.{n} is public but missing from __all__"

@@ -50,7 +50,7 @@ class TestShipped:
     def test_small_with_metadata(self, name):
         path = REPO / "checkpoints" / f"{name}.pt"
         assert path.stat().st_size < 10 * 2**20
-        meta = stnviz.load_checkpoint(path)["meta"]
+        meta = stnviz.checkpoints.load_checkpoint(path)["meta"]
         assert meta["command"].startswith("python -m stnviz train") and f"--name {name}" in meta["command"]
         assert {"test_accuracy", "val_accuracy", "best_epoch"} <= set(meta["metrics"])
         assert meta["dataset"] == name.split(".")[1] and meta["epochs"] >= 1 and meta["seed"] is not None
