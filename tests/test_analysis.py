@@ -148,3 +148,16 @@ class TestAnalysisTables:
         df = theta_table(rec, 1)
         assert list(df["transformer"]) == ["transformer", "body.1"]
         assert list(df["scale_x"].round(6)) == [1.0, 1.0]
+
+class TestDeviceAndDtype:
+    def test_tables_come_back_on_the_cpu_in_float32(self, device):
+        """A float64 model on the suite's device: frames go to its device and dtype, the run
+        comes back as CPU float32 tensors and plain tables."""
+        model = get_model("stn_gtsrb", device=device).double().eval()
+        run = run_sequence(model, sample_tracks()[0].images[:4])
+        for t in (run.frames, run.outputs, run.outlines):
+            assert t.device.type == "cpu" and t.dtype == torch.float32
+        assert (run.table["output_change"][1:].round(5) == run.table["input_change"][1:].round(5)).all()
+        data = DistortedMNIST(sample("mnist").subset(torch.arange(64)), "rts", seed=4)
+        r = distortion_residuals(get_model("stn_cnn", device=device).double().eval(), data)
+        np.testing.assert_allclose(r["undone"], 0.0, atol=1e-6)  # untrained: the identity undoes nothing

@@ -9,6 +9,7 @@ from stnviz import geometry, get_model
 from stnviz.animate import (
     ProgressRecorder,
     compose_frame,
+    probe_snapshot,
     save_gif,
     save_mp4,
     sequence_frames,
@@ -59,6 +60,15 @@ class TestProgressRecorder:
         gaps = np.diff(steps)
         assert steps[0] == 0 and len(set(gaps.tolist())) == 1  # evenly spaced
         assert rec.every > 1
+
+    def test_probe_follows_the_models_device_and_dtype(self, probe, device):
+        images, labels = probe  # CPU float32 images and int64 labels
+        model = get_model("stn_tutorial", device=device).double()
+        snap = probe_snapshot(model, images, labels, step=3)
+        assert snap.step == 3 and 0 <= snap.accuracy <= 1 and math.isfinite(snap.loss)
+        for t in (snap.params, snap.outputs, snap.outlines):
+            assert t.device.type == "cpu"
+        torch.testing.assert_close(snap.outputs.float(), images, atol=1e-5, rtol=0)  # untrained: the identity
 
     def test_bad_probe(self):
         with pytest.raises(ValueError, match=r"probe images must be \(N, C, H, W\)"):

@@ -1,0 +1,48 @@
+"""stnviz.models.modes: a model's mode for a block, and where (and in which dtype) its inputs go."""
+
+import pytest
+import torch
+from torch import nn
+
+from stnviz.capture import model_device_dtype as from_capture
+from stnviz.models import build_model, eval_mode, model_device_dtype
+
+
+class TestEvalMode:
+    def test_restores_training_mode_also_on_error(self, device):
+        model = build_model("stn_tutorial").to(device).train()
+        with eval_mode(model):
+            assert not model.training and not model.transformers[0].training
+        assert model.training and model.transformers[0].training
+        with pytest.raises(RuntimeError, match="boom"):
+            with eval_mode(model):
+                raise RuntimeError("boom")
+        assert model.training
+
+    def test_keeps_eval_mode(self):
+        model = build_model("cnn_tutorial").eval()
+        with eval_mode(model):
+            pass
+        assert not model.training
+
+
+class TestModelDeviceDtype:
+    def test_follows_the_model(self, device):
+        model = build_model("cnn_tutorial").to(device)
+        assert model_device_dtype(model) == (device, torch.float32)
+        assert model_device_dtype(model.to(torch.float64)) == (device, torch.float64)
+
+    def test_first_floating_tensor_wins_buffers_too(self):
+        class OnlyBuffers(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("count", torch.zeros(1, dtype=torch.long))
+                self.register_buffer("scale", torch.ones(1, dtype=torch.float16))
+
+        assert model_device_dtype(OnlyBuffers()) == (torch.device("cpu"), torch.float16)
+
+    def test_no_floating_tensor_means_cpu_float32(self):
+        assert model_device_dtype(nn.ReLU()) == (torch.device("cpu"), torch.float32)
+
+    def test_one_function(self):
+        assert from_capture is model_device_dtype  # capture re-exports it, never a second copy
