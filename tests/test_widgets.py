@@ -172,8 +172,8 @@ class TestThetaExplorer:
         ex.set_params([3.5, 0, 0, 0, 3.5, 0])  # out of the scale slider's range: it widens, it does not lie
         assert ex.parts["scale_x"].value == pytest.approx(3.5) and ex.parts["scale_x"].max >= 3.5
 
-    def test_presets_identity_reset_learned(self, digits):
-        model = get_model("stn_tutorial").eval()
+    def test_presets_identity_reset_learned(self, digits, device):
+        model = get_model("stn_tutorial", device=device).eval()
         model.transformers[0].set_constant_params(torch.tensor([0.8, 0.1, 0.0, -0.1, 0.8, 0.2]))
         ex = ThetaExplorer(digits, model=model)
         assert set(ex.buttons) == {"identity", "learned"}  # opened at the identity: no separate reset
@@ -198,8 +198,8 @@ class TestThetaExplorer:
         opened.buttons["reset"].click()
         np.testing.assert_allclose(opened.params, [0.8, 0.1, 0.0, -0.1, 0.8, 0.2], atol=1e-6)
 
-    def test_learned_comes_from_the_capture(self, digits):
-        cnn = get_model("cnn_tutorial").eval()  # no transformer: nothing recorded, no "learned"
+    def test_learned_comes_from_the_capture(self, digits, device):
+        cnn = get_model("cnn_tutorial", device=device).eval()  # no transformer: nothing recorded, no "learned"
         ex = ThetaExplorer(digits, model=cnn)
         assert "learned" not in ex.buttons and ex.family == "affine"
         with pytest.raises(ValueError, match="recorded no image transformer"):
@@ -260,8 +260,8 @@ class TestThetaExplorer:
 
 
 class TestSTNInspector:
-    def test_browse(self):
-        model = get_model("stn_gtsrb").eval()
+    def test_browse(self, device):
+        model = get_model("stn_gtsrb", device=device).eval()
         s = sample("gtsrb")
         sub = s.subset(torch.arange(6))
         ins = STNInspector(model, sub)
@@ -275,8 +275,8 @@ class TestSTNInspector:
         assert ins.input_view.format == "png"
         assert len(ins.predictions) == 6
 
-    def test_table_per_image(self):
-        model = get_model("stn_tutorial").eval()
+    def test_table_per_image(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
         imgs = sample("mnist").subset(torch.arange(5))
         ins = STNInspector(model, imgs, batch_size=2)  # records split over batches
         t = ins.theta_table(4)
@@ -284,10 +284,10 @@ class TestSTNInspector:
 
 
 class TestTrainingPlayer:
-    def test_scrub(self):
+    def test_scrub(self, device):
         from stnviz.animate import ProgressRecorder
 
-        model = get_model("stn_tutorial").eval()
+        model = get_model("stn_tutorial", device=device).eval()
         rec = ProgressRecorder(sample("mnist").get(torch.arange(4)).images, every=1)
         rec.record(model, 0)
         model.transformers[0].set_constant_params(torch.tensor([0.6, 0, 0, 0, 0.6, 0]))
@@ -305,11 +305,11 @@ class TestTrainingPlayer:
 
 
 class TestStabilityViewer:
-    def test_tracks_and_frames(self):
+    def test_tracks_and_frames(self, device):
         from stnviz.data import sample_tracks
         from stnviz.widgets import StabilityViewer
 
-        model = get_model("stn_gtsrb").eval()
+        model = get_model("stn_gtsrb", device=device).eval()
         v = StabilityViewer(model, sample_tracks()[:3])
         assert v.frame.max == 29 and "IoU with box" in v.info.value
         plots, before, marker = v.plots.value, v.input_view.value, v.marker.value
@@ -335,33 +335,33 @@ class TestStabilityViewer:
 class TestWidgetMisuse:
     """Issue 12's widget probes: stale errors, more inputs than probes, inspector arguments."""
 
-    def test_a_good_selection_clears_the_old_error(self):
+    def test_a_good_selection_clears_the_old_error(self, device):
         from stnviz.data import sample_tracks
         from stnviz.widgets import StabilityViewer
 
         tracks = sample_tracks()[:2]
         bad = torch.full((3, 3, 32, 32), float("nan"))  # a "track" of frames that can't be shown
-        v = StabilityViewer(get_model("stn_gtsrb").eval(), [tracks[0], bad])
+        v = StabilityViewer(get_model("stn_gtsrb", device=device).eval(), [tracks[0], bad])
         v.track.value = 1
         assert "error" in v.message.value
         v.track.value = 0
         assert v.message.value == "" and "IoU" in v.info.value
         v.close()
 
-    def test_player_refuses_more_inputs_than_probes(self):
+    def test_player_refuses_more_inputs_than_probes(self, device):
         from stnviz.animate import ProgressRecorder
         from stnviz.widgets import TrainingPlayer
 
-        model = get_model("stn_tutorial").eval()
+        model = get_model("stn_tutorial", device=device).eval()
         rec = ProgressRecorder(sample("mnist").get(torch.arange(4)).images, every=1)
         rec.record(model, 0)
         with pytest.raises(ValueError, match="6 probe inputs but the snapshots hold 4 outputs"):
             TrainingPlayer(snapshots=rec.snapshots, inputs=torch.rand(6, 1, 28, 28))
 
-    def test_inspector_validates_up_front(self):
+    def test_inspector_validates_up_front(self, device):
         from stnviz.widgets import STNInspector
 
-        model = get_model("stn_tutorial").eval()
+        model = get_model("stn_tutorial", device=device).eval()
         images = sample("mnist").get(torch.arange(4)).images
         with pytest.raises(ValueError, match="class_names must name every class up to 9"):
             STNInspector(model, images, labels=torch.tensor([9, 1, 2, 3]), class_names=["zero", "one"])
