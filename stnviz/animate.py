@@ -144,13 +144,13 @@ def snapshots_from_checkpoints(paths: Sequence[str | os.PathLike], images: torch
                                labels: torch.Tensor | None = None, *, module: str | None = None,
                                device="cpu") -> list[Snapshot]:
     """A snapshot per checkpoint file (e.g. one per epoch), in the given order."""
-    from .checkpoints import load_model
+    from .checkpoints import _load_model
 
     if not paths:
         raise ValueError("snapshots_from_checkpoints needs at least one checkpoint path, got none")
     out = []
     for i, p in enumerate(paths):
-        model = load_model(p, device=device)
+        model = _load_model(p, device=device)
         meta = model.meta
         step = int(meta.get("step") or i)
         out.append(probe_snapshot(model, images, labels, step=step, epoch=float(meta.get("epochs") or i), module=module))

@@ -38,7 +38,7 @@ from torch import nn
 from ._io import atomic_write
 from .models import SpatialTransformer, build_model
 
-__all__ = ["CheckpointError", "load_checkpoint", "load_model", "save_checkpoint", "weights_digest"]
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint", "weights_digest"]
 
 FORMAT = "stnviz-checkpoint"
 VERSION = 1
@@ -224,7 +224,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     return payload
 
 
-def load_model(path: str | os.PathLike, *, device=None, arch: str | None = None) -> nn.Module:
+def _load_model(path: str | os.PathLike, *, device=None, arch: str | None = None) -> nn.Module:
     """Rebuild the model in ``path`` with its weights, in eval mode, with ``model.meta`` set.
 
     ``arch``: if given, the checkpoint must be of that architecture (else :class:`CheckpointError`).

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoints import load_model
+from .checkpoints import _load_model
 from .models import build_model, list_architectures
 
 __all__ = ["checkpoint_dirs", "get_model", "list_models", "load_pretrained", "pretrained_table"]
@@ -75,13 +75,13 @@ def load_pretrained(name_or_path: str | os.PathLike, device=None) -> nn.Module:
     """
     as_path = Path(name_or_path)
     if as_path.suffix == ".pt" or as_path.is_file():
-        return load_model(as_path, device=device)
+        return _load_model(as_path, device=device)
     name = str(name_or_path)
     available = _pretrained()
     if name not in available:
         hint = f"; {name!r} is an architecture: use stnviz.get_model({name!r}) for an untrained one" if name in list_architectures() else ""
         raise ValueError(f"no trained weights named {name!r}; expected one of {sorted(available) or '(none found)'}{hint}")
-    return load_model(available[name], device=device, arch=name.split(".")[0])
+    return _load_model(available[name], device=device, arch=name.split(".")[0])
 
 
 def get_model(name: str, *, device=None, **kwargs) -> nn.Module:

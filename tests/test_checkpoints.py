@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import stnviz
-from stnviz.checkpoints import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from stnviz.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from stnviz.checkpoints import _load_model as load_model  # what load_pretrained(path) runs
 from stnviz.models import build_model
 
 

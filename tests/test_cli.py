@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stnviz.checkpoints import load_model, save_checkpoint
+from stnviz.checkpoints import _load_model as load_model, save_checkpoint
 from stnviz.cli import main
 from stnviz.models import build_model
 

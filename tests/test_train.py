@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from stnviz import get_model
-from stnviz.checkpoints import load_checkpoint, load_model
+from stnviz.checkpoints import _load_model as load_model, load_checkpoint
 from stnviz.data import DistortedMNIST, ImageSet, random_affine, sample
 from stnviz.models import build_model
 from stnviz.train import Callback, TrainingDiverged, compare, evaluate, fit
