@@ -6,7 +6,7 @@ A checkpoint is a ``torch.save`` of a dict holding only ``str``, ``int``, ``floa
     {"format": "stnviz-checkpoint", "version": 1,
      "arch": "stn_cnn", "model_args": {...},           # rebuilds the model via the registry
      "state_dict": {...},                              # tensors
-     "meta": {"dataset", "transform", "input_size", "metrics", "epochs", "seed",
+     "meta": {"dataset", "family", "input_size", "metrics", "epochs", "seed",
               "versions", "created", "command", ...},
      "extra": {...}}                                   # optional: optimizer state, trainer state
 
@@ -95,11 +95,11 @@ def _versions() -> dict:
 
 
 def _default_meta(model: nn.Module) -> dict:
-    families = [m.transform for m in model.modules() if isinstance(m, SpatialTransformer)]
+    families = [m.family for m in model.modules() if isinstance(m, SpatialTransformer)]
     input_size = getattr(model, "input_size", None)
     return {
         "dataset": None,
-        "transform": families[0] if len(set(families)) == 1 else (families or None),
+        "family": families[0] if len(set(families)) == 1 else (families or None),
         "input_size": list(input_size) if input_size is not None else None,
         "metrics": {},
         "epochs": None,
@@ -221,6 +221,10 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
             raise CheckpointError(
                 f"{path} is corrupted: its weights' SHA-256 is {got[:16]}..., the file records {str(expected)[:16]}..."
             )
+    # files written before the transform family was called "family" everywhere say "transform"
+    for part in (payload["model_args"], payload["meta"]):
+        if "transform" in part and "family" not in part:
+            part["family"] = part.pop("transform")
     return payload
 
 

@@ -35,10 +35,10 @@ def _model_args(text: str | None) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"--model-args must be a JSON object such as '{{\"transform\": \"tps\"}}', got {text!r} ({e})") from None
+        raise ValueError(f"--model-args must be a JSON object such as '{{\"family\": \"tps\"}}', got {text!r} ({e})") from None
     if not isinstance(value, dict):
         raise ValueError(
-            f"--model-args must be a JSON object such as '{{\"transform\": \"tps\"}}', got {text!r} (a {type(value).__name__})"
+            f"--model-args must be a JSON object such as '{{\"family\": \"tps\"}}', got {text!r} (a {type(value).__name__})"
         )
     return value
 
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("train", help="train a model; writes last.pt, best.pt, metrics.csv and NAME.pt to --out")
     p.add_argument("--model", required=True, help="architecture, e.g. stn_cnn")
-    p.add_argument("--model-args", default=None, help='JSON of builder arguments, e.g. \'{"transform": "tps"}\'')
+    p.add_argument("--model-args", default=None, help='JSON of builder arguments, e.g. \'{"family": "tps"}\'')
     _data_args(p)
     p.add_argument("--epochs", type=_positive_int, required=True)
     p.add_argument("--out", required=True, help="output folder")

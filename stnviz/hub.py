@@ -85,7 +85,7 @@ def load_pretrained(name_or_path: str | os.PathLike, device=None) -> nn.Module:
 
 
 def get_model(name: str, *, device=None, **kwargs) -> nn.Module:
-    """An untrained architecture (``get_model("stn_cnn", transform="tps")``) or, for an ``arch.tag``
+    """An untrained architecture (``get_model("stn_cnn", family="tps")``) or, for an ``arch.tag``
     name, the trained weights (same as :func:`load_pretrained`)."""
     if "." in name:
         if kwargs:

@@ -88,7 +88,7 @@ class TestCaptureStnviz:
         ("restricted", {"components": ["rotation", "scale"]}, (2, 2)),
     ])
     def test_other_families(self, family, kwargs, shape, device):
-        model = get_model("stn_cnn", transform=family, **kwargs, device=device).eval()
+        model = get_model("stn_cnn", family=family, **kwargs, device=device).eval()
         with capture(model) as rec:
             model(torch.rand(2, 1, 42, 42, device=device))
         r = rec.last("transformer")

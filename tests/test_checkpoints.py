@@ -43,14 +43,14 @@ class TestSaveLoad:
         assert not loaded.training
 
     def test_meta_contents(self, tmp_path, device):
-        model = _trained_like("stn_cnn", transform="tps")
+        model = _trained_like("stn_cnn", family="tps")
         save_checkpoint(model, tmp_path / "m.pt", {"dataset": "mnist_rts", "epochs": 2, "seed": 3, "metrics": {"err": 0.01}})
         payload = load_checkpoint(tmp_path / "m.pt")
-        assert payload["arch"] == "stn_cnn" and payload["model_args"] == {"transform": "tps"}
+        assert payload["arch"] == "stn_cnn" and payload["model_args"] == {"family": "tps"}
         meta = payload["meta"]
         assert meta["dataset"] == "mnist_rts" and meta["epochs"] == 2 and meta["seed"] == 3
         assert meta["metrics"] == {"err": 0.01}
-        assert meta["transform"] == "tps" and meta["input_size"] == [1, 42, 42]
+        assert meta["family"] == "tps" and meta["input_size"] == [1, 42, 42]
         assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["stnviz"] == stnviz.__version__
         assert meta["created"].endswith("+00:00") and meta["command"]
         loaded = load_model(tmp_path / "m.pt", device=device)
@@ -118,7 +118,7 @@ class TestBadFiles:
     def test_weights_do_not_fit(self, tmp_path, device):
         path = save_checkpoint(_trained_like("stn_cnn"), tmp_path / "m.pt")
         payload = load_checkpoint(path)
-        payload["model_args"] = {"transform": "projective"}  # regressor now has 8 outputs, file has 6
+        payload["model_args"] = {"family": "projective"}  # regressor now has 8 outputs, file has 6
         torch.save(payload, tmp_path / "bad.pt")
         with pytest.raises(CheckpointError, match=r"bad\.pt: its weights do not fit architecture 'stn_cnn'"):
             load_model(tmp_path / "bad.pt", device=device)
@@ -247,3 +247,32 @@ class TestWritesAtomically:
         with pytest.raises(PermissionError, match=r"m\.pt is read-only"):
             save_checkpoint(_trained_like("stn_cnn"), path)
         assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.pt"]
+
+
+class TestFamilyName:
+    """The transform family is called ``family`` everywhere; ``transform`` (its older name) is read
+    from old files silently and accepted from code with a DeprecationWarning."""
+
+    def test_old_files_say_transform(self, tmp_path, device):
+        model = _trained_like("stn_cnn", family="tps")
+        path = save_checkpoint(model, tmp_path / "old.pt", meta={"dataset": "x"})
+        payload = torch.load(path, weights_only=True)
+        payload["model_args"] = {"transform": "tps"}
+        payload["meta"]["transform"] = payload["meta"].pop("family")
+        torch.save(payload, path)
+        loaded = load_model(path, device=device)
+        assert loaded.transformers[0].family == "tps" and loaded.meta["family"] == "tps"
+        assert loaded.meta["model_args"] == {"family": "tps"}
+
+    def test_transform_keyword_still_works_with_a_warning(self, device):
+        from stnviz.models import SpatialTransformer
+        from stnviz.models.registry import build_model
+
+        with pytest.warns(DeprecationWarning, match="family="):
+            m = build_model("stn_cnn", transform="attention")
+        assert m.transformers[0].family == "attention"
+        with pytest.warns(DeprecationWarning, match="family="):
+            st = SpatialTransformer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)), transform="attention")
+        assert st.family == "attention"
+        with pytest.raises(ValueError, match="pass family= only"):
+            build_model("stn_cnn", transform="tps", family="tps")

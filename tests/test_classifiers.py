@@ -40,8 +40,8 @@ class TestBuilders:
 
     @pytest.mark.parametrize("family", ["affine", "projective", "tps"])
     def test_stn_cnn_families(self, family, device):
-        model = build_model("stn_cnn", transform=family).to(device).eval()
-        assert model.transformers[0].transform == family
+        model = build_model("stn_cnn", family=family).to(device).eval()
+        assert model.transformers[0].family == family
         assert model(torch.rand(2, 1, 42, 42, device=device)).shape == (2, 10)
 
     def test_stn_cnn_output_size(self, device):

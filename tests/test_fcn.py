@@ -27,8 +27,8 @@ class TestBuilders:
         assert build_model("stn_fcn").stnviz_config["arch"] == "stn_fcn"
         assert build_model("fcn", hidden=[64, 32]).stnviz_config == {"arch": "fcn", "kwargs": {"hidden": [64, 32]}}
 
-    @pytest.mark.parametrize("kwargs", [{}, {"transform": "restricted", "components": ["rotation"]},
-                                        {"output_size": [20, 20]}, {"transform": "tps", "control_points": 9}])
+    @pytest.mark.parametrize("kwargs", [{}, {"family": "restricted", "components": ["rotation"]},
+                                        {"output_size": [20, 20]}, {"family": "tps", "control_points": 9}])
     def test_shapes(self, kwargs):
         model = build_model("stn_fcn", **kwargs)
         assert model(_digits()).shape == (4, 10)
@@ -48,7 +48,7 @@ class TestBuilders:
         assert isinstance(st.transformer, SpatialTransformer) and not twin.transformers
         assert [p.shape for p in st.body.parameters()] == [p.shape for p in twin.body.parameters()]
 
-    @pytest.mark.parametrize("kwargs", [{}, {"transform": "restricted", "components": ["rotation"]}])
+    @pytest.mark.parametrize("kwargs", [{}, {"family": "restricted", "components": ["rotation"]}])
     def test_identity_init(self, kwargs):
         model = build_model("stn_fcn", **kwargs).eval()
         x = _digits()

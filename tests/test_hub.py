@@ -61,8 +61,8 @@ class TestLoadPretrained:
 
 class TestGetModel:
     def test_untrained_with_kwargs(self, device):
-        m = stnviz.get_model("stn_cnn", transform="tps", device=device)
-        assert m.transformers[0].transform == "tps"
+        m = stnviz.get_model("stn_cnn", family="tps", device=device)
+        assert m.transformers[0].family == "tps"
 
 
 class TestPretrainedTable:

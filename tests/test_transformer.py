@@ -41,7 +41,7 @@ class TestSpatialTransformer:
     def test_untrained_is_identity(self, family, kwargs, device):
         torch.manual_seed(0)
         x = _smooth().to(device)
-        st = SpatialTransformer(_loc(), transform=family, features=12, **kwargs).to(device)
+        st = SpatialTransformer(_loc(), family=family, features=12, **kwargs).to(device)
         # even with a random localisation net, zero regression weights mean identity parameters
         out = st(x)
         assert out.shape == x.shape
@@ -49,7 +49,7 @@ class TestSpatialTransformer:
 
     def test_output_size_crops_and_zooms(self, device):
         x = _smooth(h=16, w=16).to(device)
-        st = SpatialTransformer(_loc(), transform="attention", output_size=(8, 8), features=12).to(device)
+        st = SpatialTransformer(_loc(), family="attention", output_size=(8, 8), features=12).to(device)
         st.set_constant_params(torch.tensor([0.5, 0.0, 0.0]))
         out = st(x)
         assert out.shape == (3, 2, 8, 8)
@@ -59,7 +59,7 @@ class TestSpatialTransformer:
 
     def test_gradients_reach_localisation(self, device):
         torch.manual_seed(0)
-        st = SpatialTransformer(_loc(), transform="affine", features=12).to(device)
+        st = SpatialTransformer(_loc(), family="affine", features=12).to(device)
         x = _smooth().to(device)
         st(x)  # materialise the lazy layer
         st.regressor.weight.data.normal_(0, 0.01)
@@ -68,16 +68,16 @@ class TestSpatialTransformer:
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in st.localization.parameters())
 
     def test_features_inferred_from_last_linear(self):
-        st = SpatialTransformer(_loc(), transform="projective")
+        st = SpatialTransformer(_loc(), family="projective")
         assert st.regressor.in_features == 12 and st.regressor.out_features == 8
 
     def test_features_required_without_linear(self):
         with pytest.raises(ValueError, match="features=F"):
-            SpatialTransformer(nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten()), transform="affine")
+            SpatialTransformer(nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten()), family="affine")
 
     def test_bad_family(self):
         with pytest.raises(ValueError, match="transform must be one of"):
-            SpatialTransformer(_loc(), transform="similarity", features=12)
+            SpatialTransformer(_loc(), family="similarity", features=12)
 
     def test_bad_rank(self):
         st = SpatialTransformer(_loc(), features=12)
@@ -86,7 +86,7 @@ class TestSpatialTransformer:
 
     def test_set_constant_params_matches_geometry(self, device):
         x = _smooth().to(device)
-        st = SpatialTransformer(_loc(), transform="affine", features=12).to(device)
+        st = SpatialTransformer(_loc(), family="affine", features=12).to(device)
         theta = geometry.compose_affine(rotation=torch.tensor([0.4]), scale_x=0.9, scale_y=1.1, tx=0.1).to(device)
         st.set_constant_params(theta.reshape(-1))
         expected = geometry.warp(x, geometry.affine_grid(theta.expand(3, 2, 3), (12, 10)))

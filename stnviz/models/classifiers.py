@@ -107,17 +107,17 @@ def _size(input_size) -> tuple[int, int, int]:
     return c, h, w
 
 
-def _transformer_kwargs(transform: str, components, control_points: int, output_size) -> dict:
-    return dict(transform=transform, components=components, control_points=control_points, output_size=output_size)
+def _transformer_kwargs(family: str, components, control_points: int, output_size) -> dict:
+    return dict(family=family, components=components, control_points=control_points, output_size=output_size)
 
 
 # --------------------------------------------------------------------------- PyTorch tutorial net
 
 
-def _tutorial(stn: bool, num_classes: int, input_size, transform: str, components, control_points: int):
+def _tutorial(stn: bool, num_classes: int, input_size, family: str, components, control_points: int):
     c, h, w = _size(input_size)
     transformer = (
-        SpatialTransformer(_loc_net([(8, 7), (10, 5)], (c, h, w), 32), **_transformer_kwargs(transform, components, control_points, None))
+        SpatialTransformer(_loc_net([(8, 7), (10, 5)], (c, h, w), 32), **_transformer_kwargs(family, components, control_points, None))
         if stn
         else nn.Identity()
     )
@@ -133,10 +133,10 @@ def _tutorial(stn: bool, num_classes: int, input_size, transform: str, component
 
 
 @register_model()
-def stn_tutorial(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 28), transform: str = "affine",
+def stn_tutorial(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 28), family: str = "affine",
                  components: Sequence[str] | None = None, control_points: int = 16) -> STNClassifier:
     """The PyTorch STN tutorial's MNIST network (1x28x28): affine transformer + two-conv classifier."""
-    return _tutorial(True, num_classes, input_size, transform, components, control_points)
+    return _tutorial(True, num_classes, input_size, family, components, control_points)
 
 
 @register_model()
@@ -148,10 +148,10 @@ def cnn_tutorial(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 2
 # --------------------------------------------------------------------------- the paper's ST-CNN
 
 
-def _paper_cnn(stn: bool, num_classes, input_size, transform, components, control_points, output_size):
+def _paper_cnn(stn: bool, num_classes, input_size, family, components, control_points, output_size):
     c, h, w = _size(input_size)
     transformer = (
-        SpatialTransformer(_loc_net([(20, 5), (20, 5)], (c, h, w), 50), **_transformer_kwargs(transform, components, control_points, output_size))
+        SpatialTransformer(_loc_net([(20, 5), (20, 5)], (c, h, w), 50), **_transformer_kwargs(family, components, control_points, output_size))
         if stn
         else nn.Identity()
     )
@@ -168,15 +168,15 @@ def _paper_cnn(stn: bool, num_classes, input_size, transform, components, contro
 
 
 @register_model()
-def stn_cnn(*, num_classes: int = 10, input_size: Sequence[int] = (1, 42, 42), transform: str = "affine",
+def stn_cnn(*, num_classes: int = 10, input_size: Sequence[int] = (1, 42, 42), family: str = "affine",
             components: Sequence[str] | None = None, control_points: int = 16,
             output_size: Sequence[int] | None = None) -> STNClassifier:
     """The paper's ST-CNN for distorted MNIST (1x42x42): a conv localisation net (two 5x5 conv
     layers of 20 filters, FC 50) in front of a two-conv classifier (9x9-32, max-pool, 5x5-64,
     max-pool, FC 128). The paper's classifier shape; the second kernel is 5x5 rather than larger
     so it trains in minutes on a CPU.
-    ``transform`` may be any family (the paper: affine, projective, tps)."""
-    return _paper_cnn(True, num_classes, input_size, transform, components, control_points, output_size)
+    ``family`` may be any transform family (the paper: affine, projective, tps)."""
+    return _paper_cnn(True, num_classes, input_size, family, components, control_points, output_size)
 
 
 @register_model()
@@ -188,12 +188,12 @@ def cnn(*, num_classes: int = 10, input_size: Sequence[int] = (1, 42, 42)) -> ST
 # --------------------------------------------------------------------------- colour 32x32 nets
 
 
-def _colour_net(stn: bool, feature_stn: bool, num_classes, input_size, transform, components, control_points, mean, std):
+def _colour_net(stn: bool, feature_stn: bool, num_classes, input_size, family, components, control_points, mean, std):
     """3x3 conv blocks 32-32 | [ST on features] | 64 | 128, FC 256: shared by GTSRB and CIFAR.
 
     Sized to train on a CPU in minutes (about 20 M multiply-adds per 32x32 image)."""
     c, h, w = _size(input_size)
-    kw = _transformer_kwargs(transform, components, control_points, None)
+    kw = _transformer_kwargs(family, components, control_points, None)
 
     def block(cin, cout):
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -217,11 +217,11 @@ def _colour_net(stn: bool, feature_stn: bool, num_classes, input_size, transform
 
 
 @register_model()
-def stn_gtsrb(*, num_classes: int = 43, input_size: Sequence[int] = (3, 32, 32), transform: str = "affine",
+def stn_gtsrb(*, num_classes: int = 43, input_size: Sequence[int] = (3, 32, 32), family: str = "affine",
               components: Sequence[str] | None = None, control_points: int = 16) -> STNClassifier:
     """GTSRB network (3x32x32, 43 classes) with two transformers, as in the Moodstocks work: one on
     the input image and one on the 32-channel feature maps after the first conv block."""
-    return _colour_net(True, True, num_classes, input_size, transform, components, control_points, GTSRB_MEAN, GTSRB_STD)
+    return _colour_net(True, True, num_classes, input_size, family, components, control_points, GTSRB_MEAN, GTSRB_STD)
 
 
 @register_model()
@@ -231,10 +231,10 @@ def cnn_gtsrb(*, num_classes: int = 43, input_size: Sequence[int] = (3, 32, 32))
 
 
 @register_model()
-def stn_cifar(*, num_classes: int = 10, input_size: Sequence[int] = (3, 32, 32), transform: str = "affine",
+def stn_cifar(*, num_classes: int = 10, input_size: Sequence[int] = (3, 32, 32), family: str = "affine",
               components: Sequence[str] | None = None, control_points: int = 16) -> STNClassifier:
     """CIFAR-10 network (3x32x32): one transformer on the input, then the colour conv classifier."""
-    return _colour_net(True, False, num_classes, input_size, transform, components, control_points, CIFAR_MEAN, CIFAR_STD)
+    return _colour_net(True, False, num_classes, input_size, family, components, control_points, CIFAR_MEAN, CIFAR_STD)
 
 
 @register_model()

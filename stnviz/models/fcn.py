@@ -34,13 +34,13 @@ def _mlp(features: int, widths: Sequence[int]) -> list[nn.Module]:
     return layers
 
 
-def _fcn(stn: bool, num_classes, input_size, hidden, loc_hidden, transform, components, control_points, output_size):
+def _fcn(stn: bool, num_classes, input_size, hidden, loc_hidden, family, components, control_points, output_size):
     c, h, w = _size(input_size)
     if not hidden or not loc_hidden:
         raise ValueError(f"hidden and loc_hidden need at least one width each, got {hidden!r} and {loc_hidden!r}")
     transformer = (
         SpatialTransformer(nn.Sequential(nn.Flatten(), *_mlp(c * h * w, loc_hidden)),
-                           **_transformer_kwargs(transform, components, control_points, output_size))
+                           **_transformer_kwargs(family, components, control_points, output_size))
         if stn
         else nn.Identity()
     )
@@ -52,16 +52,16 @@ def _fcn(stn: bool, num_classes, input_size, hidden, loc_hidden, transform, comp
 
 
 @register_model()
-def stn_fcn(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 28), transform: str = "affine",
+def stn_fcn(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 28), family: str = "affine",
             components: Sequence[str] | None = None, control_points: int = 16,
             output_size: Sequence[int] | None = None, hidden: Sequence[int] = (128, 128, 128),
             loc_hidden: Sequence[int] = (32, 32, 32)) -> STNClassifier:
     """The paper's ST-FCN (1x28x28): a fully connected localisation net (``loc_hidden`` ReLU
-    layers, default 32-32-32) regressing the parameters of ``transform`` (any family; e.g.
-    ``transform="restricted", components=["rotation"]`` for a rotation-only transformer), then the
+    layers, default 32-32-32) regressing the parameters of ``family`` (any family; e.g.
+    ``family="restricted", components=["rotation"]`` for a rotation-only transformer), then the
     FCN classifier (``hidden``, default 128-128-128, and a linear layer to ``num_classes``).
     The transformer starts as the identity."""
-    return _fcn(True, num_classes, input_size, hidden, loc_hidden, transform, components, control_points, output_size)
+    return _fcn(True, num_classes, input_size, hidden, loc_hidden, family, components, control_points, output_size)
 
 
 @register_model()

@@ -50,6 +50,13 @@ def build_model(arch: str, **kwargs) -> nn.Module:
     """Build an untrained model of architecture ``arch`` with the builder's keyword arguments."""
     if arch not in _ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {list_architectures()}")
+    if "transform" in kwargs:  # the older name of family= (also in checkpoints written before)
+        import warnings
+
+        if "family" in kwargs:
+            raise ValueError(f"pass family= only (transform= is its older name), got both for {arch!r}")
+        warnings.warn("transform= is now called family=; transform= will be removed", DeprecationWarning, stacklevel=2)
+        kwargs["family"] = kwargs.pop("transform")
     try:
         return _ARCHITECTURES[arch](**kwargs)
     except TypeError as e:

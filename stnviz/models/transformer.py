@@ -17,6 +17,15 @@ from .. import geometry
 __all__ = ["GridGenerator", "Normalize", "SpatialTransformer", "localization_parameters", "param_groups"]
 
 
+def _renamed_family(value: str, where: str) -> str:
+    """``transform=`` is the older name of ``family=``: accepted, with a DeprecationWarning."""
+    import warnings
+
+    warnings.warn(f"{where}: transform= is now called family=; transform= will be removed", DeprecationWarning,
+                  stacklevel=3)
+    return value
+
+
 class GridGenerator(nn.Module):
     """Flat parameters ``(B, P)`` -> sampling grid ``(B, H, W, 2)`` for one transform family.
 
@@ -60,9 +69,10 @@ class SpatialTransformer(nn.Module):
         output_size: ``(H_out, W_out)``; ``None`` keeps the input size. A smaller size crops or
             zooms (the paper's downsampling transformer).
         features: ``F``; read from the last ``nn.Linear`` in ``localization`` when omitted.
-        components: for ``transform="restricted"``, the named parameters (see
+        components: for ``family="restricted"``, the named parameters (see
             :func:`stnviz.geometry.restricted_to_theta`).
-        control_points: for ``transform="tps"``, ``K = n * n`` control points.
+        control_points: for ``family="tps"``, ``K = n * n`` control points.
+        transform: the older name of ``family`` (deprecated).
         mode, padding: sampler settings, see :func:`stnviz.geometry.warp`.
 
     The regression layer starts at zero weight and identity bias, so an untrained transformer
@@ -73,7 +83,7 @@ class SpatialTransformer(nn.Module):
     def __init__(
         self,
         localization: nn.Module,
-        transform: str = "affine",
+        family: str = "affine",
         output_size: Sequence[int] | None = None,
         *,
         features: int | None = None,
@@ -81,10 +91,13 @@ class SpatialTransformer(nn.Module):
         control_points: int = 16,
         mode: str = "bilinear",
         padding: str = "zeros",
+        transform: str | None = None,
     ):
         super().__init__()
+        if transform is not None:
+            family = _renamed_family(transform, "SpatialTransformer")
         self.localization = localization
-        self.grid_generator = GridGenerator(transform, components=components, control_points=control_points)
+        self.grid_generator = GridGenerator(family, components=components, control_points=control_points)
         features = features if features is not None else _last_linear_width(localization)
         if features is None:
             raise ValueError(
@@ -105,7 +118,13 @@ class SpatialTransformer(nn.Module):
         self.reset_to_identity()
 
     @property
+    def family(self) -> str:
+        """The transform family (:data:`stnviz.geometry.FAMILIES`)."""
+        return self.grid_generator.family
+
+    @property
     def transform(self) -> str:
+        """The older name of :attr:`family` (deprecated)."""
         return self.grid_generator.family
 
     def reset_to_identity(self) -> None:
@@ -123,7 +142,7 @@ class SpatialTransformer(nn.Module):
         params = torch.as_tensor(params, dtype=self.regressor.bias.dtype).reshape(-1)
         if params.numel() != self.grid_generator.num_params:
             raise ValueError(
-                f"{self.transform} transform takes {self.grid_generator.num_params} parameters, got {params.numel()}"
+                f"{self.family} transform takes {self.grid_generator.num_params} parameters, got {params.numel()}"
             )
         with torch.no_grad():
             self.regressor.weight.zero_()
