@@ -37,6 +37,7 @@ __all__ = [
     "stability_per_frame",
     "stability_per_model",
     "stability_per_track",
+    "THETA_TABLE_COLUMNS",
     "theta_table",
 ]
 
@@ -61,18 +62,28 @@ def decomposed_theta(theta: torch.Tensor) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+#: Readable column names of :func:`theta_table` for the decomposition's columns.
+THETA_TABLE_COLUMNS = {"rotation_deg": "rotation (deg)", "scale_x": "scale x", "scale_y": "scale y", "shear": "shear",
+                       "tx": "shift x", "ty": "shift y"}
+
+
 def theta_table(records, index: int = 0) -> pd.DataFrame:
-    """One row per capture record for sample ``index``: the transformer (the record's key), its
-    family and role, and, for affine-type families, the raw theta (in stnviz's convention) and its
-    decomposition."""
+    """A table to read, one row per capture record for sample ``index``: the transformer (the
+    record's key), its family and role, theta in stnviz's convention as text (``"[a b tx; c d ty]"``)
+    and its decomposition (``rotation (deg)``, ``scale x`` / ``y``, ``shear``, ``shift x`` / ``y``,
+    in normalised units). Families without a matrix show their parameters as text instead.
+    For numbers to compute with, use :func:`decomposed_theta` on ``record.theta``."""
     rows = []
     for r in records:
-        row = {"transformer": r.key, "family": r.family or "unknown", "role": r.role}
+        row = {"transformer": r.key, "family": r.family or "grid only", "role": r.role}
         theta = r.theta
         if theta is not None:
-            row.update(decomposed_theta(theta[index : index + 1]).iloc[0].to_dict())
+            t = theta[index].detach().double().cpu()
+            row["theta"] = "[" + "; ".join(" ".join(f"{float(v):+.3f}" for v in t[i]) for i in range(2)) + "]"
+            parts = decomposed_theta(theta[index : index + 1]).iloc[0]
+            row.update({name: float(parts[col]) for col, name in THETA_TABLE_COLUMNS.items()})
         elif r.params is not None:
-            row["params"] = [round(float(v), 4) for v in r.params[index].flatten()]
+            row["theta"] = "params [" + " ".join(f"{float(v):+.3f}" for v in r.params[index].flatten()) + "]"
         rows.append(row)
     return pd.DataFrame(rows)
 

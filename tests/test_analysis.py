@@ -147,7 +147,7 @@ class TestAnalysisTables:
             model(torch.rand(2, 3, 32, 32, device=device))
         df = theta_table(rec, 1)
         assert list(df["transformer"]) == ["transformer", "body.1"]
-        assert list(df["scale_x"].round(6)) == [1.0, 1.0]
+        assert list(df["scale x"].round(6)) == [1.0, 1.0] and df["theta"][0] == "[+1.000 +0.000 +0.000; +0.000 +1.000 +0.000]"
 
 class TestDeviceAndDtype:
     def test_tables_come_back_on_the_cpu_in_float32(self, device):

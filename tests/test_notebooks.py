@@ -139,21 +139,25 @@ def test_theta_explorer_outputs(executed):
 @pytest.mark.slow
 def test_inspector_outputs(executed):
     nb = executed("05_inspector.ipynb")
-    views = _widget_views(_cell(nb, "inspector = STNInspector("))
+    views = _widget_views(_cell(nb, "\ninspector = STNInspector("))
     assert len(views) == 1 and "stnviz-inspector" in _dom_classes(nb, views[0])
     state = nb.metadata["widgets"][WIDGET_STATE]["state"]
     info = [m["state"]["value"] for m in state.values() if "stnviz-info" in m["state"].get("_dom_classes", [])]
-    assert len(info) == 1 and "prediction:" in info[0] and "true:" in info[0]
+    assert len(info) == 2  # the GTSRB inspector, then the foreign registration net's
+    assert "prediction: <b>speed limit 20</b>" in info[0] and "true:" in info[0]
+    assert "prediction" not in info[1] and "align_corners=True" in info[1]  # an image output: no prediction
 
     table = _cell(nb, "inspector.theta_table(0)").outputs
-    assert "rotation_deg" in table[0]["data"]["text/html"]
+    assert "rotation (deg)" in table[0]["data"]["text/html"] and "body.1" in table[0]["data"]["text/html"]
 
     captured = _stdout(_cell(nb, "capture(model) as rec"))
-    assert "modules=['transformer']" in captured and "theta (8, 2, 3)" in captured
+    assert "keys=['transformer']" in captured and "theta (8, 2, 3)" in captured and "reproduced: True" in captured
+    foreign = _stdout(_cell(nb, "stnviz.capture(net) as foreign_rec"))
+    assert "RegistrationNet:grid_sample#1 role=image" in foreign and "role=auxiliary" in foreign
 
     figure = [o for o in _cell(nb, "plot_batch(record").outputs if "image/png" in o.get("data", {})]
     assert len(figure) == 1, "plot_batch should show one figure"
 
-    foreign = _cell(nb, "class TutorialStyleSTN")
-    assert "TutorialStyleSTN:grid_sample" in _stdout(foreign)
-    assert any("image/png" in o.get("data", {}) for o in foreign.outputs)
+    registration = _cell(nb, "class RegistrationNet")
+    assert any("image/png" in o.get("data", {}) for o in registration.outputs)  # its record drawn
+    assert "theta in stnviz's convention" in _stdout(registration)

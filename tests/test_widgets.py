@@ -267,7 +267,7 @@ class TestSTNInspector:
         ins = STNInspector(model, sub)
         assert list(ins.records) == ["transformer", "body.1"]
         assert "prediction" in ins.info.value and "true" in ins.info.value
-        assert "body.1" in ins.table.value and "rotation_deg" in ins.table.value
+        assert "body.1" in ins.table.value and "rotation (deg)" in ins.table.value
         before = ins.input_view.value
         ins.picker.value = 5
         assert ins.input_view.value != before
@@ -280,7 +280,7 @@ class TestSTNInspector:
         imgs = sample("mnist").subset(torch.arange(5))
         ins = STNInspector(model, imgs, batch_size=2)  # records split over batches
         t = ins.theta_table(4)
-        assert len(t) == 1 and t.loc[0, "scale_x"] == pytest.approx(1.0)
+        assert len(t) == 1 and t.loc[0, "scale x"] == pytest.approx(1.0)
 
 
 class TestTrainingPlayer:

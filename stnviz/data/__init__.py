@@ -1,6 +1,7 @@
 """Data: torchvision-backed sets held in tensors, the paper's distortions, GTSRB tracks, shipped samples."""
 
 from .catalog import DATASETS, Splits, distorted_test_set, load_splits
+from .classes import GTSRB_CLASS_NAMES, MNIST_CLASS_NAMES
 from .datasets import (
     GTSRB_NUM_CLASSES,
     Track,
@@ -23,6 +24,8 @@ from .shipped import build_samples, sample, sample_tracks
 
 __all__ = [
     "DATASETS",
+    "GTSRB_CLASS_NAMES",
+    "MNIST_CLASS_NAMES",
     "Splits",
     "distorted_test_set",
     "load_splits",
