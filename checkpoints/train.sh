@@ -42,6 +42,33 @@ for NAME in stn_tutorial.mnist stn_gtsrb.gtsrb cnn_gtsrb.gtsrb stn_cnn.mnist_rts
     #     digits whose pose the classifier cannot tell apart anyway (0, 1, 8 and 6/9 at +-90 deg).
     #   fcn (the twin), 50 epochs: 2.52%.
     # OMP_NUM_THREADS=1 on a shared 2-core CPU: 5-10 s per epoch instead of 100 s with two threads.
+    # GTSRB, a first transformer that localises (issue 13; targets on held-out tracks: IoU of its
+    # region with the annotated box >= 0.80, output change <= 0.85x its fixed mean transform's,
+    # accuracy >= 99.8%). Not met yet, so nothing shipped; what was tried (figures from
+    # scripts/measure_transform.py: test = the 133 held-out test tracks, shipped = the 20 sample
+    # tracks; stn_gtsrb.gtsrb itself: IoU 0.63 / 0.65, change ratio 0.996 / 0.998, 99.82%):
+    #   A  fine-tune stn_gtsrb.gtsrb, --augment reframe (place_object: sign at 0.5-1.0 of the frame,
+    #      anywhere, +-10 deg), penalty 1, lr 0.01, loc-lr 0.01: after 1 epoch (val 99.11%) the first
+    #      transformer was still one constant transform (IoU 0.68, ratio 1.000). Its localisation
+    #      features barely vary with the input (std 0.01 over images: PyTorch's default init, then
+    #      weight decay), so its regressor gets almost no gradient.
+    #   A' the same at loc-lr 0.1 / penalty 10: collapsed in 60 steps (-168 deg, train acc 0.17);
+    #      at loc-lr 0.03: still constant after 60 steps, accuracy falling (0.69).
+    #   A" --reinit-transformers 1 (fresh He-initialised localisation net), penalty 20: features
+    #      vary 10x more, parameters start to depend on the input, but after 200 steps the region
+    #      stayed frame-sized (IoU 0.61): the classifier prefers the framing it was trained on.
+    #   B  A" starting from a crop of the mean ROI (--init-params, scale 0.78): the crop drifted
+    #      back out to 0.91-0.94 within 120 steps (IoU 0.71).
+    #   D  from scratch, first transformer He-initialised at the mean-ROI crop, reframe, penalty 20,
+    #      16 epochs lr 0.05 onecycle, loc-lr 0.01 (35 min): best epoch 9, test 99.62%, IoU 0.71 /
+    #      0.71, ratio 1.02 / 1.06; last epoch: test 99.40%, IoU 0.77 / 0.77, ratio 1.02 / 1.05.
+    #      The region shrinks toward the sign and grows with it over a track, but by less than the
+    #      sign does (the output keeps a margin: sign at ~0.85 of the frame) and with a constant
+    #      -5 deg tilt; it jitters as much as it follows.
+    #      python -m stnviz train --model stn_gtsrb --data gtsrb --reinit-transformers 1 --init-params '[0.78, 0, 0.028, 0, 0.78, 0.028]' --augment reframe --region-penalty 20 --epochs 16 --lr 0.05 --loc-lr 0.01 --label-smoothing 0.1 --batch-size 128 --out $RUNS/stn_gtsrb.gtsrb_loc_stage1 --name stn_gtsrb.gtsrb_loc
+    #   E  D's last epoch fine-tuned 6 epochs with penalty 200 (lr 0.01 cosine): test 99.35%,
+    #      IoU 0.78 / 0.78, ratio 1.02 / 1.02: the stronger penalty did not close the margin.
+    #      python -m stnviz train --model stn_gtsrb --data gtsrb --init $RUNS/stn_gtsrb.gtsrb_loc_stage1/last.pt --augment reframe --region-penalty 200 --epochs 6 --lr 0.01 --loc-lr 0.01 --schedule cosine --label-smoothing 0.1 --batch-size 128 --out $RUNS/stn_gtsrb.gtsrb_loc --name stn_gtsrb.gtsrb_loc
     stn_fcn.mnist_rotated) run $NAME --model stn_fcn --model-args '{"transform": "restricted", "components": ["rotation"]}' --data mnist_rotated --epochs 50 --lr 0.05 --loc-lr 0.05 ;;
     fcn.mnist_rotated)  run $NAME --model fcn --data mnist_rotated --epochs 50 --lr 0.05 ;;
   esac
