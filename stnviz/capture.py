@@ -7,8 +7,9 @@ Every sampler call is seen, however the code reaches it: ``F.grid_sample``, a na
 
 * a capture records only the calls of its own thread, made while a module of *its* model runs;
   several threads, nested or overlapping captures each keep their own records;
-* everything is restored on exit, also on an exception (module hooks are two process-wide hooks
-  that are removed in ``finally``);
+* everything is restored on exit, also on an exception (the few hooks, on the model itself and on
+  stnviz's grid generators, are removed in ``finally``; which module made a call is read from the
+  call stack, so no hook runs on every module call);
 * memory is bounded: records are detached copies (on the CPU by default), at most ``keep_last`` of
   them, each cut to ``batch_slice``; the thetas waiting for their ``grid_sample`` are held only as
   long as the grid they made is alive.
@@ -35,7 +36,6 @@ import itertools
 import sys
 import threading
 import types
-import warnings
 import weakref
 from collections import deque
 from contextlib import contextmanager
@@ -45,7 +45,6 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as _module_hooks
 from torch.overrides import TorchFunctionMode
 
 from . import geometry
@@ -254,19 +253,14 @@ def _is_scripted(m: nn.Module) -> bool:
 
 
 def _is_compiled(m: nn.Module) -> bool:
-    return hasattr(m, "_orig_mod") and isinstance(getattr(m, "_orig_mod"), nn.Module)
+    return "_orig_mod" in m._modules  # torch.compile's wrapper holds the module under that name
 
 
 def _clean_name(name: str) -> str:
     """Drop the ``_orig_mod`` level that ``torch.compile`` adds."""
+    if "_orig_mod" not in name:
+        return name
     return ".".join(p for p in name.split(".") if p != "_orig_mod")
-
-
-@dataclass
-class _Frame:
-    module: nn.Module
-    name: str
-    generated: tuple | None = None  # the last (family, params, components) a GridGenerator made inside
 
 
 class _Dispatcher(TorchFunctionMode):
@@ -308,44 +302,65 @@ def _dispatcher_leave(session: "_Session") -> None:
 
 
 class _Session:
-    """The state of one open capture: its model's module names, the running-module stack of its
-    thread, the grids waiting for a sampler call, and the records."""
+    """The state of one open capture: its model's module names, whether the model is running in
+    this capture's thread, the grids waiting for a sampler call, and the records.
+
+    Which module made a sampler call is read from the Python call stack at that call (the
+    innermost frame whose ``self`` is a module of the model), so no hook runs on every module
+    call: only the model's own forward hooks (a new forward starts the per-forward call indices)
+    and those of stnviz's grid generators (their parameters) are registered."""
 
     def __init__(self, model: nn.Module, rec: Capture, batch_slice, to_cpu: bool):
-        self.rec, self.batch_slice, self.to_cpu = rec, batch_slice, to_cpu
+        self.model, self.rec, self.batch_slice, self.to_cpu = model, rec, batch_slice, to_cpu
         self.thread = threading.get_ident()
         self.root_name = type(model._orig_mod if _is_compiled(model) else model).__name__
         self.names = {m: _clean_name(n) for n, m in model.named_modules()}
-        self.stack: list[_Frame] = []
+        self.running = 0  # depth of the model's own forward in this thread
         self.per_forward: dict[str, int] = {}
         self.model_inputs: list[torch.Tensor] = []
+        self.generated: dict[nn.Module, tuple] = {}  # SpatialTransformer -> its generator's last output
+        self.parent = {m.grid_generator: m for m in self.names if isinstance(m, SpatialTransformer)}
         self.grids: dict[int, tuple] = {}  # id(grid) -> (weakref(grid), provenance)
         self.finalizers: list[weakref.finalize] = []
         self.closed = False
 
-    # module hooks (process-wide, so gated to this thread and this model)
-    def pre(self, module, args):
-        if self.closed or threading.get_ident() != self.thread or module not in self.names:
-            return
-        if not self.stack:  # a new forward of the model: per-forward call indices start again
-            self.per_forward.clear()
-            self.model_inputs = [a for a in args if isinstance(a, torch.Tensor)]
-        self.stack.append(_Frame(module, self.names[module]))
+    def _mine(self) -> bool:
+        return not self.closed and threading.get_ident() == self.thread
 
-    def post(self, module, args, output):
-        if self.closed or threading.get_ident() != self.thread or module not in self.names:
-            return
-        if isinstance(module, GridGenerator) and isinstance(output, torch.Tensor):
-            params = geometry.shape_params(args[0].detach(), module.family)
-            prov = (module.family, params, module.components, False)
+    # hooks on the model itself and on stnviz's grid generators
+    def root_pre(self, module, args):
+        if self._mine():
+            if not self.running:  # a new forward of the model: per-forward call indices start again
+                self.per_forward.clear()
+                self.model_inputs = [a for a in args if isinstance(a, torch.Tensor)]
+            self.running += 1
+
+    def root_post(self, module, args, output):
+        if self._mine() and self.running:
+            self.running -= 1
+
+    def generator_post(self, module, args, output):
+        if self._mine() and isinstance(output, torch.Tensor):
+            prov = (module.family, geometry.shape_params(args[0].detach(), module.family), module.components, False)
             self._remember(output, prov)
-            for f in reversed(self.stack):
-                if isinstance(f.module, SpatialTransformer):
-                    f.generated = prov
+            if module in self.parent:
+                self.generated[self.parent[module]] = prov
+
+    def _owner(self):
+        """The innermost module of the model whose code is running (from the call stack), and
+        the innermost stnviz SpatialTransformer among them (or ``None``)."""
+        owner = st = None
+        f = sys._getframe(2)
+        while f is not None:
+            obj = f.f_locals.get("self")
+            if obj is not None and obj in self.names:
+                if owner is None:
+                    owner = obj
+                if isinstance(obj, SpatialTransformer):
+                    st = obj
                     break
-        while self.stack:  # always_call: also unwinds frames left by an exception
-            if self.stack.pop().module is module:
-                break
+            f = f.f_back
+        return owner, st
 
     def _remember(self, grid: torch.Tensor, prov: tuple) -> None:
         key = id(grid)
@@ -361,7 +376,7 @@ class _Session:
         return None
 
     def on_call(self, func, args, kwargs, out) -> None:
-        if self.closed or not self.stack or threading.get_ident() != self.thread:
+        if not self._mine():
             return
         if func is F.affine_grid:
             theta = _arg(args, kwargs, 0, "theta", None)
@@ -369,7 +384,9 @@ class _Session:
                 ac = _arg(args, kwargs, 2, "align_corners", None)
                 self._remember(out, ("affine", theta.detach(), None, bool(ac)))
             return
-        self._record(args, kwargs, out)
+        owner, st = self._owner()
+        if owner is not None:  # a sampler call of this model (not of other code in the context)
+            self._record(args, kwargs, out, owner, st)
 
     def _copy(self, t: torch.Tensor) -> torch.Tensor:
         t = t.detach()
@@ -377,7 +394,7 @@ class _Session:
             t = t[self.batch_slice]
         return t.to("cpu", copy=True) if self.to_cpu else t.clone()
 
-    def _record(self, args, kwargs, out) -> None:
+    def _record(self, args, kwargs, out, owner: nn.Module, st: nn.Module | None) -> None:
         inp = _arg(args, kwargs, 0, "input", None)
         grid = _arg(args, kwargs, 1, "grid", None)
         if not isinstance(inp, torch.Tensor) or not isinstance(grid, torch.Tensor):
@@ -385,19 +402,20 @@ class _Session:
         sampling = {"mode": _arg(args, kwargs, 2, "mode", "bilinear"),
                     "padding_mode": _arg(args, kwargs, 3, "padding_mode", "zeros"),
                     "align_corners": bool(_arg(args, kwargs, 4, "align_corners", None))}
-        frame = self.stack[-1]
-        st = next((f for f in reversed(self.stack) if isinstance(f.module, SpatialTransformer)), None)
         if st is not None:
-            owner, base = st, st.name or self.root_name
+            owner = st
+            base = self.names[st] or self.root_name
         else:
-            owner, base = frame, (frame.name or self.root_name) + ":grid_sample"
+            base = (self.names[owner] or self.root_name) + ":grid_sample"
+        if not self.running:
+            self.per_forward.clear()  # a submodule called on its own: each call is its own forward
         k = self.per_forward.get(base, 0)
         self.per_forward[base] = k + 1
         key = base if k == 0 else f"{base}#{k}"
         dims = grid.dim() - 2
         prov = self._provenance(grid)
         if prov is None and st is not None and dims == 2:
-            prov = st.generated
+            prov = self.generated.get(st)
         family = params = components = None
         if prov is not None and dims == 2:
             family, params, components, ac = prov
@@ -408,7 +426,7 @@ class _Session:
                                                         source=True).to(params.dtype)
         role = "image" if st is not None else self._role(inp, grid, sampling)
         self.rec._add(TransformRecord(
-            key=key, module=owner.name or self.root_name, call=next(self.rec._counter), family=family,
+            key=key, module=self.names[owner] or self.root_name, call=next(self.rec._counter), family=family,
             input=self._copy(inp), params=None if params is None else self._copy(params),
             grid=self._copy(grid), output=self._copy(out), sampling=sampling, role=role,
             spatial_dims=dims, components=components,
@@ -431,7 +449,7 @@ class _Session:
             f.detach()
         self.finalizers.clear()
         self.grids.clear()
-        self.stack.clear()
+        self.generated.clear()
         self.model_inputs = []
 
 
@@ -483,9 +501,9 @@ def capture(
     if not foreign:
         session_record = session._record
 
-        def stnviz_only(args, kwargs, out):
-            if any(isinstance(f.module, SpatialTransformer) for f in session.stack):
-                session_record(args, kwargs, out)
+        def stnviz_only(args, kwargs, out, owner, st):
+            if st is not None:
+                session_record(args, kwargs, out, owner, st)
 
         session._record = stnviz_only
     scripted = [n or session.root_name for m, n in session.names.items() if _is_scripted(m)]
@@ -493,17 +511,17 @@ def capture(
     handles = []
     with contextlib.ExitStack() as stack:
         try:
-            handles.append(_module_hooks.register_module_forward_pre_hook(session.pre))
-            handles.append(_module_hooks.register_module_forward_hook(session.post, always_call=True))
+            handles.append(model.register_forward_pre_hook(session.root_pre))
+            handles.append(model.register_forward_hook(session.root_post, always_call=True))
+            for m in session.names:
+                if isinstance(m, GridGenerator):
+                    handles.append(m.register_forward_hook(session.generator_post))
             _dispatcher_join(session)
             if compiled:
                 if not hasattr(torch.compiler, "set_stance"):
                     raise CaptureError("capture runs a torch.compile'd model eagerly, which needs torch >= 2.6; "
                                        "pass the uncompiled module (compiled._orig_mod)")
                 stack.enter_context(torch.compiler.set_stance("force_eager"))
-                stack.enter_context(warnings.catch_warnings())
-                # the compiled wrapper and its module both run our hooks: the stack handles it
-                warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
             yield rec
         except Exception as e:
             if _compiler_error(e):

@@ -490,7 +490,7 @@ def projective_grid(homography: torch.Tensor, size) -> torch.Tensor:
     xy = torch.matmul(base, m[:, :2].transpose(1, 2))  # (B, H*W, 2)
     wz = torch.matmul(base, m[:, 2:].transpose(1, 2))  # (B, H*W, 1)
     tol = 1e-12 if m.dtype == torch.float64 else 1e-7
-    if float(wz.abs().amin()) <= tol:
+    if float(wz.detach().abs().amin()) <= tol:
         raise ValueError("homography sends a point to infinity (w = 0); expected w != 0 over the whole output")
     return xy.div_(wz).reshape(m.shape[0], h, w, 2)
 
