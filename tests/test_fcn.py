@@ -84,19 +84,18 @@ def _rotated_sample():
     return DistortedMNIST(sample("mnist"), "rotated", seed=TEST_SEED)
 
 
-@pytest.mark.skipif(not (REPO / "checkpoints" / "stn_fcn.mnist_rotated.pt").is_file(), reason="not shipped")
 class TestShipped:
     """The shipped R models, scored on the 1,000 shipped test digits rotated by the test-split draws."""
 
-    def test_fcn_scores(self):
-        model = stnviz.load_pretrained("fcn.mnist_rotated", device="cpu")
+    def test_fcn_scores(self, device):
+        model = stnviz.load_pretrained("fcn.mnist_rotated", device=device)
         assert model.meta["dataset"] == "mnist_rotated"
         assert evaluate(model, _rotated_sample())["accuracy"] >= 0.96
 
-    def test_stn_fcn_scores_and_uprights(self):
-        model = stnviz.load_pretrained("stn_fcn.mnist_rotated", device="cpu")
+    def test_stn_fcn_scores_and_uprights(self, device):
+        model = stnviz.load_pretrained("stn_fcn.mnist_rotated", device=device)
         acc = evaluate(model, _rotated_sample())["accuracy"]
-        twin = evaluate(stnviz.load_pretrained("fcn.mnist_rotated", device="cpu"), _rotated_sample())["accuracy"]
+        twin = evaluate(stnviz.load_pretrained("fcn.mnist_rotated", device=device), _rotated_sample())["accuracy"]
         assert acc >= 0.97 and acc > twin
         undone = distortion_residuals(model, _rotated_sample()).set_index("component")["undone"]
         assert undone["rotation (deg)"] >= 0.4, undone

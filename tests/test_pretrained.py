@@ -55,16 +55,16 @@ class TestShipped:
         assert {"test_accuracy", "val_accuracy", "best_epoch"} <= set(meta["metrics"])
         assert meta["dataset"] == name.split(".")[1] and meta["epochs"] >= 1 and meta["seed"] is not None
 
-    def test_scores_on_shipped_samples(self, name):
+    def test_scores_on_shipped_samples(self, name, device):
         if name not in TARGETS:
             pytest.fail(f"{name} is shipped but has no target in TARGETS")
         make, minimum = TARGETS[name]
-        model = stnviz.load_pretrained(name, device="cpu")
+        model = stnviz.load_pretrained(name, device=device)
         result = evaluate(model, make())
         assert result["accuracy"] >= minimum, result
 
 
-def test_loads_from_an_installed_wheel(tmp_path):
+def test_loads_from_an_installed_wheel(tmp_path, device):
     """Build the wheel, unpack it as site-packages would, and load every checkpoint from it."""
     dist = tmp_path / "dist"
     proc = subprocess.run(
@@ -83,7 +83,7 @@ def test_loads_from_an_installed_wheel(tmp_path):
         "import json, stnviz\n"
         "out = {'file': stnviz.__file__, 'models': {}}\n"
         "for n in stnviz.list_models(pretrained=True):\n"
-        "    m = stnviz.load_pretrained(n, device='cpu')\n"
+        f"    m = stnviz.load_pretrained(n, device={str(device)!r})\n"
         "    out['models'][n] = m.meta['path']\n"
         "print(json.dumps(out))\n"
     )
