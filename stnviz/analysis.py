@@ -392,8 +392,11 @@ def distortion_residuals(model, data, *, module: str | None = None, batch_size: 
             d, r = float(np.std(a)), float(np.std(b))
         else:
             d, r = spread(gt[col], col == "rotation_deg"), spread(res[col], col == "rotation_deg")
+        # a component the distortion does not vary (scale and shift on R) has a spread of float
+        # noise: "undone" is undefined there, not a ratio of two rounding errors
+        distorted = d > (1e-3 if col == "rotation_deg" else 1e-5)
         rows.append({"component": comp, "distortion_spread": d, "residual_spread": r,
-                     "undone": 1 - r / d if d > 0 else math.nan})
+                     "undone": 1 - r / d if distorted else math.nan})
     return pd.DataFrame(rows)
 
 

@@ -161,3 +161,15 @@ class TestDeviceAndDtype:
         data = DistortedMNIST(sample("mnist").subset(torch.arange(64)), "rts", seed=4)
         r = distortion_residuals(get_model("stn_cnn", device=device).double().eval(), data)
         np.testing.assert_allclose(r["undone"], 0.0, atol=1e-6)  # untrained: the identity undoes nothing
+
+
+def test_residuals_leave_undistorted_components_undefined(device):
+    """On R (rotation only) scale and shift are not distorted: their "undone" is NaN, not noise."""
+    from stnviz.analysis import distortion_residuals
+    from stnviz.data import distorted_test_set
+
+    model = get_model("stn_tutorial", device=device).eval()  # the identity: undoes nothing
+    table = distortion_residuals(model, distorted_test_set(sample("mnist").subset(torch.arange(64)), "rotated"))
+    undone = table.set_index("component")["undone"]
+    assert np.isnan(undone["log scale"]) and np.isnan(undone["translation x"]) and np.isnan(undone["translation y"])
+    assert undone["rotation (deg)"] == pytest.approx(0.0, abs=1e-6)
