@@ -72,7 +72,7 @@ for NAME in stn_tutorial.mnist stn_gtsrb.gtsrb cnn_gtsrb.gtsrb stn_cnn.mnist_rts
     #   E  D's last epoch fine-tuned 6 epochs with penalty 200 (lr 0.01 cosine): test 99.35%,
     #      IoU 0.78 / 0.78, ratio 1.02 / 1.02: the stronger penalty did not close the margin.
     #      python -m stnviz train --model stn_gtsrb --data gtsrb --init $RUNS/stn_gtsrb.gtsrb_loc_stage1/last.pt --augment reframe --region-penalty 200 --epochs 6 --lr 0.01 --loc-lr 0.01 --schedule cosine --label-smoothing 0.1 --batch-size 128 --out $RUNS/stn_gtsrb.gtsrb_loc --name stn_gtsrb.gtsrb_loc
-    stn_fcn.mnist_rotated) run $NAME --model stn_fcn --model-args '{"transform": "restricted", "components": ["rotation"]}' --data mnist_rotated --epochs 50 --lr 0.05 --loc-lr 0.05 ;;
+    stn_fcn.mnist_rotated) run $NAME --model stn_fcn --model-args '{"family": "restricted", "components": ["rotation"]}' --data mnist_rotated --epochs 50 --lr 0.05 --loc-lr 0.05 ;;
     fcn.mnist_rotated)  run $NAME --model fcn --data mnist_rotated --epochs 50 --lr 0.05 ;;
   esac
 done
