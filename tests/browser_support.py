@@ -136,7 +136,9 @@ class Lab:
     process: subprocess.Popen
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}"
+        # ?reset: a fresh workspace, so JupyterLab does not reopen (and activate) the notebook
+        # an earlier test had open while this one is being run
+        return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
 
     def log_tail(self, n: int = 60) -> str:
         try:

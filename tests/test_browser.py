@@ -460,7 +460,11 @@ def test_notebook_screenshots(lab, browser, tmp_path, name):
                  const panel = (%s)(name);
                  const withTimeout = %s;
                  await withTimeout(Promise.all([panel.context.ready, panel.sessionContext.ready]), ms, 'kernel start');
-                 window.jupyterapp.shell.activateById(panel.id);
+                 // run-all acts on the current notebook: make sure it is this one
+                 for (let i = 0; i < 50 && window.jupyterapp.shell.currentWidget !== panel; i++) {
+                   window.jupyterapp.shell.activateById(panel.id);
+                   await new Promise(r => setTimeout(r, 100));
+                 }
                  await withTimeout(window.jupyterapp.commands.execute('notebook:run-all-cells'), ms, 'run all cells');
                }""" % (PANEL_JS, WITH_TIMEOUT_JS),
             [name, 600_000],
