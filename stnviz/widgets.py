@@ -25,8 +25,7 @@ import torch
 
 from . import geometry, render
 from .analysis import theta_table
-from .capture import CaptureError, capture, collect
-from .models import eval_mode
+from .capture import CaptureError, collect
 from .models.inputs import warn_if_not_unit_range
 
 __all__ = ["ExplorerState", "ExplorerViews", "STNInspector", "StabilityViewer", "ThetaExplorer", "TrainingPlayer",
