@@ -39,7 +39,7 @@ GOAL_THROUGHPUT_RATIO = 2.0
 GOAL_TTA_S = 60.0
 
 # stnviz's recipe: the command that trained the shipped stn_tutorial.mnist checkpoint
-# (checkpoints/train.sh: --lr 0.05 --batch-size 128, CLI defaults SGD/Nesterov momentum 0.9,
+# (weights/train.sh: --lr 0.05 --batch-size 128, CLI defaults SGD/Nesterov momentum 0.9,
 # weight decay 5e-4, onecycle, localisation lr = lr / 10).
 STNVIZ_RECIPE = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="onecycle", seed=0)
 STNVIZ_BATCH = 128

@@ -42,6 +42,11 @@ def main(argv=None) -> int:
     ap.add_argument("--region-penalty", type=float, default=1.0)
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--max-snapshots", type=int, default=48)
+    ap.add_argument("--family", default="affine", help="the transformer's family (affine, attention ...)")
+    ap.add_argument("--classifier", default=None,
+                    help="start the classifier from these weights (e.g. one trained on plain 28x28 MNIST) and keep "
+                         "it frozen: the transformer alone learns, and only framing the digit as that classifier "
+                         "knows it pays")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
@@ -50,8 +55,8 @@ def main(argv=None) -> int:
     from stnviz.data import load_splits
     from stnviz.data.distortions import DistortedMNIST
     from stnviz.demo import save_recorded_run
-    from stnviz.hub import get_model
-    from stnviz.train import evaluate, fit
+    from stnviz.hub import get_model, load_pretrained
+    from stnviz.train import evaluate, fit, freeze, load_matching
 
     splits = load_splits("mnist_tc", root=args.data_root, seed=args.seed)
     train = splits.train
@@ -59,7 +64,11 @@ def main(argv=None) -> int:
         train = DistortedMNIST(train.source.subset(torch.arange(args.train_size)), "translated_cluttered",
                                seed=args.seed, fresh=True)
     torch.manual_seed(args.seed)
-    model = get_model("stn_cnn", input_size=(1, 60, 60), output_size=(28, 28), device="cpu")
+    model = get_model("stn_cnn", input_size=(1, 60, 60), output_size=(28, 28), family=args.family, device="cpu")
+    if args.classifier:
+        loaded, _ = load_matching(model, load_pretrained(args.classifier, device="cpu").state_dict())
+        freeze(model, "classifier")
+        print(f"classifier from {args.classifier} ({len(loaded)} tensors), frozen")
     # He-initialised localisation net: PyTorch's default init gives features that barely vary with
     # the input, and a transformer that takes many epochs to start moving
     for m in model.transformer.localization.modules():
@@ -76,7 +85,7 @@ def main(argv=None) -> int:
     snaps = rec.snapshots
     meta = {
         "command": "python scripts/record_attention.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "model": "stn_cnn, input 1x60x60, transformer output 28x28", "data": "mnist_translated_cluttered",
+        "model": f"stn_cnn ({args.family}), input 1x60x60, transformer output 28x28", "data": "mnist_translated_cluttered",
         "epochs": args.epochs, "train_seconds": round(seconds, 1), "test_accuracy": test["accuracy"],
         "train_loss_last_epoch": float(hist["train_loss"].iloc[-1]),
     }

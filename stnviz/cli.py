@@ -48,7 +48,7 @@ def _train(args) -> int:
 
     from .data import load_splits, random_affine
     from .hub import get_model
-    from .train import export_best, fit
+    from .train import export_best, fit, freeze, load_matching
 
     kwargs = _model_args(args.model_args)
     splits = load_splits(args.data, root=args.data_root, download=args.download, seed=args.seed)
@@ -59,7 +59,17 @@ def _train(args) -> int:
     if args.init:  # fine-tune: start from trained weights of the same architecture
         from .hub import load_pretrained
 
-        model.load_state_dict(load_pretrained(args.init, device="cpu").state_dict())
+        state = load_pretrained(args.init, device="cpu").state_dict()
+        if args.init_matching:  # a related architecture: take what fits, say what did not
+            loaded, skipped = load_matching(model, state)
+            print(f"--init: {len(loaded)} tensors loaded, skipped (name or shape differs): {', '.join(skipped) or 'none'}")
+        else:
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[1].strip() if len(str(e).strip().splitlines()) > 1 else str(e)
+                raise ValueError(f"--init {args.init} is another architecture than --model {args.model} with these "
+                                 f"--model-args ({first}); add --init-matching to load only the tensors that fit") from None
     for st in model.transformers[: args.reinit_transformers]:
         # fresh localisation nets (He init: PyTorch's default gives features that barely vary
         # with the input, so the transform barely can), identity transform
@@ -70,6 +80,8 @@ def _train(args) -> int:
         st.reset_to_identity()
         if args.init_params:  # start from this transform instead of the identity
             st.set_constant_params(torch.tensor(json.loads(args.init_params), dtype=torch.float32))
+    for part in args.freeze:
+        freeze(model, part)
     if args.augment == "reframe":  # the sign re-framed around its ROI (needs the batches' boxes)
         from .data.augment import Reframed
 
@@ -152,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="on-device augmentation: jitter (the default when given alone: small rotation/scale/shift, "
                         "brightness) or reframe (GTSRB: the sign at random sizes, places and small rotations, from its ROI)")
     p.add_argument("--init", default=None, help="start from these trained weights (name or .pt path) to fine-tune")
+    p.add_argument("--init-matching", action="store_true",
+                   help="with --init: load only the tensors whose names and shapes match (a related architecture, "
+                        "e.g. the same classifier behind a transformer with another input size)")
+    p.add_argument("--freeze", nargs="+", default=[], choices=["classifier", "transformers"],
+                   help="train only the rest: e.g. --freeze classifier to teach a transformer to serve a "
+                        "classifier trained on canonical images")
     p.add_argument("--reinit-transformers", type=int, default=0,
                    help="give the first N transformers fresh He-initialised localisation nets and the identity "
                         "transform (after --init, if given)")

@@ -3,7 +3,7 @@
 Trained weights are ``NAME.pt`` files, searched in this order:
 
 1. the folders in ``$STNVIZ_CHECKPOINTS`` (``os.pathsep``-separated);
-2. the weights shipped with the package (the repository's ``checkpoints/``, installed as
+2. the weights shipped with the package (the repository's ``weights/``, installed as
    ``stnviz.weights`` in a wheel and found there from an editable install too).
 """
 
@@ -22,7 +22,7 @@ from .models import build_model, list_architectures
 
 __all__ = ["checkpoint_dirs", "get_model", "list_models", "load_pretrained", "pretrained_table"]
 
-_REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+_REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 
 def checkpoint_dirs() -> list[Path]:
@@ -34,7 +34,7 @@ def checkpoint_dirs() -> list[Path]:
         dirs.append(Path(str(files("stnviz.weights"))))
     except (ModuleNotFoundError, TypeError):
         pass
-    dirs.append(_REPO_CHECKPOINTS)
+    dirs.append(_REPO_WEIGHTS)
     out: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:

@@ -41,7 +41,7 @@ from torch import nn
 from ._io import atomic_write
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .device import resolve_device
-from .models import eval_mode, model_device_dtype, param_groups
+from .models import eval_mode, localization_parameters, model_device_dtype, param_groups
 
 __all__ = [
     "RUN_SETTINGS",
@@ -52,6 +52,8 @@ __all__ = [
     "evaluate",
     "export_best",
     "fit",
+    "freeze",
+    "load_matching",
     "make_optimizer",
     "make_schedule",
 ]
@@ -200,6 +202,56 @@ def _check_finite_params(model: nn.Module):
             raise TrainingDiverged("non-finite transform parameters (theta)")
 
     return [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, GridGenerator)]
+
+
+FROZEN_PARTS = ("classifier", "transformers")
+
+
+def freeze(model: nn.Module, part: str) -> int:
+    """Stop training one part of an STN; returns how many parameter tensors were frozen.
+
+    ``part``: ``"transformers"`` (every localisation net and regressor, so each transform stays
+    what it is) or ``"classifier"`` (everything else: e.g. a classifier trained on canonical
+    digits that a transformer must then learn to serve, the curriculum in ``weights/train.sh``).
+    Frozen parameters get no gradient, so optimizers skip them.
+
+    Example:
+        >>> from stnviz import get_model
+        >>> m = get_model("stn_tutorial", device="cpu")
+        >>> freeze(m, "classifier") > 0, all(p.requires_grad for p in localization_parameters(m))
+        (True, True)
+    """
+    if part not in FROZEN_PARTS:
+        raise ValueError(f"part must be one of {FROZEN_PARTS}, got {part!r}")
+    loc = {id(p) for p in localization_parameters(model)}
+    chosen = [p for p in model.parameters() if (id(p) in loc) == (part == "transformers")]
+    for p in chosen:
+        p.requires_grad_(False)
+    return len(chosen)
+
+
+def load_matching(model: nn.Module, state_dict: dict) -> tuple[list[str], list[str]]:
+    """Copy the tensors of ``state_dict`` whose name and shape match ``model``'s; returns
+    ``(loaded, skipped)`` key lists. For starting one architecture from another's weights (e.g. a
+    classifier trained on 28x28 digits behind a transformer that reads a 42x42 canvas); raises
+    when nothing matches, which means the two are not related at all.
+
+    Example:
+        >>> from stnviz import get_model
+        >>> a = get_model("stn_cnn", device="cpu", output_size=(28, 28))
+        >>> b = get_model("stn_cnn", device="cpu", input_size=(1, 28, 28), output_size=(28, 28))
+        >>> loaded, skipped = load_matching(a, b.state_dict())
+        >>> any(k.startswith("head") for k in loaded), skipped
+        (True, ['transformer.localization.7.weight'])
+    """
+    own = model.state_dict()
+    loaded = [k for k, v in state_dict.items() if k in own and tuple(own[k].shape) == tuple(v.shape)]
+    skipped = [k for k in state_dict if k not in loaded]
+    if not loaded:
+        raise ValueError(f"none of the {len(state_dict)} tensors given match this model's names and shapes "
+                         f"(e.g. {next(iter(own), None)!r} here, {next(iter(state_dict), None)!r} given)")
+    model.load_state_dict({k: state_dict[k] for k in loaded}, strict=False)
+    return loaded, skipped
 
 
 def make_optimizer(model: nn.Module, name: str = "sgd", *, lr: float, loc_lr: float | None = None,

@@ -146,6 +146,37 @@ class TestTrainEval:
         assert main(args + ["--epochs", "3", "--resume", str(out / "last.pt")]) == 2
         assert "it was a run with epochs=1, got epochs=3" in capsys.readouterr().err
 
+    def test_curriculum_flags(self, tmp_path, mnist_root, capsys, device):
+        """--init-matching takes a related architecture's classifier, --freeze classifier keeps it
+        exactly as it came while the transformer trains (weights/train.sh's RTS curriculum)."""
+        common = ["--data", "mnist", "--data-root", str(mnist_root), "--epochs", "1", "--batch-size", "64",
+                  "--device", str(device)]
+        assert main(["train", "--model", "stn_cnn", "--model-args", '{"input_size": [1, 28, 28], "output_size": [28, 28]}',
+                     "--freeze", "transformers", "--out", str(tmp_path / "a"), *common]) == 0
+        first = load_model(tmp_path / "a" / "stn_cnn.mnist.pt", device="cpu")
+        ident = build_model("stn_cnn", input_size=(1, 28, 28), output_size=(28, 28))
+        assert torch.equal(first.transformer.regressor.bias, ident.transformer.regressor.bias)  # frozen
+        capsys.readouterr()
+        # the classifier frozen, a fresh transformer learns in front of it
+        assert main(["train", "--model", "stn_cnn", "--model-args", '{"input_size": [1, 28, 28], "output_size": [28, 28]}',
+                     "--init", str(tmp_path / "a" / "stn_cnn.mnist.pt"), "--init-matching", "--freeze", "classifier",
+                     "--reinit-transformers", "1", "--loc-lr", "0.01", "--out", str(tmp_path / "b"), *common]) == 0
+        out = capsys.readouterr().out
+        assert "--init: " in out and "tensors loaded" in out
+        second = load_model(tmp_path / "b" / "stn_cnn.mnist.pt", device="cpu")
+        for key in ("body.0.weight", "head.3.weight", "head.3.bias"):
+            assert torch.equal(second.state_dict()[key], first.state_dict()[key]), key
+        assert not torch.equal(second.transformer.regressor.weight, first.transformer.regressor.weight)
+        capsys.readouterr()
+        # another classifier shape (14x14 transformer output): refused without --init-matching ...
+        other = ["train", "--model", "stn_cnn", "--model-args", '{"output_size": [14, 14]}',
+                 "--init", str(tmp_path / "a" / "stn_cnn.mnist.pt"), *common]
+        assert main(other + ["--out", str(tmp_path / "c")]) == 2
+        assert "--init-matching" in one_error_line(capsys.readouterr().err)
+        # ... and with it, every tensor whose shape differs is named as skipped
+        assert main(other + ["--init-matching", "--out", str(tmp_path / "d")]) == 0
+        assert "head.0.weight" in capsys.readouterr().out
+
     def test_missing_data_is_reported(self, tmp_path, capsys, device):
         code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(tmp_path),
                      "--epochs", "1", "--out", str(tmp_path / "o"), "--device", str(device)])

@@ -17,7 +17,7 @@ from stnviz.data.catalog import TEST_SEED
 from stnviz.train import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted(p.stem for p in (REPO / "checkpoints").glob("*.*.pt"))
+SHIPPED = sorted(p.stem for p in (REPO / "weights").glob("*.*.pt"))
 
 # name -> (data built from the shipped samples, minimum accuracy). The targets are the issue's:
 # >= 99.0% for the tutorial net on MNIST and for the GTSRB net on held-out tracks; <= 0.6% error
@@ -48,7 +48,7 @@ def test_expected_checkpoints_are_shipped():
 @pytest.mark.parametrize("name", SHIPPED)
 class TestShipped:
     def test_small_with_metadata(self, name):
-        path = REPO / "checkpoints" / f"{name}.pt"
+        path = REPO / "weights" / f"{name}.pt"
         assert path.stat().st_size < 10 * 2**20
         meta = stnviz.checkpoints.load_checkpoint(path)["meta"]
         assert meta["command"].startswith("python -m stnviz train") and f"--name {name}" in meta["command"]

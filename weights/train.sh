@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands that trained the shipped checkpoints (also stored in each file's meta).
-# Usage: STNVIZ_DATA=/path/to/torchvision/data bash checkpoints/train.sh [NAME ...]
+# Usage: STNVIZ_DATA=/path/to/torchvision/data bash weights/train.sh [NAME ...]
 # Each run writes to $RUNS/NAME (default ~/stnviz-runs) and copies NAME.pt here. Rerunning a
 # name resumes its run from last.pt when one exists.
 set -euo pipefail
@@ -14,7 +14,7 @@ run() {
   local resume=()
   [ -f "$out/last.pt" ] && resume=(--resume "$out/last.pt")
   "$PY" -m stnviz train "$@" --out "$out" --name "$name" "${resume[@]}"
-  cp "$out/$name.pt" "checkpoints/$name.pt"
+  cp "$out/$name.pt" "weights/$name.pt"
 }
 
 want() { [ $# -eq 0 ] || [[ " $* " == *" $NAME "* ]]; }
