@@ -191,6 +191,11 @@ def attention_to_theta(params: torch.Tensor) -> torch.Tensor:
 
     ``theta = [[s, 0, tx], [0, s, ty]]``: the output shows a square window of half-size ``s``
     centred on ``(tx, ty)`` of the input (normalised coordinates). Identity: ``(1, 0, 0)``.
+
+    Example:
+        >>> attention_to_theta(torch.tensor([[0.5, 0.2, -0.1]]))  # half-size window at (0.2, -0.1)
+        tensor([[[ 0.5000,  0.0000,  0.2000],
+                 [ 0.0000,  0.5000, -0.1000]]])
     """
     _check_tensor(params, "attention params")
     _check_params(params, "attention params", "(B, 3) = (scale, tx, ty)", params.dim() == 2 and params.shape[1] == 3)
@@ -200,7 +205,13 @@ def attention_to_theta(params: torch.Tensor) -> torch.Tensor:
 
 
 def translation_to_theta(params: torch.Tensor) -> torch.Tensor:
-    """Translation ``(B, 2)`` = ``(tx, ty)`` -> theta ``(B, 2, 3)``. Identity: ``(0, 0)``."""
+    """Translation ``(B, 2)`` = ``(tx, ty)`` -> theta ``(B, 2, 3)``. Identity: ``(0, 0)``.
+
+    Example:
+        >>> translation_to_theta(torch.tensor([[0.5, -0.25]]))
+        tensor([[[ 1.0000,  0.0000,  0.5000],
+                 [ 0.0000,  1.0000, -0.2500]]])
+    """
     _check_tensor(params, "translation params")
     _check_params(params, "translation params", "(B, 2) = (tx, ty)", params.dim() == 2 and params.shape[1] == 2)
     eye = torch.eye(2, dtype=params.dtype, device=params.device).expand(params.shape[0], 2, 2)
@@ -238,8 +249,11 @@ def restricted_to_theta(params: torch.Tensor, components: Sequence[str]) -> torc
     (rotation 0, scale 1, aspect 1, shear 0, translation 0). The matrix is
     :func:`compose_affine` with ``scale_x = scale * aspect`` and ``scale_y = scale / aspect``.
 
-    Example: ``restricted_to_theta(p, ("rotation", "scale", "translation"))`` is the
-    rotation-scale-translation transform (``p`` is ``(B, 4)``).
+    Example (the rotation-scale-translation transform: ``p`` is ``(B, 4)``):
+        >>> p = torch.tensor([[0.3, 0.5, 0.1, -0.2]])  # rotation (rad), scale, tx, ty
+        >>> theta = restricted_to_theta(p, ("rotation", "scale", "translation"))
+        >>> [round(float(v), 3) for v in decompose_affine(theta)]  # rotation, scale_x, scale_y, shear, tx, ty
+        [0.3, 0.5, 0.5, 0.0, 0.1, -0.2]
     """
     names = _expand_components(components)
     _check_tensor(params, "restricted params")
@@ -270,6 +284,12 @@ def to_matrix(params: torch.Tensor, family: str, *, components: Sequence[str] | 
 
     Works for ``affine``, ``attention``, ``restricted`` (needs ``components``), ``translation``
     and ``projective``. TPS has no matrix: use :func:`make_grid`.
+
+    Example:
+        >>> to_matrix(torch.tensor([[0.5, 0.2, -0.1]]), "attention")  # (s, tx, ty)
+        tensor([[[ 0.5000,  0.0000,  0.2000],
+                 [ 0.0000,  0.5000, -0.1000],
+                 [ 0.0000,  0.0000,  1.0000]]])
     """
     f = family_info(family)
     if f.matrix is None:
@@ -293,6 +313,13 @@ class AffineComponents(NamedTuple):
     Each field is a ``(B,)`` tensor; ``(tx, ty)`` is the translation column. ``rotation`` is in
     radians, counter-clockwise in the ``(x right, y down)`` frame as drawn on screen is *clockwise*.
     A reflection shows as a negative ``scale_y``.
+
+    Example:
+        >>> c = decompose_affine(compose_affine(scale_x=torch.tensor([2.0]), shear=0.5, ty=0.1))
+        >>> c._fields
+        ('rotation', 'scale_x', 'scale_y', 'shear', 'tx', 'ty')
+        >>> float(c.scale_x), float(c.scale_y), float(c.shear), round(float(c.ty), 3)
+        (2.0, 1.0, 0.5, 0.1)
     """
 
     rotation: torch.Tensor
@@ -312,6 +339,14 @@ def compose_affine(
     ``theta[:, :, 2] = (tx, ty)``. Each argument is a ``(B,)`` tensor or a number; at least one
     must be a tensor (it sets batch, device and dtype). Round trip:
     ``compose_affine(*decompose_affine(theta))`` equals ``theta``.
+
+    Example:
+        >>> theta = compose_affine(scale_x=torch.tensor([2.0]), shear=0.5, ty=0.1)
+        >>> theta
+        tensor([[[2.0000, 0.5000, 0.0000],
+                 [0.0000, 1.0000, 0.1000]]])
+        >>> torch.allclose(compose_affine(*decompose_affine(theta)), theta)
+        True
     """
     args = dict(rotation=rotation, scale_x=scale_x, scale_y=scale_y, shear=shear, tx=tx, ty=ty)
     ref = next((v for v in args.values() if isinstance(v, torch.Tensor)), None)
@@ -394,6 +429,12 @@ def invert(params: torch.Tensor) -> torch.Tensor:
 
     Warping by ``T`` and then by ``invert(T)`` gives back the image wherever both samplings stayed
     inside it. Raises ``ValueError`` for a singular matrix, naming the batch index.
+
+    Example (a theta composed with its inverse is the identity):
+        >>> theta = torch.tensor([[[0.5, 0.1, 0.2], [-0.1, 0.8, 0.0]]])
+        >>> both = to_matrix(invert(theta), "affine") @ to_matrix(theta, "affine")
+        >>> torch.allclose(both, torch.eye(3), atol=1e-6)
+        True
     """
     _check_tensor(params, "params")
     if params.dim() == 3 and params.shape[1:] == (2, 3):
@@ -435,24 +476,51 @@ def affine_grid(theta: torch.Tensor, size) -> torch.Tensor:
 
 
 def attention_grid(params: torch.Tensor, size) -> torch.Tensor:
-    """Grid ``(B, H, W, 2)`` for attention parameters ``(B, 3)`` = ``(s, tx, ty)``."""
+    """Grid ``(B, H, W, 2)`` for attention parameters ``(B, 3)`` = ``(s, tx, ty)``.
+
+    Example:
+        >>> grid = attention_grid(torch.tensor([[0.5, 0.0, 0.0]]), (2, 2))  # zoom in 2x on the centre
+        >>> grid.shape, grid[0, 0, 0]  # output pixel (0, 0) samples this input point
+        (torch.Size([1, 2, 2, 2]), tensor([-0.2500, -0.2500]))
+    """
     return affine_grid(attention_to_theta(params), size)
 
 
 def translation_grid(params: torch.Tensor, size) -> torch.Tensor:
-    """Grid ``(B, H, W, 2)`` for a translation ``(B, 2)`` = ``(tx, ty)``."""
+    """Grid ``(B, H, W, 2)`` for a translation ``(B, 2)`` = ``(tx, ty)``.
+
+    Example (the two output pixels of a 1 x 2 image, centred at x = -0.5 and 0.5, shifted by 0.5):
+        >>> translation_grid(torch.tensor([[0.5, 0.0]]), (1, 2))
+        tensor([[[[0., 0.],
+                  [1., 0.]]]])
+    """
     return affine_grid(translation_to_theta(params), size)
 
 
 def restricted_grid(params: torch.Tensor, size, components: Sequence[str]) -> torch.Tensor:
-    """Grid ``(B, H, W, 2)`` for restricted parameters ``(B, P)``; see :func:`restricted_to_theta`."""
+    """Grid ``(B, H, W, 2)`` for restricted parameters ``(B, P)``; see :func:`restricted_to_theta`.
+
+    Example (scale + translation is the attention transform):
+        >>> p = torch.tensor([[0.5, 0.2, -0.1]])  # scale, tx, ty
+        >>> torch.allclose(restricted_grid(p, (4, 4), ("scale", "translation")), attention_grid(p, (4, 4)))
+        True
+    """
     return affine_grid(restricted_to_theta(params, components), size)
 
 
 def pixel_centres(size, *, device=None, dtype=None) -> torch.Tensor:
     """The centres of an ``(H, W)`` image's pixels in normalised coordinates, ``(H, W, 2)`` as
     ``(x, y)`` (align_corners=False): the identity sampling grid, and the one pixel-centre grid of
-    the package (procedural images draw on it too)."""
+    the package (procedural images draw on it too).
+
+    Example:
+        >>> pixel_centres((2, 2))
+        tensor([[[-0.5000, -0.5000],
+                 [ 0.5000, -0.5000]],
+        <BLANKLINE>
+                [[-0.5000,  0.5000],
+                 [ 0.5000,  0.5000]]])
+    """
     h, w = _check_size(size)
     dtype = dtype or torch.get_default_dtype()
     ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
@@ -481,6 +549,14 @@ def projective_grid(homography: torch.Tensor, size) -> torch.Tensor:
 
     Output pixel ``p`` (normalised, homogeneous) samples the input at ``H p`` divided by its third
     coordinate. Raises ``ValueError`` when that coordinate is zero somewhere on the grid.
+
+    Example:
+        >>> identity = torch.tensor([[1.0, 0, 0, 0, 1, 0, 0, 0]])  # (B, 8): h33 = 1
+        >>> torch.allclose(projective_grid(identity, (4, 4)), affine_grid(torch.eye(2, 3).unsqueeze(0), (4, 4)))
+        True
+        >>> projective_grid(torch.tensor([[1.0, 0, 0, 0, 1, 0, 0.5, 0]]), (2, 2))[0, 0]  # h31 = 0.5: perspective
+        tensor([[-0.6667, -0.6667],
+                [ 0.4000, -0.4000]])
     """
     m = _check_homography(homography)
     h, w = _check_grid_size(size, m.shape[0])
@@ -508,7 +584,15 @@ def _homogeneous_base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
 
 def tps_control_points(k: int, *, device=None, dtype=None) -> torch.Tensor:
     """The ``K = n * n`` rest positions ``(K, 2)`` of TPS control points: a regular lattice over
-    ``[-1, 1]^2`` (x varies fastest). ``K`` must be a square number >= 4."""
+    ``[-1, 1]^2`` (x varies fastest). ``K`` must be a square number >= 4.
+
+    Example:
+        >>> tps_control_points(4)
+        tensor([[-1., -1.],
+                [ 1., -1.],
+                [-1.,  1.],
+                [ 1.,  1.]])
+    """
     n = math.isqrt(int(k))
     if n * n != k or n < 2:
         raise ValueError(f"TPS needs a square number of control points K = n*n >= 4, got K={k}")
@@ -552,6 +636,14 @@ def tps_solve(source: torch.Tensor, size) -> torch.Tensor:
     The returned matrix ``M`` maps target control points ``(B, K, 2)`` straight to a grid:
     ``grid = M @ targets``, so each forward pass is one matmul. Solved in float64 for accuracy,
     returned in ``source``'s dtype.
+
+    Example (control points at rest give the identity grid):
+        >>> rest = tps_control_points(9)
+        >>> solved = tps_solve(rest, (8, 8))
+        >>> solved.shape
+        torch.Size([64, 9])
+        >>> torch.allclose((solved @ rest).reshape(1, 8, 8, 2), pixel_centres((8, 8)).unsqueeze(0), atol=1e-5)
+        True
     """
     _check_tensor(source, "TPS source points")
     if source.dim() != 2 or source.shape[1] != 2 or source.shape[0] < 3:
@@ -573,6 +665,12 @@ def tps_grid(points: torch.Tensor, size, *, source: torch.Tensor | None = None, 
     (``points == source``) the grid is the identity. ``source (K, 2)`` defaults to
     :func:`tps_control_points` (a regular lattice), whose solved system is cached per
     ``(K, size, device, dtype)``. Pass ``solved`` (from :func:`tps_solve`) to reuse your own.
+
+    Example (moving every control point by the same shift is that translation):
+        >>> rest = tps_control_points(16).unsqueeze(0)  # (1, 16, 2)
+        >>> grid = tps_grid(rest + torch.tensor([0.2, 0.0]), (8, 8))
+        >>> torch.allclose(grid, translation_grid(torch.tensor([[0.2, 0.0]]), (8, 8)), atol=1e-5)
+        True
     """
     points = _check_tps_points(points)
     h, w = _check_grid_size(size, points.shape[0])
@@ -615,6 +713,11 @@ class Family(NamedTuple):
         shaped: flat ``(B, P)`` -> canonical parameters (``(B, 2, 3)``, ``(B, K, 2)``, ...).
         matrix: canonical parameters, components -> ``(B, 3, 3)``, or ``None`` (TPS).
         grid: ``(params, size, components, **kwargs) -> (B, H, W, 2)``.
+
+    Example:
+        >>> f = FAMILY_TABLE["attention"]
+        >>> f.name, f.has_matrix, f.param_shape, f.count(None, 16)
+        ('attention', True, '(B, 3)', 3)
     """
 
     name: str
@@ -663,7 +766,16 @@ MATRIX_FAMILIES = tuple(n for n, f in FAMILY_TABLE.items() if f.has_matrix)
 
 
 def family_info(family: str) -> Family:
-    """The :class:`Family` row of ``family``; ``ValueError`` naming the known ones otherwise."""
+    """The :class:`Family` row of ``family``; ``ValueError`` naming the known ones otherwise.
+
+    Example:
+        >>> family_info("tps").has_matrix, family_info("tps").display
+        (False, 'thin-plate spline')
+        >>> family_info("similarity")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: family must be one of ('affine', 'attention', ...), got 'similarity'
+    """
     try:
         return FAMILY_TABLE[family]
     except (KeyError, TypeError):
@@ -672,7 +784,12 @@ def family_info(family: str) -> Family:
 
 def shape_params(params: torch.Tensor, family: str) -> torch.Tensor:
     """Flat parameters ``(B, P)`` (what a localisation net regresses) -> the family's canonical
-    shape (affine ``(B, 2, 3)``, TPS ``(B, K, 2)``, others unchanged). Already-shaped input passes."""
+    shape (affine ``(B, 2, 3)``, TPS ``(B, K, 2)``, others unchanged). Already-shaped input passes.
+
+    Example:
+        >>> shape_params(torch.zeros(4, 6), "affine").shape, shape_params(torch.zeros(4, 18), "tps").shape
+        (torch.Size([4, 2, 3]), torch.Size([4, 9, 2]))
+    """
     return family_info(family).shaped(params)
 
 
@@ -689,7 +806,14 @@ def make_grid(params: torch.Tensor, family: str, size, *, components: Sequence[s
 
 
 def num_params(family: str, *, components: Sequence[str] | None = None, control_points: int = 16) -> int:
-    """How many numbers a localisation net regresses for ``family``."""
+    """How many numbers a localisation net regresses for ``family``.
+
+    Example:
+        >>> num_params("affine"), num_params("tps", control_points=9)
+        (6, 18)
+        >>> num_params("restricted", components=("rotation", "translation"))
+        3
+    """
     return family_info(family).count(components, control_points)
 
 
@@ -701,6 +825,10 @@ def identity_params(
     Flat layouts: affine row-major theta (6); attention ``(s, tx, ty)``; translation ``(tx, ty)``;
     projective the first 8 entries of ``I`` (``h33 = 1``); restricted the identity value of each
     component; tps the lattice of :func:`tps_control_points` flattened ``(x0, y0, x1, y1, ...)``.
+
+    Example:
+        >>> identity_params("attention"), identity_params("restricted", components=("rotation", "scale"))
+        (tensor([1., 0., 0.]), tensor([0., 1.]))
     """
     return family_info(family).identity(components, control_points, dtype or torch.get_default_dtype(), device)
 
@@ -800,6 +928,13 @@ def pixel_to_theta(
 
     Returns theta ``(B, 2, 3)`` when the matrix is affine (last row ``[0, 0, 1]``), else a
     homography ``(B, 3, 3)``.
+
+    Example (an OpenCV matrix moving the content 7 pixels right on a 28-pixel-wide image samples
+    the input a quarter of its width, -0.5 in normalised units, to the left):
+        >>> m = torch.tensor([[[1.0, 0.0, 7.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+        >>> pixel_to_theta(m, (28, 28))
+        tensor([[[ 1.0000,  0.0000, -0.5000],
+                 [ 0.0000,  1.0000,  0.0000]]])
     """
     _check_tensor(matrix, "matrix")
     if matrix.dim() == 3 and matrix.shape[1:] == (2, 3):
@@ -844,7 +979,14 @@ def grid_to_pixels(grid: torch.Tensor, input_size, *, align_corners: bool = ALIG
     """Normalised points ``(..., 2)`` (e.g. a grid ``(B, H, W, 2)``) -> input pixel coordinates
     (pixel centres at integers), same shape. ``align_corners`` is the normalisation the points
     were made in (the package's ``False``: -1 and 1 are the outer pixel edges; ``True``: they are
-    the centres of the border pixels)."""
+    the centres of the border pixels).
+
+    Example (the left edge, the centre and the right edge of a 28-pixel-wide image):
+        >>> grid_to_pixels(torch.tensor([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0]]), (28, 28))
+        tensor([[-0.5000, -0.5000],
+                [13.5000, 13.5000],
+                [27.5000, 27.5000]])
+    """
     _check_tensor(grid, "grid")
     if grid.shape[-1] != 2:
         raise ValueError(f"grid must end in a (x, y) dimension of 2, got shape {_shape(grid)}")
@@ -914,6 +1056,15 @@ def sampled_outline(
 
     The output border traced clockwise (on screen) from the top-left corner, mapped into the input;
     straight for matrix families, curved for TPS. Same pixel convention as :func:`sampled_corners`.
+
+    Example:
+        >>> theta = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])  # zoom in 2x on the centre
+        >>> sampled_outline(theta, "affine", (28, 28)).shape
+        torch.Size([1, 64, 2])
+        >>> sampled_outline(theta, "affine", (28, 28), points_per_side=2)[0, :3]  # the top side, left to right
+        tensor([[ 6.5000,  6.5000],
+                [13.5000,  6.5000],
+                [20.5000,  6.5000]])
     """
     if points_per_side < 1:
         raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
