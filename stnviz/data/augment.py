@@ -47,6 +47,15 @@ def random_affine(
 
     Draws come from ``generator`` (CPU), so a seeded generator gives the same batch on any device.
     Matches :func:`stnviz.train.fit`'s ``augment(images, labels, generator)`` signature.
+
+    Example:
+        >>> from stnviz.data import draw_glyphs
+        >>> glyphs = draw_glyphs(4)
+        >>> jittered = random_affine(glyphs, generator=torch.Generator().manual_seed(0))
+        >>> tuple(jittered.shape), bool(jittered.min() >= 0 and jittered.max() <= 1)
+        ((4, 1, 28, 28), True)
+        >>> torch.equal(jittered, random_affine(glyphs, generator=torch.Generator().manual_seed(0)))  # seeded
+        True
     """
     if images.dim() != 4 or not images.is_floating_point():
         raise ValueError(f"images must be float (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -89,6 +98,14 @@ def place_object(
     Returns ``(images, boxes)``: the re-framed images and the axis-aligned boxes of the rotated
     object in them, same conventions. Draws come from ``generator`` (CPU), so a seeded generator
     gives the same batch on any device.
+
+    Example:
+        >>> images = torch.zeros(2, 3, 32, 32)
+        >>> boxes = torch.tensor([[0.25, 0.25, 0.75, 0.75], [0.1, 0.2, 0.5, 0.4]])
+        >>> g = torch.Generator().manual_seed(0)
+        >>> out, placed = place_object(images, boxes, g, size=(0.5, 0.5), rotation_deg=0)
+        >>> tuple(out.shape), [round(w, 3) for w in (placed[:, 2] - placed[:, 0]).tolist()]  # box widths now
+        ((2, 3, 32, 32), [0.5, 0.5])
     """
     if images.dim() != 4 or not images.is_floating_point():
         raise ValueError(f"images must be float (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -132,6 +149,13 @@ class Reframed:
     Draws are seeded by ``(seed, epoch, batch position, rank)``, so a resumed run sees the same
     batches. Use it for *training* data only: evaluation should see the frames as they are.
     Keyword arguments go to :func:`place_object`.
+
+    Example:
+        >>> from stnviz.data import sample
+        >>> signs = Reframed(sample("gtsrb"), size=(0.4, 0.6))
+        >>> batch = next(signs.batches(8, shuffle=True, seed=0))
+        >>> signs.name, tuple(batch.images.shape), tuple(batch.extras["roi"].shape)
+        ('sample-gtsrb-reframed', (8, 3, 32, 32), (8, 4))
     """
 
     def __init__(self, source, *, box_column: str = "roi", **kwargs):

@@ -50,6 +50,17 @@ def distorted_test_set(source, kind: str) -> DistortedMNIST:
 
 @dataclass
 class Splits:
+    """Train / val / test batch sources of one data set, its class count and ``image_size (C, H, W)``.
+
+    Example:
+        >>> from stnviz.data import sample
+        >>> digits = sample("mnist")
+        >>> parts = [digits.subset(torch.arange(a, b)) for a, b in ((0, 800), (800, 900), (900, 1000))]
+        >>> s = Splits("mnist-sample", *parts, num_classes=10, image_size=digits.image_size)
+        >>> len(s.train), len(s.val), len(s.test), s.image_size
+        (800, 100, 100, (1, 28, 28))
+    """
+
     name: str
     train: object
     val: object
@@ -65,7 +76,19 @@ def _holdout(ds: ImageSet, n: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
 
 
 def load_splits(name: str, *, root=None, download: bool = False, seed: int = 0) -> Splits:
-    """Train / val / test batch sources for data set ``name`` (see the module table)."""
+    """Train / val / test batch sources for data set ``name`` (see the module table).
+
+    The files come from ``root`` (see :func:`stnviz.data.data_root`); an empty folder gives a
+    clear error rather than a download:
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     load_splits("mnist_rts", root=tmp)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: MNIST not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
+    """
     if name.startswith("mnist_"):
         kind = _ALIASES.get(name[6:], name[6:])
         if kind not in DISTORTIONS:

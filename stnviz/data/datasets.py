@@ -42,7 +42,14 @@ GTSRB_NUM_CLASSES = 43
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """``root``, else ``$STNVIZ_DATA``, else ``~/.cache/stnviz/data``."""
+    """``root``, else ``$STNVIZ_DATA``, else ``~/.cache/stnviz/data``.
+
+    Example:
+        >>> data_root("/data/stnviz").as_posix()
+        '/data/stnviz'
+        >>> data_root("~/datasets") == Path.home() / "datasets"
+        True
+    """
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get("STNVIZ_DATA")
@@ -68,7 +75,18 @@ def _gray(ds, name: str) -> ImageSet:
 
 
 def mnist(*, train: bool = True, root=None, download: bool = False) -> ImageSet:
-    """MNIST digits ``(N, 1, 28, 28)`` uint8 (60,000 train / 10,000 test)."""
+    """MNIST digits ``(N, 1, 28, 28)`` uint8 (60,000 train / 10,000 test).
+
+    Offline, :func:`stnviz.data.sample` ``("mnist")`` holds 1,000 of the test digits.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:  # an empty folder: a clear error, no download
+        ...     mnist(train=False, root=tmp)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: MNIST not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
+    """
     r = data_root(root)
     try:
         return _gray(_tv().MNIST(str(r), train=train, download=download), "mnist-" + ("train" if train else "test"))
@@ -77,7 +95,16 @@ def mnist(*, train: bool = True, root=None, download: bool = False) -> ImageSet:
 
 
 def fashion_mnist(*, train: bool = True, root=None, download: bool = False) -> ImageSet:
-    """Fashion-MNIST ``(N, 1, 28, 28)`` uint8."""
+    """Fashion-MNIST ``(N, 1, 28, 28)`` uint8.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:  # an empty folder: a clear error, no download
+        ...     fashion_mnist(root=tmp)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: FashionMNIST not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
+    """
     r = data_root(root)
     try:
         return _gray(_tv().FashionMNIST(str(r), train=train, download=download), "fashion_mnist-" + ("train" if train else "test"))
@@ -86,7 +113,16 @@ def fashion_mnist(*, train: bool = True, root=None, download: bool = False) -> I
 
 
 def cifar10(*, train: bool = True, root=None, download: bool = False) -> ImageSet:
-    """CIFAR-10 ``(N, 3, 32, 32)`` uint8."""
+    """CIFAR-10 ``(N, 3, 32, 32)`` uint8.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:  # an empty folder: a clear error, no download
+        ...     cifar10(root=tmp)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: CIFAR-10 not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
+    """
     r = data_root(root)
     try:
         ds = _tv().CIFAR10(str(r), train=train, download=download)
@@ -97,7 +133,16 @@ def cifar10(*, train: bool = True, root=None, download: bool = False) -> ImageSe
 
 
 def svhn(*, split: str = "train", root=None, download: bool = False) -> ImageSet:
-    """SVHN ``(N, 3, 32, 32)`` uint8; ``split`` is ``train``, ``test`` or ``extra``."""
+    """SVHN ``(N, 3, 32, 32)`` uint8; ``split`` is ``train``, ``test`` or ``extra``.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:  # an empty folder: a clear error, no download
+        ...     svhn(split="test", root=tmp)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: SVHN not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
+    """
     r = data_root(root)
     try:
         ds = _tv().SVHN(str(r), split=split, download=download)
@@ -189,6 +234,15 @@ def gtsrb(*, split: str = "train", root=None, download: bool = False, size: int 
 
     ``split="train"`` is the official training set (39,209 images in 1,307 tracks); hold out whole
     tracks with :func:`split_tracks`. ``split="test"`` is the official test set (track = -1).
+    Offline, :func:`stnviz.data.sample` ``("gtsrb")`` holds 20 held-out tracks.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:  # an empty folder: a clear error, no download
+        ...     gtsrb(split="train", root=tmp)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: GTSRB not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
     """
     if split not in ("train", "test"):
         raise ValueError(f"GTSRB split must be 'train' or 'test', got {split!r}")
@@ -213,6 +267,15 @@ def split_tracks(ds: ImageSet, val_fraction: float = 0.1, *, seed: int = 0) -> t
 
     Frames of a track are near-duplicates, so a random split of frames would overstate accuracy.
     Deterministic for a given ``seed``. Each class keeps at least one training track.
+
+    Example:
+        >>> track = torch.arange(24) // 3  # 8 tracks of 3 frames, 4 tracks per class
+        >>> signs = ImageSet(torch.zeros(24, 3, 8, 8), track // 4, track=track)
+        >>> train, val = split_tracks(signs, 0.25)
+        >>> len(train), len(val), val.extras["track"].unique().numel()  # one track per class held out
+        (18, 6, 2)
+        >>> set(train.extras["track"].tolist()) & set(val.extras["track"].tolist())
+        set()
     """
     if "track" not in ds.extras:
         raise ValueError(f"{ds.name} has no 'track' column; expected a GTSRB training set")
@@ -233,7 +296,14 @@ def split_tracks(ds: ImageSet, val_fraction: float = 0.1, *, seed: int = 0) -> t
 @dataclass
 class Track:
     """One physical sign filmed as the car approaches: ``images (T, C, H, W)`` float in [0, 1],
-    ``boxes (T, 4)`` normalised ROI ``(x1, y1, x2, y2)``, frame numbers ``(T,)``."""
+    ``boxes (T, 4)`` normalised ROI ``(x1, y1, x2, y2)``, frame numbers ``(T,)``.
+
+    Example:
+        >>> from stnviz.data import sample_tracks
+        >>> track = sample_tracks()[0]
+        >>> len(track), track.label, tuple(track.images.shape), tuple(track.boxes.shape)
+        (30, 0, (30, 3, 32, 32), (30, 4))
+    """
 
     track_id: int
     label: int
@@ -246,7 +316,14 @@ class Track:
 
 
 def tracks_of(ds: ImageSet) -> Iterator[Track]:
-    """Group a set with ``track`` / ``frame`` / ``roi`` columns into :class:`Track` s, frames in order."""
+    """Group a set with ``track`` / ``frame`` / ``roi`` columns into :class:`Track` s, frames in order.
+
+    Example:
+        >>> from stnviz.data import sample
+        >>> tracks = list(tracks_of(sample("gtsrb")))  # 600 frames of 20 physical signs
+        >>> len(tracks), tracks[0].frames[:5].tolist()
+        (20, [0, 1, 2, 3, 4])
+    """
     for key in ("track", "frame", "roi"):
         if key not in ds.extras:
             raise ValueError(f"{ds.name} has no {key!r} column; expected GTSRB images with track annotations")
@@ -268,7 +345,18 @@ def tracks_of(ds: ImageSet) -> Iterator[Track]:
 def gtsrb_tracks(*, root=None, download: bool = False, which: str = "val", val_fraction: float = 0.1,
                  seed: int = 0, size: int = 32) -> Iterator[Track]:
     """Real video sequences: the GTSRB training tracks of the held-out part (``which="val"``), the
-    training part (``"train"``) or all of them (``"all"``), each as a :class:`Track`."""
+    training part (``"train"``) or all of them (``"all"``), each as a :class:`Track`.
+
+    Offline, :func:`stnviz.data.sample_tracks` gives 20 shipped tracks.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:  # an empty folder: a clear error, no download
+        ...     gtsrb_tracks(root=tmp, which="val")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: GTSRB not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
+    """
     ds = gtsrb(split="train", root=root, download=download, size=size)
     if which == "all":
         return tracks_of(ds)

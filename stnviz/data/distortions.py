@@ -77,6 +77,11 @@ def hash_uniform(seed: int, keys: torch.Tensor, stream: int, count: int) -> torc
     """Counter-based uniforms in ``[0, 1)``: ``(B, count)`` float64 from ``keys (B,)`` int64.
 
     The value depends only on ``(seed, key, stream, position)``, not on batch composition or device.
+
+    Example:
+        >>> u = hash_uniform(0, torch.tensor([3, 7]), stream=1, count=2)
+        >>> tuple(u.shape), torch.equal(u[1], hash_uniform(0, torch.tensor([7]), 1, 2)[0])  # batch-independent
+        ((2, 2), True)
     """
     base = _splitmix(_splitmix(torch.full_like(keys, int(seed))) ^ keys)
     draws = torch.arange(count, device=keys.device, dtype=torch.int64) + int(stream) * 1_000_003
@@ -116,6 +121,16 @@ def distort(
     truth dict holds ``theta`` (canvas -> digit, all kinds but elastic), ``homography``
     (projective), ``tps_points`` (elastic) and the drawn ``rotation`` (rad), ``scale``,
     ``shift`` (pixels from the canvas centre) where they apply.
+
+    Example:
+        >>> digits = torch.zeros(2, 1, 28, 28)
+        >>> digits[:, :, 6:22, 12:16] = 1  # an upright bar
+        >>> canvas, gt = distort(digits, "rotated", torch.tensor([0, 1]), seed=0)
+        >>> tuple(canvas.shape), [round(d) for d in torch.rad2deg(gt["rotation"]).tolist()]
+        ((2, 1, 28, 28), [86, 74])
+        >>> upright = geometry.warp(canvas, geometry.affine_grid(geometry.invert(gt["theta"]), (28, 28)))
+        >>> bool((upright - digits).abs().mean() < 0.02)  # the ground truth undoes the distortion
+        True
     """
     kind = _ALIASES.get(kind, kind)
     if kind not in DISTORTIONS:
@@ -219,6 +234,15 @@ class DistortedMNIST:
     Sample ``i`` of epoch ``e`` is generated from digit ``i`` with key ``i`` (``fresh=False``: the
     same every epoch, for test sets) or key ``e * N + i`` (``fresh=True``: new distortions every
     epoch, still reproducible). Batches carry the ground truth in ``batch.extras``.
+
+    Example:
+        >>> from stnviz.data import sample
+        >>> rts = DistortedMNIST(sample("mnist"), "rts")
+        >>> batch = rts.get(torch.arange(3))
+        >>> tuple(batch.images.shape), tuple(batch.extras["theta"].shape), batch.labels.tolist()
+        ((3, 1, 42, 42), (3, 2, 3), [7, 2, 1])
+        >>> torch.equal(rts.get(torch.arange(3)).images, batch.images)  # fixed: the same on every call
+        True
     """
 
     def __init__(self, source: ImageSet, kind: str, *, seed: int = 0, fresh: bool = False):

@@ -19,7 +19,14 @@ __all__ = ["Batch", "ImageSet", "epoch_order", "to_device"]
 @dataclass
 class Batch:
     """``images (B, C, H, W)`` float in [0, 1] on the device, ``labels (B,)`` int64, ``index (B,)``
-    (positions in the source set) and ``extras``: per-sample tensors such as ground-truth theta."""
+    (positions in the source set) and ``extras``: per-sample tensors such as ground-truth theta.
+
+    Example:
+        >>> from stnviz.data import sample
+        >>> batch = sample("mnist").get(torch.tensor([0, 1, 2]))
+        >>> tuple(batch.images.shape), batch.images.dtype, batch.labels.tolist(), batch.index.tolist()
+        ((3, 1, 28, 28), torch.float32, [7, 2, 1], [0, 1, 2])
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -29,7 +36,14 @@ class Batch:
 
 def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
     """The sample order of one epoch for one rank: a ``(seed, epoch)`` permutation (or ``arange``),
-    padded by wrapping so every rank gets the same count, then ``rank::world_size``."""
+    padded by wrapping so every rank gets the same count, then ``rank::world_size``.
+
+    Example:
+        >>> epoch_order(5, shuffle=False, seed=0, epoch=0, rank=1, world_size=2).tolist()  # 0 wraps round
+        [1, 3, 0]
+        >>> torch.equal(epoch_order(5, shuffle=True, seed=1, epoch=2), epoch_order(5, shuffle=True, seed=1, epoch=2))
+        True
+    """
     if shuffle:
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
         order = torch.randperm(n, generator=g)
@@ -47,7 +61,12 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, 
 def to_device(t: torch.Tensor, device=None) -> torch.Tensor:
     """``t`` on ``device`` (``None``: where it is). A CPU -> CUDA copy goes through pinned
     (page-locked) memory and does not block, so the next batch's copy overlaps the current step's
-    compute; anything else is a plain ``.to``."""
+    compute; anything else is a plain ``.to``.
+
+    Example:
+        >>> to_device(torch.ones(2), "cpu").device, to_device(torch.ones(2)).device  # None: where it is
+        (device(type='cpu'), device(type='cpu'))
+    """
     if device is None:
         return t
     device = torch.device(device)
@@ -63,7 +82,15 @@ def _check_batch_size(batch_size) -> None:
 
 class ImageSet:
     """Images ``(N, C, H, W)`` uint8 (or float in [0, 1]) with labels ``(N,)`` and optional
-    per-sample columns (``extras``: tensors with first dimension N, e.g. GTSRB track ids)."""
+    per-sample columns (``extras``: tensors with first dimension N, e.g. GTSRB track ids).
+
+    Example:
+        >>> ds = ImageSet(torch.zeros(6, 1, 28, 28, dtype=torch.uint8), torch.arange(6) % 3, name="toy")
+        >>> len(ds), ds.image_size
+        (6, (1, 28, 28))
+        >>> [tuple(b.images.shape) for b in ds.batches(4)]  # float in [0, 1], batched on the device
+        [(4, 1, 28, 28), (2, 1, 28, 28)]
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, name: str = "images", classes=None, **extras):
         if images.dim() != 4:

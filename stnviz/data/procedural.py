@@ -58,6 +58,15 @@ def draw_glyphs(n: int | None = None, size=(28, 28), *, channels: int = 1, glyph
 
     Glyph ``i`` is ``glyphs[i % len(glyphs)]``; colour images give each glyph its own tint on a
     dark background. Deterministic: the same arguments always give the same pixels.
+
+    Example:
+        >>> glyphs = draw_glyphs()  # one of each: F, arrow, L, notched ring, checker
+        >>> tuple(glyphs.shape), bool(glyphs.min() >= 0 and glyphs.max() <= 1)
+        ((5, 1, 28, 28), True)
+        >>> torch.equal(glyphs[0], glyphs[0].flip(-1))  # an F is not its mirror image
+        False
+        >>> tuple(draw_glyphs(2, (32, 32), channels=3).shape)
+        (2, 3, 32, 32)
     """
     glyphs = tuple(glyphs)
     n = len(glyphs) if n is None else int(n)

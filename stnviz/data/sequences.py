@@ -24,7 +24,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".gif", ".tif", ".tif
 
 
 def resize_frames(frames: torch.Tensor, size) -> torch.Tensor:
-    """``(T, C, H, W)`` -> ``(T, C, *size)`` (bilinear, antialiased; a no-op at the same size)."""
+    """``(T, C, H, W)`` -> ``(T, C, *size)`` (bilinear, antialiased; a no-op at the same size).
+
+    Example:
+        >>> tuple(resize_frames(torch.ones(3, 1, 64, 64), (32, 32)).shape)
+        (3, 1, 32, 32)
+    """
     if tuple(frames.shape[-2:]) == tuple(size):
         return frames
     return F.interpolate(frames, size=tuple(size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
@@ -122,6 +127,15 @@ def read_frames(source, size=None, *, channels: int | None = None) -> tuple[torc
     ``source``: a :class:`~stnviz.data.Track`, a ``(T, C, H, W)`` tensor, a video file (``.mp4``,
     ``.avi``, ``.gif`` ...), or a folder of images (sorted by name). ``size``: resize to
     ``(H, W)``. ``channels``: convert grey <-> RGB to this many channels.
+
+    Example:
+        >>> from stnviz.data import sample_tracks
+        >>> frames, boxes = read_frames(sample_tracks()[0], size=(48, 48))
+        >>> tuple(frames.shape), tuple(boxes.shape)
+        ((30, 3, 48, 48), (30, 4))
+        >>> frames, boxes = read_frames(torch.full((5, 3, 8, 8), 255, dtype=torch.uint8), channels=1)
+        >>> tuple(frames.shape), round(float(frames.max()), 3), boxes  # uint8 scaled to [0, 1]
+        ((5, 1, 8, 8), 1.0, None)
     """
     boxes = None
     if isinstance(source, Track):

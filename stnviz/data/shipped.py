@@ -42,19 +42,42 @@ def _load(name: str) -> dict:
 
 
 def sample(name: str = "mnist") -> ImageSet:
-    """The shipped sample ``name`` (``"mnist"`` or ``"gtsrb"``) as an :class:`ImageSet`."""
+    """The shipped sample ``name`` (``"mnist"`` or ``"gtsrb"``) as an :class:`ImageSet`.
+
+    Example:
+        >>> digits = sample("mnist")
+        >>> len(digits), digits.image_size, digits.images.dtype, digits.labels.bincount().tolist() == [100] * 10
+        (1000, (1, 28, 28), torch.uint8, True)
+        >>> sample("gtsrb")
+        ImageSet('sample-gtsrb', n=600, image_size=(3, 32, 32), extras=['frame', 'roi', 'track'])
+    """
     data = dict(_load(name))
     images, labels = data.pop("images"), data.pop("labels")
     return ImageSet(images.clone(), labels.clone(), name=f"sample-{name}", **{k: v.clone() for k, v in data.items()})
 
 
 def sample_tracks() -> list[Track]:
-    """The 20 shipped GTSRB tracks, frames in order."""
+    """The 20 shipped GTSRB tracks, frames in order.
+
+    Example:
+        >>> tracks = sample_tracks()
+        >>> len(tracks), len({t.label for t in tracks}), tuple(tracks[0].images.shape[1:])
+        (20, 20, (3, 32, 32))
+    """
     return list(tracks_of(sample("gtsrb")))
 
 
 def build_samples(root=None, out_dir: str | Path | None = None) -> list[Path]:
-    """Rebuild the sample files from the full MNIST / GTSRB under ``root`` (maintainers only)."""
+    """Rebuild the sample files from the full MNIST / GTSRB under ``root`` (maintainers only).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:  # needs the full data sets under root
+        ...     build_samples(root=tmp, out_dir=tmp)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: MNIST not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
+    """
     from .catalog import load_splits
     from .datasets import mnist
 

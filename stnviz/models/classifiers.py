@@ -40,6 +40,16 @@ class STNClassifier(nn.Module):
 
     ``transformer`` is a :class:`SpatialTransformer` or ``nn.Identity`` (the no-ST twin); ``body``
     may hold further transformers acting on feature maps. ``input_size`` is ``(C, H, W)``.
+
+    Example:
+        >>> model = STNClassifier(nn.Identity(), Normalize((0.5,), (0.5,)), nn.Flatten(), nn.Linear(16, 3),
+        ...                       input_size=(1, 4, 4))
+        >>> tuple(model(torch.zeros(2, 1, 4, 4)).shape), model.transformers
+        ((2, 3), [])
+        >>> model(torch.zeros(2, 1, 5, 5))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: STNClassifier was built for 4x4 images, got 5x5 (shape (2, 1, 5, 5)); ...
     """
 
     def __init__(self, transformer: nn.Module, normalize: Normalize, body: nn.Sequential, head: nn.Module, input_size):
@@ -135,13 +145,33 @@ def _tutorial(stn: bool, num_classes: int, input_size, family: str, components, 
 @register_model()
 def stn_tutorial(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 28), family: str = "affine",
                  components: Sequence[str] | None = None, control_points: int = 16) -> STNClassifier:
-    """The PyTorch STN tutorial's MNIST network (1x28x28): affine transformer + two-conv classifier."""
+    """The PyTorch STN tutorial's MNIST network (1x28x28): affine transformer + two-conv classifier.
+
+    Example:
+        >>> model = stn_tutorial()
+        >>> tuple(model(torch.zeros(2, 1, 28, 28)).shape), model.transformer.family
+        ((2, 10), 'affine')
+        >>> import stnviz  # shipped weights: this network trained on MNIST
+        >>> trained = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu").eval()
+        >>> digits = stnviz.data.sample("mnist").get(torch.arange(100))
+        >>> bool((trained(digits.images).argmax(1) == digits.labels).float().mean() > 0.95)
+        True
+    """
     return _tutorial(True, num_classes, input_size, family, components, control_points)
 
 
 @register_model()
 def cnn_tutorial(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 28)) -> STNClassifier:
-    """:func:`stn_tutorial` without its transformer."""
+    """:func:`stn_tutorial` without its transformer.
+
+    Example:
+        >>> twin = cnn_tutorial()
+        >>> type(twin.transformer).__name__, tuple(twin(torch.zeros(2, 1, 28, 28)).shape)
+        ('Identity', (2, 10))
+        >>> layers = lambda m: [tuple(p.shape) for n, p in m.named_parameters() if not n.startswith("transformer")]
+        >>> layers(twin) == layers(stn_tutorial())  # the same classifier, layer for layer
+        True
+    """
     return _tutorial(False, num_classes, input_size, "affine", None, 16)
 
 
@@ -175,13 +205,27 @@ def stn_cnn(*, num_classes: int = 10, input_size: Sequence[int] = (1, 42, 42), f
     layers of 20 filters, FC 50) in front of a two-conv classifier (9x9-32, max-pool, 5x5-64,
     max-pool, FC 128). The paper's classifier shape; the second kernel is 5x5 rather than larger
     so it trains in minutes on a CPU.
-    ``family`` may be any transform family (the paper: affine, projective, tps)."""
+    ``family`` may be any transform family (the paper: affine, projective, tps).
+
+    Example:
+        >>> model = stn_cnn()
+        >>> tuple(model(torch.zeros(2, 1, 42, 42)).shape), model.transformer.family
+        ((2, 10), 'affine')
+        >>> stn_cnn(family="tps", control_points=9).transformer.regressor.out_features  # (x, y) per point
+        18
+    """
     return _paper_cnn(True, num_classes, input_size, family, components, control_points, output_size)
 
 
 @register_model()
 def cnn(*, num_classes: int = 10, input_size: Sequence[int] = (1, 42, 42)) -> STNClassifier:
-    """:func:`stn_cnn` without its transformer (the paper's CNN baseline)."""
+    """:func:`stn_cnn` without its transformer (the paper's CNN baseline).
+
+    Example:
+        >>> model = cnn()
+        >>> model.transformers, tuple(model(torch.zeros(2, 1, 42, 42)).shape)
+        ([], (2, 10))
+    """
     return _paper_cnn(False, num_classes, input_size, "affine", None, 16, None)
 
 
@@ -220,24 +264,50 @@ def _colour_net(stn: bool, feature_stn: bool, num_classes, input_size, family, c
 def stn_gtsrb(*, num_classes: int = 43, input_size: Sequence[int] = (3, 32, 32), family: str = "affine",
               components: Sequence[str] | None = None, control_points: int = 16) -> STNClassifier:
     """GTSRB network (3x32x32, 43 classes) with two transformers, as in the Moodstocks work: one on
-    the input image and one on the 32-channel feature maps after the first conv block."""
+    the input image and one on the 32-channel feature maps after the first conv block.
+
+    Example:
+        >>> model = stn_gtsrb()
+        >>> len(model.transformers), tuple(model(torch.zeros(2, 3, 32, 32)).shape)
+        (2, (2, 43))
+        >>> model.transformers[1] is model.body[1]  # the one on the feature maps
+        True
+    """
     return _colour_net(True, True, num_classes, input_size, family, components, control_points, GTSRB_MEAN, GTSRB_STD)
 
 
 @register_model()
 def cnn_gtsrb(*, num_classes: int = 43, input_size: Sequence[int] = (3, 32, 32)) -> STNClassifier:
-    """:func:`stn_gtsrb` without its two transformers."""
+    """:func:`stn_gtsrb` without its two transformers.
+
+    Example:
+        >>> model = cnn_gtsrb()
+        >>> model.transformers, tuple(model(torch.zeros(2, 3, 32, 32)).shape)
+        ([], (2, 43))
+    """
     return _colour_net(False, False, num_classes, input_size, "affine", None, 16, GTSRB_MEAN, GTSRB_STD)
 
 
 @register_model()
 def stn_cifar(*, num_classes: int = 10, input_size: Sequence[int] = (3, 32, 32), family: str = "affine",
               components: Sequence[str] | None = None, control_points: int = 16) -> STNClassifier:
-    """CIFAR-10 network (3x32x32): one transformer on the input, then the colour conv classifier."""
+    """CIFAR-10 network (3x32x32): one transformer on the input, then the colour conv classifier.
+
+    Example:
+        >>> model = stn_cifar()
+        >>> len(model.transformers), tuple(model(torch.zeros(2, 3, 32, 32)).shape)
+        (1, (2, 10))
+    """
     return _colour_net(True, False, num_classes, input_size, family, components, control_points, CIFAR_MEAN, CIFAR_STD)
 
 
 @register_model()
 def cnn_cifar(*, num_classes: int = 10, input_size: Sequence[int] = (3, 32, 32)) -> STNClassifier:
-    """:func:`stn_cifar` without its transformer."""
+    """:func:`stn_cifar` without its transformer.
+
+    Example:
+        >>> model = cnn_cifar()
+        >>> model.transformers, tuple(model(torch.zeros(2, 3, 32, 32)).shape)
+        ([], (2, 10))
+    """
     return _colour_net(False, False, num_classes, input_size, "affine", None, 16, CIFAR_MEAN, CIFAR_STD)

@@ -60,12 +60,26 @@ def stn_fcn(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 28), f
     layers, default 32-32-32) regressing the parameters of ``family`` (any family; e.g.
     ``family="restricted", components=["rotation"]`` for a rotation-only transformer), then the
     FCN classifier (``hidden``, default 128-128-128, and a linear layer to ``num_classes``).
-    The transformer starts as the identity."""
+    The transformer starts as the identity.
+
+    Example:
+        >>> import torch
+        >>> model = stn_fcn(family="restricted", components=["rotation"])  # a rotation-only transformer
+        >>> tuple(model(torch.zeros(2, 1, 28, 28)).shape), model.transformer.regressor.out_features
+        ((2, 10), 1)
+    """
     return _fcn(True, num_classes, input_size, hidden, loc_hidden, family, components, control_points, output_size)
 
 
 @register_model()
 def fcn(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 28),
         hidden: Sequence[int] = (128, 128, 128)) -> STNClassifier:
-    """:func:`stn_fcn` without its transformer (the paper's FCN baseline)."""
+    """:func:`stn_fcn` without its transformer (the paper's FCN baseline).
+
+    Example:
+        >>> import torch
+        >>> model = fcn()
+        >>> model.transformers, tuple(model(torch.zeros(2, 1, 28, 28)).shape)
+        ([], (2, 10))
+    """
     return _fcn(False, num_classes, input_size, hidden, (32,), "affine", None, 16, None)

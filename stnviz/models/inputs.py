@@ -20,7 +20,12 @@ _warned: set[str] = set()
 
 
 class ImageRangeWarning(UserWarning):
-    """Float images with values far above 1: probably ``[0, 255]`` data given as ``[0, 1]``."""
+    """Float images with values far above 1: probably ``[0, 255]`` data given as ``[0, 1]``.
+
+    Example:
+        >>> issubclass(ImageRangeWarning, UserWarning)  # filter it like any warning
+        True
+    """
 
 
 def warn_if_not_unit_range(images: torch.Tensor, *, where: str = "the model") -> bool:
@@ -28,6 +33,16 @@ def warn_if_not_unit_range(images: torch.Tensor, *, where: str = "the model") ->
 
     ``where`` names the receiver in the message (e.g. ``"stn_tutorial"``, ``"capture"``).
     Integer tensors are not checked (they are scaled by their dtype's range where accepted).
+
+    Example:
+        >>> warn_if_not_unit_range(torch.rand(1, 1, 4, 4))
+        False
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_not_unit_range(torch.full((1, 1, 4, 4), 255.0), where="a docstring example")
+        True
+        >>> caught[0].category.__name__
+        'ImageRangeWarning'
     """
     if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.numel() == 0:
         return False
@@ -50,7 +65,17 @@ def as_image_batch(x: torch.Tensor, *, channels_height_width=None, dtype: torch.
                    where: str = "the model") -> torch.Tensor:
     """Check and convert a model input: ``(B, C, H, W)``; uint8 is scaled to [0, 1], float64 /
     float16 cast to ``dtype`` (the model's); other dtypes are refused with what is expected.
-    ``channels_height_width``: the ``(C, H, W)`` the model was built for, checked when given."""
+    ``channels_height_width``: the ``(C, H, W)`` the model was built for, checked when given.
+
+    Example:
+        >>> x = as_image_batch(torch.full((1, 1, 4, 4), 255, dtype=torch.uint8))
+        >>> x.dtype, float(x.max())
+        (torch.float32, 1.0)
+        >>> as_image_batch(x, channels_height_width=(1, 28, 28), where="stn_tutorial")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: stn_tutorial was built for 28x28 images, got 4x4 (shape (1, 1, 4, 4)); ...
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{where} expects a tensor of images (B, C, H, W), got {type(x).__name__}")
     if x.dtype == torch.uint8:

@@ -15,7 +15,16 @@ __all__ = ["eval_mode", "model_device_dtype"]
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for the block and restore its previous mode after, also on an
-    exception (inspection must never leave a model that was training in eval mode)."""
+    exception (inspection must never leave a model that was training in eval mode).
+
+    Example:
+        >>> model = nn.Dropout()
+        >>> with eval_mode(model):
+        ...     print(model.training)
+        False
+        >>> model.training  # back to training
+        True
+    """
     was_training = model.training
     model.eval()
     try:

@@ -19,7 +19,19 @@ _ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(name: str | None = None):
-    """Decorator: register a keyword-only builder under ``name`` (default: the function's name)."""
+    """Decorator: register a keyword-only builder under ``name`` (default: the function's name).
+
+    Example:
+        >>> @register_model()
+        ... def tiny_mlp(*, num_classes: int = 10):
+        ...     return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, num_classes))
+        >>> build_model("tiny_mlp", num_classes=3).stnviz_config  # how to rebuild it (checkpoints)
+        {'arch': 'tiny_mlp', 'kwargs': {'num_classes': 3}}
+        >>> register_model("stn_cnn")(tiny_mlp)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: an architecture named 'stn_cnn' is already registered
+    """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
@@ -41,13 +53,24 @@ def register_model(name: str | None = None):
 
 
 def list_architectures(pattern: str | None = None) -> list[str]:
-    """Sorted names of registered architectures, optionally filtered by a glob ``pattern``."""
+    """Sorted names of registered architectures, optionally filtered by a glob ``pattern``.
+
+    Example:
+        >>> list_architectures("stn_*")
+        ['stn_cifar', 'stn_cnn', 'stn_fcn', 'stn_gtsrb', 'stn_tutorial']
+    """
     names = sorted(_ARCHITECTURES)
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
 def build_model(arch: str, **kwargs) -> nn.Module:
-    """Build an untrained model of architecture ``arch`` with the builder's keyword arguments."""
+    """Build an untrained model of architecture ``arch`` with the builder's keyword arguments.
+
+    Example:
+        >>> model = build_model("stn_cnn", family="projective")
+        >>> model.transformer.family, model.stnviz_config
+        ('projective', {'arch': 'stn_cnn', 'kwargs': {'family': 'projective'}})
+    """
     if arch not in _ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {list_architectures()}")
     if "transform" in kwargs:  # the older name of family= (also in checkpoints written before)

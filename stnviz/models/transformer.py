@@ -31,6 +31,14 @@ class GridGenerator(nn.Module):
 
     For TPS the system is solved once per output size, device and dtype, in :mod:`stnviz.geometry`'s
     cache (not per forward).
+
+    Example:
+        >>> gen = GridGenerator("affine")
+        >>> identity = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]])  # flat theta (B, 6)
+        >>> gen.num_params, tuple(gen(identity, (4, 5)).shape)
+        (6, (1, 4, 5, 2))
+        >>> GridGenerator("tps", control_points=9).num_params  # (x, y) per control point
+        18
     """
 
     def __init__(self, family: str, *, components: Sequence[str] | None = None, control_points: int = 16):
@@ -78,6 +86,14 @@ class SpatialTransformer(nn.Module):
     The regression layer starts at zero weight and identity bias, so an untrained transformer
     returns its input exactly (for the same output size). Conventions (normalised coordinates,
     ``align_corners=False``, output -> input) are those of :mod:`stnviz.geometry`.
+
+    Example:
+        >>> loc = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 32), nn.ReLU())
+        >>> x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        >>> torch.allclose(SpatialTransformer(loc)(x), x, atol=1e-5)  # starts as the identity
+        True
+        >>> tuple(SpatialTransformer(loc, "affine", output_size=(14, 14))(x).shape)  # downsampling
+        (2, 1, 14, 14)
     """
 
     def __init__(
@@ -168,6 +184,11 @@ class Normalize(nn.Module):
 
     Normalising before the sampler would turn the zero padding into a grey border, a known cause
     of STNs collapsing to zoom-out; so models take images in ``[0, 1]`` and normalise here.
+
+    Example:
+        >>> norm = Normalize(mean=(0.5,), std=(0.25,))
+        >>> norm(torch.tensor([[[[0.0, 0.5, 1.0]]]])).flatten().tolist()
+        [-2.0, 0.0, 2.0]
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
@@ -180,7 +201,15 @@ class Normalize(nn.Module):
 
 
 def localization_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
-    """Parameters of every transformer's localisation net and regressor inside ``model``."""
+    """Parameters of every transformer's localisation net and regressor inside ``model``.
+
+    Example:
+        >>> from stnviz.models import cnn_tutorial, stn_tutorial
+        >>> sum(p.numel() for p in localization_parameters(stn_tutorial()))
+        5520
+        >>> list(localization_parameters(cnn_tutorial()))  # no transformer, nothing to localise
+        []
+    """
     seen = set()
     for m in model.modules():
         if isinstance(m, SpatialTransformer):
@@ -194,7 +223,12 @@ def param_groups(model: nn.Module, lr: float, loc_lr: float | None = None) -> li
     """Optimizer parameter groups: the classifier at ``lr``, localisation nets at ``loc_lr``.
 
     ``loc_lr`` defaults to ``lr / 10``, the common recipe for stable STN training.
-    Example: ``torch.optim.SGD(param_groups(model, 0.01), lr=0.01)``.
+
+    Example:
+        >>> from stnviz.models import stn_tutorial
+        >>> groups = param_groups(stn_tutorial(), 0.01)  # for torch.optim.SGD(groups, lr=0.01)
+        >>> [(g["name"], g["lr"], sum(p.numel() for p in g["params"])) for g in groups]
+        [('classifier', 0.01, 21840), ('localization', 0.001, 5520)]
     """
     loc = list(localization_parameters(model))
     loc_ids = {id(p) for p in loc}
