@@ -72,6 +72,13 @@ def to_display(image) -> np.ndarray:
     """An image ``(C, H, W)`` tensor or array in ``[0, 1]`` -> ``(H, W)`` (grey) or ``(H, W, 3)``.
 
     Feature maps with other channel counts show their mean over channels, rescaled to [0, 1].
+
+    Example:
+        >>> to_display(torch.zeros(1, 28, 28)).shape, to_display(torch.zeros(3, 32, 32)).shape  # grey, RGB
+        ((28, 28), (32, 32, 3))
+        >>> feature_map = to_display(torch.arange(256.0).view(16, 4, 4))  # 16 channels: their mean
+        >>> feature_map.shape, float(feature_map.min()), float(feature_map.max())
+        ((4, 4), 0.0, 1.0)
     """
     arr = _np(image).astype(np.float32)
     if arr.ndim == 2:
@@ -96,7 +103,16 @@ def _axes(ax):
 
 
 def draw_image(image, ax=None, title: str | None = None):
-    """Show ``image`` (see :func:`to_display`) with pixel centres at integer coordinates."""
+    """Show ``image`` (see :func:`to_display`) with pixel centres at integer coordinates.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> ax = draw_image(torch.zeros(1, 28, 28), title="a digit")
+        >>> ax.get_title(), ax.images[0].get_array().shape
+        ('a digit', (28, 28))
+        >>> plt.close("all")
+    """
     ax = _axes(ax)
     disp = to_display(image)
     ax.imshow(disp, cmap="gray" if disp.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
@@ -122,6 +138,16 @@ def draw_outline(outline, ax=None, color: str = OUTLINE_COLOR, linewidth: float 
 
     The first point (the output's top-left corner) gets a dot, so flips and rotations show.
     ``fit=True`` widens the view to show the whole region when it reaches outside the image.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> theta = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])  # zoom in 2x on the centre
+        >>> outline = geometry.sampled_outline(theta, "affine", (28, 28), points_per_side=4)[0]
+        >>> ax = draw_outline(outline, draw_image(torch.zeros(1, 28, 28)))
+        >>> len(ax.lines)  # the region and the dot on its first corner
+        2
+        >>> plt.close("all")
     """
     ax = _axes(ax)
     pts = _np(outline)
@@ -145,7 +171,14 @@ def draw_outline(outline, ax=None, color: str = OUTLINE_COLOR, linewidth: float 
 def lattice_points(grid, input_size, n: int = 8, *, align_corners: bool = geometry.ALIGN_CORNERS) -> np.ndarray:
     """A sparse ``n x n`` subset of a sampling grid ``(H, W, 2)`` (normalised with
     ``align_corners``, as the sampler got it) in input pixels, ``(n * n, 2)``: the sample points
-    the overlay marks."""
+    the overlay marks.
+
+    Example:
+        >>> theta = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])  # zoom in 2x on the centre
+        >>> pts = lattice_points(geometry.affine_grid(theta, (28, 28))[0], (28, 28), n=3)
+        >>> pts.shape, pts[[0, -1]].round(2).tolist()  # the first and last of the 3 x 3, input pixels
+        ((9, 2), [[6.75, 6.75], [20.25, 20.25]])
+    """
     g = _np(grid)
     if g.ndim != 3 or g.shape[-1] != 2:
         raise ValueError(f"grid must be (H, W, 2), got shape {g.shape}")
@@ -157,7 +190,18 @@ def lattice_points(grid, input_size, n: int = 8, *, align_corners: bool = geomet
 
 
 def draw_lattice(points, ax=None, color: str = LATTICE_COLOR, size: float = 6.0):
-    """Mark sample points ``(M, 2)`` (from :func:`lattice_points`)."""
+    """Mark sample points ``(M, 2)`` (from :func:`lattice_points`).
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> theta = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])  # zoom in 2x on the centre
+        >>> pts = lattice_points(geometry.affine_grid(theta, (28, 28))[0], (28, 28), n=3)
+        >>> ax = draw_lattice(pts, draw_image(torch.zeros(1, 28, 28)))
+        >>> len(ax.collections[0].get_offsets())
+        9
+        >>> plt.close("all")
+    """
     ax = _axes(ax)
     pts = _np(points)
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
@@ -169,7 +213,16 @@ def draw_lattice(points, ax=None, color: str = LATTICE_COLOR, size: float = 6.0)
 
 def draw_box(box, ax=None, color: str = BOX_COLOR, label: str | None = None, linewidth: float = 1.5):
     """Draw an axis-aligned box ``(x1, y1, x2, y2)`` in pixel-edge coordinates (e.g. a GTSRB ROI
-    scaled to the image: ``roi * (W, H, W, H) - 0.5``)."""
+    scaled to the image: ``roi * (W, H, W, H) - 0.5``).
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> ax = draw_box((3.5, 4.5, 20.5, 24.5), draw_image(torch.zeros(3, 32, 32)), label="annotated")
+        >>> type(ax.patches[0]).__name__, ax.texts[0].get_text()
+        ('Rectangle', 'annotated')
+        >>> plt.close("all")
+    """
     from matplotlib.patches import Rectangle
 
     ax = _axes(ax)
@@ -181,7 +234,18 @@ def draw_box(box, ax=None, color: str = BOX_COLOR, label: str | None = None, lin
 
 
 def format_theta(theta, decomposed: bool = True) -> str:
-    """Theta ``(2, 3)`` as text: the raw matrix and, if asked, rotation / scale / shear / translation."""
+    """Theta ``(2, 3)`` as text: the raw matrix and, if asked, rotation / scale / shear / translation.
+
+    Example:
+        >>> print(format_theta(torch.tensor([[0.0, -0.5, 0.1], [0.5, 0.0, 0.0]])))
+        [+0.000 -0.500 +0.100]
+        [+0.500 +0.000 +0.000]
+        rot +90.0 deg  scale 0.500 x 0.500
+        shear +0.000  t (+0.100, +0.000)
+        >>> print(format_theta(torch.zeros(2, 3), decomposed=False))
+        [+0.000 +0.000 +0.000]
+        [+0.000 +0.000 +0.000]
+    """
     t = _np(theta).reshape(2, 3).astype(np.float64)
     lines = [
         f"[{t[0, 0]:+.3f} {t[0, 1]:+.3f} {t[0, 2]:+.3f}]",
@@ -204,6 +268,17 @@ def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = N
 
     ``box``: an annotated box in input pixel-edge coordinates, drawn beside the region.
     Returns the two axes.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> logits, rec = stnviz.capture.collect_batch(model, stnviz.data.sample("mnist").get(torch.arange(2)).images)
+        >>> ax_in, ax_out = plot_record(rec.pick(), 0, prediction=str(int(logits[0].argmax())))
+        >>> ax_in.get_title(), ax_out.get_title(), len(ax_in.lines)  # lines: the region and its corner dot
+        ('input + sampled region', 'output: 7', 2)
+        >>> plt.close("all")
     """
     if axes is None:
         import matplotlib.pyplot as plt
@@ -229,7 +304,20 @@ def plot_batch(record, *, predictions=None, labels=None, n: int = 8, boxes=None,
     """A figure of ``n`` samples of a record: input + region | output | theta, one row each.
 
     The input and output panels have the same size; around the input a grey margin (as in the
-    widgets) shows where the sampled region leaves the image."""
+    widgets) shows where the sampled region leaves the image.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> digits = stnviz.data.sample("mnist").get(torch.arange(2))
+        >>> logits, rec = stnviz.capture.collect_batch(model, digits.images)
+        >>> fig = plot_batch(rec.pick(), predictions=logits.argmax(1), labels=digits.labels)
+        >>> len(fig.axes), fig.axes[1].get_title()  # a row per image: input | output | theta
+        (6, 'output: pred 7 (true 7)')
+        >>> plt.close("all")
+    """
     import matplotlib.pyplot as plt
 
     n = min(n, record.input.shape[0])
@@ -276,6 +364,15 @@ def overlay_rgb(image, outline=None, lattice=None, box=None, *, scale: int = 8, 
     ``outline (N, 2)``, ``lattice (M, 2)`` and ``box (x1, y1, x2, y2)`` are in input pixels.
     The scale is reduced so the longer side stays within ``max_side``. ``margin`` (a fraction of
     the image size on each side, grey) leaves room to see a region reaching outside the image.
+
+    Example:
+        >>> theta = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])  # zoom in 2x on the centre
+        >>> outline = geometry.sampled_outline(theta, "affine", (28, 28))[0]
+        >>> rgb = overlay_rgb(torch.zeros(1, 28, 28), outline, scale=4, margin=0.25)
+        >>> rgb.shape, rgb.dtype  # (28 + 2 * 7) * 4 pixels a side
+        ((168, 168, 3), dtype('uint8'))
+        >>> bool((rgb == (255, 59, 48)).all(-1).any())  # the region in OUTLINE_COLOR
+        True
     """
     from PIL import Image, ImageDraw
 
@@ -318,13 +415,25 @@ def overlay_rgb(image, outline=None, lattice=None, box=None, *, scale: int = 8, 
 
 
 def to_png(rgb: np.ndarray, *, compress_level: int = 1) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 (or ``(H, W)`` float in [0, 1]) array as PNG bytes."""
+    """Encode an ``(H, W, 3)`` uint8 (or ``(H, W)`` float in [0, 1]) array as PNG bytes.
+
+    Example:
+        >>> png = to_png(np.zeros((8, 8), np.float32))
+        >>> png[1:4], len(png) < 100
+        (b'PNG', True)
+    """
     return encode(rgb, "png", compress_level=compress_level)
 
 
 def encode(rgb: np.ndarray, fmt: str = "png", *, compress_level: int = 1, quality: int = 92) -> bytes:
     """Encode an image array as ``"png"`` (lossless; fast for flat, grey pictures) or ``"jpeg"``
-    (about 20x faster than PNG for a colour photo of a few hundred pixels a side)."""
+    (about 20x faster than PNG for a colour photo of a few hundred pixels a side).
+
+    Example:
+        >>> rgb = np.zeros((16, 16, 3), np.uint8)
+        >>> encode(rgb, "png")[1:4], encode(rgb, "jpeg")[6:10]  # the files' signatures
+        (b'PNG', b'JFIF')
+    """
     from PIL import Image
 
     arr = np.asarray(rgb)
@@ -376,6 +485,16 @@ def plot_theta_components(table, ax=None, *, frame: int | None = None):
 
     ``ax``: one subplot (its area is split into the panels), a sequence of three axes, or ``None``
     (a new figure). ``frame``: a vertical marker at that frame. Returns the three axes.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> table = {"frame": [0, 1, 2], "rotation_deg": [5.0, 4.0, 6.0], "scale_x": [0.8, 0.8, 0.9],
+        ...          "scale_y": [0.8, 0.9, 0.9], "tx": [0.0, 0.1, 0.1], "ty": [0.0, 0.0, 0.1]}  # run_sequence's
+        >>> axes = plot_theta_components(table, frame=1)
+        >>> [a.get_ylabel() for a in axes], [len(a.lines) for a in axes]  # curves + the frame marker
+        (['rotation (deg)', 'scale', 'translation'], [2, 3, 3])
+        >>> plt.close("all")
     """
     panels = [("rotation (deg)", [("rotation_deg", "rotation", "k")]),
               ("scale", [("scale_x", "scale x", "#0a84ff"), ("scale_y", "scale y", "#ff9f0a")]),
@@ -415,7 +534,18 @@ def plot_theta_components(table, ax=None, *, frame: int | None = None):
 
 def plot_change_curves(table, ax=None, *, frame: int | None = None):
     """Frame-to-frame change of the transformer's output against the identity (resized input)
-    and, if present, a fixed mean transform. Legend outside; ``frame``: a vertical marker."""
+    and, if present, a fixed mean transform. Legend outside; ``frame``: a vertical marker.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> table = {"frame": [0, 1, 2], "output_change": [float("nan"), 0.02, 0.03],  # run_sequence's
+        ...          "input_change": [float("nan"), 0.08, 0.06]}
+        >>> ax = plot_change_curves(table, frame=1)
+        >>> ax.lines[0].get_label(), len(ax.lines)  # output, identity, the frame marker
+        ('ST output', 3)
+        >>> plt.close("all")
+    """
     ax = _axes(ax)
     frames = np.asarray(table["frame"])
     ax.plot(frames, np.asarray(table["output_change"]), label="ST output", color=OUTLINE_COLOR, linewidth=1.5)
@@ -437,7 +567,16 @@ def plot_change_curves(table, ax=None, *, frame: int | None = None):
 def plot_stability_summary(summary, ax=None, title: str | None = None):
     """Per-track mean change: the ST output (y) against the identity (x) and, if the summary has
     it, against one fixed transform per track (x). Points under the diagonal are tracks the
-    transformer steadied. The legend sits below the axes."""
+    transformer steadied. The legend sits below the axes.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> summary = {"input_change": [0.10, 0.08, 0.05], "output_change": [0.04, 0.09, 0.02]}  # per track
+        >>> plot_stability_summary(summary).get_title()
+        '3 tracks, 67% steadier than identity'
+        >>> plt.close("all")
+    """
     ax = _axes(ax)
     x, y = np.asarray(summary["input_change"]), np.asarray(summary["output_change"])
     ax.scatter(x, y, s=14, color=OUTLINE_COLOR, alpha=0.8, label="against identity")
@@ -473,7 +612,18 @@ def plot_canonical_means(means: dict, class_names=None, max_classes: int = 12, *
     """Two rows: the mean input and the mean transformer output of each class
     (from ``stnviz.analysis.canonical_means``). ``class_names``: a sequence or dict, class -> name.
     ``stretch``: stretch each mean's contrast (1st-99th percentile to black-white), for dark
-    classes; say so in the caption."""
+    classes; say so in the caption.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> blank, ink = torch.zeros(1, 28, 28), torch.ones(1, 28, 28)
+        >>> means = {0: (blank, ink), 1: (ink, blank)}  # class -> (mean input, mean output)
+        >>> fig = plot_canonical_means(means, class_names=["zero", "one"])  # analysis.canonical_means's
+        >>> len(fig.axes), fig.axes[0].get_title(), fig.axes[0].get_ylabel()
+        (4, 'zero', 'mean input')
+        >>> plt.close("all")
+    """
     import textwrap
 
     import matplotlib.pyplot as plt
