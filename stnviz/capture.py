@@ -64,7 +64,16 @@ __all__ = [
 
 class CaptureError(RuntimeError):
     """Nothing was captured, a record was asked for that does not exist, or the model can't be
-    seen into (TorchScript, a compiler error)."""
+    seen into (TorchScript, a compiler error).
+
+    Example:
+        >>> layer = torch.nn.Linear(4, 2)  # samples nothing
+        >>> with capture(layer):  # doctest: +ELLIPSIS
+        ...     _ = layer(torch.rand(1, 4))
+        Traceback (most recent call last):
+        ...
+        stnviz.capture.CaptureError: nothing captured: the model has no stnviz SpatialTransformer and made no ...
+    """
 
 
 @dataclass
@@ -92,6 +101,15 @@ class TransformRecord:
             offset field, a flow integration step).
         spatial_dims: 2, or 3 for volumes.
         components: for the ``restricted`` family, its component names.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.get_model("stn_tutorial", device="cpu")
+        >>> r = collect_batch(model, torch.rand(2, 1, 28, 28))[1].pick()
+        >>> r.key, r.family, tuple(r.theta.shape), r.input_size
+        ('transformer', 'affine', (2, 2, 3), (28, 28))
+        >>> torch.allclose(r.reproduce(), r.output)  # the sampling is recorded, so the output can be remade
+        True
     """
 
     key: str
@@ -180,7 +198,16 @@ class TransformRecord:
 
 
 class Capture:
-    """The records of one ``capture`` context: a sequence in call order, addressable by key."""
+    """The records of one ``capture`` context: a sequence in call order, addressable by key.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.get_model("stn_tutorial", device="cpu")
+        >>> with torch.no_grad(), capture(model) as rec:
+        ...     _ = model(torch.rand(2, 1, 28, 28))
+        >>> rec, rec.pick().key, len(rec.of("transformer"))
+        (Capture(1 records, keys=['transformer'], dropped=0), 'transformer', 1)
+    """
 
     def __init__(self, keep_last: int | None):
         if keep_last is not None and keep_last < 1:
@@ -481,7 +508,7 @@ def capture(
 
     Example:
         >>> import torch, stnviz
-        >>> model = stnviz.get_model("stn_tutorial")
+        >>> model = stnviz.get_model("stn_tutorial", device="cpu")
         >>> with torch.no_grad(), stnviz.capture(model) as rec:
         ...     _ = model(torch.rand(2, 1, 28, 28))
         >>> rec.keys(), tuple(rec.last().theta.shape)
@@ -562,6 +589,13 @@ def collect_batch(model: nn.Module, images: torch.Tensor, *, forward: Callable |
     ``images (B, C, H, W)`` go to the model's device and floating dtype first (half, bf16), so
     a CPU float batch works with any model. The one "run a model on a batch and collect records"
     loop of the package: the widgets, :mod:`stnviz.analysis` and :mod:`stnviz.animate` use it.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.get_model("stn_tutorial", device="cpu")
+        >>> logits, rec = collect_batch(model, torch.rand(4, 1, 28, 28))
+        >>> logits.shape, rec.keys(), model.training  # the model's own mode is restored
+        (torch.Size([4, 10]), ['transformer'], True)
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a tensor (B, C, H, W), got {type(images).__name__}")
@@ -580,7 +614,15 @@ def collect_batch(model: nn.Module, images: torch.Tensor, *, forward: Callable |
 @dataclass
 class Collection:
     """What :func:`collect` gathered: one record per key with the batches joined, and the model's
-    outputs per batch (detached)."""
+    outputs per batch (detached).
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.get_model("stn_tutorial", device="cpu")
+        >>> col = collect(model, torch.rand(5, 1, 28, 28), batch_size=2)  # 3 batches, joined per key
+        >>> col.keys(), col.records["transformer"].output.shape, len(col.outputs), col.skipped
+        (['transformer'], torch.Size([5, 1, 28, 28]), 3, {})
+    """
 
     records: dict[str, TransformRecord]
     outputs: list
@@ -616,7 +658,7 @@ def collect(model: nn.Module, images: torch.Tensor, *, forward: Callable | None 
 
     Example:
         >>> import stnviz
-        >>> model = stnviz.get_model("stn_gtsrb")
+        >>> model = stnviz.get_model("stn_gtsrb", device="cpu")
         >>> col = collect(model, torch.rand(5, 3, 32, 32), batch_size=2)
         >>> col.keys(), tuple(col.records["transformer"].theta.shape)
         (['transformer', 'body.1'], (5, 2, 3))

@@ -45,7 +45,18 @@ VERSION = 1
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file exists but cannot be used; the message names the file and the problem."""
+    """A checkpoint file exists but cannot be used; the message names the file and the problem.
+
+    Example:
+        >>> import os, tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = os.path.join(tmp, "other.pt")
+        ...     torch.save({"weights": torch.zeros(1)}, path)
+        ...     load_checkpoint(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        stnviz.checkpoints.CheckpointError: ...other.pt is not a stnviz checkpoint (expected a dict with format=...)
+    """
 
 
 def _check_plain(obj: Any, where: str) -> None:
@@ -68,7 +79,15 @@ def _check_plain(obj: Any, where: str) -> None:
 
 
 def weights_digest(state_dict: dict) -> str:
-    """SHA-256 (hex) of a state dict: every entry's name, dtype, shape and bytes, in key order."""
+    """SHA-256 (hex) of a state dict: every entry's name, dtype, shape and bytes, in key order.
+
+    Example:
+        >>> digest = weights_digest({"w": torch.zeros(2, 2)})
+        >>> len(digest), digest == weights_digest({"w": torch.zeros(2, 2)})
+        (64, True)
+        >>> digest == weights_digest({"w": torch.ones(2, 2)})  # any change in the weights shows
+        False
+    """
     h = hashlib.sha256()
     for key in sorted(state_dict):
         t = state_dict[key]
@@ -116,6 +135,16 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
     ``meta`` overrides / adds to the defaults (transform family, input size, library versions,
     creation time, the command line). Everything must be plain types; ``extra`` may carry
     trainer state such as an optimizer's ``state_dict()``.
+
+    Example:
+        >>> import os, tempfile
+        >>> from stnviz import get_model
+        >>> model = get_model("stn_tutorial", device="cpu")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = save_checkpoint(model, os.path.join(tmp, "stn.pt"), {"dataset": "mnist"})
+        ...     ckpt = load_checkpoint(path)
+        >>> path.name, ckpt["arch"], ckpt["meta"]["dataset"], ckpt["meta"]["family"]
+        ('stn.pt', 'stn_tutorial', 'mnist', 'affine')
     """
     config = getattr(model, "stnviz_config", None)
     if config is None:
@@ -177,6 +206,17 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a file that
     is truncated, corrupt (CRC or weights digest mismatch), not a stnviz checkpoint, or holds
     objects other than plain types (such a file is refused before any of its code can run).
+
+    Example (the dict holds what rebuilds the model):
+        >>> import os, tempfile
+        >>> from stnviz import get_model
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = save_checkpoint(get_model("stn_tutorial", device="cpu"), os.path.join(tmp, "stn.pt"))
+        ...     ckpt = load_checkpoint(path)
+        >>> sorted(ckpt)
+        ['arch', 'extra', 'format', 'meta', 'model_args', 'state_dict', 'version', 'weights_sha256']
+        >>> get_model(ckpt["arch"], device="cpu", **ckpt["model_args"]).load_state_dict(ckpt["state_dict"])
+        <All keys matched successfully>
     """
     path = Path(path)
     if not path.is_file():

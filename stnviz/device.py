@@ -12,6 +12,14 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
     Raises ``ValueError`` for a device string torch does not know, or one this machine lacks
     (e.g. ``"cuda"`` without a GPU), naming what is available.
+
+    Example:
+        >>> resolve_device("cpu"), resolve_device("auto").type in ("cuda", "mps", "cpu")
+        (device(type='cpu'), True)
+        >>> resolve_device("gpu")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got 'gpu' (...)
     """
     if device is None or device == "auto":
         if torch.cuda.is_available():

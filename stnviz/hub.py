@@ -26,7 +26,12 @@ _REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 
 def checkpoint_dirs() -> list[Path]:
-    """Folders searched for ``NAME.pt``, first match wins."""
+    """Folders searched for ``NAME.pt``, first match wins.
+
+    Example (the shipped weights are among them):
+        >>> any((d / "stn_cnn.mnist_rts.pt").is_file() for d in checkpoint_dirs())
+        True
+    """
     dirs = [Path(p) for p in os.environ.get("STNVIZ_CHECKPOINTS", "").split(os.pathsep) if p]
     try:
         from importlib.resources import files
@@ -58,7 +63,14 @@ def _pretrained() -> dict[str, Path]:
 
 def list_models(pattern: str | None = None, *, pretrained: bool | None = None) -> list[str]:
     """Sorted model names: architectures (``pretrained=False``), trained weights ``arch.tag``
-    (``pretrained=True``), or both (``None``); ``pattern`` is a glob such as ``"stn_*"``."""
+    (``pretrained=True``), or both (``None``); ``pattern`` is a glob such as ``"stn_*"``.
+
+    Example:
+        >>> list_models("stn_*", pretrained=False)
+        ['stn_cifar', 'stn_cnn', 'stn_fcn', 'stn_gtsrb', 'stn_tutorial']
+        >>> "stn_cnn.mnist_rts" in list_models(pretrained=True)
+        True
+    """
     names: list[str] = []
     if pretrained is not True:
         names += list_architectures()
@@ -72,6 +84,14 @@ def load_pretrained(name_or_path: str | os.PathLike, device=None) -> nn.Module:
 
     The model carries its checkpoint metadata as ``model.meta`` (data set, metrics, the command
     that trained it...). ``device``: ``None`` / ``"auto"`` picks CUDA, MPS, then CPU.
+
+    Example:
+        >>> import torch
+        >>> model = load_pretrained("stn_cnn.mnist_rts", device="cpu")
+        >>> model.meta["dataset"], model.input_size, model.training
+        ('mnist_rts', (1, 42, 42), False)
+        >>> model(torch.rand(2, *model.input_size)).shape
+        torch.Size([2, 10])
     """
     as_path = Path(name_or_path)
     if as_path.suffix == ".pt" or as_path.is_file():
@@ -86,7 +106,14 @@ def load_pretrained(name_or_path: str | os.PathLike, device=None) -> nn.Module:
 
 def get_model(name: str, *, device=None, **kwargs) -> nn.Module:
     """An untrained architecture (``get_model("stn_cnn", family="tps")``) or, for an ``arch.tag``
-    name, the trained weights (same as :func:`load_pretrained`)."""
+    name, the trained weights (same as :func:`load_pretrained`).
+
+    Example:
+        >>> get_model("stn_cnn", family="tps", device="cpu").transformer.family
+        'tps'
+        >>> get_model("stn_cnn.mnist_rts", device="cpu").meta["arch"]
+        'stn_cnn'
+    """
     if "." in name:
         if kwargs:
             raise ValueError(f"{name!r} names trained weights; their arguments are fixed, got {sorted(kwargs)}")
@@ -101,7 +128,15 @@ def pretrained_table():
     validation and test metrics, epochs, size on disk and the command that trained them.
 
     Files that cannot be read are left out and reported: a warning per file, and
-    ``table.attrs["skipped"]`` lists ``(path, reason)``."""
+    ``table.attrs["skipped"]`` lists ``(path, reason)``.
+
+    Example:
+        >>> table = pretrained_table()
+        >>> list(table.columns[:4])
+        ['name', 'dataset', 'input_size', 'val_accuracy']
+        >>> table.set_index("name").loc["stn_cnn.mnist_rts", ["dataset", "input_size"]].tolist()
+        ['mnist_rts', '1x42x42']
+    """
     import pandas as pd
 
     from .checkpoints import CheckpointError, load_checkpoint
