@@ -72,7 +72,15 @@ def theta_table(records, index: int = 0) -> pd.DataFrame:
     record's key), its family and role, theta in stnviz's convention as text (``"[a b tx; c d ty]"``)
     and its decomposition (``rotation (deg)``, ``scale x`` / ``y``, ``shear``, ``shift x`` / ``y``,
     in normalised units). Families without a matrix show their parameters as text instead.
-    For numbers to compute with, use :func:`decomposed_theta` on ``record.theta``."""
+    For numbers to compute with, use :func:`decomposed_theta` on ``record.theta``.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.get_model("stn_tutorial", device="cpu")  # untrained: starts at the identity
+        >>> _, rec = collect_batch(model, torch.rand(2, 1, 28, 28))
+        >>> theta_table(rec)[["transformer", "family", "theta", "scale x"]].values.tolist()
+        [['transformer', 'affine', '[+1.000 +0.000 +0.000; +0.000 +1.000 +0.000]', 1.0]]
+    """
     rows = []
     for r in records:
         row = {"transformer": r.key, "family": r.family or "grid only", "role": r.role}
@@ -117,7 +125,12 @@ def _clip(poly: np.ndarray, axis: int, value: float, keep_greater: bool) -> np.n
 
 def polygon_box_iou(polygon, box) -> float:
     """IoU of a simple polygon ``(N, 2)`` (a sampled region) and an axis-aligned box
-    ``(x1, y1, x2, y2)``, same coordinates. Exact: the polygon is clipped to the box."""
+    ``(x1, y1, x2, y2)``, same coordinates. Exact: the polygon is clipped to the box.
+
+    Example (a 2 x 2 square and a box covering its right half and as much again: 2 / 6):
+        >>> round(polygon_box_iou([(0, 0), (2, 0), (2, 2), (0, 2)], (1, 0, 3, 2)), 3)
+        0.333
+    """
     poly = np.asarray(polygon, dtype=np.float64)
     x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64))
     if not np.isfinite(poly).all():
@@ -137,7 +150,15 @@ def polygon_box_iou(polygon, box) -> float:
 class SequenceRun:
     """A frame sequence through a model: ``frames (T, C, H, W)``, the chosen transformer's
     ``outputs``, ``outlines (T, P, 2)`` (input pixels), ``boxes`` in input pixel-edge coordinates
-    (or ``None``), ``predictions (T,)`` and the per-frame ``table``."""
+    (or ``None``), ``predictions (T,)`` and the per-frame ``table``.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_gtsrb.gtsrb", device="cpu")
+        >>> run = run_sequence(model, stnviz.data.sample_tracks()[0])  # a SequenceRun
+        >>> run.frames.shape, run.outlines.shape, run.boxes.shape, run.module
+        (torch.Size([30, 3, 32, 32]), torch.Size([30, 32, 2]), torch.Size([30, 4]), 'transformer')
+    """
 
     frames: torch.Tensor
     outputs: torch.Tensor
@@ -184,6 +205,13 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
 
     Frames go to the model's device and floating dtype (``device``, when given, moves the model
     there first); everything returned is on the CPU, in float32.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_gtsrb.gtsrb", device="cpu")
+        >>> table = run_sequence(model, stnviz.data.sample_tracks()[0]).table
+        >>> len(table), {"iou", "output_change", "input_change", "fixed_change"} <= set(table.columns)
+        (30, True)
     """
     from .data.sequences import read_frames
 
@@ -237,7 +265,15 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
 
 
 def stability_per_frame(model, source, **kwargs) -> pd.DataFrame:
-    """The per-frame table of :func:`run_sequence`."""
+    """The per-frame table of :func:`run_sequence`.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_gtsrb.gtsrb", device="cpu")
+        >>> table = stability_per_frame(model, stnviz.data.sample_tracks()[0])
+        >>> len(table), bool(table["iou"].min() > 0.5)  # the sampled region stays on the annotated sign
+        (30, True)
+    """
     return run_sequence(model, source, **kwargs).table
 
 
@@ -246,7 +282,15 @@ def stability_per_track(model, tracks: Iterable, *, module: str | None = None, d
     (``change_ratio`` < 1: the transformer's output is steadier than the identity) and against
     the fixed mean transform (``change_ratio_fixed`` < 1: steadier than *any* constant transform,
     i.e. the transformer follows the sign), and the mean absolute frame-to-frame change (jitter)
-    of each theta component."""
+    of each theta component.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_gtsrb.gtsrb", device="cpu")
+        >>> summary = stability_per_track(model, stnviz.data.sample_tracks()[:1])
+        >>> summary[["track", "label", "frames"]].values.tolist(), bool(summary["change_ratio"].item() < 1)
+        ([[4, 0, 30]], True)
+    """
     rows = []
     for tr in tracks:
         t = run_sequence(model, tr, module=module, device=device).table
@@ -271,7 +315,15 @@ def stability_per_track(model, tracks: Iterable, *, module: str | None = None, d
 
 def stability_per_model(summary: pd.DataFrame, name: str = "model") -> pd.DataFrame:
     """One row for a model from :func:`stability_per_track`: means over tracks, with the identity
-    transform's change (the resized input) beside the model's."""
+    transform's change (the resized input) beside the model's.
+
+    Example (two tracks, as :func:`stability_per_track` gives them; one is steadier than the identity):
+        >>> summary = pd.DataFrame({"frames": [30, 30], "output_change": [0.06, 0.09],
+        ...                         "input_change": [0.08, 0.08], "change_ratio": [0.75, 1.125]})
+        >>> row = stability_per_model(summary, "stn_gtsrb")
+        >>> row[["model", "frames", "tracks_steadier_than_identity"]].values.tolist()
+        [['stn_gtsrb', 60, 0.5]]
+    """
     row = {"model": name, "tracks": len(summary), "frames": int(summary["frames"].sum()),
            "output_change": summary["output_change"].mean(), "identity_change": summary["input_change"].mean(),
            "change_ratio": summary["change_ratio"].mean(),
@@ -311,7 +363,16 @@ def _collect(model, data, module: str | None, batch_size: int, device, limit: in
 
 
 def class_transform_stats(model, data, *, module: str | None = None, batch_size: int = 256, device=None) -> pd.DataFrame:
-    """Per class: count, and mean / std of the learned rotation (deg), scale x / y and translation."""
+    """Per class: count, and mean / std of the learned rotation (deg), scale x / y and translation.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_cnn.mnist_rts", device="cpu")
+        >>> data = stnviz.data.DistortedMNIST(stnviz.data.sample("mnist").subset(torch.arange(32)), "rts", seed=0)
+        >>> stats = class_transform_stats(model, data)
+        >>> list(stats.columns[:4]), int(stats["count"].sum())
+        (['label', 'count', 'rotation_deg_mean', 'rotation_deg_std'], 32)
+    """
     c = _collect(model, data, module, batch_size, device, None)
     if any(t is None for t in c["theta"]):
         raise ValueError("class_transform_stats needs an affine-type transformer (theta); this one has none")
@@ -326,7 +387,16 @@ def class_transform_stats(model, data, *, module: str | None = None, batch_size:
 def canonical_means(model, data, *, module: str | None = None, batch_size: int = 256, device=None) -> dict:
     """Per class, the mean input and the mean transformer output: ``{label: (mean_in, mean_out)}``,
     each ``(C, H, W)``. A sharp mean output where the mean input is a blur shows the transformer
-    bringing the class to one canonical pose."""
+    bringing the class to one canonical pose.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_cnn.mnist_rts", device="cpu")
+        >>> data = stnviz.data.DistortedMNIST(stnviz.data.sample("mnist").subset(torch.arange(32)), "rts", seed=0)
+        >>> mean_in, mean_out = canonical_means(model, data)[0]  # the digit 0
+        >>> mean_in.shape, mean_out.shape  # the 42x42 canvas in, the transformer's 28x28 output
+        (torch.Size([1, 42, 42]), torch.Size([1, 28, 28]))
+    """
     c = _collect(model, data, module, batch_size, device, None)
     labels = torch.cat(c["labels"])
     inputs, outputs = torch.cat(c["inputs"]), torch.cat(c["outputs"])
@@ -336,7 +406,16 @@ def canonical_means(model, data, *, module: str | None = None, batch_size: int =
 @torch.no_grad()
 def accuracy_with_without(model, data, *, twin=None, batch_size: int = 256, device=None) -> pd.DataFrame:
     """Accuracy of the ST model, of the same model with every transformer forced to the identity,
-    and of a separately trained no-ST ``twin`` when given."""
+    and of a separately trained no-ST ``twin`` when given.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_cnn.mnist_rts", device="cpu")
+        >>> data = stnviz.data.DistortedMNIST(stnviz.data.sample("mnist").subset(torch.arange(32)), "rts", seed=0)
+        >>> table = accuracy_with_without(model, data)
+        >>> table["model"].tolist(), bool(table["accuracy"][0] > table["accuracy"][1])
+        (['with transformer', 'same weights, transformer = identity'], True)
+    """
     import copy
 
     from .models import SpatialTransformer
@@ -363,6 +442,14 @@ def distortion_residuals(model, data, *, module: str | None = None, batch_size: 
     for every sample, so per component (rotation, log scale, translation) the table compares the
     spread of the ground truth with the spread left in ``M``; ``undone = 1 - residual / distortion``
     (1: fully undone, 0: untouched).
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_cnn.mnist_rts", device="cpu")
+        >>> data = stnviz.data.DistortedMNIST(stnviz.data.sample("mnist").subset(torch.arange(32)), "rts", seed=0)
+        >>> table = distortion_residuals(model, data).set_index("component")
+        >>> table.index.tolist(), bool(table.loc["translation x", "undone"] > 0.5)
+        (['rotation (deg)', 'log scale', 'translation x', 'translation y'], True)
     """
     c = _collect(model, data, module, batch_size, device, limit)
     if not c["extras"] or "theta" not in c["extras"][0]:

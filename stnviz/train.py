@@ -65,11 +65,34 @@ RUN_SETTINGS = ("epochs", "batch_size", "lr", "loc_lr", "optimizer", "momentum",
 
 
 class TrainingDiverged(RuntimeError):
-    """Loss or transform parameters became NaN/inf; the message names the step."""
+    """Loss or transform parameters became NaN/inf; the message names the step.
+
+    Example:
+        >>> import stnviz
+        >>> _ = torch.manual_seed(0)
+        >>> model, digits = stnviz.get_model("stn_tutorial", device="cpu"), stnviz.data.sample("mnist")
+        >>> fit(model, digits.subset(torch.arange(32)), epochs=1, batch_size=16, lr=1e30,  # doctest: +ELLIPSIS
+        ...     device="cpu", progress=False)
+        Traceback (most recent call last):
+        ...
+        stnviz.train.TrainingDiverged: training diverged at step ... (epoch 1): ...; no checkpoints are written ...
+    """
 
 
 class Callback:
-    """Hooks called by :func:`fit`; override what you need. ``state`` is the live :class:`TrainState`."""
+    """Hooks called by :func:`fit`; override what you need. ``state`` is the live :class:`TrainState`.
+
+    Example:
+        >>> import stnviz
+        >>> class LastStep(Callback):
+        ...     def on_train_end(self, state):
+        ...         self.step, self.epoch = state.step, state.epoch
+        >>> cb, model = LastStep(), stnviz.get_model("stn_tutorial", device="cpu")
+        >>> _ = fit(model, stnviz.data.sample("mnist").subset(torch.arange(32)), epochs=2, batch_size=16,
+        ...         device="cpu", progress=False, callbacks=[cb])
+        >>> cb.step, cb.epoch  # 2 epochs of 2 batches
+        (4, 2)
+    """
 
     def on_train_begin(self, state: "TrainState") -> None: ...
 
@@ -82,7 +105,13 @@ class Callback:
 
 @dataclass
 class TrainState:
-    """What callbacks see: the (unwrapped) model, position, last loss and the metrics so far."""
+    """What callbacks see: the (unwrapped) model, position, last loss and the metrics so far.
+
+    Example:
+        >>> state = TrainState(model=torch.nn.Linear(2, 2), device=torch.device("cpu"))
+        >>> state.epoch, state.step, state.history, state.world_size
+        (0, 0, [], 1)
+    """
 
     model: nn.Module
     device: torch.device
@@ -175,6 +204,13 @@ def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None) -> d
     gets half-precision images). ``device``: ``None`` evaluates where the model is; otherwise
     it is resolved with :func:`stnviz.device.resolve_device` and the model is moved there first, as
     :func:`fit` does.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> result = evaluate(model, stnviz.data.sample("mnist").subset(torch.arange(100)))
+        >>> sorted(result), result["n"], result["accuracy"] > 0.9
+        (['accuracy', 'error', 'loss', 'n'], 100, True)
     """
     _check_batch_size(batch_size)
     _check_data(model, data, "evaluation")
@@ -256,7 +292,14 @@ def load_matching(model: nn.Module, state_dict: dict) -> tuple[list[str], list[s
 
 def make_optimizer(model: nn.Module, name: str = "sgd", *, lr: float, loc_lr: float | None = None,
                    momentum: float = 0.9, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """SGD (Nesterov when ``momentum > 0``) or AdamW over :func:`stnviz.models.param_groups`."""
+    """SGD (Nesterov when ``momentum > 0``) or AdamW over :func:`stnviz.models.param_groups`.
+
+    Example:
+        >>> import stnviz
+        >>> opt = make_optimizer(stnviz.get_model("stn_tutorial", device="cpu"), lr=0.1)
+        >>> type(opt).__name__, [g["lr"] for g in opt.param_groups]  # the localisation nets get lr / 10
+        ('SGD', [0.1, 0.01])
+    """
     groups = param_groups(model, lr, loc_lr)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
@@ -267,7 +310,17 @@ def make_optimizer(model: nn.Module, name: str = "sgd", *, lr: float, loc_lr: fl
 
 def make_schedule(opt: torch.optim.Optimizer, name: str, *, total_steps: int):
     """The learning-rate schedule, stepped once per optimizer step: ``"onecycle"`` (peak at 20%),
-    ``"cosine"`` or ``"constant"``."""
+    ``"cosine"`` or ``"constant"``.
+
+    Example:
+        >>> import stnviz
+        >>> opt = make_optimizer(stnviz.get_model("stn_tutorial", device="cpu"), lr=0.1)
+        >>> schedule, lrs = make_schedule(opt, "cosine", total_steps=4), []
+        >>> for _ in range(4):
+        ...     opt.step(); schedule.step(); lrs.append(round(opt.param_groups[0]["lr"], 3))
+        >>> lrs
+        [0.085, 0.05, 0.015, 0.0]
+    """
     if name == "onecycle":
         max_lrs = [g["lr"] for g in opt.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lrs, total_steps=total_steps, pct_start=0.2)
@@ -655,6 +708,15 @@ def fit(
     ``seed`` fixes the data order, augmentation and dropout; the model's initial weights come
     from wherever it was built, so call ``torch.manual_seed`` before building it for a fully
     reproducible run (the CLI does).
+
+    Example:
+        >>> import stnviz
+        >>> digits = stnviz.data.sample("mnist")
+        >>> train, val = digits.subset(torch.arange(32)), digits.subset(torch.arange(32, 64))
+        >>> model = stnviz.get_model("stn_tutorial", device="cpu")
+        >>> history = fit(model, train, val, epochs=2, batch_size=16, device="cpu", progress=False)
+        >>> len(history), history["step"].tolist(), list(history.columns[:4])
+        (2, [2, 4], ['epoch', 'step', 'train_loss', 'train_accuracy'])
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -700,6 +762,18 @@ def export_best(model: nn.Module, out_dir: str | os.PathLike, val, test=None, *,
 
     The test score is reported for the model chosen on validation, never chosen by test.
     ``meta`` adds to / overrides the checkpoint's metadata (e.g. ``epochs``, ``seed``).
+
+    Example:
+        >>> import tempfile
+        >>> import stnviz
+        >>> digits = stnviz.data.sample("mnist")
+        >>> train, val = digits.subset(torch.arange(32)), digits.subset(torch.arange(32, 64))
+        >>> model = stnviz.get_model("stn_tutorial", device="cpu")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = fit(model, train, val, epochs=1, batch_size=16, device="cpu", progress=False, out_dir=tmp)
+        ...     path, metrics = export_best(model, tmp, val, name="stn_tutorial.tiny", device="cpu")
+        >>> path.name, sorted(metrics)
+        ('stn_tutorial.tiny.pt', ['best_epoch', 'val_accuracy', 'val_error'])
     """
     out = Path(out_dir)
     best = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
@@ -737,6 +811,16 @@ def compare(make_st: callable, make_twin: callable, train, val, **fit_kwargs) ->
     ``make_st`` / ``make_twin`` build fresh models (e.g. ``lambda: get_model("stn_cnn")``).
     Columns: model, parameters, final validation accuracy and error, best validation accuracy,
     training seconds.
+
+    Example:
+        >>> import stnviz
+        >>> digits = stnviz.data.sample("mnist")
+        >>> train, val = digits.subset(torch.arange(32)), digits.subset(torch.arange(32, 64))
+        >>> table = compare(lambda: stnviz.get_model("stn_tutorial", device="cpu"),
+        ...                 lambda: stnviz.get_model("cnn_tutorial", device="cpu"),
+        ...                 train, val, epochs=1, batch_size=16, device="cpu", progress=False)
+        >>> table[["model", "transformer"]].values.tolist()
+        [['stn_tutorial', True], ['cnn_tutorial', False]]
     """
     rows = []
     for label, make in (("st", make_st), ("no_st", make_twin)):
