@@ -52,6 +52,14 @@ class Snapshot:
     transformer's output; ``outlines (N, P, 2)`` its sampled region in input pixels; ``params``
     its parameters; ``loss`` / ``accuracy`` on the probe (``labels`` given) and, if known, the
     training loss of the step.
+
+    Example:
+        >>> from stnviz import geometry
+        >>> theta = torch.eye(2, 3).expand(4, 2, 3)  # the identity for 4 probe images
+        >>> snap = Snapshot(step=100, epoch=0.5, params=theta, outputs=torch.zeros(4, 1, 28, 28),
+        ...                 outlines=geometry.sampled_outline(theta, "affine", (28, 28)), loss=0.3, accuracy=0.75)
+        >>> snap.step, tuple(snap.outlines.shape), snap.train_loss  # train_loss: NaN when not known
+        (100, (4, 64, 2), nan)
     """
 
     step: int
@@ -68,7 +76,16 @@ class Snapshot:
 def probe_snapshot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, *, step: int = 0,
                    epoch: float = 0.0, train_loss: float = math.nan, module: str | None = None) -> Snapshot:
     """Run ``model`` on the probe ``images (N, C, H, W)`` (moved to the model's device and floating
-    dtype; ``labels (N,)`` too) and return a :class:`Snapshot` of CPU tensors."""
+    dtype; ``labels (N,)`` too) and return a :class:`Snapshot` of CPU tensors.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> digits = stnviz.data.sample("mnist").get(torch.arange(4))
+        >>> snap = probe_snapshot(model, digits.images, digits.labels, step=500)
+        >>> snap.step, snap.accuracy, tuple(snap.params.shape), tuple(snap.outlines.shape)
+        (500, 1.0, (4, 2, 3), (4, 32, 2))
+    """
     logits, rec = collect_batch(model, images)
     r = rec.pick(module)
     loss = acc = math.nan
@@ -93,6 +110,15 @@ class ProgressRecorder(Callback):
 
     Use: ``rec = ProgressRecorder(probe, labels, every=50); fit(..., callbacks=[rec]);
     rec.save_gif("progress.gif")``.
+
+    Example (recording by hand what ``fit`` would record at steps 0 and 50):
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> digits = stnviz.data.sample("mnist").get(torch.arange(4))
+        >>> rec = ProgressRecorder(digits.images, digits.labels, every=50)
+        >>> rec.record(model, step=0); rec.record(model, step=50)
+        >>> [s.step for s in rec.snapshots], rec.frames(tile=32)[0].shape  # one frame per snapshot
+        ([0, 50], (64, 292, 3))
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, every: int = 50,
@@ -143,7 +169,17 @@ class ProgressRecorder(Callback):
 def snapshots_from_checkpoints(paths: Sequence[str | os.PathLike], images: torch.Tensor,
                                labels: torch.Tensor | None = None, *, module: str | None = None,
                                device="cpu") -> list[Snapshot]:
-    """A snapshot per checkpoint file (e.g. one per epoch), in the given order."""
+    """A snapshot per checkpoint file (e.g. one per epoch), in the given order.
+
+    Example:
+        >>> import stnviz
+        >>> name = "stn_tutorial.mnist.pt"  # a shipped checkpoint, trained for 12 epochs
+        >>> path = next(d / name for d in stnviz.hub.checkpoint_dirs() if (d / name).is_file())
+        >>> digits = stnviz.data.sample("mnist").get(torch.arange(4))
+        >>> snaps = snapshots_from_checkpoints([path], digits.images, digits.labels)
+        >>> len(snaps), snaps[0].epoch, snaps[0].accuracy
+        (1, 12.0, 1.0)
+    """
     from .checkpoints import _load_model
 
     if not paths:
@@ -173,7 +209,17 @@ def _caption(draw, xy, text: str) -> None:
 def compose_frame(inputs: torch.Tensor, snap: Snapshot, *, columns: int = 4, tile: int = 112,
                   caption: str | None = None) -> np.ndarray:
     """``(H, W, 3)`` uint8: for each probe image, input + sampled region | output, in a grid of
-    ``columns`` pairs, with a caption (step, epoch, probe loss and accuracy)."""
+    ``columns`` pairs, with a caption (step, epoch, probe loss and accuracy).
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> digits = stnviz.data.sample("mnist").get(torch.arange(4))
+        >>> snap = probe_snapshot(model, digits.images, digits.labels, step=500)
+        >>> frame = compose_frame(digits.images, snap, columns=2, tile=64)  # 2 x 2 pairs under a caption
+        >>> frame.shape, frame.dtype
+        ((164, 276, 3), dtype('uint8'))
+    """
     from PIL import Image, ImageDraw
 
     n = inputs.shape[0]
@@ -236,6 +282,16 @@ def save_gif(frames, path, *, fps: float = 8, loop: int = 0) -> Path:
     Written with Pillow directly rather than through imageio's GIF plugin (which is Pillow
     underneath): this way each frame is quantised with the fast octree method, about 20x faster
     than the default median cut and indistinguishable on these flat renderings.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> frames = [np.full((32, 48, 3), v, np.uint8) for v in (0, 128, 255)]  # (H, W, 3) uint8
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = save_gif(frames, Path(tmp) / "fade.gif", fps=10)
+        ...     with Image.open(path) as gif:
+        ...         print(path.name, gif.n_frames, gif.size)
+        fade.gif 3 (48, 32)
     """
     from PIL import Image
 
@@ -254,7 +310,16 @@ def save_gif(frames, path, *, fps: float = 8, loop: int = 0) -> Path:
 
 def save_mp4(frames, path, *, fps: float = 8, quality: int = 8) -> Path:
     """Write frames as an H.264 MP4 (yuv420p, plays everywhere), atomically. Frame sides are
-    padded to even numbers, which H.264 needs."""
+    padded to even numbers, which H.264 needs.
+
+    Example:
+        >>> import tempfile
+        >>> frames = [np.full((31, 47, 3), v, np.uint8) for v in (0, 128, 255)]  # odd sides: padded
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = save_mp4(frames, Path(tmp) / "fade.mp4", fps=10)
+        ...     print(path.name, path.stat().st_size > 0)
+        fade.mp4 True
+    """
     import imageio.v2 as imageio
 
     fps = _check_fps(fps, "MP4")
@@ -274,7 +339,19 @@ def save_mp4(frames, path, *, fps: float = 8, quality: int = 8) -> Path:
 
 
 def write_animation(frames, path, *, fps: float = 8) -> Path:
-    """GIF or MP4 by the file's suffix."""
+    """GIF or MP4 by the file's suffix.
+
+    Example:
+        >>> import tempfile
+        >>> frames = [np.full((32, 32, 3), v, np.uint8) for v in (0, 255)]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     print(write_animation(frames, Path(tmp) / "blink.gif").name)
+        blink.gif
+        >>> write_animation(frames, "blink.webm")
+        Traceback (most recent call last):
+        ...
+        ValueError: animation path must end in .gif or .mp4, got 'blink.webm'
+    """
     suffix = Path(path).suffix.lower()
     if suffix == ".gif":
         return save_gif(frames, path, fps=fps)
@@ -286,7 +363,20 @@ def write_animation(frames, path, *, fps: float = 8) -> Path:
 def save_contact_sheet(inputs: torch.Tensor, snapshots: Sequence[Snapshot], path, *, rows: int = 8,
                        images: int | None = None, tile: int = 64) -> Path:
     """A PNG grid: one row per snapshot (``rows`` evenly spaced), one column per probe image,
-    each cell that image's transformer output at that step."""
+    each cell that image's transformer output at that step.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> digits = stnviz.data.sample("mnist").get(torch.arange(4))
+        >>> snaps = [probe_snapshot(model, digits.images, None, step=s) for s in (0, 100)]
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with Image.open(save_contact_sheet(digits.images, snaps, Path(tmp) / "sheet.png", tile=32)) as im:
+        ...         print(im.size)  # a 120-pixel label column, then 4 tiles of 32 (+2); 2 rows
+        (256, 70)
+    """
     from PIL import Image, ImageDraw
 
     if not snapshots:
@@ -308,7 +398,16 @@ def save_contact_sheet(inputs: torch.Tensor, snapshots: Sequence[Snapshot], path
 
 def sequence_frames(run, *, tile: int = 160, caption: bool = True) -> list[np.ndarray]:
     """Side-by-side frames of a :class:`stnviz.analysis.SequenceRun`: the input with its sampled
-    region (and the annotated box) | the transformer's output: the Moodstocks post-training view."""
+    region (and the annotated box) | the transformer's output: the Moodstocks post-training view.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> sequence = stnviz.data.sample("mnist").images[:8]  # (T, C, H, W); or a Track, a video file
+        >>> frames = sequence_frames(stnviz.analysis.run_sequence(model, sequence), tile=64)
+        >>> len(frames), frames[0].shape  # e.g. for write_animation(frames, "sequence.gif")
+        (8, (90, 140, 3))
+    """
     from PIL import Image, ImageDraw
 
     out = []
