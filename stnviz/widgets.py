@@ -167,7 +167,13 @@ def _affine_parts(params) -> dict | None:
 
 def compose_parts(parts: dict) -> np.ndarray:
     """``{rotation (degrees), scale_x, scale_y, shear, tx, ty}`` -> flat affine theta ``(6,)``
-    (float64) by :func:`stnviz.geometry.compose_affine`."""
+    (float64) by :func:`stnviz.geometry.compose_affine`.
+
+    Example:
+        >>> parts = {"rotation": 90.0, "scale_x": 0.5, "scale_y": 0.5, "shear": 0.0, "tx": 0.1, "ty": 0.0}
+        >>> compose_parts(parts).round(3).tolist()  # [a11, a12, tx, a21, a22, ty]
+        [0.0, -0.5, 0.1, 0.5, 0.0, 0.0]
+    """
     v = {n: torch.tensor([float(parts[n])], dtype=torch.float64) for n in AFFINE_PARTS}
     v["rotation"] = torch.tensor([math.radians(float(parts["rotation"]))], dtype=torch.float64)
     return geometry.compose_affine(**v).reshape(-1).numpy().copy()
@@ -190,6 +196,14 @@ class ExplorerState:
         identity, initial: the identity parameters and the ones the state opened with.
 
     Nothing here rounds: sliders snap what they *display*, never the state.
+
+    Example:
+        >>> state = ExplorerState("affine")
+        >>> state.set_part("rotation", 30.0)  # degrees; the other parts stay as they are
+        >>> state.params.round(3).tolist()
+        [0.866, -0.5, 0.0, 0.5, 0.866, 0.0]
+        >>> state.set_part("rotation", 0.0); np.allclose(state.params, state.identity)  # and back
+        True
     """
 
     def __init__(self, family: str = "affine", params=None, *, control_points: int = 9, index: int = 0):
@@ -259,6 +273,16 @@ class ExplorerState:
 
 
 class ExplorerViews(typing.NamedTuple):
+    """What :func:`render_explorer` returns: the two pictures, a message and the parameter text.
+
+    Example:
+        >>> views = render_explorer(torch.zeros(1, 28, 28), [0.0] * 6, "affine")  # theta = 0: singular
+        >>> views._fields, views.output_rgb.dtype
+        (('input_rgb', 'output_rgb', 'message', 'theta_text'), dtype('uint8'))
+        >>> views.message
+        'singular transform (det = 0): the output collapses onto a line or a point'
+    """
+
     input_rgb: np.ndarray  # (H', W', 3) uint8: input, grey margin, sampled region (TPS: control points)
     output_rgb: np.ndarray  # (H'', W'', 3) uint8: the warped image
     message: str  # "" or why the transform is degenerate (plain text)
@@ -326,6 +350,18 @@ def render_explorer(image: torch.Tensor, params, family: str, *, output_size=Non
         output_size: ``(H, W)`` of the output (default: the input size).
         point: TPS only, the control point to highlight.
         scale, margin: display magnification and grey margin (fraction of the image per side).
+
+    Example:
+        >>> views = render_explorer(torch.zeros(1, 28, 28), [0.5, 0, 0, 0, 0.5, 0], "affine", scale=4)
+        >>> views.input_rgb.shape, views.output_rgb.shape, views.message  # input: 25% grey margin a side
+        ((168, 168, 3), (112, 112, 3), '')
+        >>> print(views.theta_text)
+        θ  +0.500  +0.000  +0.000
+           +0.000  +0.500  +0.000
+        rotation    +0.0°
+        scale      0.500 ×  0.500
+        shear     +0.000
+        shift     +0.000   +0.000
     """
     p = np.asarray(params, dtype=np.float64).reshape(-1)
     size = tuple(image.shape[-2:])
@@ -364,6 +400,12 @@ def slider_value(value: float, lo: float, hi: float, step: float) -> float:
     differs from the value sent, even by one ulp, the page sends it back as if the user had moved
     the slider. The same IEEE double arithmetic here gives the same number, so a value pushed
     through this function is one the page keeps as it is: no echo.
+
+    Example:
+        >>> slider_value(0.123, -2.0, 2.0, 0.01)  # what a browser slider with step 0.01 holds
+        0.1200000000000001
+        >>> slider_value(5.0, -2.0, 2.0, 0.01)  # clamped to the range
+        2.0
     """
     v = min(max(float(value), lo), hi)
     if v >= hi:
@@ -413,6 +455,15 @@ class ThetaExplorer(_Widget):
     ``input_view`` / ``output_view`` (``ipywidgets.Image``), ``theta_view``, ``entries`` (the raw
     sliders), ``parts`` (the decomposed sliders, affine only), ``picker``, ``buttons``,
     ``message``, ``log``, ``edits`` (user edits received, per slider).
+
+    Example:
+        >>> from stnviz.data import draw_glyphs
+        >>> explorer = ThetaExplorer(draw_glyphs(3))  # leave it last in a cell to display it
+        >>> explorer.parts["rotation"].value = 30.0  # what dragging the rotation slider does
+        >>> explorer.params.round(3).tolist(), dict(explorer.edits)
+        ([0.866, -0.5, 0.0, 0.5, 0.866, 0.0], {'rotation °': 1})
+        >>> [round(e.value, 3) for e in explorer.entries]  # the entry sliders follow, shown to their step
+        [0.87, -0.5, 0.0, 0.5, 0.87, 0.0]
     """
 
     def __init__(self, images, model=None, *, family: str | None = None, params=None, output_size=None,
@@ -686,6 +737,16 @@ class STNInspector(_Widget):
     Attributes for scripting and tests: ``records`` (key -> record over all images),
     ``predictions``, ``picker``, ``which`` (the transformer dropdown), ``input_view``,
     ``output_view``, ``info``, ``table``, ``message``, ``log``.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> inspector = STNInspector(model, stnviz.data.sample("mnist").subset(torch.arange(4)))
+        >>> inspector.predictions.tolist(), inspector.which.value
+        ([7, 2, 1, 0], 'transformer')
+        >>> inspector.picker.value = 2  # show the third image
+        >>> inspector.info.value.split("<br>")[:2]
+        ['prediction: <b>1</b>', 'true: 1 ✓']
     """
 
     def __init__(self, model, images, labels=None, *, class_names=None, boxes=None, forward=None, predict=None,
@@ -847,6 +908,18 @@ class TrainingPlayer(_Widget):
     :class:`stnviz.animate.ProgressRecorder` (or a list of snapshots and the probe inputs).
 
     Frames are composed once, on first view of each step, and cached.
+
+    Example:
+        >>> import stnviz
+        >>> from stnviz.animate import ProgressRecorder
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> digits = stnviz.data.sample("mnist").get(torch.arange(4))
+        >>> recorder = ProgressRecorder(digits.images, digits.labels)
+        >>> recorder.record(model, step=0); recorder.record(model, step=50)  # as fit would
+        >>> player = TrainingPlayer(recorder, tile=32)
+        >>> player.slider.value = 1
+        >>> player.caption.value
+        'step 50 · epoch 0.00 · probe acc 1.00'
     """
 
     def __init__(self, recorder=None, *, snapshots=None, inputs=None, columns: int = 4, tile: int = 112):
@@ -908,6 +981,17 @@ class StabilityViewer(_Widget):
 
     The plots are drawn once per track at the size they are shown (no browser rescaling); a
     scrub only draws the frame marker onto that raster and re-encodes it.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_gtsrb.gtsrb", device="cpu")
+        >>> names = stnviz.data.GTSRB_CLASS_NAMES
+        >>> viewer = StabilityViewer(model, stnviz.data.sample_tracks()[:1], class_names=names, prefetch=False)
+        >>> viewer.frame.max, viewer.track.options[0][0]  # 30 frames of one track
+        (29, '0: track 4 (speed limit 20)')
+        >>> viewer.frame.value = 10  # scrub
+        >>> viewer.info.value.split(" (")[0]
+        'frame 10: prediction <b>speed limit 20</b>'
     """
 
     def __init__(self, model, tracks, *, module: str | None = None, scale: int = 6, class_names=None,
