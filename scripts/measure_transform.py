@@ -7,7 +7,7 @@ translation the first transformer undoes).
 GTSRB (``--data gtsrb``): accuracy on the held-out test tracks, and over those tracks and over the
 20 shipped tracks (:func:`stnviz.data.sample_tracks`) the mean IoU of the first transformer's
 sampled region with the annotated box and the output change per frame against the model's own
-fixed mean transform (``change_ratio_fixed``, from :func:`stnviz.analysis.stability_summary`).
+fixed mean transform (``change_ratio_fixed``, from :func:`stnviz.analysis.stability_per_track`).
 
     python scripts/measure_transform.py MODEL_OR_PATH --data mnist_rotated --data-root DATA
 """
@@ -27,10 +27,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--splits", nargs="*", default=["test"], choices=["val", "test"])
     ap.add_argument("--tracks", type=int, default=None, help="at most this many held-out tracks (GTSRB)")
+    ap.add_argument("--record", action="store_true",
+                    help="store the figures in the .pt file's metadata (meta['transform_metrics'], written atomically)")
     args = ap.parse_args(argv)
 
     import stnviz
-    from stnviz.analysis import distortion_residuals, stability_summary, summarize_stability
+    from stnviz.analysis import distortion_residuals, stability_per_model, stability_per_track
     from stnviz.data import load_splits, sample_tracks
     from stnviz.data.datasets import tracks_of
     from stnviz.train import evaluate
@@ -48,16 +50,26 @@ def main(argv=None) -> int:
             out[split]["undone"] = {r.component: round(float(r.undone), 4) for r in table.itertuples()}
         elif args.data == "gtsrb":
             tracks = list(tracks_of(data))[: args.tracks]
-            row = summarize_stability(stability_summary(model, tracks, device="cpu"), args.model).iloc[0]
+            row = stability_per_model(stability_per_track(model, tracks, device="cpu"), args.model).iloc[0]
             out[split]["tracks"] = {k: round(float(row[k]), 4) for k in
                                     ("tracks", "accuracy", "iou", "change_ratio_fixed", "change_ratio",
                                      "tracks_steadier_than_fixed")}
     if args.data == "gtsrb":
-        row = summarize_stability(stability_summary(model, sample_tracks(), device="cpu"), args.model).iloc[0]
+        row = stability_per_model(stability_per_track(model, sample_tracks(), device="cpu"), args.model).iloc[0]
         out["shipped_tracks"] = {k: round(float(row[k]), 4) for k in
                                  ("tracks", "accuracy", "iou", "change_ratio_fixed", "change_ratio",
                                   "tracks_steadier_than_fixed")}
     print(json.dumps(out, indent=1))
+    if args.record:
+        from pathlib import Path
+
+        from stnviz.checkpoints import save_checkpoint
+
+        if not Path(args.model).is_file():
+            raise SystemExit(f"--record needs a .pt path, got the name {args.model!r}")
+        figures = {k: v for k, v in out.items() if k not in ("model",)}
+        save_checkpoint(model, args.model, {**model.meta, "transform_metrics": figures})
+        print(f"recorded in {args.model}")
     return 0
 
 

@@ -172,7 +172,7 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
     import matplotlib.pyplot as plt
 
     from . import render
-    from .analysis import run_sequence, stability_summary, summarize_stability
+    from .analysis import run_sequence, stability_per_model, stability_per_track
     from .animate import ProgressRecorder, compose_frame, save_contact_sheet, save_gif, save_mp4, sequence_frames
     from .data import DistortedMNIST, sample, sample_tracks
     from .data.catalog import TEST_SEED
@@ -183,7 +183,8 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
     dev = resolve_device(device)
     written: list[Path] = []
     shipped = set(list_models(pretrained=True))
-    needed = {"stn_tutorial.mnist", "stn_cnn.mnist_rts", "cnn.mnist_rts", "stn_gtsrb.gtsrb", "cnn_gtsrb.gtsrb"}
+    signs = "stn_gtsrb.gtsrb_loc"  # the GTSRB model whose first transformer finds the sign
+    needed = {"stn_tutorial.mnist", "stn_cnn.mnist_rts", "cnn.mnist_rts", signs, "cnn_gtsrb.gtsrb"}
     missing = sorted(needed - shipped)
     if missing:
         print(f"note: shipped checkpoints missing, their parts are skipped: {missing}")
@@ -199,12 +200,12 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
         written.append(_savefig(fig, out / "overlays_mnist_rts.png"))
 
     tracks = sample_tracks()
-    if "stn_gtsrb.gtsrb" in shipped:
-        gtsrb_model = load_pretrained("stn_gtsrb.gtsrb", device=dev)
+    if signs in shipped:
+        gtsrb_model = load_pretrained(signs, device=dev)
         frames = torch.stack([t.images[-1] for t in tracks[:6]]).to(dev)  # the last, closest frame of 6 tracks
         labels = torch.tensor([t.label for t in tracks[:6]])
         boxes = [t.boxes[-1] * 32 - 0.5 for t in tracks[:6]]
-        fig = _overlays(gtsrb_model, frames, labels, "stn_gtsrb.gtsrb on held-out GTSRB signs (green: annotated box)", boxes=boxes)
+        fig = _overlays(gtsrb_model, frames, labels, f"{signs} on held-out GTSRB signs (green: annotated box)", boxes=boxes)
         written.append(_savefig(fig, out / "overlays_gtsrb.png"))
 
     recorded = None if quick else load_recorded_run()
@@ -233,23 +234,23 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
         written.append(save_mp4(frames, out / "training_progress.mp4", fps=6))
         written.append(rec.save_contact_sheet(out / "training_contact_sheet.png", rows=6))
 
-    if "stn_gtsrb.gtsrb" in shipped:
+    if signs in shipped:
         track = max(tracks, key=lambda t: float((t.boxes[:, 2] - t.boxes[:, 0]).std()))  # a sign that grows a lot
         run = run_sequence(gtsrb_model, track)
         fig, axes = plt.subplots(1, 2, figsize=(10, 3))
         render.plot_theta_components(run.table, axes[0])
         render.plot_change_curves(run.table, axes[1])
-        fig.suptitle(f"GTSRB track {track.track_id} (class {track.label}), stn_gtsrb.gtsrb", fontsize=10)
+        fig.suptitle(f"GTSRB track {track.track_id} (class {track.label}), {signs}", fontsize=10)
         fig.tight_layout()
         written.append(_savefig(fig, out / "stability_track.png"))
         written.append(save_gif(sequence_frames(run), out / "stability_track.gif", fps=6))
-        summary = stability_summary(gtsrb_model, tracks)
+        summary = stability_per_track(gtsrb_model, tracks)
         written.append(atomic_write(out / "stability_summary.csv", lambda tmp: summary.to_csv(tmp, index=False)))
         fig, ax = plt.subplots(figsize=(4.2, 4))
         render.plot_stability_summary(summary, ax)
         fig.tight_layout()
         written.append(_savefig(fig, out / "stability_summary.png"))
-        stab = summarize_stability(summary, "stn_gtsrb.gtsrb")
+        stab = stability_per_model(summary, signs)
     else:
         stab = None
 
