@@ -42,15 +42,22 @@ def main(argv=None) -> int:
     ap.add_argument("--region-penalty", type=float, default=1.0)
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--max-snapshots", type=int, default=48)
+    ap.add_argument("--model", default="stn_cnn", choices=["stn_cnn", "stn_fcn"],
+                    help="the paper's ST-CNN, or its ST-FCN (a fully connected classifier: no translation or scale "
+                         "tolerance of its own, so finding and enlarging the digit pays more)")
     ap.add_argument("--family", default="affine", help="the transformer's family (affine, attention ...)")
     ap.add_argument("--classifier", default=None,
                     help="start the classifier from these weights (e.g. one trained on plain 28x28 MNIST) and keep "
                          "it frozen: the transformer alone learns, and only framing the digit as that classifier "
                          "knows it pays")
+    ap.add_argument("--init-params", default=None,
+                    help="the transformer's starting transform, flat parameters as JSON (e.g. attention "
+                         "'[0.7, 0, 0]': a centred crop of 0.7 of the canvas; default the identity)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
 
+    from stnviz import geometry
     from stnviz.animate import ProgressRecorder
     from stnviz.data import load_splits
     from stnviz.data.distortions import DistortedMNIST
@@ -64,7 +71,7 @@ def main(argv=None) -> int:
         train = DistortedMNIST(train.source.subset(torch.arange(args.train_size)), "translated_cluttered",
                                seed=args.seed, fresh=True)
     torch.manual_seed(args.seed)
-    model = get_model("stn_cnn", input_size=(1, 60, 60), output_size=(28, 28), family=args.family, device="cpu")
+    model = get_model(args.model, input_size=(1, 60, 60), output_size=(28, 28), family=args.family, device="cpu")
     if args.classifier:
         loaded, _ = load_matching(model, load_pretrained(args.classifier, device="cpu").state_dict())
         freeze(model, "classifier")
@@ -75,6 +82,8 @@ def main(argv=None) -> int:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             nn.init.zeros_(m.bias)
+    if args.init_params:
+        model.transformer.set_constant_params(torch.tensor(json.loads(args.init_params), dtype=torch.float32))
     probe = splits.test.get(torch.arange(8))
     rec = ProgressRecorder(probe.images, probe.labels, every=args.every, max_snapshots=args.max_snapshots)
     t0 = time.perf_counter()
@@ -83,11 +92,16 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     test = evaluate(model, splits.test, device="cpu")
     snaps = rec.snapshots
+    # where each probe digit's 28x28 patch lies on its canvas (pixels, from the ground truth, which
+    # maps canvas -> digit): what the regions should end on
+    corners = geometry.sampled_outline(geometry.invert(probe.extras["theta"]), "affine", (60, 60), points_per_side=1)
+    boxes = torch.cat([corners.amin(1), corners.amax(1)], 1)
     meta = {
         "command": "python scripts/record_attention.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-        "model": f"stn_cnn ({args.family}), input 1x60x60, transformer output 28x28", "data": "mnist_translated_cluttered",
+        "model": f"{args.model} ({args.family}), input 1x60x60, transformer output 28x28", "data": "mnist_translated_cluttered",
         "epochs": args.epochs, "train_seconds": round(seconds, 1), "test_accuracy": test["accuracy"],
         "train_loss_last_epoch": float(hist["train_loss"].iloc[-1]),
+        "digit_boxes": [[round(float(v), 2) for v in b] for b in boxes],
     }
     out = save_recorded_run(args.out, probe.images, probe.labels, snaps, meta)
     print(json.dumps({"wrote": str(out), "bytes": out.stat().st_size, "snapshots": len(snaps), **meta}, indent=1))

@@ -560,12 +560,10 @@ def projective_grid(homography: torch.Tensor, size) -> torch.Tensor:
     """
     m = _check_homography(homography)
     h, w = _check_grid_size(size, m.shape[0])
-    # one batched matmul of the shared homogeneous base grid (H*W, 3) and a divide, as
-    # F.affine_grid does for theta: no per-sample copy of the base grid
-    # planar layout (B, 3, H*W): one GEMM of the matrices and the shared homogeneous base grid,
-    # then x / w and y / w over contiguous rows (a divide over an interleaved last dimension of 2
-    # is several times slower on CPU); the grid is a permuted view of that buffer, which
-    # grid_sample reads as fast as a contiguous one
+    # planar layout (B, 3, H*W): one GEMM of the matrices and the shared homogeneous base grid (no
+    # per-sample copy of it), then x / w and y / w over contiguous rows (a divide over an
+    # interleaved last dimension of 2 is several times slower on CPU); the grid is a permuted view
+    # of that buffer, which grid_sample reads as fast as a contiguous one
     base = _homogeneous_base_grid(h, w, m.device, m.dtype).t()  # (3, H*W)
     planes = torch.matmul(m, base)
     wz = planes[:, 2:]

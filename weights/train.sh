@@ -17,10 +17,19 @@ run() {
   cp "$out/$name.pt" "weights/$name.pt"
 }
 
+# A first stage of a multi-stage recipe: trains into $RUNS/DIR, ships nothing.
+stage() {
+  local dir=$1; shift
+  local out="$RUNS/$dir"
+  local resume=()
+  [ -f "$out/last.pt" ] && resume=(--resume "$out/last.pt")
+  "$PY" -m stnviz train "$@" --out "$out" "${resume[@]}"
+}
+
 want() { [ $# -eq 0 ] || [[ " $* " == *" $NAME "* ]]; }
 
 for NAME in stn_tutorial.mnist stn_gtsrb.gtsrb cnn_gtsrb.gtsrb stn_cnn.mnist_rts cnn.mnist_rts \
-            stn_fcn.mnist_rotated fcn.mnist_rotated; do
+            stn_fcn.mnist_rotated fcn.mnist_rotated stn_gtsrb.gtsrb_loc; do
   want "$@" || continue
   case $NAME in
     stn_tutorial.mnist) run $NAME --model stn_tutorial --data mnist --epochs 12 --lr 0.05 --batch-size 128 ;;
@@ -47,7 +56,7 @@ for NAME in stn_tutorial.mnist stn_gtsrb.gtsrb cnn_gtsrb.gtsrb stn_cnn.mnist_rts
     # OMP_NUM_THREADS=1 on a shared 2-core CPU: 5-10 s per epoch instead of 100 s with two threads.
     # GTSRB, a first transformer that localises (issue 13; targets on held-out tracks: IoU of its
     # region with the annotated box >= 0.80, output change <= 0.85x its fixed mean transform's,
-    # accuracy >= 99.8%). Not met yet, so nothing shipped; what was tried (figures from
+    # accuracy >= 99.8%). Accuracy met, IoU and steadiness not; what was tried (figures from
     # scripts/measure_transform.py: test = the 133 held-out test tracks, shipped = the 20 sample
     # tracks; stn_gtsrb.gtsrb itself: IoU 0.63 / 0.65, change ratio 0.996 / 0.998, 99.82%):
     #   A  fine-tune stn_gtsrb.gtsrb, --augment reframe (place_object: sign at 0.5-1.0 of the frame,
@@ -72,6 +81,18 @@ for NAME in stn_tutorial.mnist stn_gtsrb.gtsrb cnn_gtsrb.gtsrb stn_cnn.mnist_rts
     #   E  D's last epoch fine-tuned 6 epochs with penalty 200 (lr 0.01 cosine): test 99.35%,
     #      IoU 0.78 / 0.78, ratio 1.02 / 1.02: the stronger penalty did not close the margin.
     #      python -m stnviz train --model stn_gtsrb --data gtsrb --init $RUNS/stn_gtsrb.gtsrb_loc_stage1/last.pt --augment reframe --region-penalty 200 --epochs 6 --lr 0.01 --loc-lr 0.01 --schedule cosine --label-smoothing 0.1 --batch-size 128 --out $RUNS/stn_gtsrb.gtsrb_loc --name stn_gtsrb.gtsrb_loc
+    #   F  (shipped as stn_gtsrb.gtsrb_loc) D's last epoch, its transformers frozen (--loc-lr 0), the
+    #      classifier fine-tuned 6 epochs on the plain frames with the usual jitter (lr 0.01 cosine):
+    #      best epoch 1, test 99.82% (the old model's figure, so a new tag), IoU 0.772 / 0.769, change
+    #      ratio 1.022 / 1.046 (in the file: meta["transform_metrics"], scripts/measure_transform.py --record).
+    #      The region finds the sign and crops most of the margin, but still keeps some of it (IoU
+    #      short of 0.80) and moves from frame to frame about as much as the sign does, no steadier
+    #      than one fixed crop (ratio short of 0.85).
+    stn_gtsrb.gtsrb_loc)
+      stage stn_gtsrb.gtsrb_loc_stage1 --model stn_gtsrb --data gtsrb --reinit-transformers 1 --init-params '[0.78, 0, 0.028, 0, 0.78, 0.028]' \
+        --augment reframe --region-penalty 20 --epochs 16 --lr 0.05 --loc-lr 0.01 --label-smoothing 0.1 --batch-size 128 --name stn_gtsrb.gtsrb_loc
+      run $NAME --model stn_gtsrb --data gtsrb --init "$RUNS/stn_gtsrb.gtsrb_loc_stage1/last.pt" --augment --loc-lr 0 --epochs 6 --lr 0.01 \
+        --schedule cosine --label-smoothing 0.1 --batch-size 128 ;;
     stn_fcn.mnist_rotated) run $NAME --model stn_fcn --model-args '{"family": "restricted", "components": ["rotation"]}' --data mnist_rotated --epochs 50 --lr 0.05 --loc-lr 0.05 ;;
     fcn.mnist_rotated)  run $NAME --model fcn --data mnist_rotated --epochs 50 --lr 0.05 ;;
   esac
