@@ -46,7 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 MAKEFILE = REPO / "Makefile"
 
 EXPLORER = ".stnviz-theta-explorer"
-INSPECTOR = ".stnviz-inspector"
+INSPECTOR = ".stnviz-inspector:not(.stnviz-signs)"  # the digits' inspector
+SIGNS = ".stnviz-inspector.stnviz-signs"  # the traffic signs' inspector (stn_gtsrb.gtsrb_loc)
 
 # The pictures and readouts of one widget, found inside its root (the inspector also has
 # .stnviz-input / .stnviz-output images). An Image widget renders as <img class="... stnviz-input">;
@@ -222,6 +223,7 @@ def dashboard(server, browser, tmp_path_factory):
         page.wait_for_selector(EXPLORER, timeout=LOAD_TIMEOUT)
         page.wait_for_function(RENDERED_JS, arg=[EXPLORER, None], timeout=LOAD_TIMEOUT)
         page.wait_for_function(RENDERED_JS, arg=[INSPECTOR, None], timeout=LOAD_TIMEOUT)
+        page.wait_for_function(RENDERED_JS, arg=[SIGNS, None], timeout=LOAD_TIMEOUT)
         _note_kernels(server)
         print(f"\ndashboard rendered in {time.monotonic() - t0:.1f} s")
     except BaseException:
@@ -319,6 +321,26 @@ def test_inspector_rendered_without_errors(dashboard, server, tmp_path):
         shot = tmp_path / "dashboard_inspector.png"
         page.screenshot(path=str(shot))
         print(f"inspector: {' '.join(info.split())}; screenshot: {shot}")
+    except BaseException:
+        _on_failure(page, server, tmp_path)
+        raise
+
+
+def test_sign_inspector_shows_the_localising_model(dashboard, server, tmp_path):
+    """The traffic-sign section: stn_gtsrb.gtsrb_loc's inspector with a sign name as its
+    prediction and the true sign beside it."""
+    page, errors = dashboard
+    try:
+        signs = page.locator(SIGNS)
+        state = _state(page, SIGNS)
+        assert state["input"].startswith("blob:") and state["output"].startswith("blob:"), state
+        info = " ".join(signs.locator(".stnviz-info").text_content().split())
+        assert "prediction: speed limit 20" in info and "true: speed limit 20" in info, f"sign inspector info: {info!r}"
+        assert not errors, f"uncaught errors in the page: {errors}"
+        signs.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+        shot = tmp_path / "dashboard_signs.png"
+        page.screenshot(path=str(shot))
+        print(f"signs: {info}; screenshot: {shot}")
     except BaseException:
         _on_failure(page, server, tmp_path)
         raise
