@@ -29,7 +29,7 @@ stage() {
 want() { [ $# -eq 0 ] || [[ " $* " == *" $NAME "* ]]; }
 
 for NAME in stn_tutorial.mnist stn_gtsrb.gtsrb cnn_gtsrb.gtsrb stn_cnn.mnist_rts cnn.mnist_rts \
-            stn_fcn.mnist_rotated fcn.mnist_rotated stn_gtsrb.gtsrb_loc; do
+            stn_fcn.mnist_rotated fcn.mnist_rotated stn_gtsrb.gtsrb_loc stn_cnn.mnist_rts_upright; do
   want "$@" || continue
   case $NAME in
     stn_tutorial.mnist) run $NAME --model stn_tutorial --data mnist --epochs 12 --lr 0.05 --batch-size 128 ;;
@@ -93,6 +93,35 @@ for NAME in stn_tutorial.mnist stn_gtsrb.gtsrb cnn_gtsrb.gtsrb stn_cnn.mnist_rts
         --augment reframe --region-penalty 20 --epochs 16 --lr 0.05 --loc-lr 0.01 --label-smoothing 0.1 --batch-size 128 --name stn_gtsrb.gtsrb_loc
       run $NAME --model stn_gtsrb --data gtsrb --init "$RUNS/stn_gtsrb.gtsrb_loc_stage1/last.pt" --augment --loc-lr 0 --epochs 6 --lr 0.01 \
         --schedule cosine --label-smoothing 0.1 --batch-size 128 ;;
+    # RTS, a transformer that uprights the digits (issue 13; targets on the RTS test split with
+    # stnviz.analysis.distortion_residuals: rotation undone >= 0.5, scale >= 0.6, translation >= 0.9,
+    # test error <= 0.6%). stn_cnn.mnist_rts itself: 7% / 25% / 91% / 90%, 0.58% error: its classifier
+    # learns the rotations. Not met; what was tried ("restricted" family = rotation, scale, translation):
+    #   calibration (a previous session): stn_cnn restricted, 6 epochs joint: rotation 3%, scale 51%,
+    #     translation 98%: rotation is learned last, and only when the classifier can't cope alone.
+    #   A  a classifier on canonical digits: stn_cnn at 28x28 on plain MNIST, its transformer frozen
+    #      at the identity (--freeze transformers), 4 epochs: 98.76% val.
+    #   B  that classifier frozen (--freeze classifier, --init-matching: the localisation net's input
+    #      size differs) behind a fresh He-initialised restricted transformer (starting at a 0.7 crop)
+    #      on RTS, 8 epochs: only the transformer can make the loss fall, by bringing digits to the
+    #      pose the classifier knows. Test 2.87% error, rotation 41%, scale 44%, translation 87%.
+    #   B2 B continued at loc-lr 0.01 (cosine): unstable (val 91% -> 79% in 2 epochs), stopped.
+    #   C  B's transformer frozen, classifier fine-tuned on RTS (lr 0.01): 97.7% val after 3 epochs,
+    #      too slow, stopped.
+    #   Cj (shipped as stn_cnn.mnist_rts_upright) B fine-tuned jointly 15 epochs (lr 0.02 onecycle,
+    #      loc-lr 0.002, penalty 1): test error 0.87%; rotation 40.7%, scale 42.5%, translation
+    #      87.9% / 87.0% undone (meta["transform_metrics"]): the outputs are visibly more upright
+    #      (a third of the +-45 deg spread is left), at 0.3 points more error than the joint model.
+    #   What's left: the frozen classifier of B is the ceiling (98.8% on plain MNIST); a better one
+    #   and longer B and Cj stages are the next things to try.
+    stn_cnn.mnist_rts_upright)
+      stage stn_cnn.mnist_canonical --model stn_cnn --model-args '{"input_size":[1,28,28],"output_size":[28,28],"family":"restricted","components":["rotation","scale","translation"]}' \
+        --data mnist --freeze transformers --epochs 4 --lr 0.02 --batch-size 128 --name stn_cnn.mnist_canonical
+      stage stn_cnn.mnist_rts_B --model stn_cnn --model-args '{"output_size":[28,28],"family":"restricted","components":["rotation","scale","translation"]}' \
+        --data mnist_rts --init "$RUNS/stn_cnn.mnist_canonical/stn_cnn.mnist_canonical.pt" --init-matching --freeze classifier \
+        --reinit-transformers 1 --init-params '[0, 0.7, 0, 0]' --epochs 8 --lr 0.01 --loc-lr 0.01 --region-penalty 1 --batch-size 128 --name stn_cnn.mnist_rts_B
+      run $NAME --model stn_cnn --model-args '{"output_size":[28,28],"family":"restricted","components":["rotation","scale","translation"]}' \
+        --data mnist_rts --init "$RUNS/stn_cnn.mnist_rts_B/stn_cnn.mnist_rts_B.pt" --epochs 15 --lr 0.02 --loc-lr 0.002 --region-penalty 1 --batch-size 128 ;;
     stn_fcn.mnist_rotated) run $NAME --model stn_fcn --model-args '{"family": "restricted", "components": ["rotation"]}' --data mnist_rotated --epochs 50 --lr 0.05 --loc-lr 0.05 ;;
     fcn.mnist_rotated)  run $NAME --model fcn --data mnist_rotated --epochs 50 --lr 0.05 ;;
   esac
