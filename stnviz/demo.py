@@ -3,13 +3,16 @@
 Writes to ``out/`` and prints each path:
 
 * ``transforms.png``: every transform family applied to drawn glyphs, with its sampled region;
-* ``overlays_mnist_rts.png`` / ``overlays_gtsrb.png``: the shipped ST models on real distorted
-  digits and real traffic signs: input with the sampled region | transformer output | theta;
-* ``training_progress.gif`` / ``.mp4`` / ``training_contact_sheet.png``: an ST-CNN learning to
-  attend on translated-cluttered MNIST (60x60 -> 28x28), the region shrinking onto the digit.
-  The run was recorded once (``scripts/record_attention.py``) and ships as a small file
-  (:func:`load_recorded_run`), so the demo renders it in seconds; without the file, or with
-  ``quick=True`` (tests), a short live run on RTS digits is recorded instead;
+* ``overlays_mnist_rts.png`` / ``overlays_mnist_rts_upright.png`` / ``overlays_gtsrb.png``: the
+  shipped ST models on real distorted digits (``stn_cnn.mnist_rts``, and
+  ``stn_cnn.mnist_rts_upright`` whose transformer turns them upright) and on real traffic signs
+  (``stn_gtsrb.gtsrb_loc``, whose transformer finds the sign): input with the sampled region |
+  transformer output | theta;
+* ``training_progress.gif`` / ``.mp4`` / ``training_contact_sheet.png``: a short live run, the
+  tutorial net on RTS digits, its regions moving onto the digits. A recorded run
+  (``scripts/record_attention.py``, shipped as ``stnviz/data/samples/attention_tc.npz`` and read
+  with :func:`load_recorded_run`) is rendered instead when that file exists; none ships yet: no
+  recipe tried has made the region shrink onto the digit on translated-cluttered MNIST;
 * ``stability_track.png`` and ``stability_track.gif``: one GTSRB track, theta and change per
   frame, and the side-by-side post-training view;
 * ``stability_summary.png`` / ``.csv``: all shipped tracks, the ST model against the identity;
@@ -184,7 +187,8 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
     written: list[Path] = []
     shipped = set(list_models(pretrained=True))
     signs = "stn_gtsrb.gtsrb_loc"  # the GTSRB model whose first transformer finds the sign
-    needed = {"stn_tutorial.mnist", "stn_cnn.mnist_rts", "cnn.mnist_rts", signs, "cnn_gtsrb.gtsrb"}
+    upright = "stn_cnn.mnist_rts_upright"  # the RTS model whose transformer turns digits upright
+    needed = {"stn_tutorial.mnist", "stn_cnn.mnist_rts", "cnn.mnist_rts", upright, signs, "cnn_gtsrb.gtsrb"}
     missing = sorted(needed - shipped)
     if missing:
         print(f"note: shipped checkpoints missing, their parts are skipped: {missing}")
@@ -198,13 +202,17 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
         model = load_pretrained("stn_cnn.mnist_rts", device=dev)
         fig = _overlays(model, rts_batch.images, rts_batch.labels, "stn_cnn.mnist_rts on RTS-distorted MNIST test digits")
         written.append(_savefig(fig, out / "overlays_mnist_rts.png"))
+    if upright in shipped:
+        model = load_pretrained(upright, device=dev)
+        fig = _overlays(model, rts_batch.images, rts_batch.labels, f"{upright}: the transformer turns the digits upright")
+        written.append(_savefig(fig, out / "overlays_mnist_rts_upright.png"))
 
     tracks = sample_tracks()
     if signs in shipped:
         gtsrb_model = load_pretrained(signs, device=dev)
-        frames = torch.stack([t.images[-1] for t in tracks[:6]]).to(dev)  # the last, closest frame of 6 tracks
+        frames = torch.stack([t.images[0] for t in tracks[:6]]).to(dev)  # the first, farthest frame of 6 tracks (most margin)
         labels = torch.tensor([t.label for t in tracks[:6]])
-        boxes = [t.boxes[-1] * 32 - 0.5 for t in tracks[:6]]
+        boxes = [t.boxes[0] * 32 - 0.5 for t in tracks[:6]]
         fig = _overlays(gtsrb_model, frames, labels, f"{signs} on held-out GTSRB signs (green: annotated box)", boxes=boxes)
         written.append(_savefig(fig, out / "overlays_gtsrb.png"))
 
