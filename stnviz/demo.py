@@ -80,7 +80,7 @@ def families_figure(device, size: int = 64):
     rows = demo_transforms()
     fig, axes = plt.subplots(len(rows), 2 * len(images), figsize=(2.0 * 2 * len(images), 2.1 * len(rows)))
     for r, (family, kwargs, params) in enumerate(rows):
-        st = SpatialTransformer(_TinyLocalization(3), transform=family, output_size=(size, size), **kwargs).to(device)
+        st = SpatialTransformer(_TinyLocalization(3), family=family, output_size=(size, size), **kwargs).to(device)
         st.set_constant_params(params)
         with torch.no_grad():
             warped = st(images)

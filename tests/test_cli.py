@@ -153,9 +153,9 @@ class TestTrainEval:
                   "--device", str(device)]
         assert main(["train", "--model", "stn_cnn", "--model-args", '{"input_size": [1, 28, 28], "output_size": [28, 28]}',
                      "--freeze", "transformers", "--out", str(tmp_path / "a"), *common]) == 0
-        first = load_model(tmp_path / "a" / "stn_cnn.mnist.pt", device="cpu")
+        first = load_model(tmp_path / "a" / "stn_cnn.mnist.pt", device=device)
         ident = build_model("stn_cnn", input_size=(1, 28, 28), output_size=(28, 28))
-        assert torch.equal(first.transformer.regressor.bias, ident.transformer.regressor.bias)  # frozen
+        assert torch.equal(first.transformer.regressor.bias.cpu(), ident.transformer.regressor.bias)  # frozen
         capsys.readouterr()
         # the classifier frozen, a fresh transformer learns in front of it
         assert main(["train", "--model", "stn_cnn", "--model-args", '{"input_size": [1, 28, 28], "output_size": [28, 28]}',
@@ -163,10 +163,10 @@ class TestTrainEval:
                      "--reinit-transformers", "1", "--loc-lr", "0.01", "--out", str(tmp_path / "b"), *common]) == 0
         out = capsys.readouterr().out
         assert "--init: " in out and "tensors loaded" in out
-        second = load_model(tmp_path / "b" / "stn_cnn.mnist.pt", device="cpu")
+        second = load_model(tmp_path / "b" / "stn_cnn.mnist.pt", device=device)
         for key in ("body.0.weight", "head.3.weight", "head.3.bias"):
-            assert torch.equal(second.state_dict()[key], first.state_dict()[key]), key
-        assert not torch.equal(second.transformer.regressor.weight, first.transformer.regressor.weight)
+            assert torch.equal(second.state_dict()[key].cpu(), first.state_dict()[key].cpu()), key
+        assert not torch.equal(second.transformer.regressor.weight.cpu(), first.transformer.regressor.weight.cpu())
         capsys.readouterr()
         # another classifier shape (14x14 transformer output): refused without --init-matching ...
         other = ["train", "--model", "stn_cnn", "--model-args", '{"output_size": [14, 14]}',

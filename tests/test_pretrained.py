@@ -84,7 +84,7 @@ def test_gtsrb_loc_transformer_finds_the_sign(device):
     whole_frame = float(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).mean())  # box inside the frame
     assert iou["stn_gtsrb.gtsrb_loc"] >= 0.75, iou
     assert iou["stn_gtsrb.gtsrb_loc"] > iou["stn_gtsrb.gtsrb"] + 0.08 and iou["stn_gtsrb.gtsrb"] < whole_frame + 0.06, (iou, whole_frame)
-    recorded = stnviz.load_pretrained("stn_gtsrb.gtsrb_loc", device="cpu").meta["transform_metrics"]
+    recorded = stnviz.load_pretrained("stn_gtsrb.gtsrb_loc", device=device).meta["transform_metrics"]
     assert recorded["shipped_tracks"]["iou"] == pytest.approx(iou["stn_gtsrb.gtsrb_loc"], abs=0.01)
 
 
@@ -100,7 +100,7 @@ def test_upright_transformer_undoes_the_rotation(device):
     new, old = undone["stn_cnn.mnist_rts_upright"], undone["stn_cnn.mnist_rts"]
     assert new["rotation (deg)"] >= 0.33 and old["rotation (deg)"] <= 0.15, undone
     assert new["log scale"] > old["log scale"] + 0.1 and new["translation x"] >= 0.8, undone
-    recorded = stnviz.load_pretrained("stn_cnn.mnist_rts_upright", device="cpu").meta["transform_metrics"]["test"]
+    recorded = stnviz.load_pretrained("stn_cnn.mnist_rts_upright", device=device).meta["transform_metrics"]["test"]
     assert recorded["undone"]["rotation (deg)"] == pytest.approx(0.4065, abs=1e-3) and recorded["n"] == 10000
 
 
