@@ -99,3 +99,30 @@ class TestShipped:
         assert acc >= 0.97 and acc > twin
         undone = distortion_residuals(model, _rotated_sample()).set_index("component")["undone"]
         assert undone["rotation (deg)"] >= 0.4, undone
+
+
+def _elastic_sample():
+    return DistortedMNIST(sample("mnist"), "elastic", seed=TEST_SEED)
+
+
+class TestShippedElastic:
+    """The paper's E rows: the FCN and the ST-FCN with a thin-plate-spline transformer, scored on
+    the 1,000 shipped test digits with the test-split elastic draws (1.89% and 1.08% test error on
+    10,000 in their meta)."""
+
+    def test_builder_is_the_tps_st_fcn(self):
+        model = build_model("stn_fcn_tps")
+        assert model.transformer.family == "tps" and "stn_fcn_tps" in list_architectures()
+        assert model.stnviz_config["arch"] == "stn_fcn_tps"
+
+    def test_scores_and_warps_per_digit(self, device):
+        model = stnviz.load_pretrained("stn_fcn_tps.mnist_elastic", device=device)
+        twin = stnviz.load_pretrained("fcn.mnist_elastic", device=device)
+        assert model.meta["dataset"] == twin.meta["dataset"] == "mnist_elastic"
+        acc, twin_acc = evaluate(model, _elastic_sample())["accuracy"], evaluate(twin, _elastic_sample())["accuracy"]
+        assert acc >= 0.975 and acc > twin_acc, (acc, twin_acc)
+        batch = _elastic_sample().get(torch.arange(64), device)
+        with torch.no_grad(), stnviz.capture(model) as rec:
+            model(batch.images)
+        offsets = rec.last("transformer").params.reshape(64, -1, 2).cpu() - geometry.tps_control_points(16)
+        assert offsets.abs().mean() > 0.02 and offsets.std(0).mean() > 0.01  # it moves, and per digit

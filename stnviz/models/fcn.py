@@ -22,7 +22,7 @@ from .classifiers import MNIST_MEAN, MNIST_STD, STNClassifier, _size, _transform
 from .registry import register_model
 from .transformer import Normalize, SpatialTransformer
 
-__all__ = ["fcn", "stn_fcn"]
+__all__ = ["fcn", "stn_fcn", "stn_fcn_tps"]
 
 
 def _mlp(features: int, widths: Sequence[int]) -> list[nn.Module]:
@@ -83,3 +83,19 @@ def fcn(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 28),
         ([], (2, 10))
     """
     return _fcn(False, num_classes, input_size, hidden, (32,), "affine", None, 16, None)
+
+
+@register_model()
+def stn_fcn_tps(*, num_classes: int = 10, input_size: Sequence[int] = (1, 28, 28), control_points: int = 16,
+                output_size: Sequence[int] | None = None, hidden: Sequence[int] = (128, 128, 128),
+                loc_hidden: Sequence[int] = (32, 32, 32)) -> STNClassifier:
+    """The paper's ST-FCN with a thin-plate-spline transformer (``control_points`` on a lattice,
+    default 4x4): :func:`stn_fcn` with ``family="tps"``, its row for the elastic distortions (E).
+
+    Example:
+        >>> model = stn_fcn_tps()
+        >>> model.transformer.family, model.transformer.grid_generator.num_params
+        ('tps', 32)
+    """
+    return _fcn(True, num_classes, input_size, hidden, loc_hidden, "tps", None, control_points, output_size)
+
