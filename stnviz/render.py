@@ -350,7 +350,8 @@ def plot_batch(record, *, predictions=None, labels=None, n: int = 8, boxes=None,
                          family="monospace", va="center")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # keep a fixed 0.4 inch band for the title: tight_layout alone lets it overlap the first row
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()) if title else None)
     return fig
 
 
