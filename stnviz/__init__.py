@@ -3,7 +3,7 @@
 The verbs a user needs first live here; everything else is in a submodule named by its noun
 (``stnviz.geometry``, ``stnviz.data``, ``stnviz.render`` ...)::
 
-    model = stnviz.load_pretrained("stn_gtsrb.gtsrb")     # or stnviz.get_model("stn_cnn") untrained
+    model = stnviz.load_pretrained("stn_gtsrb.gtsrb_loc") # or stnviz.get_model("stn_cnn") untrained
     with stnviz.capture(model) as rec:                    # what every transformer did
         model(images)
     stnviz.STNInspector(model, images)                    # browse it; ThetaExplorer to slide theta
