@@ -67,7 +67,7 @@ def list_models(pattern: str | None = None, *, pretrained: bool | None = None) -
 
     Example:
         >>> list_models("stn_*", pretrained=False)
-        ['stn_cifar', 'stn_cnn', 'stn_fcn', 'stn_gtsrb', 'stn_tutorial']
+        ['stn_cifar', 'stn_cnn', 'stn_fcn', 'stn_fcn_tps', 'stn_gtsrb', 'stn_tutorial']
         >>> "stn_cnn.mnist_rts" in list_models(pretrained=True)
         True
     """

@@ -57,7 +57,7 @@ def list_architectures(pattern: str | None = None) -> list[str]:
 
     Example:
         >>> list_architectures("stn_*")
-        ['stn_cifar', 'stn_cnn', 'stn_fcn', 'stn_gtsrb', 'stn_tutorial']
+        ['stn_cifar', 'stn_cnn', 'stn_fcn', 'stn_fcn_tps', 'stn_gtsrb', 'stn_tutorial']
     """
     names = sorted(_ARCHITECTURES)
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
