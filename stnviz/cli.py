@@ -67,7 +67,8 @@ def _train(args) -> int:
             try:
                 model.load_state_dict(state)
             except RuntimeError as e:
-                first = str(e).strip().splitlines()[1].strip() if len(str(e).strip().splitlines()) > 1 else str(e)
+                lines = str(e).strip().splitlines()  # torch's first line is a header, the second the first mismatch
+                first = lines[1].strip() if len(lines) > 1 else lines[0]
                 raise ValueError(f"--init {args.init} is another architecture than --model {args.model} with these "
                                  f"--model-args ({first}); add --init-matching to load only the tensors that fit") from None
     for st in model.transformers[: args.reinit_transformers]:
@@ -80,6 +81,8 @@ def _train(args) -> int:
         st.reset_to_identity()
         if args.init_params:  # start from this transform instead of the identity
             st.set_constant_params(torch.tensor(json.loads(args.init_params), dtype=torch.float32))
+    if set(args.freeze) >= {"classifier", "transformers"}:
+        raise ValueError(f"--freeze {' '.join(args.freeze)} leaves nothing to train; freeze one part at most")
     for part in args.freeze:
         freeze(model, part)
     if args.augment == "reframe":  # the sign re-framed around its ROI (needs the batches' boxes)

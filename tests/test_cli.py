@@ -168,6 +168,9 @@ class TestTrainEval:
             assert torch.equal(second.state_dict()[key].cpu(), first.state_dict()[key].cpu()), key
         assert not torch.equal(second.transformer.regressor.weight.cpu(), first.transformer.regressor.weight.cpu())
         capsys.readouterr()
+        assert main(["train", "--model", "stn_cnn", "--freeze", "classifier", "transformers",
+                     "--out", str(tmp_path / "e"), *common]) == 2
+        assert "leaves nothing to train" in one_error_line(capsys.readouterr().err)
         # another classifier shape (14x14 transformer output): refused without --init-matching ...
         other = ["train", "--model", "stn_cnn", "--model-args", '{"output_size": [14, 14]}',
                  "--init", str(tmp_path / "a" / "stn_cnn.mnist.pt"), *common]
