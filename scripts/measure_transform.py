@@ -63,12 +63,13 @@ def main(argv=None) -> int:
     if args.record:
         from pathlib import Path
 
-        from stnviz.checkpoints import save_checkpoint
+        from stnviz.checkpoints import load_checkpoint, save_checkpoint
 
         if not Path(args.model).is_file():
             raise SystemExit(f"--record needs a .pt path, got the name {args.model!r}")
         figures = {k: v for k, v in out.items() if k not in ("model",)}
-        save_checkpoint(model, args.model, {**model.meta, "transform_metrics": figures})
+        stored = load_checkpoint(args.model)["meta"]  # the file's own meta (model.meta adds where it was loaded from)
+        save_checkpoint(model, args.model, {**stored, "transform_metrics": figures})
         print(f"recorded in {args.model}")
     return 0
 
