@@ -16,9 +16,18 @@ endif
 PORT ?= 8888
 CHECK_TOKEN = @test -n "$(strip $(STNVIZ_TOKEN))" || { echo "make: STNVIZ_TOKEN is empty; an empty token would let anyone on this machine use the server. Unset it for a random token or set a non-empty one." >&2; exit 2; }
 
-.PHONY: install test demo lab dashboard bench clean
+.PHONY: install test demo lab dashboard bench clean notebook-filter
 
-install: $(call STAMP,core)
+install: $(call STAMP,core) notebook-filter
+
+# Notebooks run in JupyterLab keep their outputs in the working copy; git compares and stores them
+# stripped (scripts/strip_notebook.py, the clean filter that .gitattributes names), so a Run All and
+# an autosave leave the repository clean. Only in a git checkout; cheap, so every target runs it.
+notebook-filter:
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git config filter.stnviz-notebook.clean '$(PYTHON) scripts/strip_notebook.py' && \
+		git config filter.stnviz-notebook.smudge cat; \
+	fi
 
 $(VENV)/.stnviz-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,13 +35,13 @@ $(VENV)/.stnviz-%: pyproject.toml
 	$(PY) -m pip install -e ".$(if $(filter core,$*),,[$*])"
 	touch $@
 
-test: $(call STAMP,test)
+test: $(call STAMP,test) notebook-filter
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(call STAMP,core)
 	$(PY) -m stnviz demo --out $(OUT)
 
-lab: $(call STAMP,lab)
+lab: $(call STAMP,lab) notebook-filter
 	$(CHECK_TOKEN)
 	@echo "JupyterLab on http://127.0.0.1:$(PORT)/lab?token=$(STNVIZ_TOKEN)"
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser \
@@ -41,7 +50,7 @@ lab: $(call STAMP,lab)
 
 # The explorer and inspector as a page without code (Voila); Ctrl-C stops it and its kernels.
 # --template=stnviz (share/jupyter/voila/templates/stnviz): Voila's lab page without its CDN links.
-dashboard: $(call STAMP,dashboard)
+dashboard: $(call STAMP,dashboard) notebook-filter
 	$(CHECK_TOKEN)
 	@echo "Dashboard on http://127.0.0.1:$(PORT)/?token=$(STNVIZ_TOKEN)"
 	JUPYTER_PATH=$(CURDIR)/share/jupyter $(VENV)/bin/voila notebooks/dashboard.ipynb --template=stnviz \

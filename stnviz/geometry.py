@@ -878,6 +878,24 @@ def warp(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", paddin
 # --------------------------------------------------------------------------- pixel conventions
 
 
+def _in_float64(m: torch.Tensor) -> torch.Tensor:
+    """``m`` in float64 for the pixel / normalised conversions, which are exact in theory: in
+    float32 their last bits differ between CPU kernels (``0.0000`` on one machine, ``-5.96e-08`` on
+    another). MPS has no float64, so there the sums run on the CPU."""
+    return m.to(device="cpu" if m.device.type == "mps" else m.device, dtype=torch.float64)
+
+
+def _like(out: torch.Tensor, ref: torch.Tensor, affine: bool) -> torch.Tensor:
+    """A float64 result back in ``ref``'s dtype and device; an affine ``(B, 3, 3)`` keeps an exact
+    last row ``[0, 0, 1]``."""
+    # float64 rounding noise (|x| ~ 1e-16 of the matrix's scale) is an exact zero in theory
+    scale = out.abs().flatten(1).amax(1).clamp_min(1.0).view(-1, 1, 1)
+    out = torch.where(out.abs() <= 64 * torch.finfo(torch.float64).eps * scale, torch.zeros_like(out), out)
+    if affine and out.shape[1] == 3:
+        out[:, 2] = out.new_tensor([0.0, 0.0, 1.0])
+    return out.to(device=ref.device, dtype=ref.dtype)
+
+
 def _normaliser(h: int, w: int, align_corners: bool, ref: torch.Tensor) -> torch.Tensor:
     """``(3, 3)`` matrix taking pixel coordinates (centre of pixel i at i) to normalised ones."""
     if align_corners:
@@ -910,13 +928,15 @@ def theta_to_pixel(
                 [  0.0000,   0.0000,   1.0000]])
     """
     _check_tensor(params, "params")
-    m = _homogeneous(_check_theta(params)) if params.shape[1:] in ((2, 3), (6,)) else _check_homography(params)
+    affine = params.shape[1:] in ((2, 3), (6,))
+    ref = _homogeneous(_check_theta(params)) if affine else _check_homography(params)
     hi, wi = _check_size(input_size)
     ho, wo = _check_size(output_size if output_size is not None else input_size)
+    m = _in_float64(ref)
     n_in = _normaliser(hi, wi, align_corners, m)
     n_out = _normaliser(ho, wo, align_corners, m)
     sample_map = torch.linalg.inv(n_in) @ m @ n_out  # output pixel -> input pixel
-    return sample_map if inverse_map else invert(sample_map)
+    return _like(sample_map if inverse_map else invert(sample_map), ref, affine)
 
 
 def pixel_to_theta(
@@ -936,16 +956,17 @@ def pixel_to_theta(
     """
     _check_tensor(matrix, "matrix")
     if matrix.dim() == 3 and matrix.shape[1:] == (2, 3):
-        m = _homogeneous(_check_theta(matrix, "matrix"))
+        ref = _homogeneous(_check_theta(matrix, "matrix"))
     else:
-        m = _check_homography(matrix, "matrix")
-    affine = bool(torch.all(m[:, 2, :2] == 0)) and bool(torch.all(m[:, 2, 2] == 1))
+        ref = _check_homography(matrix, "matrix")
+    affine = bool(torch.all(ref[:, 2, :2] == 0)) and bool(torch.all(ref[:, 2, 2] == 1))
+    m = _in_float64(ref)
     sample_map = m if inverse_map else invert(m)
     hi, wi = _check_size(input_size)
     ho, wo = _check_size(output_size if output_size is not None else input_size)
     n_in = _normaliser(hi, wi, align_corners, m)
     n_out = _normaliser(ho, wo, align_corners, m)
-    out = n_in @ sample_map @ torch.linalg.inv(n_out)
+    out = _like(n_in @ sample_map @ torch.linalg.inv(n_out), ref, affine)
     return out[:, :2] if affine else out
 
 
@@ -989,9 +1010,12 @@ def grid_to_pixels(grid: torch.Tensor, input_size, *, align_corners: bool = ALIG
     if grid.shape[-1] != 2:
         raise ValueError(f"grid must end in a (x, y) dimension of 2, got shape {_shape(grid)}")
     h, w = _check_size(input_size)
+    g = _in_float64(grid)
     if align_corners:
-        return torch.stack([(grid[..., 0] + 1) * (w - 1) / 2, (grid[..., 1] + 1) * (h - 1) / 2], dim=-1)
-    return torch.stack([(grid[..., 0] + 1) * w / 2 - 0.5, (grid[..., 1] + 1) * h / 2 - 0.5], dim=-1)
+        pixels = torch.stack([(g[..., 0] + 1) * (w - 1) / 2, (g[..., 1] + 1) * (h - 1) / 2], dim=-1)
+    else:
+        pixels = torch.stack([(g[..., 0] + 1) * w / 2 - 0.5, (g[..., 1] + 1) * h / 2 - 0.5], dim=-1)
+    return pixels.to(device=grid.device, dtype=grid.dtype if grid.is_floating_point() else torch.get_default_dtype())
 
 
 def convert_align_corners(params: torch.Tensor, input_size, output_size=None, *, source: bool,
@@ -1012,15 +1036,16 @@ def convert_align_corners(params: torch.Tensor, input_size, output_size=None, *,
     """
     _check_tensor(params, "params")
     affine = params.dim() == 3 and params.shape[1:] == (2, 3)
-    m = _homogeneous(_check_theta(params)) if affine else _check_homography(params)
+    ref = _homogeneous(_check_theta(params)) if affine else _check_homography(params)
     if source == target:
         return params.clone()
     hi, wi = _check_size(input_size)
     ho, wo = _check_size(output_size if output_size is not None else input_size)
+    m = _in_float64(ref)
     # pixel -> normalised matrices of each convention; theta maps output to input coordinates
     to_target_in = _normaliser(hi, wi, target, m) @ torch.linalg.inv(_normaliser(hi, wi, source, m))
     from_target_out = _normaliser(ho, wo, source, m) @ torch.linalg.inv(_normaliser(ho, wo, target, m))
-    out = to_target_in @ m @ from_target_out
+    out = _like(to_target_in @ m @ from_target_out, ref, affine)
     return out[:, :2] if affine else out
 
 

@@ -8,6 +8,8 @@ without outputs (checked here too).
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,12 +17,13 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 CELL_TIMEOUT = 180  # seconds; kernel start + `import torch` is slow on a busy 2-core machine
-CLEAR = "clear it with the nbconvert command in the README's Contributing section"
+CLEAR = "strip it with `python3 scripts/strip_notebook.py notebooks/*.ipynb` (README, Contributing)"
 PROBE = "import json as _j, sys as _s; print('STNVIZ-KERNEL ' + _j.dumps({'prefix': _s.prefix}))"
 
 
@@ -69,9 +72,22 @@ def test_notebooks_exist():
     assert {p.name for p in PATHS} >= {"02_theta_explorer.ipynb", "05_inspector.ipynb"}
 
 
+def _stored(path: Path) -> nbformat.NotebookNode:
+    """The notebook as git stores it (the index: what is committed or staged), not what a JupyterLab
+    session autosaved into the working copy; the file itself outside a git checkout or when new."""
+    try:
+        shown = subprocess.run(["git", "show", f":{path.relative_to(ROOT).as_posix()}"], cwd=ROOT,
+                               capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        shown = None
+    if shown is not None and shown.returncode == 0:
+        return nbformat.reads(shown.stdout.decode("utf-8"), as_version=4)
+    return nbformat.read(path, as_version=4)
+
+
 @pytest.mark.parametrize("path", PATHS, ids=[p.name for p in PATHS])
 def test_stored_without_outputs_and_listed(path):
-    nb = nbformat.read(path, as_version=4)
+    nb = _stored(path)
     nbformat.validate(nb)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     for c in nb.cells:
@@ -79,6 +95,60 @@ def test_stored_without_outputs_and_listed(path):
             assert c.outputs == [] and c.execution_count is None, f"{path.name}: a cell has stored outputs; {CLEAR}"
     assert "widgets" not in nb.metadata, f"{path.name}: stored widget state; {CLEAR}"
     assert f"`{path.name}`" in (NOTEBOOKS / "README.md").read_text(), f"{path.name} is missing from notebooks/README.md"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-c", "user.name=stnviz", "-c", "user.email=stnviz@example.invalid", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def _run_in_lab(path: Path) -> None:
+    """What a JupyterLab session's autosave leaves: outputs, counts, widget state, full language_info."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for i, c in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+        c["execution_count"] = i + 1
+        c["outputs"] = [{"name": "stdout", "output_type": "stream", "text": ["done \u00b0\n"]}]
+        c["metadata"]["execution"] = {"iopub.status.idle": "2026-12-03T10:00:00.000Z"}
+    nb["metadata"]["widgets"] = {WIDGET_STATE: {"state": {}, "version_major": 2, "version_minor": 0}}
+    nb["metadata"]["language_info"] = {"name": "python", "version": "3.11.2", "pygments_lexer": "ipython3"}
+    path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+
+
+@pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None, reason="needs git and make")
+def test_running_notebooks_leaves_the_repository_clean(tmp_path):
+    """`make` installs the clean filter that .gitattributes names: an autosaved Run All is no change."""
+    for rel in (".gitattributes", "Makefile", "scripts/strip_notebook.py", "notebooks/01_quickstart.ipynb"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "start")
+    nb = tmp_path / "notebooks" / "01_quickstart.ipynb"
+
+    _run_in_lab(nb)  # without the filter, the run shows as a change (the newcomer's failing state)
+    assert _git(tmp_path, "status", "--porcelain").strip() == "M notebooks/01_quickstart.ipynb"
+
+    made = subprocess.run(["make", "-s", "notebook-filter", f"PYTHON={sys.executable}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert _git(tmp_path, "diff", "--stat").strip() == ""  # git compares the stripped text: no change
+    _git(tmp_path, "add", "-A")  # a commit stores it stripped, byte for byte as before: nothing staged
+    assert _git(tmp_path, "diff", "--cached", "--stat").strip() == ""
+    assert _git(tmp_path, "status", "--porcelain").strip() == ""
+    assert _git(tmp_path, "show", ":notebooks/01_quickstart.ipynb") == (ROOT / "notebooks/01_quickstart.ipynb").read_text(encoding="utf-8")
+    assert "done" in nb.read_text(encoding="utf-8")  # the working copy keeps its outputs
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.name for p in PATHS])
+def test_strip_filter_keeps_stored_notebooks_byte_for_byte(path):
+    """The filter's output for a stored notebook is the notebook itself (else git would see a change)."""
+    text = _stored(path)
+    stored = subprocess.run([sys.executable, str(ROOT / "scripts" / "strip_notebook.py")],
+                            input=nbformat.writes(text).encode("utf-8"), capture_output=True, timeout=60)
+    assert stored.returncode == 0
+    assert stored.stdout.decode("utf-8") == nbformat.writes(text) + "\n"
 
 
 @pytest.mark.parametrize("path", [p for p in PATHS if p.name[:2] in ("01", "02", "03", "04", "da")],
