@@ -10,11 +10,19 @@ OUT ?= out
 # Jupyter's token: a fresh random one per `make lab` / `make dashboard` unless STNVIZ_TOKEN is set.
 # Only this specific name is read (a generic TOKEN in the environment, say a CI secret, is never
 # used or printed), and an empty value is refused: it would switch authentication off.
+# It reaches the server through the environment only (scripts/serve.py passes it on as
+# JUPYTER_TOKEN): never pasted into a shell line, never on the server's command line (/proc).
 ifeq ($(origin STNVIZ_TOKEN),undefined)
 STNVIZ_TOKEN := $(shell $(PYTHON) -c "import secrets; print(secrets.token_hex(16))")
 endif
+ifeq ($(origin STNVIZ_TOKEN),command line)
+# `make lab STNVIZ_TOKEN='a$$b'`: the value as typed, not make-expanded
+override STNVIZ_TOKEN := $(value STNVIZ_TOKEN)
+endif
+export STNVIZ_TOKEN
 PORT ?= 8888
-CHECK_TOKEN = @test -n "$(strip $(STNVIZ_TOKEN))" || { echo "make: STNVIZ_TOKEN is empty; an empty token would let anyone on this machine use the server. Unset it for a random token or set a non-empty one." >&2; exit 2; }
+# serve.py checks the token and the port, prints the URL the server really listens on, then runs it.
+SERVE = '$(PYTHON)' scripts/serve.py --port '$(PORT)'
 
 .PHONY: install test demo lab dashboard bench clean notebook-filter
 
@@ -42,20 +50,17 @@ demo: $(call STAMP,core)
 	$(PY) -m stnviz demo --out $(OUT)
 
 lab: $(call STAMP,lab) notebook-filter
-	$(CHECK_TOKEN)
-	@echo "JupyterLab on http://127.0.0.1:$(PORT)/lab?token=$(STNVIZ_TOKEN)"
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --no-browser \
-		--IdentityProvider.token=$(STNVIZ_TOKEN) --ServerApp.root_dir=notebooks \
+	$(SERVE) --path /lab --name JupyterLab -- '$(VENV)/bin/jupyter' lab --ip=127.0.0.1 --no-browser \
+		--ServerApp.port_retries=0 --ServerApp.root_dir=notebooks \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The explorer and inspector as a page without code (Voila); Ctrl-C stops it and its kernels.
 # --template=stnviz (share/jupyter/voila/templates/stnviz): Voila's lab page without its CDN links.
+# --Voila.auto_token=True: Voila's identity provider takes the token from JUPYTER_TOKEN.
 dashboard: $(call STAMP,dashboard) notebook-filter
-	$(CHECK_TOKEN)
-	@echo "Dashboard on http://127.0.0.1:$(PORT)/?token=$(STNVIZ_TOKEN)"
-	JUPYTER_PATH=$(CURDIR)/share/jupyter $(VENV)/bin/voila notebooks/dashboard.ipynb --template=stnviz \
-		--no-browser --Voila.ip=127.0.0.1 --port=$(PORT) \
-		--Voila.port_retries=0 --token=$(STNVIZ_TOKEN) \
+	JUPYTER_PATH='$(CURDIR)/share/jupyter' $(SERVE) --path / --name Dashboard -- \
+		'$(VENV)/bin/voila' notebooks/dashboard.ipynb --template=stnviz \
+		--no-browser --Voila.ip=127.0.0.1 --Voila.port_retries=0 --Voila.auto_token=True \
 		--MappingKernelManager.cull_idle_timeout=300 --MappingKernelManager.cull_interval=60
 
 bench: $(call STAMP,core)

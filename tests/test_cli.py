@@ -1,10 +1,8 @@
 """The command line's contract: every user error is one ``stnviz: error: ...`` line with exit
-status 2 (1 for a diverged training run), never a traceback; and ``make lab`` / ``make
-dashboard`` never serve without a token."""
+status 2 (1 for a diverged training run), never a traceback. (``make lab`` / ``make dashboard``:
+tests/test_serve.py.)"""
 
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +12,6 @@ import torch
 from stnviz.checkpoints import _load_model as load_model, save_checkpoint
 from stnviz.cli import main
 from stnviz.models import build_model
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def one_error_line(err: str) -> str:
@@ -184,58 +180,3 @@ class TestTrainEval:
         code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(tmp_path),
                      "--epochs", "1", "--out", str(tmp_path / "o"), "--device", str(device)])
         assert code == 2 and "MNIST not found" in capsys.readouterr().err
-
-
-@pytest.fixture
-def fake_venv(tmp_path):
-    """A venv folder whose jupyter / voila only print their arguments, and an install stamp newer
-    than pyproject.toml, so `make lab` runs its recipe without installing or serving anything."""
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    for tool in ("jupyter", "voila"):
-        script = venv / "bin" / tool
-        script.write_text('#!/bin/sh\necho "SERVED $*"\n')
-        script.chmod(0o755)
-    later = os.stat(REPO / "pyproject.toml").st_mtime + 10
-    for extra in ("lab", "dashboard"):
-        stamp = venv / f".stnviz-{extra}"
-        stamp.touch()
-        os.utime(stamp, (later, later))
-    return venv
-
-
-def run_make(target, venv, *assignments, env=None):
-    environ = {k: v for k, v in os.environ.items() if "TOKEN" not in k}
-    environ.update(env or {})
-    return subprocess.run(["make", "-s", "-C", str(REPO), target, f"VENV={venv}", "PYTHON=python3", *assignments],
-                          capture_output=True, text=True, timeout=60, env=environ)
-
-
-class TestMakeToken:
-    @pytest.mark.parametrize("target", ["lab", "dashboard"])
-    def test_empty_token_is_refused(self, fake_venv, target):
-        proc = run_make(target, fake_venv, "STNVIZ_TOKEN=")
-        assert proc.returncode != 0
-        assert "SERVED" not in proc.stdout and "STNVIZ_TOKEN is empty" in proc.stderr
-
-    @pytest.mark.parametrize("target", ["lab", "dashboard"])
-    def test_empty_token_from_the_environment_is_refused(self, fake_venv, target):
-        proc = run_make(target, fake_venv, env={"STNVIZ_TOKEN": ""})
-        assert proc.returncode != 0 and "SERVED" not in proc.stdout
-
-    def test_generic_token_variable_is_never_read(self, fake_venv):
-        proc = run_make("lab", fake_venv, env={"TOKEN": "ci-secret-123"})
-        assert proc.returncode == 0, proc.stderr
-        assert "ci-secret-123" not in proc.stdout + proc.stderr
-        served = [ln for ln in proc.stdout.splitlines() if ln.startswith("SERVED")]
-        token = served[0].split("--IdentityProvider.token=")[1].split()[0]
-        assert len(token) == 32  # a fresh random token instead
-
-    def test_empty_generic_token_does_not_switch_authentication_off(self, fake_venv):
-        proc = run_make("lab", fake_venv, "TOKEN=")
-        assert proc.returncode == 0, proc.stderr
-        assert "--IdentityProvider.token= " not in proc.stdout + " " and "--IdentityProvider.token=\n" not in proc.stdout
-
-    def test_chosen_token_is_used(self, fake_venv):
-        proc = run_make("dashboard", fake_venv, env={"STNVIZ_TOKEN": "my-token"})
-        assert proc.returncode == 0 and "--token=my-token" in proc.stdout
