@@ -13,7 +13,11 @@ GTSRB extras per image: ``track`` (a unique id per physical sign: ``class * 1000
 from __future__ import annotations
 
 import csv
+import math
 import os
+import re
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -62,7 +66,7 @@ def _tv():
     return tvd
 
 
-def _not_found(name: str, root: Path, err: Exception) -> ValueError:
+def _not_found(name: str, root: Path, err) -> ValueError:
     return ValueError(
         f"{name} not found under {root} ({err}); pass download=True, or point root= / $STNVIZ_DATA at a folder "
         f"holding torchvision's {name} files"
@@ -74,10 +78,113 @@ def _gray(ds, name: str) -> ImageSet:
     return ImageSet(images, torch.as_tensor(ds.targets), name=name, classes=list(getattr(ds, "classes", [])) or None)
 
 
+def _first_line(e: BaseException) -> str:
+    """``Type: first line of the message`` (its first sentence when long): one line for a
+    library's error about a user's file."""
+    lines = str(e).strip().splitlines()
+    if not lines:
+        return type(e).__name__
+    text = lines[0]
+    if len(text) > 160 and ". " in text:
+        text = text[: text.index(". ")]
+    return f"{type(e).__name__}: {text}"
+
+
+# --------------------------------------------------------------------------- MNIST-style IDX files
+
+_IDX_UINT8 = 0x08
+
+
+def _check_idx(path: str | os.PathLike, shape: tuple) -> int:
+    """Check that ``path`` is a whole uint8 IDX file (MNIST's format) of ``shape``, where ``None``
+    is the free length ``N``; return ``N``. Reads only the header and the file size.
+
+    Anything else is a ValueError naming the file, what was expected and what came.
+
+    Example:
+        >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = Path(tmp.name) / "labels-idx1-ubyte"
+        >>> _ = path.write_bytes(bytes([0, 0, 8, 1]) + (3).to_bytes(4, "big") + bytes([7, 2, 1]))  # 3 labels
+        >>> _check_idx(path, (None,))
+        3
+        >>> _ = path.write_bytes(path.read_bytes()[:-1])  # one byte short
+        >>> _check_idx(path, (None,))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: .../labels-idx1-ubyte is truncated: its header promises shape (3,) (11 bytes), the file has 10 bytes
+        >>> tmp.cleanup()
+    """
+    path = Path(path)
+    ndim = len(shape)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4 + 4 * ndim)
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or _first_line(e)}") from None
+    if head[:2] == b"\x1f\x8b":
+        raise ValueError(f"{path} is gzip-compressed; expected the uncompressed IDX file (gunzip it, or pass download=True)")
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] != _IDX_UINT8:
+        raise ValueError(
+            f"{path} is not a uint8 IDX file: expected it to start with bytes 00 00 08 {ndim:02x}, got {head[:4].hex(' ') or 'an empty file'}"
+        )
+    if head[3] != ndim:
+        raise ValueError(f"{path} holds a {head[3]}-dimensional array; expected a {ndim}-dimensional one {_shape_text(shape)}")
+    if len(head) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: {size} bytes, too short for its own header")
+    dims = struct.unpack(f">{ndim}I", head[4:])
+    if any(want is not None and want != got for want, got in zip(shape, dims)):
+        raise ValueError(f"{path} holds an array of shape {dims}; expected {_shape_text(shape)}")
+    expected = 4 + 4 * ndim + math.prod(dims)
+    if size != expected:
+        what = "is truncated" if size < expected else "has trailing bytes"
+        raise ValueError(f"{path} {what}: its header promises shape {dims} ({expected} bytes), the file has {size} bytes")
+    return dims[0]
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _mnist_like(cls_name: str, name: str, *, train: bool, root, download: bool) -> ImageSet:
+    """MNIST or Fashion-MNIST through torchvision, with the IDX files checked first so that a
+    truncated or foreign file is one line naming it (torchvision fails on an ``assert``)."""
+    r = data_root(root)
+    raw = r / cls_name / "raw"
+    part = "train" if train else "t10k"
+    images_file, labels_file = raw / f"{part}-images-idx3-ubyte", raw / f"{part}-labels-idx1-ubyte"
+    legacy = all((r / cls_name / "processed" / f).is_file() for f in ("training.pt", "test.pt"))
+    if not legacy and images_file.exists() and labels_file.exists():
+        n_images = _check_idx(images_file, (None, 28, 28))
+        n_labels = _check_idx(labels_file, (None,))
+        if n_images == 0:
+            raise ValueError(f"{images_file} holds no images; expected at least one")
+        if n_images != n_labels:
+            raise ValueError(f"{labels_file} holds {n_labels} labels; expected one per image of {images_file} ({n_images})")
+    try:
+        ds = getattr(_tv(), cls_name)(str(r), train=train, download=download)
+    except RuntimeError as e:
+        files = [f"{p}-{k}-ubyte" for p in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
+        missing = [f for f in files if not (raw / f).is_file()]
+        why = f"missing {', '.join(missing)} in {raw}" if missing and not download else _first_line(e)
+        raise _not_found(cls_name, r, why) from None
+    except Exception as e:  # a corrupt legacy processed/*.pt, or a file that changed under us
+        raise ValueError(f"cannot read {cls_name} under {r / cls_name}: {_first_line(e)}") from None
+    out = _gray(ds, f"{name}-" + ("train" if train else "test"))
+    bad = (out.labels < 0) | (out.labels >= 10)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        where = r / cls_name / "processed" if legacy else labels_file
+        raise ValueError(f"{where}: labels must be 0 to 9; label {i} is {int(out.labels[i])}")
+    return out
+
+
 def mnist(*, train: bool = True, root=None, download: bool = False) -> ImageSet:
     """MNIST digits ``(N, 1, 28, 28)`` uint8 (60,000 train / 10,000 test).
 
-    Offline, :func:`stnviz.data.sample` ``("mnist")`` holds 1,000 of the test digits.
+    Offline, :func:`stnviz.data.sample` ``("mnist")`` holds 1,000 of the test digits. A truncated
+    or foreign IDX file is a ValueError naming it.
 
     Example:
         >>> import tempfile
@@ -87,11 +194,7 @@ def mnist(*, train: bool = True, root=None, download: bool = False) -> ImageSet:
         ...
         ValueError: MNIST not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
     """
-    r = data_root(root)
-    try:
-        return _gray(_tv().MNIST(str(r), train=train, download=download), "mnist-" + ("train" if train else "test"))
-    except RuntimeError as e:
-        raise _not_found("MNIST", r, e) from None
+    return _mnist_like("MNIST", "mnist", train=train, root=root, download=download)
 
 
 def fashion_mnist(*, train: bool = True, root=None, download: bool = False) -> ImageSet:
@@ -105,11 +208,7 @@ def fashion_mnist(*, train: bool = True, root=None, download: bool = False) -> I
         ...
         ValueError: FashionMNIST not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
     """
-    r = data_root(root)
-    try:
-        return _gray(_tv().FashionMNIST(str(r), train=train, download=download), "fashion_mnist-" + ("train" if train else "test"))
-    except RuntimeError as e:
-        raise _not_found("FashionMNIST", r, e) from None
+    return _mnist_like("FashionMNIST", "fashion_mnist", train=train, root=root, download=download)
 
 
 def cifar10(*, train: bool = True, root=None, download: bool = False) -> ImageSet:
@@ -153,51 +252,121 @@ def svhn(*, split: str = "train", root=None, download: bool = False) -> ImageSet
 
 # --------------------------------------------------------------------------- GTSRB
 
+#: The columns of a GTSRB annotation file (``GT-000CC.csv``, ``GT-final_test.csv``), ``;``-separated.
+_GT_COLUMNS = ("Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId")
+_GT_SPLIT_FOLDERS = {"train": ("Training",), "test": ("Final_Test", "Images")}
 
-def _read_gt_csv(path: Path) -> dict[str, tuple[int, int, int, int, int, int]]:
-    """Filename -> (Width, Height, X1, Y1, X2, Y2) from a GT-*.csv file."""
+
+def _read_gt_csv(path: Path) -> dict[str, tuple[int, int, int, int, int, int, int]]:
+    """Filename -> (Width, Height, X1, Y1, X2, Y2, ClassId) from a GT-*.csv file.
+
+    A missing file or column, a row that is not whole numbers, or a zero width or height is one
+    ValueError naming the file (and line)."""
     out = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f, delimiter=";"):
-            out[row["Filename"]] = tuple(int(row[k]) for k in ("Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter=";", skipinitialspace=True)
+            header = reader.fieldnames or []
+            missing = [c for c in _GT_COLUMNS if c not in header]
+            if missing:
+                got = ";".join(header) if header else "an empty file"
+                raise ValueError(
+                    f"GTSRB annotation file {path}: expected the ;-separated columns {';'.join(_GT_COLUMNS)}, "
+                    f"got {got!r} (missing {', '.join(missing)})"
+                )
+            for row in reader:
+                try:
+                    values = tuple(int(row[k]) for k in _GT_COLUMNS[1:])
+                except (TypeError, ValueError):
+                    got = ";".join("" if row.get(k) is None else str(row[k]) for k in _GT_COLUMNS)
+                    raise ValueError(
+                        f"GTSRB annotation file {path} line {reader.line_num}: expected a file name and whole numbers "
+                        f"for {';'.join(_GT_COLUMNS)}, got {got!r}"
+                    ) from None
+                if values[0] <= 0 or values[1] <= 0:
+                    raise ValueError(
+                        f"GTSRB annotation file {path} line {reader.line_num}: expected a positive Width and Height, "
+                        f"got {values[0]} x {values[1]}"
+                    )
+                out[row["Filename"]] = values
+    except UnicodeDecodeError as e:
+        raise ValueError(f"GTSRB annotation file {path} is not text (byte {e.start} is 0x{e.object[e.start]:02x}); expected a ;-separated CSV") from None
+    except OSError as e:
+        raise ValueError(f"cannot read GTSRB annotation file {path}: {e.strerror or _first_line(e)}") from None
     return out
 
 
-def _decode(path: str, size: int) -> np.ndarray:
+def _roi(w: int, h: int, x1: int, y1: int, x2: int, y2: int) -> tuple[float, float, float, float]:
+    """The annotated box normalised by the *original* size ``(w, h)``, pixel edges: ``(x2 + 1) / w``."""
+    return (x1 / w, y1 / h, (x2 + 1) / w, (y2 + 1) / h)
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    """``(3, size, size)`` uint8; a missing, truncated or foreign file is one ValueError naming it."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # what Pillow raises for bad files
+        why = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e).replace(f" '{path}'", "")
+        raise ValueError(f"GTSRB image {path} cannot be decoded ({why}); expected a readable PPM image") from None
+
+
+def _visible(folder: Path) -> list[Path]:
+    """The entries of ``folder`` by name, without hidden ones (``.DS_Store``, ``._x.ppm`` from macOS)."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _class_folders(folder: Path) -> list[tuple[int, Path]]:
+    """``(class, folder)`` for each ``000CC`` folder of the training set; any other folder is an error."""
+    out = []
+    for p in _visible(folder):
+        if not p.is_dir():
+            continue  # a stray readme or archive beside the class folders
+        if not re.fullmatch(r"[0-9]{1,5}", p.name) or int(p.name) >= GTSRB_NUM_CLASSES:
+            raise ValueError(
+                f"GTSRB folder {folder} holds the folder {p.name!r}; expected only class folders 00000 to "
+                f"{GTSRB_NUM_CLASSES - 1:05d}"
+            )
+        out.append((int(p.name), p))
+    if not out:
+        raise ValueError(
+            f"GTSRB folder {folder} holds no class folders; expected 00000 to {GTSRB_NUM_CLASSES - 1:05d}, "
+            f"each with GT-000CC.csv and TTTTT_FFFFF.ppm images"
+        )
+    return out
 
 
 def _load_gtsrb_train(root: Path, size: int) -> dict:
     folder = root / "gtsrb" / "GTSRB" / "Training"
     images, labels, tracks, frames, rois = [], [], [], [], []
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        cls = int(class_dir.name)
-        csvs = list(class_dir.glob("GT-*.csv"))
+    for cls, class_dir in _class_folders(folder):
+        csvs = sorted(p for p in class_dir.glob("GT-*.csv") if not p.name.startswith("."))
         if not csvs:
-            raise ValueError(f"GTSRB class folder {class_dir} has no GT-*.csv annotation file")
+            raise ValueError(f"GTSRB class folder {class_dir} has no GT-*.csv annotation file; expected GT-{cls:05d}.csv")
         gt = _read_gt_csv(csvs[0])
-        for img in sorted(class_dir.glob("*.ppm")):
-            stem = img.stem
+        ppms = [p for p in _visible(class_dir) if p.suffix == ".ppm"]
+        if not ppms:
+            raise ValueError(f"GTSRB class folder {class_dir} holds no images; expected TTTTT_FFFFF.ppm files")
+        for img in ppms:
             try:
-                track_no, frame_no = (int(s) for s in stem.split("_"))
+                track_no, frame_no = (int(s) for s in img.stem.split("_"))
             except ValueError:
                 raise ValueError(f"GTSRB file {img} is not named TTTTT_FFFFF.ppm") from None
             if img.name not in gt:
                 raise ValueError(f"GTSRB image {img} has no row in {csvs[0]}")
-            w, h, x1, y1, x2, y2 = gt[img.name]
-            images.append(_decode(str(img), size))
+            w, h, x1, y1, x2, y2, class_id = gt[img.name]
+            if class_id != cls:
+                raise ValueError(f"GTSRB annotation file {csvs[0]}: {img.name} has ClassId {class_id}; expected {cls}, its folder's class")
+            images.append(_decode(img, size))
             labels.append(cls)
             tracks.append(cls * 100000 + track_no)
             frames.append(frame_no)
-            rois.append((x1 / w, y1 / h, (x2 + 1) / w, (y2 + 1) / h))
-    if not images:
-        raise ValueError(f"no GTSRB images found in {folder}")
+            rois.append(_roi(w, h, x1, y1, x2, y2))
     return {
         "images": torch.from_numpy(np.stack(images)),
         "labels": torch.tensor(labels),
@@ -211,14 +380,17 @@ def _load_gtsrb_test(root: Path, size: int) -> dict:
     base = root / "gtsrb"
     folder = base / "GTSRB" / "Final_Test" / "Images"
     gt_path = base / "GT-final_test.csv"
+    if not gt_path.is_file():
+        raise ValueError(f"GTSRB test annotations not found: expected {gt_path} beside {base / 'GTSRB'} (as torchvision downloads them)")
     images, labels, rois = [], [], []
-    with open(gt_path, newline="") as f:
-        for row in csv.DictReader(f, delimiter=";"):
-            w, h = int(row["Width"]), int(row["Height"])
-            x1, y1, x2, y2 = (int(row[k]) for k in ("Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"))
-            images.append(_decode(str(folder / row["Filename"]), size))
-            labels.append(int(row["ClassId"]))
-            rois.append((x1 / w, y1 / h, (x2 + 1) / w, (y2 + 1) / h))
+    for name, (w, h, x1, y1, x2, y2, class_id) in _read_gt_csv(gt_path).items():
+        if not 0 <= class_id < GTSRB_NUM_CLASSES:
+            raise ValueError(f"GTSRB annotation file {gt_path}: {name} has ClassId {class_id}; expected 0 to {GTSRB_NUM_CLASSES - 1}")
+        images.append(_decode(folder / name, size))
+        labels.append(class_id)
+        rois.append(_roi(w, h, x1, y1, x2, y2))
+    if not images:
+        raise ValueError(f"GTSRB annotation file {gt_path} has no rows; expected one per test image")
     n = len(images)
     return {
         "images": torch.from_numpy(np.stack(images)),
@@ -229,12 +401,51 @@ def _load_gtsrb_test(root: Path, size: int) -> dict:
     }
 
 
+def _gtsrb_folder(r: Path, split: str, download: bool) -> Path:
+    """The split's image folder under ``r``, downloaded first when asked and missing; a root one
+    level off (the ``gtsrb`` or ``GTSRB`` folder itself) is named in the error."""
+    parts = _GT_SPLIT_FOLDERS[split]
+    folder = r.joinpath("gtsrb", "GTSRB", *parts)
+    if download and not folder.is_dir():
+        try:
+            _tv().GTSRB(str(r), split=split, download=True)
+        except Exception as e:  # no network, a bad archive: one line, not urllib's traceback
+            raise ValueError(f"GTSRB download into {r} failed: {_first_line(e)}") from None
+    if folder.is_dir():
+        return folder
+    for inner, parent in ((r.joinpath("GTSRB", *parts), r.parent), (r.joinpath(*parts), r.parent.parent)):
+        if inner.is_dir():
+            raise ValueError(
+                f"GTSRB not found under {r}: no folder {folder}, but there is {inner}; point root= at {parent} "
+                f"(the folder that holds gtsrb/)"
+            )
+    raise _not_found("GTSRB", r, f"no folder {folder}")
+
+
+def _read_cache(path: Path) -> dict | None:
+    """The decoded set cached at ``path``, or ``None`` (with a warning) when it is unreadable."""
+    try:
+        data = torch.load(path, weights_only=True)
+        n = len(data["images"])
+        if not all(len(data[k]) == n for k in ("labels", "track", "frame", "roi")) or data["images"].dim() != 4:
+            raise ValueError("its columns do not match")
+        return data
+    except Exception as e:  # truncated, foreign or from another version: rebuild it from the images
+        warnings.warn(f"ignoring the unreadable GTSRB cache {path} ({_first_line(e)}); decoding the images again", stacklevel=3)
+        return None
+
+
 def gtsrb(*, split: str = "train", root=None, download: bool = False, size: int = 32, cache: bool = True) -> ImageSet:
     """GTSRB ``(N, 3, size, size)`` uint8 with extras ``track``, ``frame``, ``roi``.
 
     ``split="train"`` is the official training set (39,209 images in 1,307 tracks); hold out whole
     tracks with :func:`split_tracks`. ``split="test"`` is the official test set (track = -1).
     Offline, :func:`stnviz.data.sample` ``("gtsrb")`` holds 20 held-out tracks.
+
+    The layout is torchvision's: ``root/gtsrb/GTSRB/Training/000CC/`` with ``GT-000CC.csv`` and
+    ``TTTTT_FFFFF.ppm`` images (hidden files such as ``.DS_Store`` are skipped). Anything else (a
+    missing column, a row that is not numbers, an image that does not decode, a folder that is not
+    a class) is one ValueError naming the file.
 
     Example:
         >>> import tempfile
@@ -244,17 +455,15 @@ def gtsrb(*, split: str = "train", root=None, download: bool = False, size: int 
         ...
         ValueError: GTSRB not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
     """
-    if split not in ("train", "test"):
+    if split not in _GT_SPLIT_FOLDERS:
         raise ValueError(f"GTSRB split must be 'train' or 'test', got {split!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"GTSRB size must be a positive whole number of pixels, got {size!r}")
     r = data_root(root)
     cache_file = r / "stnviz-cache" / f"gtsrb-{split}-{size}.pt"
-    if cache and cache_file.is_file():
-        data = torch.load(cache_file, weights_only=True)
-    else:
-        try:
-            _tv().GTSRB(str(r), split=split, download=download)  # checks presence / downloads
-        except RuntimeError as e:
-            raise _not_found("GTSRB", r, e) from None
+    data = _read_cache(cache_file) if cache and cache_file.is_file() else None
+    if data is None:
+        _gtsrb_folder(r, split, download)
         data = _load_gtsrb_train(r, size) if split == "train" else _load_gtsrb_test(r, size)
         if cache:
             atomic_write(cache_file, lambda tmp: torch.save(data, tmp))
