@@ -189,10 +189,11 @@ def jupyterlab(root_dir: Path, work_dir: Path, *, startup_timeout: float = 120.0
     env = isolated_jupyter_env(work_dir)
 
     port, token = free_port(), token_hex(16)
+    env["JUPYTER_TOKEN"] = token  # as `make lab` (scripts/serve.py): never on the command line
     cmd = [
         sys.executable, "-m", "jupyterlab",
         "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
+        f"--ServerApp.root_dir={root_dir}",
         f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={work_dir / 'workspaces'}",
         "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly", "--LabApp.expose_app_in_browser=True",

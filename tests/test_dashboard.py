@@ -167,10 +167,11 @@ def voila(notebook: Path, work_dir: Path, *, startup_timeout: float = STARTUP_TI
     env["JUPYTER_PATH"] = str(REPO / "share" / "jupyter")  # the stnviz Voila template, as `make dashboard`
 
     port, token = free_port(), token_hex(16)
+    env["JUPYTER_TOKEN"] = token  # as `make dashboard` (scripts/serve.py): never on the command line
     cmd = [
         sys.executable, "-m", "voila", str(served / notebook.name),
         "--template=stnviz",
-        "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", "--Voila.port_retries=0", f"--token={token}",
+        "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", "--Voila.port_retries=0", "--Voila.auto_token=True",
         "--show_tracebacks=True",  # a failing cell shows its traceback (caught below), not a generic line
         # as `make dashboard` (see test_make_dashboard_culls_kernels), with short times for the test
         f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE}", f"--MappingKernelManager.cull_interval={CULL_INTERVAL}",
@@ -367,9 +368,28 @@ def test_no_console_errors(dashboard, server):
     assert not page.stnviz_console, f"console errors: {page.stnviz_console}"
 
 
+def test_page_needs_the_token(server):
+    """The token reaches Voila through JUPYTER_TOKEN (as `make dashboard` passes it): without it the
+    page is refused, with it served."""
+    import urllib.error
+    import urllib.request
+
+    bare = server.url.split("?", 1)[0]
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(bare, timeout=30)
+    assert refused.value.code in (302, 401, 403), refused.value.code
+    assert "/login" in (refused.value.headers.get("Location") or "/login")
+
+
 def test_make_dashboard_serves_the_offline_template():
     target = MAKEFILE.read_text().split("\ndashboard:", 1)[1].split("\n\n", 1)[0]
-    assert "--template=stnviz" in target and "JUPYTER_PATH=$(CURDIR)/share/jupyter" in target
+    assert "--template=stnviz" in target and "JUPYTER_PATH='$(CURDIR)/share/jupyter'" in target
     assert (REPO / "share/jupyter/voila/templates/stnviz/index.html.j2").is_file()
 
 
