@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -24,9 +26,62 @@ from .._io import atomic_write
 from .datasets import Track, tracks_of
 from .imageset import ImageSet
 
-__all__ = ["SAMPLES", "build_samples", "sample", "sample_tracks"]
+__all__ = ["SAMPLES", "build_samples", "read_npz", "sample", "sample_tracks"]
 
 SAMPLES = {"mnist": "mnist_test_1000.npz", "gtsrb": "gtsrb_tracks_20.npz"}
+#: The arrays each sample file must hold.
+_SAMPLE_ARRAYS = {"mnist": ("images", "labels"), "gtsrb": ("images", "labels", "track", "frame", "roi")}
+
+
+def read_npz(path: str | Path, required: tuple[str, ...] = (), *, what: str = "file", hint: str = "") -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, read in full (no pickles). A missing, truncated or
+    foreign file, or one without the ``required`` arrays, is one ValueError naming it (``what``
+    says what the file is; ``hint``, if given, ends the message).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = Path(tmp) / "arrays.npz"
+        ...     np.savez(path, images=np.zeros((2, 1, 4, 4), np.uint8))
+        ...     _ = path.write_bytes(path.read_bytes()[:100])  # cut short, as by a failed copy
+        ...     read_npz(path, ("images", "labels"), what="sample")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: sample .../arrays.npz is not a readable .npz file (BadZipFile: File is not a zip file); expected ...
+    """
+    path = Path(path)
+    end = f"; {hint}" if hint else ""
+    expected = "numpy's savez format (a zip of .npy arrays)" + (f" holding {', '.join(required)}" if required else "")
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{what} {path} is not a readable .npz file ({why}); expected {expected}{end}")
+
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic[:2] != b"PK":
+            got = "it is empty" if not magic else "it is a single .npy array" if magic == b"\x93NUMPY" else (
+                f"it starts with bytes {magic[:4].hex(' ')}")
+            raise bad(got)
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist; expected an .npz file{end}") from None
+    except OSError as e:
+        raise bad(e.strerror or f"{type(e).__name__}: {e}") from None
+    except (EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:  # cut short, or corrupted bytes
+        raise bad(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cut short'}") from None
+    except ValueError as e:
+        if str(e).startswith(f"{what} {path}"):
+            raise
+        raise bad(str(e).splitlines()[0]) from None  # e.g. an object array, which would need a pickle
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"{what} {path} lacks the arrays {', '.join(missing)}; expected {', '.join(required)}, "
+            f"got {', '.join(arrays) or 'none'}{end}"
+        )
+    return arrays
 
 
 def _path(name: str) -> Path:
@@ -37,8 +92,9 @@ def _path(name: str) -> Path:
 
 @lru_cache(maxsize=4)
 def _load(name: str) -> dict:
-    with np.load(_path(name)) as z:
-        return {k: torch.from_numpy(z[k].copy()) for k in z.files}
+    arrays = read_npz(_path(name), _SAMPLE_ARRAYS[name], what=f"shipped sample {name!r}",
+                      hint="the installed package is damaged: reinstall stnviz")
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
 def sample(name: str = "mnist") -> ImageSet:
