@@ -1174,6 +1174,37 @@ class TestThetaToPixel:
             g.theta_to_pixel(torch.zeros(1, 2, 3), (4, 4))
 
 
+class TestPixelConversionsInFloat64:
+    """The pixel / normalised conversions are exact in theory: they run in float64 whatever the
+    input's dtype, so a float32 result is the float64 one rounded once, the same on every CPU (in
+    float32 one machine printed 0.0000 and another -5.9605e-08 for the same doctest)."""
+
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_float32_is_the_float64_result_rounded(self, align_corners):
+        theta = near_identity_theta(16, seed=40, scale=0.4).float()
+        kw = dict(align_corners=align_corners)
+        m32 = g.theta_to_pixel(theta, (27, 31), (13, 9), **kw)
+        assert m32.dtype == torch.float32
+        assert torch.equal(m32, g.theta_to_pixel(theta.double(), (27, 31), (13, 9), **kw).float())
+        back32 = g.pixel_to_theta(m32, (27, 31), (13, 9), **kw)
+        assert torch.equal(back32, g.pixel_to_theta(m32.double(), (27, 31), (13, 9), **kw).float())
+        conv = g.convert_align_corners(theta, (27, 31), source=not align_corners, target=align_corners)
+        assert torch.equal(conv, g.convert_align_corners(theta.double(), (27, 31), source=not align_corners,
+                                                         target=align_corners).float())
+        pts = torch.rand(4, 5, 2) * 2 - 1
+        assert torch.equal(g.grid_to_pixels(pts, (27, 31), **kw), g.grid_to_pixels(pts.double(), (27, 31), **kw).float())
+
+    def test_exact_cases_give_exact_zeros(self):
+        shift = torch.tensor([[[1.0, 0.0, 7.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+        assert g.pixel_to_theta(shift, (28, 28)).tolist() == [[[1.0, 0.0, -0.5], [0.0, 1.0, 0.0]]]
+        zoom = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])
+        m = g.theta_to_pixel(zoom, (28, 28))
+        assert m.tolist() == [[[2.0, 0.0, -13.5], [0.0, 2.0, -13.5], [0.0, 0.0, 1.0]]]
+        rotated = torch.tensor([[[0.8, -0.6, 0.1], [0.6, 0.8, -0.2]]])
+        last_row = g.theta_to_pixel(rotated, (28, 20))[:, 2]
+        assert last_row.tolist() == [[0.0, 0.0, 1.0]]  # an affine map stays affine, exactly
+
+
 class TestPixelToTheta:
     @pytest.mark.parametrize("align_corners", [False, True])
     def test_hand_matrices_back_to_theta(self, align_corners):
