@@ -15,19 +15,29 @@ of those types, so a file crafted to run code when unpickled is rejected before 
 
 The file also carries ``"weights_sha256"``, a SHA-256 of the weights (names, dtypes, shapes and
 bytes), and loading checks it and the zip archive's CRCs: torch itself does not, so a flipped
-byte in a weight would otherwise load silently. Any unusable file raises :class:`CheckpointError`
-naming the file.
+byte in a weight would otherwise load silently. A file without a digest (written by an early
+version) still loads, with a :class:`CheckpointWarning`. Any unusable file raises
+:class:`CheckpointError` naming the file.
+
+A file cannot cost more memory than it stores: before anything is decompressed or unpickled the
+zip directory is checked (``torch.save`` writes stored, uncompressed members; a compressed member,
+a member that declares more bytes than it holds, or more than :data:`MAX_CHECKPOINT_BYTES` in all
+is refused), and a model is rebuilt only after its every parameter and buffer shape, computed on
+the ``meta`` device, matches the weights in the file. Non-finite weights are refused on save
+(unless ``allow_nonfinite=True``) and warned about on load.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import os
 import pickle
 import platform
 import re
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,10 +48,16 @@ from torch import nn
 from ._io import atomic_write
 from .models import SpatialTransformer, build_model
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint", "weights_digest"]
+__all__ = ["MAX_CHECKPOINT_BYTES", "CheckpointError", "CheckpointWarning", "load_checkpoint", "save_checkpoint",
+           "weights_digest"]
 
 FORMAT = "stnviz-checkpoint"
 VERSION = 1
+
+#: The most bytes a checkpoint may hold (its file, and its zip members uncompressed, in all):
+#: 1 GiB, some 250 M float32 weights; the shipped files are under 4 MB. Pass ``max_bytes=`` to
+#: :func:`load_checkpoint` for a larger file you trust.
+MAX_CHECKPOINT_BYTES = 2**30
 
 
 class CheckpointError(ValueError):
@@ -57,6 +73,11 @@ class CheckpointError(ValueError):
         ...
         stnviz.checkpoints.CheckpointError: ...other.pt is not a stnviz checkpoint (expected a dict with format=...)
     """
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint loads but something is off (no weights digest, non-finite weights); the
+    message names the file."""
 
 
 def _check_plain(obj: Any, where: str) -> None:
@@ -99,6 +120,22 @@ def weights_digest(state_dict: dict) -> str:
     return h.hexdigest()
 
 
+def _non_finite(state_dict: dict) -> list[str]:
+    """Names of the floating-point (or complex) tensors in ``state_dict`` holding NaN or inf.
+
+    Example:
+        >>> _non_finite({"w": torch.zeros(2), "b": torch.tensor([float("nan")]), "n": torch.tensor([3])})
+        ['b']
+    """
+    return [k for k, t in state_dict.items()
+            if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
+
+
+def _name_list(names: list[str], most: int = 5) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
 def _versions() -> dict:
     from . import __version__
 
@@ -129,12 +166,14 @@ def _default_meta(model: nn.Module) -> dict:
     }
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None = None, *, extra: dict | None = None) -> Path:
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None = None, *, extra: dict | None = None,
+                    allow_nonfinite: bool = False) -> Path:
     """Write ``model`` (built by a registered builder) to ``path`` atomically; return the path.
 
     ``meta`` overrides / adds to the defaults (transform family, input size, library versions,
     creation time, the command line). Everything must be plain types; ``extra`` may carry
-    trainer state such as an optimizer's ``state_dict()``.
+    trainer state such as an optimizer's ``state_dict()``. Weights holding NaN or inf are
+    refused (``ValueError`` naming them, nothing written) unless ``allow_nonfinite=True``.
 
     Example:
         >>> import os, tempfile
@@ -163,6 +202,12 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
         "meta": full_meta,
         "extra": extra or {},
     }
+    bad = _non_finite(payload["state_dict"])
+    if bad and not allow_nonfinite:
+        raise ValueError(
+            f"refusing to save {path}: weights {_name_list(bad)} hold NaN or inf (expected finite weights); "
+            "pass allow_nonfinite=True to save them anyway"
+        )
     payload["weights_sha256"] = weights_digest(payload["state_dict"])
     _check_plain(payload["model_args"], "model_args")
     _check_plain(payload["meta"], "meta")
@@ -170,10 +215,81 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _forbidden_global(e: pickle.UnpicklingError) -> str | None:
-    """The global that torch's weights-only unpickler refused, if that is what happened."""
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-    return m.group(1) if m else None
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """``module.name`` of every global that the pickle(s) in ``data`` import, in order, read with
+    :mod:`pickletools` (nothing is imported or run). ``STACK_GLOBAL`` names are read from the
+    strings pushed just before it (directly or from the memo); unknown ones are left out.
+
+    Example:
+        >>> import os
+        >>> _pickle_globals(pickle.dumps(os.getcwd, protocol=2)), _pickle_globals(pickle.dumps(os.getcwd, protocol=4))
+        (['posix.getcwd'], ['posix.getcwd'])
+    """
+    import pickletools
+
+    found: list[str] = []
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data) and len(found) < 1000:  # torch's legacy format: a few pickles in a row
+        recent: list[Any] = [None, None]  # the last two values pushed (strings, else None)
+        memo: dict[Any, Any] = {}
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                name = op.name
+                if name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                    recent.append(None)
+                elif name == "STACK_GLOBAL":
+                    if isinstance(recent[-2], str) and isinstance(recent[-1], str):
+                        found.append(f"{recent[-2]}.{recent[-1]}")
+                    recent.append(None)
+                elif name in _STRING_OPS:
+                    recent.append(arg if isinstance(arg, str) else None)
+                elif name == "MEMOIZE":
+                    memo[len(memo)] = recent[-1]
+                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[arg] = recent[-1]
+                elif name in ("GET", "BINGET", "LONG_BINGET"):
+                    recent.append(memo.get(arg))
+                elif name not in ("PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK"):
+                    recent.append(None)
+        except Exception:  # noqa: BLE001 - a damaged pickle: report what was read before the damage
+            break
+    return found
+
+
+def _is_torch_global(name: str) -> bool:
+    """Globals that ``torch.save`` writes for tensors and state dicts."""
+    return name == "collections.OrderedDict" or name.startswith("torch.") or name.startswith("torch._utils.")
+
+
+def _forbidden_global(e: pickle.UnpicklingError, path: Path) -> str | None:
+    """The global that torch's weights-only unpickler refused, if that is what happened.
+
+    torch words its refusal differently from version to version ("Unsupported global: GLOBAL
+    io.open was not an allowed global", "unsupported GLOBAL posix.system whose module posix is
+    blocked"), so when its text names none, the file's own pickle is read for a global outside
+    the ones torch writes."""
+    m = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if m:
+        return m.group(1)
+    odd = [g for g in _pickle_globals(_pickle_bytes(path)) if not _is_torch_global(g)]
+    return odd[0] if odd else None
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle of a checkpoint: the zip's ``data.pkl`` member (checked by :func:`_check_zip`
+    first), or the whole file in torch's legacy, non-zip format."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+            return zf.read(name) if name is not None else b""
+    except zipfile.BadZipFile:
+        return path.read_bytes()
+    except Exception:  # noqa: BLE001 - only used to name a culprit; torch's error is reported regardless
+        return b""
 
 
 def _unpickling_detail(e: pickle.UnpicklingError) -> str:
@@ -187,25 +303,67 @@ def _unpickling_detail(e: pickle.UnpicklingError) -> str:
     return " ".join(text.split())[:200] or type(e).__name__
 
 
-def _check_zip(path: Path) -> None:
-    """Verify every member's CRC (torch.load does not), so corrupted bytes are caught."""
+def _check_members(path: Path, members: list[zipfile.ZipInfo], max_bytes: int) -> None:
+    """Refuse, from the zip directory alone, what would unpack to more than the file holds.
+
+    ``torch.save`` writes every member stored (uncompressed), so its size in the directory is the
+    size of its bytes in the file. A compressed member may unpack to a thousand times its size
+    (a 3 MB file held a 3 GiB weight), so it is refused before anything is decompressed.
+    """
+    for info in members:
+        if info.compress_type != zipfile.ZIP_STORED:
+            method = {zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}.get(
+                info.compress_type, f"method {info.compress_type}")
+            raise CheckpointError(
+                f"refused to load {path}: its member {info.filename!r} is compressed ({method}, {info.compress_size:,} "
+                f"bytes that unpack to {info.file_size:,}); torch.save writes stored, uncompressed members, and a "
+                "compressed one can unpack to far more than the file (nothing was decompressed)"
+            )
+        if info.file_size != info.compress_size:
+            raise CheckpointError(
+                f"refused to load {path}: its stored member {info.filename!r} declares {info.file_size:,} bytes "
+                f"but holds {info.compress_size:,}; expected the same size (the zip directory is damaged or crafted)"
+            )
+    total = sum(i.file_size for i in members)
+    if total > max_bytes:
+        raise CheckpointError(
+            f"refused to load {path}: its members hold {total:,} bytes in all, above the bound of {max_bytes:,} "
+            "(MAX_CHECKPOINT_BYTES); pass max_bytes= to load_checkpoint for a larger file you trust"
+        )
+
+
+def _check_zip(path: Path, max_bytes: int = MAX_CHECKPOINT_BYTES) -> None:
+    """Check the zip directory (:func:`_check_members`), then every member's CRC (torch.load does
+    not), so corrupted bytes are caught. A file that is no zip at all is bounded by its size."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise CheckpointError(
+            f"refused to load {path}: it is {size:,} bytes, above the bound of {max_bytes:,} (MAX_CHECKPOINT_BYTES); "
+            "pass max_bytes= to load_checkpoint for a larger file you trust"
+        )
     try:
         with zipfile.ZipFile(path) as zf:
+            _check_members(path, zf.infolist(), max_bytes)
             bad = zf.testzip()
     except zipfile.BadZipFile:
         return  # not a zip at all: torch.load reports it (or reads a legacy file)
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - a fuzzed header can fail in many ways
         raise CheckpointError(f"cannot read {path}: its zip structure is damaged ({type(e).__name__}: {e})") from None
     if bad is not None:
         raise CheckpointError(f"{path} is corrupted: the CRC of its member {bad!r} does not match its data")
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, *, map_location="cpu", max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict:
     """Read and validate a checkpoint dict (see module docstring) with ``weights_only=True``.
 
     Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a file that
-    is truncated, corrupt (CRC or weights digest mismatch), not a stnviz checkpoint, or holds
-    objects other than plain types (such a file is refused before any of its code can run).
+    is truncated, corrupt (CRC or weights digest mismatch), not a stnviz checkpoint, larger than
+    ``max_bytes`` or compressed (refused from the zip directory, before anything is unpacked), or
+    holds code or objects other than plain types (refused for safety before any of it can run).
+    Warns (:class:`CheckpointWarning`, naming the file) when the file has no weights digest or
+    its weights hold NaN or inf.
 
     Example (the dict holds what rebuilds the model):
         >>> import os, tempfile
@@ -221,18 +379,18 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
-    _check_zip(path)
+    _check_zip(path, max_bytes)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        culprit = _forbidden_global(e)
+        culprit = _forbidden_global(e, path)
         if culprit is None:
             raise CheckpointError(
                 f"cannot read {path}: malformed or not a torch checkpoint (unpickling failed: {_unpickling_detail(e)})"
             ) from None
         raise CheckpointError(
-            f"refused to load {path}: it holds objects other than plain types and tensors, which could run "
-            f"code when unpickled (forbidden global {culprit})"
+            f"refused to load {path}: it holds code or objects other than plain types and tensors (forbidden global "
+            f"{culprit}), which are refused for safety; nothing in the file was run"
         ) from None
     except Exception as e:  # noqa: BLE001 - fuzzed files raise KeyError, IndexError, struct.error, ...
         detail = " ".join(str(e).split())[:200]
@@ -255,17 +413,50 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     if any(not isinstance(k, str) for k in payload["model_args"]):
         raise CheckpointError(f"{path}: model_args keys must be strings, got {sorted(map(repr, payload['model_args']))}")
     expected = payload.get("weights_sha256")
-    if expected is not None:  # files written before digests were stored have none; their CRCs were checked
+    if expected is None:  # written before digests were stored; its CRCs were checked
+        warnings.warn(
+            f"{path} carries no weights digest (weights_sha256), so a changed weight would go unnoticed; "
+            "save it again with stnviz.checkpoints.save_checkpoint to add one", CheckpointWarning, stacklevel=2)
+    else:
         got = weights_digest(payload["state_dict"])
         if got != expected:
             raise CheckpointError(
                 f"{path} is corrupted: its weights' SHA-256 is {got[:16]}..., the file records {str(expected)[:16]}..."
             )
+    bad = _non_finite(payload["state_dict"])
+    if bad:
+        warnings.warn(f"{path} holds non-finite weights (NaN or inf) in {_name_list(bad)}; the model's outputs will "
+                      "not be numbers", CheckpointWarning, stacklevel=2)
     # files written before the transform family was called "family" everywhere say "transform"
     for part in (payload["model_args"], payload["meta"]):
         if "transform" in part and "family" not in part:
             part["family"] = part.pop("transform")
     return payload
+
+
+def _check_model_fits(path, payload: dict) -> None:
+    """Build the file's model on the ``meta`` device (shapes, no memory) and compare every
+    parameter and buffer shape with the weights the file stores, so ``model_args`` cannot ask for
+    a model larger than the file (``num_classes=10**8`` would allocate 20 GB)."""
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(payload["arch"], **payload["model_args"])
+    except Exception as e:  # noqa: BLE001 - crafted arguments (negative sizes...) fail in many ways
+        raise CheckpointError(
+            f"{path}: cannot rebuild its model {payload['arch']!r} with {payload['model_args']}: "
+            f"{' '.join(str(e).split())[:300]}"
+        ) from None
+    wanted = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in payload["state_dict"].items()}
+    problems = [f"missing {k}" for k in wanted if k not in stored]
+    problems += [f"unexpected {k}" for k in stored if k not in wanted]
+    problems += [f"{k} is {wanted[k]} in the model, {stored[k]} in the file"
+                 for k in wanted if k in stored and wanted[k] != stored[k]]
+    if problems:
+        raise CheckpointError(
+            f"{path}: its weights do not fit architecture {payload['arch']!r} with {payload['model_args']}: "
+            f"{_name_list(problems, 3)}"
+        )
 
 
 def _load_model(path: str | os.PathLike, *, device=None, arch: str | None = None) -> nn.Module:
@@ -279,6 +470,7 @@ def _load_model(path: str | os.PathLike, *, device=None, arch: str | None = None
     payload = load_checkpoint(path)
     if arch is not None and payload["arch"] != arch:
         raise CheckpointError(f"{path} holds architecture {payload['arch']!r}, expected {arch!r}")
+    _check_model_fits(path, payload)  # before anything is allocated for real
     try:
         model = build_model(payload["arch"], **payload["model_args"])
     except Exception as e:  # noqa: BLE001 - crafted arguments (negative sizes...) fail in many ways

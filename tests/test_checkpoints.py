@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import stnviz
-from stnviz.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from stnviz.checkpoints import CheckpointError, CheckpointWarning, load_checkpoint, save_checkpoint
 from stnviz.checkpoints import _load_model as load_model  # what load_pretrained(path) runs
 from stnviz.models import build_model
 
@@ -174,13 +174,14 @@ class TestCorruption:
         with pytest.raises(CheckpointError, match=r"edited\.pt is corrupted: its weights' SHA-256 is .* the file records"):
             load_checkpoint(tmp_path / "edited.pt")
 
-    def test_digest_is_stored_and_files_without_one_still_load(self, tmp_path, device):
+    def test_digest_is_stored_and_files_without_one_load_with_a_warning(self, tmp_path, device):
         path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
         payload = load_checkpoint(path)
         assert re.fullmatch(r"[0-9a-f]{64}", payload["weights_sha256"])
         del payload["weights_sha256"]  # as written by earlier versions
         torch.save(payload, tmp_path / "old.pt")
-        assert load_model(tmp_path / "old.pt", device=device).meta["arch"] == "stn_tutorial"
+        with pytest.warns(CheckpointWarning, match=r"old\.pt carries no weights digest \(weights_sha256\)"):
+            assert load_model(tmp_path / "old.pt", device=device).meta["arch"] == "stn_tutorial"
 
     def test_fuzzed_files_only_ever_raise_checkpoint_error_naming_the_file(self, tmp_path, device):
         good_path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "good.pt")
@@ -276,3 +277,238 @@ class TestFamilyName:
         assert st.family == "attention"
         with pytest.raises(ValueError, match="pass family= only"):
             build_model("stn_cnn", transform="tps", family="tps")
+
+
+# --------------------------------------------------------------------------- issue 18 item 2: bounded files
+
+
+def _rezip(src, dst, *, compress=zipfile.ZIP_DEFLATED, replace=None):
+    """Copy the zip ``src`` to ``dst`` with members written with ``compress``: every one, or only
+    those in ``replace``, which maps a member name to new bytes (a weight storage: a bomb)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = (replace or {}).get(info.filename, zin.read(info.filename))
+            how = compress if replace is None or info.filename in replace else zipfile.ZIP_STORED
+            zout.writestr(info.filename, data, compress_type=how)
+    return dst
+
+
+def _forbid(monkeypatch, *names):
+    """Make reading a zip member's data or unpickling fail loudly: what is refused must be refused
+    from the zip directory alone."""
+    def boom(*args, **kwargs):
+        raise AssertionError("the checkpoint's data was read before it was refused")
+
+    for owner, attr in names:
+        monkeypatch.setattr(owner, attr, boom)
+
+
+class TestZipDirectory:
+    def test_deflate_bomb_is_refused_before_anything_is_decompressed(self, tmp_path, monkeypatch):
+        good = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        member = _largest_storage(good)
+        bomb = _rezip(good, tmp_path / "bomb.pt", replace={member: bytes(64 * 2**20)})  # 64 MiB of zeros
+        assert bomb.stat().st_size < 2**20  # a small file that unpacks to 64 MiB
+        _forbid(monkeypatch, (zipfile.ZipFile, "testzip"), (zipfile.ZipFile, "read"), (zipfile.ZipFile, "open"),
+                (torch, "load"))
+        with pytest.raises(CheckpointError, match=r"refused to load .*bomb\.pt: its member '.*' is compressed \(deflate, "
+                                                  r"[\d,]+ bytes that unpack to 67,108,864\)"):
+            load_checkpoint(bomb)
+
+    def test_any_compressed_member_is_refused(self, tmp_path):
+        good = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        deflated = _rezip(good, tmp_path / "deflated.pt")  # the same weights, deflated
+        with pytest.raises(CheckpointError, match=r"deflated\.pt: its member .* is compressed \(deflate"):
+            load_model(deflated, device="cpu")
+        assert load_checkpoint(_rezip(good, tmp_path / "stored.pt", compress=zipfile.ZIP_STORED))["arch"] == "stn_tutorial"
+
+    def test_stored_member_declaring_more_than_it_holds_is_refused(self, tmp_path, monkeypatch):
+        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        member = _largest_storage(path)
+        with zipfile.ZipFile(path) as zf:
+            held = zf.getinfo(member).file_size
+        crafted = _declare_size(path, tmp_path / "crafted.pt", member, uncompressed=3 * 2**30)
+        _forbid(monkeypatch, (zipfile.ZipFile, "testzip"), (torch, "load"))
+        with pytest.raises(CheckpointError, match=rf"crafted\.pt: its stored member '.*' declares 3,221,225,472 bytes "
+                                                  rf"but holds {held:,}"):
+            load_checkpoint(crafted)
+
+    def test_total_size_is_bounded(self, tmp_path, monkeypatch):
+        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        assert stnviz.checkpoints.MAX_CHECKPOINT_BYTES == 2**30
+        with pytest.raises(CheckpointError, match=r"m\.pt: it is [\d,]+ bytes, above the bound of 10,000 \(MAX_CHECKPOINT_BYTES\)"):
+            load_checkpoint(path, max_bytes=10_000)
+        assert load_checkpoint(path, max_bytes=path.stat().st_size)["arch"] == "stn_tutorial"
+        # a small file whose directory says a member holds 3 GiB (both sizes agree)
+        member = _largest_storage(path)
+        crafted = _declare_size(path, tmp_path / "crafted.pt", member, uncompressed=3 * 2**30, compressed=3 * 2**30)
+        _forbid(monkeypatch, (zipfile.ZipFile, "testzip"), (torch, "load"))
+        with pytest.raises(CheckpointError, match=r"crafted\.pt: its members hold 3,2[\d,]+ bytes in all, above the bound "
+                                                  r"of 1,073,741,824 \(MAX_CHECKPOINT_BYTES\)"):
+            load_checkpoint(crafted)
+
+
+def _declare_size(src, dst, member, *, uncompressed=None, compressed=None):
+    """Copy ``src`` to ``dst`` with the sizes of ``member`` changed in the zip's central directory
+    (the data, and the sizes in its local header, are left as they are)."""
+    raw = bytearray(src.read_bytes())
+    for at in [m.start() for m in re.finditer(b"PK\x01\x02", bytes(raw))]:
+        name_len = int.from_bytes(raw[at + 28 : at + 30], "little")
+        if raw[at + 46 : at + 46 + name_len] == member.encode():
+            if compressed is not None:
+                raw[at + 20 : at + 24] = compressed.to_bytes(4, "little")
+            if uncompressed is not None:
+                raw[at + 24 : at + 28] = uncompressed.to_bytes(4, "little")
+            break
+    else:
+        raise AssertionError(f"no central directory entry for {member}")
+    dst.write_bytes(bytes(raw))
+    return dst
+
+
+class TestModelArgumentsBoundedByTheWeights:
+    def _crafted(self, tmp_path, arch, **model_args):
+        path = save_checkpoint(_trained_like(arch), tmp_path / "m.pt")
+        payload = torch.load(path, weights_only=True)
+        payload["model_args"] = model_args
+        torch.save(payload, tmp_path / "crafted.pt")
+        return tmp_path / "crafted.pt"
+
+    def test_huge_num_classes_is_refused_before_anything_is_allocated(self, tmp_path, monkeypatch, device):
+        crafted = self._crafted(tmp_path, "stn_tutorial", num_classes=10**8)  # 20 GB of head weights
+        real_build = stnviz.checkpoints.build_model
+
+        def meta_only(arch, **kwargs):
+            assert torch.get_default_device().type == "meta", "the crafted model was built for real"
+            return real_build(arch, **kwargs)
+
+        monkeypatch.setattr(stnviz.checkpoints, "build_model", meta_only)
+        with pytest.raises(CheckpointError, match=r"crafted\.pt: its weights do not fit architecture 'stn_tutorial' with "
+                                                  r"\{'num_classes': 100000000\}: head\.3\.weight is \(100000000, 50\) "
+                                                  r"in the model, \(10, 50\) in the file"):
+            stnviz.load_pretrained(crafted, device=device)
+
+    def test_10000_tps_control_points_are_refused_from_a_file(self, tmp_path, device):
+        crafted = self._crafted(tmp_path, "stn_fcn_tps", control_points=10_000)
+        with pytest.raises(CheckpointError, match=r"crafted\.pt: cannot rebuild its model 'stn_fcn_tps' .*TPS takes at most "
+                                                  r"MAX_TPS_CONTROL_POINTS = 1024 control points, got K=10000"):
+            load_model(crafted, device=device)
+
+    def test_10000_tps_control_points_are_refused_in_code(self):
+        from stnviz import geometry
+        from stnviz.models import GridGenerator
+
+        assert geometry.MAX_TPS_CONTROL_POINTS == 1024
+        for ask in (lambda: build_model("stn_cnn", family="tps", control_points=10_000),
+                    lambda: GridGenerator("tps", control_points=10_000),
+                    lambda: geometry.tps_grid(torch.zeros(1, 10_000, 2), (8, 8))):
+            with pytest.raises(ValueError, match="at most MAX_TPS_CONTROL_POINTS = 1024 control points, got K=10000"):
+                ask()
+        assert GridGenerator("tps", control_points=1024).num_params == 2048  # the bound itself is allowed
+
+    def test_every_architecture_and_family_builds_on_meta_with_the_real_shapes(self):
+        """The size check builds on the meta device: it must agree with a real build everywhere,
+        or a good file would be refused."""
+        import inspect
+
+        from stnviz import geometry
+        from stnviz.models import list_architectures
+        from stnviz.models.registry import _ARCHITECTURES
+
+        for arch in list_architectures():
+            params = inspect.signature(_ARCHITECTURES[arch]).parameters
+            asks = [{}]
+            if "family" in params:
+                asks += [{"family": f} for f in geometry.FAMILIES if f != "restricted"]
+                asks += [{"family": "restricted", "components": ["rotation", "scale"]}]
+            if "output_size" in params:
+                asks.append({"output_size": [20, 20]})
+            if "control_points" in params:
+                asks.append({"control_points": 9, **({"family": "tps"} if "family" in params else {})})
+            for kwargs in asks:
+                with torch.device("meta"):
+                    skeleton = build_model(arch, **kwargs).state_dict()
+                real = build_model(arch, **kwargs).state_dict()
+                assert {k: v.shape for k, v in skeleton.items()} == {k: v.shape for k, v in real.items()}, (arch, kwargs)
+
+    def test_a_transformer_on_meta_gives_the_output_shape(self):
+        from stnviz.models import SpatialTransformer
+
+        with torch.device("meta"):
+            st = SpatialTransformer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4)), output_size=(2, 5))
+            out = st(torch.zeros(3, 1, 3, 4))
+        assert out.is_meta and tuple(out.shape) == (3, 1, 2, 5)
+
+
+class _SystemPayload:
+    """Unpickling this runs a shell command (os.system), which would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class TestCodeIsRefusedForSafety:
+    def test_os_system_payload_is_refused_for_safety_not_called_malformed(self, tmp_path, device):
+        marker = tmp_path / "pwned"
+        evil = tmp_path / "evil.pt"
+        torch.save({"format": "stnviz-checkpoint", "payload": _SystemPayload(marker)}, evil)
+        with pytest.raises(CheckpointError) as err:
+            stnviz.load_pretrained(evil, device=device)
+        msg = str(err.value)
+        assert "evil.pt" in msg and "holds code or objects" in msg and "refused for safety" in msg, msg
+        assert "system" in msg and "malformed" not in msg and "weights_only" not in msg, msg
+        assert not marker.exists()
+
+    def test_refusal_does_not_depend_on_torch_wording(self, tmp_path, monkeypatch):
+        evil = tmp_path / "evil.pt"
+        torch.save({"format": "stnviz-checkpoint", "payload": _SystemPayload(tmp_path / "pwned")}, evil)
+
+        def reworded(*args, **kwargs):
+            raise pickle.UnpicklingError("Weights only load failed. Some future wording with no name in it.")
+
+        monkeypatch.setattr(torch, "load", reworded)
+        with pytest.raises(CheckpointError, match=r"refused to load .*evil\.pt: it holds code .*forbidden global "
+                                                  r"(posix|nt)\.system"):
+            load_checkpoint(evil)
+
+    def test_globals_are_read_without_running_anything(self, tmp_path):
+        from stnviz.checkpoints import _pickle_globals
+
+        marker = tmp_path / "pwned"
+        for protocol in (2, 4, 5):
+            assert "system" in " ".join(_pickle_globals(pickle.dumps(_SystemPayload(marker), protocol=protocol)))
+        assert _pickle_globals(b"not a pickle") == [] and not marker.exists()
+
+
+class TestNonFiniteWeights:
+    def _nan_model(self):
+        model = _trained_like("stn_tutorial")
+        with torch.no_grad():
+            model.head[3].weight[0, 0] = float("nan")
+            model.head[3].bias[1] = float("inf")
+        return model
+
+    def test_refused_on_save_unless_allowed(self, tmp_path):
+        with pytest.raises(ValueError, match=r"refusing to save .*nan\.pt: weights head\.3\.weight, head\.3\.bias hold NaN "
+                                             r"or inf .*allow_nonfinite=True"):
+            save_checkpoint(self._nan_model(), tmp_path / "nan.pt")
+        assert not (tmp_path / "nan.pt").exists() and os.listdir(tmp_path) == []
+        save_checkpoint(self._nan_model(), tmp_path / "nan.pt", allow_nonfinite=True)
+        assert (tmp_path / "nan.pt").is_file()
+
+    def test_warned_about_on_load_naming_the_file_and_tensors(self, tmp_path, device):
+        save_checkpoint(self._nan_model(), tmp_path / "nan.pt", allow_nonfinite=True)
+        with pytest.warns(CheckpointWarning, match=r"nan\.pt holds non-finite weights \(NaN or inf\) in head\.3\.weight, "
+                                                   r"head\.3\.bias"):
+            stnviz.load_pretrained(tmp_path / "nan.pt", device=device)
+
+    def test_finite_files_load_without_a_warning(self, tmp_path, device):
+        import warnings
+
+        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CheckpointWarning)
+            load_model(path, device=device)
