@@ -66,6 +66,19 @@ class TestShipped:
         tag = name.split(".")[1]
         assert meta["dataset"] == VARIANTS.get(tag, tag) and meta["epochs"] >= 1 and meta["seed"] is not None
 
+    def test_carries_a_weights_digest_that_verifies(self, name):
+        """Issue 18: the digest is how a flipped byte is caught; every shipped file has one, and it
+        loads without a CheckpointWarning (no missing digest, no non-finite weights)."""
+        import warnings
+
+        from stnviz.checkpoints import CheckpointWarning, weights_digest
+
+        path = REPO / "weights" / f"{name}.pt"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CheckpointWarning)
+            payload = stnviz.checkpoints.load_checkpoint(path)  # checks the stored digest
+        assert payload["weights_sha256"] == weights_digest(payload["state_dict"])
+
     def test_scores_on_shipped_samples(self, name, device):
         if name not in TARGETS:
             pytest.fail(f"{name} is shipped but has no target in TARGETS")
