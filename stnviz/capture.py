@@ -9,7 +9,13 @@ Every sampler call is seen, however the code reaches it: ``F.grid_sample``, a na
   several threads, nested or overlapping captures each keep their own records;
 * everything is restored on exit, also on an exception (the few hooks, on the model itself and on
   stnviz's grid generators, are removed in ``finally``; which module made a call is read from the
-  call stack, so no hook runs on every module call);
+  call stack, so no hook runs on every module call); a capture entered and never exited is closed
+  when it is garbage-collected;
+* it never breaks a forward that works without it: only its own mode is taken off the torch
+  function mode stack (the user's modes stay, in any order of entering and exiting), objects are
+  looked up by identity (an unhashable helper calling ``grid_sample`` is fine), and a call that
+  can't be recorded is left out, counted in ``Capture.skipped`` and named in one
+  :class:`CaptureWarning`; the forward's own result is returned unchanged;
 * memory is bounded: records are detached copies (on the CPU by default), at most ``keep_last`` of
   them, each cut to ``batch_slice``; the thetas waiting for their ``grid_sample`` are held only as
   long as the grid they made is alive.
@@ -32,10 +38,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import sys
 import threading
 import types
+import warnings
 import weakref
 from collections import deque
 from contextlib import contextmanager
@@ -45,7 +53,12 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
+from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack, _pop_mode, _push_mode
+
+try:
+    from torch.utils._device import DeviceContext as _DeviceContext  # torch keeps it at the stack's bottom
+except ImportError:  # pragma: no cover - older torch
+    _DeviceContext = ()
 
 from . import geometry
 from .models import GridGenerator, SpatialTransformer
@@ -54,6 +67,7 @@ from .models.modes import eval_mode, model_device_dtype  # re-exported: defined 
 __all__ = [
     "Capture",
     "CaptureError",
+    "CaptureWarning",
     "Collection",
     "TransformRecord",
     "capture",
@@ -74,6 +88,11 @@ class CaptureError(RuntimeError):
         ...
         stnviz.capture.CaptureError: nothing captured: the model has no stnviz SpatialTransformer and made no ...
     """
+
+
+class CaptureWarning(RuntimeWarning):
+    """A sampler call (or a capture hook) could not be recorded; the forward ran unchanged and the
+    capture goes on with one record less (``Capture.skipped`` counts them). Given once per capture."""
 
 
 @dataclass
@@ -215,6 +234,9 @@ class Capture:
         self._records: deque = deque(maxlen=keep_last)
         self._counter = itertools.count()
         self.dropped = 0
+        #: how many times recording failed (a sampler call left out, a hook that could not note its
+        #: state); the forwards themselves ran unchanged, see the :class:`CaptureWarning`
+        self.skipped = 0
 
     def _add(self, rec: TransformRecord) -> None:
         if self._records.maxlen is not None and len(self._records) == self._records.maxlen:
@@ -265,7 +287,8 @@ class Capture:
         return self._records[-1]
 
     def __repr__(self) -> str:
-        return f"Capture({len(self)} records, keys={self.keys()}, dropped={self.dropped})"
+        skipped = f", skipped={self.skipped}" if self.skipped else ""
+        return f"Capture({len(self)} records, keys={self.keys()}, dropped={self.dropped}{skipped})"
 
 
 # --------------------------------------------------------------------------- interception
@@ -290,18 +313,73 @@ def _clean_name(name: str) -> str:
     return ".".join(p for p in name.split(".") if p != "_orig_mod")
 
 
+def _modules_by_id(model: nn.Module) -> dict[int, tuple[nn.Module, str]]:
+    """``id(module) -> (module, qualified name)`` for ``model`` and every submodule, in the order of
+    ``named_modules`` (a module reachable twice keeps its first name). Walked by identity: torch's
+    ``named_modules`` keeps a ``set`` of modules, which fails for a module class without ``__hash__``."""
+    found: dict[int, tuple[nn.Module, str]] = {}
+    todo = [(model, "")]
+    while todo:
+        m, name = todo.pop()
+        if id(m) in found:
+            continue
+        found[id(m)] = (m, _clean_name(name))
+        children = [(c, f"{name}.{n}" if name else n) for n, c in m._modules.items() if c is not None]
+        todo.extend(reversed(children))
+    return found
+
+
+# The torch function mode stack is per thread. A capture's mode goes *under* the modes already
+# entered (above torch's own DeviceContext, which keeps the bottom), so a user's mode entered before
+# the capture and exited inside it pops itself, not the capture's mode (a mode's ``__exit__`` pops
+# whatever is on top); and the capture takes out only its own mode, wherever it is. Being under the
+# user's modes, it records the sampler calls as they finally run (after those modes had their say).
+
+
+def _insert_mode(mode: TorchFunctionMode) -> None:
+    """Put ``mode`` on this thread's stack under every mode but torch's ``DeviceContext``."""
+    stack = [_pop_mode() for _ in range(torch._C._len_torch_function_stack())][::-1]  # bottom first
+    bottom = 0
+    while bottom < len(stack) and isinstance(stack[bottom], _DeviceContext):
+        bottom += 1
+    for m in [*stack[:bottom], mode, *stack[bottom:]]:
+        _push_mode(m)
+
+
+def _remove_mode(mode: TorchFunctionMode) -> bool:
+    """Take ``mode`` off this thread's stack wherever it is, the others staying in order; ``False``
+    when it is not there (popped by someone else, or set aside while it is dispatching a call)."""
+    above = []
+    found = False
+    while torch._C._len_torch_function_stack():
+        m = _pop_mode()
+        if m is mode:
+            found = True
+            break
+        above.append(m)
+    for m in reversed(above):
+        _push_mode(m)
+    return found
+
+
+def _on_stack(mode: TorchFunctionMode) -> bool:
+    return any(m is mode for m in _get_current_function_mode_stack())
+
+
 class _Dispatcher(TorchFunctionMode):
-    """One per thread while any capture is open there: hands sampler calls to each open capture."""
+    """One per thread while any capture is open there: hands sampler calls to each open capture.
+    With no capture left it only passes calls on (until its thread's next capture removes it)."""
 
     def __init__(self):
         super().__init__()
-        self.sessions: list[_Session] = []
+        self.thread = threading.get_ident()
+        self.sessions: list[_Session] = []  # replaced, never mutated: a GC in another thread may drop one
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func is F.grid_sample or func is F.affine_grid:
-            for s in list(self.sessions):
+            for s in self.sessions:
                 s.on_call(func, args, kwargs, out)
         return out
 
@@ -311,50 +389,101 @@ _local = threading.local()
 
 def _dispatcher_join(session: "_Session") -> None:
     d = getattr(_local, "dispatcher", None)
+    for m in _get_current_function_mode_stack():  # left behind by a capture closed while it dispatched
+        if isinstance(m, _Dispatcher) and m is not d and not m.sessions:
+            _remove_mode(m)
     if d is None:
         d = _local.dispatcher = _Dispatcher()
-        d.__enter__()
-    d.sessions.append(session)
+    if not _on_stack(d):  # new, or taken off the stack by someone else: (re)inserted
+        _insert_mode(d)
+    d.sessions = [*d.sessions, session]
+    session.dispatcher = d
 
 
 def _dispatcher_leave(session: "_Session") -> None:
-    d = getattr(_local, "dispatcher", None)
+    """Detach ``session`` from its thread's dispatcher, and take the dispatcher off the stack when
+    it was the last one. Safe from any thread (a garbage-collected capture is closed in whichever
+    thread collects it): only the owning thread's stack can be changed, so elsewhere the
+    dispatcher just passes calls on until its own thread's next capture removes it."""
+    d, session.dispatcher = session.dispatcher, None
     if d is None:
         return
-    if session in d.sessions:
-        d.sessions.remove(session)
-    if not d.sessions:
+    d.sessions = [s for s in d.sessions if s is not session]
+    if d.sessions or threading.get_ident() != d.thread:
+        return
+    if _remove_mode(d) and getattr(_local, "dispatcher", None) is d:
         _local.dispatcher = None
-        d.__exit__(None, None, None)
+
+
+def _never_raises(what: str):
+    """For a capture hook: an exception is counted and warned about, never raised into the forward."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args):
+            try:
+                return method(self, *args)
+            except Exception as e:
+                self.failed(what, e)
+                return None
+        return run
+    return wrap
 
 
 class _Session:
-    """The state of one open capture: its model's module names, whether the model is running in
-    this capture's thread, the grids waiting for a sampler call, and the records.
+    """The state of one open capture: its model's modules (by identity), whether the model is
+    running in this capture's thread, the grids waiting for a sampler call, and the records.
 
     Which module made a sampler call is read from the Python call stack at that call (the
     innermost frame whose ``self`` is a module of the model), so no hook runs on every module
     call: only the model's own forward hooks (a new forward starts the per-forward call indices)
-    and those of stnviz's grid generators (their parameters) are registered."""
+    and those of stnviz's grid generators (their parameters) are registered. Nothing here raises
+    into the model's forward: a failure is counted in ``rec.skipped`` and warned about once."""
 
     def __init__(self, model: nn.Module, rec: Capture, batch_slice, to_cpu: bool):
         self.model, self.rec, self.batch_slice, self.to_cpu = model, rec, batch_slice, to_cpu
         self.thread = threading.get_ident()
         self.root_name = type(model._orig_mod if _is_compiled(model) else model).__name__
-        self.names = {m: _clean_name(n) for n, m in model.named_modules()}
+        self.modules = _modules_by_id(model)  # id -> (module, name): held, so no id is reused meanwhile
         self.running = 0  # depth of the model's own forward in this thread
         self.per_forward: dict[str, int] = {}
         self.model_inputs: list[torch.Tensor] = []
-        self.generated: dict[nn.Module, tuple] = {}  # SpatialTransformer -> its generator's last output
-        self.parent = {m.grid_generator: m for m in self.names if isinstance(m, SpatialTransformer)}
+        self.generated: dict[int, tuple] = {}  # id(SpatialTransformer) -> its generator's last output
+        self.parent = {id(m.grid_generator): m for m, _ in self.modules.values() if isinstance(m, SpatialTransformer)}
         self.grids: dict[int, tuple] = {}  # id(grid) -> (weakref(grid), provenance)
         self.finalizers: list[weakref.finalize] = []
+        self.handles: list = []
+        self.dispatcher: _Dispatcher | None = None
+        self.warned = False
         self.closed = False
+
+    def name(self, obj) -> str | None:
+        """The qualified name of ``obj`` if it is a module of the model (by identity), else ``None``."""
+        entry = self.modules.get(id(obj))
+        return entry[1] if entry is not None and entry[0] is obj else None
 
     def _mine(self) -> bool:
         return not self.closed and threading.get_ident() == self.thread
 
+    def failed(self, what: str, e: Exception) -> None:
+        self.rec.skipped += 1
+        if not self.warned:
+            self.warned = True
+            reason = str(e).splitlines()[0] if str(e) else ""
+            warnings.warn(f"stnviz.capture could not record {what} ({type(e).__name__}: {reason}); the forward "
+                          "ran unchanged, the capture goes on and counts what it leaves out in rec.skipped",
+                          CaptureWarning, stacklevel=2)
+
+    def open(self) -> None:
+        """Register the hooks and join this thread's dispatcher."""
+        self.handles.append(self.model.register_forward_pre_hook(self.root_pre))
+        self.handles.append(self.model.register_forward_hook(self.root_post, always_call=True))
+        for m, _ in self.modules.values():
+            if isinstance(m, GridGenerator):
+                self.handles.append(m.register_forward_hook(self.generator_post, with_kwargs=True))
+        _dispatcher_join(self)
+
     # hooks on the model itself and on stnviz's grid generators
+    @_never_raises("the start of the model's forward")
     def root_pre(self, module, args):
         if self._mine():
             if not self.running:  # a new forward of the model: per-forward call indices start again
@@ -362,25 +491,29 @@ class _Session:
                 self.model_inputs = [a for a in args if isinstance(a, torch.Tensor)]
             self.running += 1
 
+    @_never_raises("the end of the model's forward")
     def root_post(self, module, args, output):
         if self._mine() and self.running:
             self.running -= 1
 
-    def generator_post(self, module, args, output):
+    @_never_raises("a grid generator's parameters")
+    def generator_post(self, module, args, kwargs, output):
         if self._mine() and isinstance(output, torch.Tensor):
-            prov = (module.family, geometry.shape_params(args[0].detach(), module.family), module.components, False)
+            params = args[0] if args else kwargs["params"]
+            prov = (module.family, geometry.shape_params(params.detach(), module.family), module.components, False)
             self._remember(output, prov)
-            if module in self.parent:
-                self.generated[self.parent[module]] = prov
+            st = self.parent.get(id(module))
+            if st is not None:
+                self.generated[id(st)] = prov
 
     def _owner(self):
         """The innermost module of the model whose code is running (from the call stack), and
         the innermost stnviz SpatialTransformer among them (or ``None``)."""
         owner = st = None
-        f = sys._getframe(2)
+        f = sys._getframe(1)
         while f is not None:
             obj = f.f_locals.get("self")
-            if obj is not None and obj in self.names:
+            if obj is not None and self.name(obj) is not None:
                 if owner is None:
                     owner = obj
                 if isinstance(obj, SpatialTransformer):
@@ -405,6 +538,16 @@ class _Session:
     def on_call(self, func, args, kwargs, out) -> None:
         if not self._mine():
             return
+        try:
+            self._on_call(func, args, kwargs, out)
+        except Exception as e:
+            where = ""
+            with contextlib.suppress(Exception):
+                owner = self._owner()[0]
+                where = "" if owner is None else f" in {self.name(owner) or self.root_name!r}"
+            self.failed(f"a {func.__name__} call{where}", e)
+
+    def _on_call(self, func, args, kwargs, out) -> None:
         if func is F.affine_grid:
             theta = _arg(args, kwargs, 0, "theta", None)
             if isinstance(theta, torch.Tensor) and theta.dim() == 3 and theta.shape[1:] == (2, 3):
@@ -431,9 +574,9 @@ class _Session:
                     "align_corners": bool(_arg(args, kwargs, 4, "align_corners", None))}
         if st is not None:
             owner = st
-            base = self.names[st] or self.root_name
+            base = self.name(st) or self.root_name
         else:
-            base = (self.names[owner] or self.root_name) + ":grid_sample"
+            base = (self.name(owner) or self.root_name) + ":grid_sample"
         if not self.running:
             self.per_forward.clear()  # a submodule called on its own: each call is its own forward
         k = self.per_forward.get(base, 0)
@@ -442,7 +585,7 @@ class _Session:
         dims = grid.dim() - 2
         prov = self._provenance(grid)
         if prov is None and st is not None and dims == 2:
-            prov = self.generated.get(st)
+            prov = self.generated.get(id(st))
         family = params = components = None
         if prov is not None and dims == 2:
             family, params, components, ac = prov
@@ -453,7 +596,7 @@ class _Session:
                                                         source=True).to(params.dtype)
         role = "image" if st is not None else self._role(inp, grid, sampling)
         self.rec._add(TransformRecord(
-            key=key, module=self.names[owner] or self.root_name, call=next(self.rec._counter), family=family,
+            key=key, module=self.name(owner) or self.root_name, call=next(self.rec._counter), family=family,
             input=self._copy(inp), params=None if params is None else self._copy(params),
             grid=self._copy(grid), output=self._copy(out), sampling=sampling, role=role,
             spatial_dims=dims, components=components,
@@ -471,7 +614,12 @@ class _Session:
         return "image"
 
     def close(self) -> None:
+        """Remove the hooks and leave the dispatcher; from any thread, more than once."""
         self.closed = True
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        _dispatcher_leave(self)
         for f in self.finalizers:
             f.detach()
         self.finalizers.clear()
@@ -533,17 +681,14 @@ def capture(
                 session_record(args, kwargs, out, owner, st)
 
         session._record = stnviz_only
-    scripted = [n or session.root_name for m, n in session.names.items() if _is_scripted(m)]
-    compiled = any(_is_compiled(m) for m in session.names)
-    handles = []
+    modules = [m for m, _ in session.modules.values()]
+    scripted = [n or session.root_name for m, n in session.modules.values() if _is_scripted(m)]
+    compiled = any(_is_compiled(m) for m in modules)
     with contextlib.ExitStack() as stack:
         try:
-            handles.append(model.register_forward_pre_hook(session.root_pre))
-            handles.append(model.register_forward_hook(session.root_post, always_call=True))
-            for m in session.names:
-                if isinstance(m, GridGenerator):
-                    handles.append(m.register_forward_hook(session.generator_post))
-            _dispatcher_join(session)
+            # A capture entered and never exited (``c.__enter__()`` then dropped, an abandoned
+            # generator) is closed by this ``finally`` when Python finalizes the context.
+            session.open()
             if compiled:
                 if not hasattr(torch.compiler, "set_stance"):
                     raise CaptureError("capture runs a torch.compile'd model eagerly, which needs torch >= 2.6; "
@@ -558,11 +703,8 @@ def capture(
             raise
         finally:
             session.close()
-            _dispatcher_leave(session)
-            for h in handles:
-                h.remove()
     if not len(rec) and not allow_empty:
-        n_st = sum(isinstance(m, SpatialTransformer) for m in session.names)
+        n_st = sum(isinstance(m, SpatialTransformer) for m in modules)
         if n_st:
             why = f"the model has {n_st} SpatialTransformer module(s) but none ran inside the context"
         else:
@@ -571,6 +713,8 @@ def capture(
                 why += " (foreign=False: only stnviz SpatialTransformer modules are recorded)"
         if scripted:
             why += f"; TorchScript submodules can't be seen into: {scripted}"
+        if rec.skipped:
+            why += f"; {rec.skipped} call(s) could not be recorded (see the CaptureWarning)"
         raise CaptureError(f"nothing captured: {why}; run the model inside `with capture(model) as rec:`")
 
 

@@ -1,10 +1,18 @@
+import dataclasses
+import gc
+import threading
+import time
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack
 
 from stnviz import geometry, get_model
-from stnviz.capture import CaptureError, TransformRecord, capture
+from stnviz.capture import CaptureError, CaptureWarning, TransformRecord, capture
+from stnviz.models import GridGenerator
 
 
 class TutorialNet(nn.Module):
@@ -208,3 +216,209 @@ class TestCaptureForeign:
         torch.testing.assert_close(r.grid, geometry.affine_grid(theta, (28, 28)))
         torch.testing.assert_close(r.input, x)
         torch.testing.assert_close(r.output, geometry.warp(x, geometry.affine_grid(theta, (28, 28))))
+
+
+# --------------------------------------------------------------------------- issue 18 item 4:
+# capture never breaks a forward that works without it
+
+
+class SamplerCalls(TorchFunctionMode):
+    """A user's own mode: counts the grid_sample calls it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.grid_sample:
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _stnviz_modes():
+    return [m for m in _get_current_function_mode_stack() if type(m).__module__ == "stnviz.capture"]
+
+
+def _stnviz_hooks(model):
+    hooks = []
+    for m in model.modules():
+        for d in (m._forward_hooks, m._forward_pre_hooks):
+            hooks += [h for h in d.values() if getattr(h, "__module__", "") == "stnviz.capture"]
+    return hooks
+
+
+@dataclasses.dataclass
+class ZoomHelper:
+    """A plain helper object with eq=True, hence ``__hash__ = None``, that samples."""
+
+    scale: float = 0.5
+
+    def warp(self, x):
+        theta = torch.tensor([[self.scale, 0.0, 0.0], [0.0, self.scale, 0.0]], device=x.device).expand(x.shape[0], 2, 3)
+        return F.grid_sample(x, F.affine_grid(theta, x.size(), align_corners=False), align_corners=False)
+
+
+class UnhashableBlock(nn.Module):
+    __hash__ = None  # a module class without a hash (torch's named_modules can't walk it)
+
+    def forward(self, x):
+        return ZoomHelper(0.8).warp(x)
+
+
+class HelperNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.helper = ZoomHelper()
+        self.block = UnhashableBlock()
+
+    def forward(self, x):
+        return self.block(self.helper.warp(x))
+
+
+class TestCaptureNeverBreaksTheForward:
+    def test_unhashable_objects_calling_the_sampler(self, device):
+        net = HelperNet()
+        x = torch.rand(2, 1, 8, 8, device=device)
+        plain = net(x)
+        with capture(net) as rec:
+            out = net(x)
+        assert torch.equal(out, plain)
+        assert [r.key for r in rec] == ["HelperNet:grid_sample", "block:grid_sample"]
+        assert rec[0].theta[0, 0, 0] == 0.5 and rec[1].theta[0, 0, 0] == pytest.approx(0.8)
+
+    def test_user_mode_entered_inside_the_capture_stays(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
+        x = torch.rand(1, 1, 28, 28, device=device)
+        ctx, mine = capture(model), SamplerCalls()
+        rec = ctx.__enter__()
+        mine.__enter__()
+        model(x)
+        ctx.__exit__(None, None, None)  # the capture ends first: it takes out its own mode only
+        assert _get_current_function_mode_stack() == [mine] and len(rec) == 1
+        model(x)
+        assert mine.calls == 2 and len(rec) == 1
+        mine.__exit__(None, None, None)
+        assert _get_current_function_mode_stack() == []
+
+    def test_user_mode_exited_inside_the_capture_is_gone(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
+        x = torch.rand(1, 1, 28, 28, device=device)
+        mine = SamplerCalls()
+        mine.__enter__()
+        with capture(model) as rec:
+            model(x)
+            mine.__exit__(None, None, None)  # the user's mode ends first: it pops itself, not the capture
+            model(x)
+            assert mine.calls == 1 and len(rec) == 2
+        assert _get_current_function_mode_stack() == []
+
+    def test_torch_device_context_in_any_order(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
+        x = torch.rand(1, 1, 28, 28, device=device)
+        with capture(model) as rec, torch.device(device):
+            model(x)
+        with torch.device(device), capture(model) as rec2:
+            model(x)
+        assert len(rec) == len(rec2) == 1 and _get_current_function_mode_stack() == []
+
+    def test_dropped_capture_is_cleaned_up(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
+        x = torch.rand(1, 1, 28, 28, device=device)
+        ctx = capture(model)
+        ctx.__enter__()
+        del ctx
+        gc.collect()
+
+        def frames():
+            with capture(model) as rec:
+                for _ in range(3):
+                    model(x)
+                    yield rec
+
+        g = frames()
+        next(g)
+        del g
+        gc.collect()
+        assert _stnviz_modes() == [] and _stnviz_hooks(model) == []
+        model(x)
+
+    def test_dropped_capture_leaves_the_users_mode(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
+        x = torch.rand(1, 1, 28, 28, device=device)
+        ctx = capture(model)
+        ctx.__enter__()
+        with SamplerCalls() as mine:
+            del ctx
+            gc.collect()  # the capture is closed while the user's mode is on top of its own
+            assert _get_current_function_mode_stack() == [mine] and _stnviz_hooks(model) == []
+            model(x)
+        assert mine.calls == 1 and _get_current_function_mode_stack() == []
+
+    def test_capture_collected_in_another_thread(self, device):
+        """A capture dropped in a worker and garbage-collected by the main thread: its hooks go at
+        once; its mode, on the worker's own stack, passes calls on and goes with the worker's next
+        capture."""
+        model = get_model("stn_tutorial", device=device).eval()
+        x = torch.rand(1, 1, 28, 28, device=device)
+        held, collected, seen = [], threading.Event(), {}
+
+        def worker():
+            ctx = capture(model)
+            ctx.__enter__()
+            held.append(ctx)
+            del ctx
+            collected.wait(30)
+            seen["passes"] = model(x).shape
+            with capture(model) as rec:
+                model(x)
+            seen["records"] = len(rec)
+            seen["modes"] = _stnviz_modes()
+
+        t = threading.Thread(target=worker)
+        t.start()
+        while not held and t.is_alive():
+            time.sleep(0.01)
+        held.clear()
+        gc.collect()
+        assert _stnviz_hooks(model) == []
+        collected.set()
+        t.join(60)
+        assert seen == {"passes": (1, 10), "records": 1, "modes": []}
+
+    def test_a_call_that_cannot_be_recorded_is_left_out(self):
+        """On the meta device a forward runs but nothing can be copied: the forwards return their
+        own results, one warning names the call, ``skipped`` counts them."""
+        torch.manual_seed(0)
+        net = TutorialNet().to("meta")
+        x = torch.rand(2, 1, 28, 28, device="meta")
+        with pytest.warns(CaptureWarning, match=r"could not record a grid_sample call in 'TutorialNet' \(NotImplementedError") as caught:
+            with capture(net, allow_empty=True) as rec:
+                outs = [net(x) for _ in range(3)]
+        assert len(caught) == 1
+        assert all(o.shape == (2, 10) and o.device.type == "meta" for o in outs)
+        assert len(rec) == 0 and rec.skipped == 3 and "skipped=3" in repr(rec)
+        with pytest.warns(CaptureWarning), pytest.raises(CaptureError, match=r"1 call\(s\) could not be recorded"):
+            with capture(net):
+                net(x)
+
+    def test_grid_generator_called_by_keyword(self, device):
+        class KeywordCall(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.generator = GridGenerator("affine")
+
+            def forward(self, x):
+                flat = torch.tensor([[0.5, 0.0, 0.1, 0.0, 0.5, 0.0]], device=x.device).expand(x.shape[0], 6)
+                grid = self.generator(params=flat, size=x.shape[-2:])
+                return F.grid_sample(x, grid, align_corners=False)
+
+        net = KeywordCall()
+        x = torch.rand(2, 1, 8, 8, device=device)
+        plain = net(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with capture(net) as rec:
+                out = net(x)
+        assert torch.equal(out, plain) and rec.skipped == 0
+        r = rec.last()
+        assert r.family == "affine" and r.theta[0, 0, 2] == pytest.approx(0.1)
