@@ -33,6 +33,8 @@ from .train import Callback
 __all__ = [
     "ProgressRecorder",
     "Snapshot",
+    "check_output_folder",
+    "check_output_path",
     "compose_frame",
     "probe_snapshot",
     "save_contact_sheet",
@@ -156,10 +158,15 @@ class ProgressRecorder(Callback):
         """One RGB frame per snapshot (see :func:`compose_frame`)."""
         return [compose_frame(self.inputs, s, **kwargs) for s in self.snapshots]
 
+    # the path and fps are checked before any frame is composed
     def save_gif(self, path, fps: float = 8, **kwargs) -> Path:
+        _check_fps(fps, "GIF")
+        check_output_path(path, (".gif",), option="GIF path")
         return save_gif(self.frames(**kwargs), path, fps=fps)
 
     def save_mp4(self, path, fps: float = 8, **kwargs) -> Path:
+        _check_fps(fps, "MP4")
+        check_output_path(path, (".mp4",), option="MP4 path")
         return save_mp4(self.frames(**kwargs), path, fps=fps)
 
     def save_contact_sheet(self, path, rows: int = 8, **kwargs) -> Path:
@@ -222,7 +229,15 @@ def compose_frame(inputs: torch.Tensor, snap: Snapshot, *, columns: int = 4, til
     """
     from PIL import Image, ImageDraw
 
+    columns, tile = _positive_int(columns, "columns"), _positive_int(tile, "tile")
+    if inputs.dim() != 4 or inputs.shape[0] == 0:
+        raise ValueError(f"inputs must be (N, C, H, W) with N >= 1, got shape {tuple(inputs.shape)}")
     n = inputs.shape[0]
+    if snap.outputs.shape[0] != n or snap.outlines.shape[0] != n:
+        raise ValueError(
+            f"the snapshot holds {snap.outputs.shape[0]} outputs and {snap.outlines.shape[0]} regions; "
+            f"expected one per input image ({n})"
+        )
     cols = min(columns, n)
     rows = math.ceil(n / cols)
     head = 24
@@ -248,14 +263,97 @@ def compose_frame(inputs: torch.Tensor, snap: Snapshot, *, columns: int = 4, til
     return np.asarray(canvas)
 
 
+# --------------------------------------------------------------------------- checks before any work
+
+
+def _positive_int(value, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{option} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why no file can be written into ``folder`` (made if missing), or ``None``."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return "is a file; expected a folder" if existing == folder else f"cannot be made: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return "is read-only; expected a folder you can write into" if existing == folder else (
+            f"cannot be made: {existing} is read-only")
+    return None
+
+
+def check_output_folder(folder, *, option: str = "folder") -> Path:
+    """``folder`` as a Path, when files can be written into it: it is a folder, or it can be made
+    (its nearest existing parent is a writable folder). Otherwise one ValueError naming ``option``.
+
+    Example:
+        >>> import tempfile
+        >>> tmp = Path(tempfile.mkdtemp())
+        >>> check_output_folder(tmp / "new" / "out").name  # missing: made when written to
+        'out'
+        >>> _ = (tmp / "notes.txt").write_text("a file")
+        >>> check_output_folder(tmp / "notes.txt", option="out")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: out .../notes.txt is a file; expected a folder
+        >>> import shutil; shutil.rmtree(tmp)
+    """
+    if not isinstance(folder, (str, os.PathLike)):
+        raise ValueError(f"{option} must be a folder path, got {type(folder).__name__}")
+    folder = Path(folder)
+    problem = _folder_problem(folder)
+    if problem:
+        raise ValueError(f"{option} {folder} {problem}")
+    return folder
+
+
+def check_output_path(path, suffixes: Sequence[str], *, option: str = "path") -> Path:
+    """``path`` as a Path, checked before any work is done: it ends in one of ``suffixes``, is not
+    an existing folder, and its folder can be written (see :func:`check_output_folder`).
+    Otherwise one ValueError naming ``option``, what was expected and what came.
+
+    Example:
+        >>> check_output_path("out/progress.gif", (".gif",)).name
+        'progress.gif'
+        >>> check_output_path("progress.webm", (".gif", ".mp4"), option="animation path")
+        Traceback (most recent call last):
+        ...
+        ValueError: animation path must end in .gif or .mp4, got 'progress.webm'
+    """
+    wanted = " or ".join(suffixes)
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"{option} must be a file path ending in {wanted}, got {type(path).__name__}")
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise ValueError(f"{option} must end in {wanted}, got {str(path)!r}")
+    if p.is_dir():
+        raise ValueError(f"{option} {str(path)!r} is a folder; expected a file path ending in {wanted}")
+    problem = _folder_problem(p.parent)
+    if problem:
+        raise ValueError(f"{option} {str(path)!r} cannot be written: its folder {p.parent} {problem}")
+    return p
+
+
 def _check_frames(frames) -> list[np.ndarray]:
-    frames = [np.asarray(f) for f in frames]
+    """``frames`` as a list of ``(H, W, 3)`` uint8 arrays of one size (RGBA ``(H, W, 4)`` passes too)."""
+    try:
+        frames = [np.asarray(f) for f in frames]
+    except TypeError as e:
+        raise ValueError(f"frames must be a sequence of (H, W, 3) uint8 arrays, got {type(frames).__name__} ({e})") from None
     if not frames:
         raise ValueError("no frames to write: the recorder holds no snapshots (did training run?)")
-    shape = frames[0].shape
     for i, f in enumerate(frames):
-        if f.shape != shape or f.dtype != np.uint8 or f.ndim != 3:
-            raise ValueError(f"frames must all be (H, W, 3) uint8 of one size; frame 0 is {shape}, frame {i} is {f.shape} {f.dtype}")
+        if f.ndim != 3 or f.shape[2] not in (3, 4):
+            raise ValueError(f"frames must be (H, W, 3) RGB; frame {i} has shape {f.shape}")
+        if f.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (0 to 255); frame {i} is {f.dtype} (scale floats in [0, 1] by 255 and round)")
+        if f.shape[0] < 1 or f.shape[1] < 1:
+            raise ValueError(f"frames must be at least 1 x 1 pixels; frame {i} has shape {f.shape}")
+        if f.shape != frames[0].shape:
+            raise ValueError(f"frames must all be one size; frame 0 is {frames[0].shape}, frame {i} is {f.shape}")
     return frames
 
 
@@ -267,6 +365,8 @@ GIF_MAX_FPS = 50
 def _check_fps(fps, fmt: str) -> float:
     """``fps`` as a float, or a ValueError saying what is expected."""
     limit = GIF_MAX_FPS if fmt == "GIF" else 1000
+    if isinstance(fps, bool):
+        raise ValueError(f"fps must be a number, got {fps!r}")
     try:
         value = float(fps)
     except (TypeError, ValueError):
@@ -296,6 +396,9 @@ def save_gif(frames, path, *, fps: float = 8, loop: int = 0) -> Path:
     from PIL import Image
 
     fps = _check_fps(fps, "GIF")
+    if isinstance(loop, bool) or not isinstance(loop, (int, np.integer)) or not 0 <= loop <= 65535:
+        raise ValueError(f"loop must be a whole number in [0, 65535] (0: forever), got {loop!r}")
+    path = check_output_path(path, (".gif",), option="GIF path")
     frames = _check_frames(frames)
     images = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
               for f in frames]
@@ -323,6 +426,9 @@ def save_mp4(frames, path, *, fps: float = 8, quality: int = 8) -> Path:
     import imageio.v2 as imageio
 
     fps = _check_fps(fps, "MP4")
+    if isinstance(quality, bool) or not isinstance(quality, (int, float, np.number)) or not 1 <= quality <= 10:
+        raise ValueError(f"quality of an MP4 must be a number in [1, 10], got {quality!r}")
+    path = check_output_path(path, (".mp4",), option="MP4 path")
     frames = _check_frames(frames)
     h, w = frames[0].shape[:2]
     ph, pw = h + h % 2, w + w % 2
@@ -352,12 +458,8 @@ def write_animation(frames, path, *, fps: float = 8) -> Path:
         ...
         ValueError: animation path must end in .gif or .mp4, got 'blink.webm'
     """
-    suffix = Path(path).suffix.lower()
-    if suffix == ".gif":
-        return save_gif(frames, path, fps=fps)
-    if suffix == ".mp4":
-        return save_mp4(frames, path, fps=fps)
-    raise ValueError(f"animation path must end in .gif or .mp4, got {str(path)!r}")
+    suffix = check_output_path(path, (".gif", ".mp4"), option="animation path").suffix.lower()
+    return save_gif(frames, path, fps=fps) if suffix == ".gif" else save_mp4(frames, path, fps=fps)
 
 
 def save_contact_sheet(inputs: torch.Tensor, snapshots: Sequence[Snapshot], path, *, rows: int = 8,
@@ -379,9 +481,16 @@ def save_contact_sheet(inputs: torch.Tensor, snapshots: Sequence[Snapshot], path
     """
     from PIL import Image, ImageDraw
 
+    rows, tile = _positive_int(rows, "rows"), _positive_int(tile, "tile")
+    if images is not None:
+        images = _positive_int(images, "images")
+    path = check_output_path(path, (".png",), option="contact sheet path")
     if not snapshots:
         raise ValueError("no snapshots for a contact sheet")
     n = min(images or inputs.shape[0], inputs.shape[0])
+    for k, s in enumerate(snapshots):
+        if s.outputs.shape[0] < n:
+            raise ValueError(f"snapshot {k} holds {s.outputs.shape[0]} outputs; expected one per probe image ({n})")
     idx = np.unique(np.linspace(0, len(snapshots) - 1, min(rows, len(snapshots))).round().astype(int))
     label_w, pad = 120, 2
     sheet = Image.new("RGB", (label_w + n * (tile + pad), len(idx) * (tile + pad) + pad), (24, 24, 28))
@@ -410,6 +519,7 @@ def sequence_frames(run, *, tile: int = 160, caption: bool = True) -> list[np.nd
     """
     from PIL import Image, ImageDraw
 
+    tile = _positive_int(tile, "tile")
     out = []
     t_total = run.frames.shape[0]
     for t in range(t_total):

@@ -8,8 +8,12 @@ import torch
 from stnviz import geometry, get_model
 from stnviz.animate import (
     ProgressRecorder,
+    Snapshot,
+    check_output_folder,
+    check_output_path,
     compose_frame,
     probe_snapshot,
+    save_contact_sheet,
     save_gif,
     save_mp4,
     sequence_frames,
@@ -205,3 +209,130 @@ class TestExportSafety:
         os.utime(left, (old, old))
         save_mp4([np.zeros((8, 8, 3), np.uint8)] * 2, tmp_path / "next.mp4")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["next.mp4", "other.gif"]
+
+
+# --------------------------------------------------------------------------- issue 18.7: bad output paths and sizes
+
+FRAMES = [np.zeros((8, 8, 3), np.uint8)] * 2
+
+
+def _identity_snapshot(n=4):
+    theta = torch.eye(2, 3).expand(n, 2, 3)
+    return Snapshot(step=1, epoch=0.5, params=theta, outputs=torch.zeros(n, 1, 28, 28),
+                    outlines=geometry.sampled_outline(theta, "affine", (28, 28)), loss=0.3, accuracy=0.75)
+
+
+WRITERS = {  # writer, its suffix, the option its errors name
+    "gif": (lambda frames, path, **kw: save_gif(frames, path, **kw), ".gif", "GIF path"),
+    "mp4": (lambda frames, path, **kw: save_mp4(frames, path, **kw), ".mp4", "MP4 path"),
+    "sheet": (lambda frames, path, **kw: save_contact_sheet(torch.zeros(4, 1, 28, 28), [_identity_snapshot()], path, **kw),
+              ".png", "contact sheet path"),
+}
+
+
+class TestOutputPaths:
+    @pytest.mark.parametrize("kind", sorted(WRITERS))
+    def test_path_that_is_a_folder(self, tmp_path, kind):
+        write, suffix, option = WRITERS[kind]
+        (tmp_path / f"out{suffix}").mkdir()
+        with pytest.raises(ValueError, match=rf"{option} '.*out\{suffix}' is a folder; expected a file path ending in \{suffix}"):
+            write(FRAMES, tmp_path / f"out{suffix}")
+        assert [p.name for p in tmp_path.iterdir()] == [f"out{suffix}"]
+
+    @pytest.mark.parametrize("kind", sorted(WRITERS))
+    @pytest.mark.parametrize("name", ["x.jpg", "x", "x.gif.tmp"])
+    def test_unknown_suffix(self, tmp_path, kind, name):
+        write, suffix, option = WRITERS[kind]
+        with pytest.raises(ValueError, match=rf"{option} must end in \{suffix}, got '.*{name}'"):
+            write(FRAMES, tmp_path / name)
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize("kind", sorted(WRITERS))
+    def test_folder_that_is_a_file(self, tmp_path, kind):
+        write, suffix, option = WRITERS[kind]
+        (tmp_path / "notes").write_text("a file")
+        with pytest.raises(ValueError, match=rf"{option} '.*notes/sub/x\{suffix}' cannot be written: its folder .*notes/sub "
+                                             rf"cannot be made: .*notes is a file, not a folder"):
+            write(FRAMES, tmp_path / "notes" / "sub" / f"x{suffix}")
+
+    @pytest.mark.parametrize("kind", sorted(WRITERS))
+    def test_read_only_folder(self, tmp_path, kind, monkeypatch):
+        import stnviz.animate as animate
+
+        write, suffix, option = WRITERS[kind]
+        monkeypatch.setattr(animate.os, "access", lambda path, mode: False)  # as for a non-root user in a 0555 folder
+        with pytest.raises(ValueError, match=rf"{option} '.*x\{suffix}' cannot be written: its folder .* is read-only"):
+            write(FRAMES, tmp_path / f"x{suffix}")
+
+    def test_missing_folders_are_made(self, tmp_path):
+        path = save_gif(FRAMES, tmp_path / "new" / "sub" / "x.gif")
+        assert path.is_file()
+
+    def test_path_is_checked_before_any_frame_is_made(self, probe, tmp_path, monkeypatch):
+        rec = ProgressRecorder(*probe)
+        rec.snapshots.append(_identity_snapshot(probe[0].shape[0]))
+        monkeypatch.setattr(rec, "frames", lambda **kw: pytest.fail("frames composed before the path was checked"))
+        with pytest.raises(ValueError, match="GIF path must end in .gif"):
+            rec.save_gif(tmp_path / "progress.mp4")
+        (tmp_path / "d.mp4").mkdir()
+        with pytest.raises(ValueError, match="MP4 path '.*d.mp4' is a folder"):
+            rec.save_mp4(tmp_path / "d.mp4")
+        with pytest.raises(ValueError, match="fps of a GIF"):
+            rec.save_gif(tmp_path / "progress.gif", fps=0)
+
+    def test_check_output_folder(self, tmp_path):
+        assert check_output_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+        (tmp_path / "f").write_text("x")
+        with pytest.raises(ValueError, match=r"out .*f is a file; expected a folder"):
+            check_output_folder(tmp_path / "f", option="out")
+        with pytest.raises(ValueError, match=r"out must be a folder path, got int"):
+            check_output_folder(3, option="out")
+        with pytest.raises(ValueError, match=r"path must be a file path ending in .gif, got NoneType"):
+            check_output_path(None, (".gif",))
+
+
+class TestBadFramesAndSizes:
+    @pytest.mark.parametrize("writer", [save_gif, save_mp4])
+    @pytest.mark.parametrize("frames, message", [
+        ([np.zeros((8, 8, 3))] * 2, r"frames must be uint8 \(0 to 255\); frame 0 is float64"),
+        ([np.zeros((8, 8), np.uint8)] * 2, r"frames must be \(H, W, 3\) RGB; frame 0 has shape \(8, 8\)"),
+        ([np.zeros((0, 0, 3), np.uint8)] * 2, r"frames must be at least 1 x 1 pixels; frame 0 has shape \(0, 0, 3\)"),
+        ([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.int16)], r"frame 1 is int16"),
+        (None, r"frames must be a sequence of \(H, W, 3\) uint8 arrays, got NoneType"),
+    ])
+    def test_bad_frames_are_one_line(self, tmp_path, writer, frames, message):
+        suffix = ".gif" if writer is save_gif else ".mp4"
+        with pytest.raises(ValueError, match=message):
+            writer(frames, tmp_path / f"x{suffix}")
+        assert list(tmp_path.iterdir()) == []  # an empty MP4 was written for 0 x 0 frames before
+
+    @pytest.mark.parametrize("loop", [-1, 1.5, 70000, True])
+    def test_bad_gif_loop(self, tmp_path, loop):
+        with pytest.raises(ValueError, match=rf"loop must be a whole number in \[0, 65535\] \(0: forever\), got {loop!r}"):
+            save_gif(FRAMES, tmp_path / "x.gif", loop=loop)
+
+    @pytest.mark.parametrize("quality", [0, 11, -1, "high"])
+    def test_bad_mp4_quality(self, tmp_path, quality):
+        with pytest.raises(ValueError, match=rf"quality of an MP4 must be a number in \[1, 10\], got {quality!r}"):
+            save_mp4(FRAMES, tmp_path / "x.mp4", quality=quality)
+
+    @pytest.mark.parametrize("option, value", [("rows", 0), ("rows", -1), ("tile", 0), ("images", 0), ("images", -2), ("tile", 2.5)])
+    def test_bad_contact_sheet_sizes(self, tmp_path, option, value):
+        with pytest.raises(ValueError, match=rf"{option} must be a whole number >= 1, got {value!r}"):
+            save_contact_sheet(torch.zeros(4, 1, 28, 28), [_identity_snapshot()], tmp_path / "s.png", **{option: value})
+
+    @pytest.mark.parametrize("option, value", [("columns", 0), ("tile", 0), ("tile", -5)])
+    def test_bad_frame_sizes(self, option, value):
+        with pytest.raises(ValueError, match=rf"{option} must be a whole number >= 1, got {value}"):
+            compose_frame(torch.zeros(4, 1, 28, 28), _identity_snapshot(), **{option: value})
+
+    def test_snapshot_of_another_probe(self, tmp_path):
+        with pytest.raises(ValueError, match=r"the snapshot holds 4 outputs and 4 regions; expected one per input image \(8\)"):
+            compose_frame(torch.zeros(8, 1, 28, 28), _identity_snapshot())
+        with pytest.raises(ValueError, match=r"snapshot 0 holds 4 outputs; expected one per probe image \(8\)"):
+            save_contact_sheet(torch.zeros(8, 1, 28, 28), [_identity_snapshot()], tmp_path / "s.png")
+
+    def test_sequence_frames_tile(self, device):
+        run = run_sequence(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[0].images[:2])
+        with pytest.raises(ValueError, match=r"tile must be a whole number >= 1, got 0"):
+            sequence_frames(run, tile=0)
