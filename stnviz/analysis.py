@@ -183,6 +183,24 @@ def _cpu(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach().float().cpu()
 
 
+def _check_finite_batch(images: torch.Tensor, index: torch.Tensor, data) -> None:
+    """Bad input said as such: a batch image with NaN / inf pixels is a ValueError naming the data
+    set and the image, not a NaN theta further on."""
+    bad = ~torch.isfinite(images.flatten(1)).all(1)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ValueError(
+            f"{getattr(data, 'name', type(data).__name__)}: image {int(index[i])} holds NaN or inf pixels; expected finite "
+            f"pixel values in [0, 1] (bad input, not a transform problem: repair or drop the image)"
+        )
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
 def _change(x: torch.Tensor) -> np.ndarray:
     """Mean absolute change from each frame to the previous one; NaN for the first."""
     d = (x[1:] - x[:-1]).abs().flatten(1).mean(1).numpy()
@@ -215,6 +233,7 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
     """
     from .data.sequences import read_frames
 
+    _check_batch_size(batch_size)  # frames with NaN / inf pixels: refused by read_frames, naming the frame
     size = getattr(model, "input_size", None)
     frames, boxes = read_frames(source, size=size[1:] if size else None, channels=size[0] if size else None)
     if label is None and hasattr(source, "label"):
@@ -348,6 +367,7 @@ def _collect(model, data, module: str | None, batch_size: int, device, limit: in
     out = {"theta": [], "outputs": [], "inputs": [], "labels": [], "logits": [], "extras": []}
     seen = 0
     for batch in data.batches(batch_size, device=dev):
+        _check_finite_batch(batch.images, batch.index, data)
         logits, rec = collect_batch(model, batch.images)
         r = rec.pick(module)
         out["theta"].append(None if r.theta is None else r.theta.detach().cpu())

@@ -173,3 +173,45 @@ def test_residuals_leave_undistorted_components_undefined(device):
     undone = table.set_index("component")["undone"]
     assert np.isnan(undone["log scale"]) and np.isnan(undone["translation x"]) and np.isnan(undone["translation y"])
     assert undone["rotation (deg)"] == pytest.approx(0.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- issue 18.7: NaN input is bad input
+
+
+class TestNonFiniteInput:
+    """A NaN or inf frame or image is reported as bad input, naming it, not as a degenerate theta."""
+
+    @pytest.mark.parametrize("value", [math.nan, math.inf])
+    def test_sequence_frame(self, device, value):
+        from stnviz.analysis import sequence_stability
+
+        frames = sample_tracks()[0].images[:5].clone()
+        frames[3, 0, 4, 4] = value
+        model = get_model("stn_gtsrb", device=device).eval()
+        for fn in (run_sequence, stability_per_frame, sequence_stability):
+            with pytest.raises(ValueError, match=r"frame 3 holds NaN or inf pixels; expected finite pixel values in \[0, 1\]"):
+                fn(model, frames)
+
+    def test_track_is_named(self, device):
+        tracks = sample_tracks()[:2]
+        tracks[1].images = tracks[1].images.clone()
+        tracks[1].images[7, :, :3] = math.nan
+        with pytest.raises(ValueError, match=rf"track {tracks[1].track_id}: frame 7 holds NaN or inf pixels"):
+            stability_per_track(get_model("stn_gtsrb", device=device).eval(), tracks)
+
+    @pytest.mark.parametrize("table", [class_transform_stats, canonical_means])
+    def test_data_set_image(self, device, table):
+        from stnviz.data import ImageSet
+
+        digits = DistortedMNIST(sample("mnist").subset(torch.arange(16)), "rts", seed=0).get(torch.arange(16))
+        images = digits.images.clone()
+        images[9, 0, 3, 3] = math.nan
+        data = ImageSet(images, digits.labels, name="my-digits")
+        with pytest.raises(ValueError, match=r"my-digits: image 9 holds NaN or inf pixels; expected finite pixel values "
+                                             r"in \[0, 1\] \(bad input, not a transform problem"):
+            table(get_model("stn_cnn", device=device).eval(), data, batch_size=4)
+
+    @pytest.mark.parametrize("batch_size", [0, -1, 2.5])
+    def test_run_sequence_batch_size(self, device, batch_size):
+        with pytest.raises(ValueError, match=rf"batch_size must be a positive integer, got {batch_size!r}"):
+            run_sequence(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[0], batch_size=batch_size)
