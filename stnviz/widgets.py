@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import html
 import math
 import threading
 import traceback
 import typing
+import warnings
 
 import ipywidgets as W
 import numpy as np
@@ -80,30 +82,34 @@ def _degenerate(params: torch.Tensor, family: str, grid: torch.Tensor, component
     return None
 
 
-_threads_lock = threading.Lock()
-_threads_depth = 0
-_threads_saved = 1
+_threads_state = threading.local()  # per thread: depth, and the count to restore (or None)
 
 
 @contextlib.contextmanager
 def _one_thread():
     """Run a widget's small tensor work on one intra-op thread. A 224x224 ``affine_grid`` takes
     about 1 ms on one thread, but 40-50 ms on two when the other core is busy (another process,
-    a training run): the second thread waits for a core. Re-entrant and shared by threads; the
-    previous thread count is restored when the last user leaves."""
-    global _threads_depth, _threads_saved
-    with _threads_lock:
-        if _threads_depth == 0:
-            _threads_saved = torch.get_num_threads()
+    a training run): the second thread waits for a core. Re-entrant.
+
+    The count is kept per thread, as torch keeps it (OpenMP's thread count belongs to the calling
+    thread): each thread sets its own and restores it when its outermost block ends. A count shared
+    by threads had the last thread to leave "restore" the count in its own thread only, leaving the
+    user's thread on one core. A thread already on one thread changes nothing (``set_num_threads``
+    also sets the default new threads start with)."""
+    state = _threads_state
+    depth = getattr(state, "depth", 0)
+    if depth == 0:
+        before = torch.get_num_threads()
+        state.restore = before if before != 1 else None
+        if state.restore is not None:
             torch.set_num_threads(1)
-        _threads_depth += 1
+    state.depth = depth + 1
     try:
         yield
     finally:
-        with _threads_lock:
-            _threads_depth -= 1
-            if _threads_depth == 0:
-                torch.set_num_threads(_threads_saved)
+        state.depth -= 1
+        if state.depth == 0 and state.restore is not None:
+            torch.set_num_threads(state.restore)
 
 
 _ERROR_PREFIX = "<span style='color:#c00'>error: "
@@ -977,7 +983,12 @@ class StabilityViewer(_Widget):
         :func:`stnviz.analysis.run_sequence`.
         class_names: optional names for the labels and predictions.
         prefetch: run the other tracks in a background thread after the first one is shown, so
-            a track change finds its run ready (one run at a time, under a lock).
+            a track change finds its run ready (one run at a time, under a lock). The runs then use
+            a private eval-mode copy of ``model`` made once, here (same device; it costs one more
+            model in memory): the model you hold is never switched to eval mode, run or hooked by
+            the background thread, so it can go on training meanwhile; the tracks show the model
+            as it was when the viewer was made (make a new viewer to see later weights). Without
+            prefetch, each track runs ``model`` itself when it is first picked.
 
     The plots are drawn once per track at the size they are shown (no browser rescaling); a
     scrub only draws the frame marker onto that raster and re-encodes it.
@@ -1007,6 +1018,9 @@ class StabilityViewer(_Widget):
         self._lock = threading.Lock()  # one run_sequence at a time (eval_mode is not re-entrant)
         self._futures: dict = {}
         self._pool = None
+        # what the tracks run: a private copy when a background thread will run it
+        self._runner = self._private_copy(model) if prefetch and len(self.tracks) > 1 else model
+        prefetch = self._runner is not model
         self._init_common()
         labels = [f"{i}: track {getattr(t, 'track_id', i)} ({self._name(getattr(t, 'label', None))})"
                   for i, t in enumerate(self.tracks)]
@@ -1045,6 +1059,19 @@ class StabilityViewer(_Widget):
             for i in range(1, len(self.tracks)):
                 self._futures[i] = self._pool.submit(self._compute, i)
 
+    @staticmethod
+    def _private_copy(model):
+        """An eval-mode copy of ``model`` for the background runs (parameters frozen, same device),
+        or ``model`` itself with a warning when it can't be copied (then nothing is prefetched)."""
+        try:
+            runner = copy.deepcopy(model)
+        except Exception as e:
+            warnings.warn(f"StabilityViewer: prefetch=True needs a copy of the model, but copy.deepcopy failed "
+                          f"({type(e).__name__}: {e}); the tracks are run when picked instead", RuntimeWarning,
+                          stacklevel=3)
+            return model
+        return runner.eval().requires_grad_(False)
+
     def _name(self, c) -> str:
         if c is None:
             return "class ?"
@@ -1053,7 +1080,7 @@ class StabilityViewer(_Widget):
     def _compute(self, i: int):
         with self._lock, _one_thread():
             if i not in self._tracks:
-                run = self._run_sequence(self.model, self.tracks[i], module=self.module)
+                run = self._run_sequence(self._runner, self.tracks[i], module=self.module)
                 rgb, markers = self._plot_raster(run.table)
                 self._tracks[i] = (run, render.encode(rgb, "png"), rgb.shape, markers)
             return self._tracks[i]

@@ -332,6 +332,78 @@ class TestStabilityViewer:
             StabilityViewer(model, [])
 
 
+class TestWidgetsLeaveTheModelAlone:
+    """Issue 18 item 5: a background run never touches the model the user holds."""
+
+    def test_prefetch_while_the_user_trains(self, device):
+        import threading
+
+        from stnviz.analysis import run_sequence
+        from stnviz.data import sample_tracks
+        from stnviz.widgets import StabilityViewer
+
+        torch.manual_seed(0)
+        model = get_model("stn_gtsrb", device=device)  # BatchNorm and dropout: eval mode changes its steps
+        tracks = sample_tracks()[:2]
+        reference = [run_sequence(model, t) for t in tracks]  # plain eval runs of the weights the viewer sees
+        assert model.training
+        main, foreign_calls = threading.get_ident(), []
+        hook = model.register_forward_pre_hook(
+            lambda m, args: foreign_calls.append(threading.current_thread().name)
+            if m is model and threading.get_ident() != main else None)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        x, y = torch.rand(8, 3, 32, 32, device=device), torch.randint(0, 43, (8,), device=device)
+        v = StabilityViewer(model, tracks)
+        futures = list(v._futures.values())
+        modes, steps = [], 0
+        while steps < 3 or not all(f.done() for f in futures):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            modes.append(all(m.training for m in model.modules()))
+            steps += 1
+            assert steps < 5000, "the prefetch never finished"
+        hook.remove()
+        assert all(modes) and len(modes) == steps
+        assert foreign_calls == []  # the background thread ran its own copy, never this model
+        for i, ref in enumerate(reference):
+            run = v.run(i)
+            torch.testing.assert_close(run.outputs, ref.outputs, atol=1e-5, rtol=1e-4)
+            assert run.table["prediction"].tolist() == ref.table["prediction"].tolist()
+            np.testing.assert_allclose(run.table["rotation_deg"], ref.table["rotation_deg"], atol=1e-3)
+        v.close()
+
+    def test_one_thread_restores_each_threads_own_count(self):
+        """torch's intra-op thread count belongs to each thread: when the user's thread leaves the
+        block first and a background thread last, the user's thread gets its own count back."""
+        import threading
+
+        from stnviz.widgets import _one_thread
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            inside, leave, seen = threading.Event(), threading.Event(), {}
+
+            def background():
+                with _one_thread():
+                    seen["background"] = torch.get_num_threads()
+                    inside.set()
+                    leave.wait(30)
+
+            with _one_thread():
+                seen["main"] = torch.get_num_threads()
+                t = threading.Thread(target=background)
+                t.start()
+                inside.wait(30)
+            leave.set()  # the background thread leaves last
+            t.join(30)
+            assert seen == {"main": 1, "background": 1}
+            assert torch.get_num_threads() == 2
+        finally:
+            torch.set_num_threads(before)
+
+
 class TestWidgetMisuse:
     """Issue 12's widget probes: stale errors, more inputs than probes, inspector arguments."""
 
