@@ -373,6 +373,21 @@ class TestWidgetsLeaveTheModelAlone:
             np.testing.assert_allclose(run.table["rotation_deg"], ref.table["rotation_deg"], atol=1e-3)
         v.close()
 
+    def test_a_model_that_cannot_be_copied_is_not_prefetched(self, device):
+        import threading
+
+        from stnviz.data import sample_tracks
+        from stnviz.widgets import StabilityViewer
+
+        model = get_model("stn_gtsrb", device=device)
+        model.guard = threading.Lock()  # deepcopy can't copy a lock
+        with pytest.warns(RuntimeWarning, match=r"prefetch=True needs a copy of the model, but copy.deepcopy failed \(TypeError"):
+            v = StabilityViewer(model, sample_tracks()[:2])
+        assert v._pool is None and v._futures == {}
+        v.track.value = 1  # run now, in the caller's thread, on the model itself
+        assert v.run(1).frames.shape[0] == 30 and v.message.value == ""
+        assert all(m.training for m in model.modules())  # its mode is restored after the run
+
     def test_one_thread_restores_each_threads_own_count(self):
         """torch's intra-op thread count belongs to each thread: when the user's thread leaves the
         block first and a background thread last, the user's thread gets its own count back."""
