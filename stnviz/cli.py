@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 __all__ = ["main"]
@@ -43,15 +44,44 @@ def _model_args(text: str | None) -> dict:
     return value
 
 
+def _init_params(text: str | None) -> list | None:
+    """``--init-params`` as a list of numbers; a clear error for anything else."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--init-params must be a JSON list of numbers such as '[0.8, 0, 0, 0, 0.8, 0]', got {text!r} ({e})") from None
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"--init-params must be a JSON list of numbers such as '[0.8, 0, 0, 0, 0.8, 0]', got {text!r}")
+    return value
+
+
 def _train(args) -> int:
+    """Hold ``--out`` (its lock: one run at a time) from before the data load to the export."""
+    from .train import run_lock
+
+    if set(args.freeze) >= {"classifier", "transformers"}:
+        raise ValueError(f"--freeze {' '.join(args.freeze)} leaves nothing to train; freeze one part at most")
+    if args.init_params is not None and not args.reinit_transformers:
+        raise ValueError("--init-params sets the starting transform of the transformers that --reinit-transformers "
+                         "re-initialises; add --reinit-transformers N (N >= 1), or leave --init-params out")
+    writes = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 writes the files
+    with run_lock(args.out) if writes else nullcontext():
+        return _train_in(args)
+
+
+def _train_in(args) -> int:
     import torch
 
     from .data import load_splits, random_affine
     from .hub import get_model
-    from .train import export_best, fit, freeze, load_matching
+    from .train import check_run_name, export_best, fit, freeze, load_matching
 
+    init_params = _init_params(args.init_params)
     kwargs = _model_args(args.model_args)
     splits = load_splits(args.data, root=args.data_root, download=args.download, seed=args.seed)
+    name = args.name or check_run_name(f"{args.model}.{splits.name}", "the default --name MODEL.DATA")
     kwargs.setdefault("input_size", list(splits.image_size))
     kwargs.setdefault("num_classes", splits.num_classes)
     torch.manual_seed(args.seed)  # the initial weights too, not just the data order
@@ -71,6 +101,9 @@ def _train(args) -> int:
                 first = lines[1].strip() if len(lines) > 1 else lines[0]
                 raise ValueError(f"--init {args.init} is another architecture than --model {args.model} with these "
                                  f"--model-args ({first}); add --init-matching to load only the tensors that fit") from None
+    if args.reinit_transformers > len(model.transformers):
+        raise ValueError(f"--reinit-transformers must be an integer from 0 to {len(model.transformers)} (the transformers "
+                         f"of --model {args.model}), got {args.reinit_transformers}")
     for st in model.transformers[: args.reinit_transformers]:
         # fresh localisation nets (He init: PyTorch's default gives features that barely vary
         # with the input, so the transform barely can), identity transform
@@ -79,10 +112,8 @@ def _train(args) -> int:
                 torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 torch.nn.init.zeros_(m.bias)
         st.reset_to_identity()
-        if args.init_params:  # start from this transform instead of the identity
-            st.set_constant_params(torch.tensor(json.loads(args.init_params), dtype=torch.float32))
-    if set(args.freeze) >= {"classifier", "transformers"}:
-        raise ValueError(f"--freeze {' '.join(args.freeze)} leaves nothing to train; freeze one part at most")
+        if init_params is not None:  # start from this transform instead of the identity
+            st.set_constant_params(torch.tensor(init_params, dtype=torch.float32))
     for part in args.freeze:
         freeze(model, part)
     if args.augment == "reframe":  # the sign re-framed around its ROI (needs the batches' boxes)
@@ -91,19 +122,21 @@ def _train(args) -> int:
         splits.train = Reframed(splits.train)
     command = "python -m stnviz " + " ".join(shlex.quote(a) for a in args.argv)
     meta = {"dataset": splits.name, "command": command}
+    # what made the starting weights: stored with the run's settings, so a resume must repeat it
+    start = {"init": args.init, "init_matching": args.init_matching, "reinit_transformers": args.reinit_transformers,
+             "init_params": init_params}
     out = Path(args.out)
-    fit(
+    history = fit(
         model, splits.train, splits.val, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         loc_lr=args.loc_lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
         label_smoothing=args.label_smoothing, device=args.device, seed=args.seed, out_dir=out,
         checkpoint_every=args.checkpoint_every, resume=args.resume or None, meta=meta,
-        augment=random_affine if args.augment == "jitter" else None, region_penalty=args.region_penalty,
+        augment=random_affine if args.augment == "jitter" else None, region_penalty=args.region_penalty, start=start,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 alone evaluates and writes the final checkpoint
-    name = args.name or f"{args.model}.{splits.name}"
     path, metrics = export_best(model, out, splits.val, splits.test, name=name, device=args.device,
-                                meta={"epochs": args.epochs, "seed": args.seed})
+                                meta={"epochs": args.epochs, "seed": args.seed}, run_id=history.attrs.get("run_id"))
     print(json.dumps({"checkpoint": str(path), **metrics}, indent=2))
     return 0
 
@@ -120,22 +153,34 @@ def _eval(args) -> int:
     return 0
 
 
-def _int_at_least(low: int):
-    what = "a positive integer" if low == 1 else f"an integer >= {low}"
+def _option(name: str):
+    """``type=`` of the numeric option ``--NAME``: parsed and checked against
+    :data:`stnviz.train.OPTION_RANGES`, the table ``fit`` checks its arguments with, so argparse
+    says e.g. ``argument --loc-lr: expected a number >= 0, got -1``."""
 
-    def parse(text: str) -> int:
+    def parse(text: str):
+        from .train import OPTION_RANGES
+
+        spec = OPTION_RANGES[name]
         try:
-            value = int(text)
+            value = spec.kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {spec.describe()}, got {text!r}") from None
+        if not spec.accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {spec.describe()}, got {text}")
         return value
 
     return parse
 
 
-_positive_int = _int_at_least(1)
+def _run_name(text: str) -> str:
+    """``type=`` of ``--name``: ``ARCH.TAG``, one file name inside ``--out``."""
+    from .train import RUN_NAME_FORM, check_run_name
+
+    try:
+        return check_run_name(text, "--name")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {RUN_NAME_FORM}, got {text!r}") from None
 
 
 def _data_args(p) -> None:
@@ -153,16 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="architecture, e.g. stn_cnn")
     p.add_argument("--model-args", default=None, help='JSON of builder arguments, e.g. \'{"family": "tps"}\'')
     _data_args(p)
-    p.add_argument("--epochs", type=_positive_int, required=True)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--name", default=None, help="checkpoint name (default MODEL.DATA)")
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--loc-lr", type=float, default=None, help="localisation nets' learning rate (default lr/10)")
+    p.add_argument("--epochs", type=_option("epochs"), required=True)
+    p.add_argument("--out", required=True, help="output folder (one run at a time: a second run into it is refused)")
+    p.add_argument("--name", type=_run_name, default=None, help="checkpoint name ARCH.TAG (default MODEL.DATA)")
+    p.add_argument("--batch-size", type=_option("batch_size"), default=128)
+    p.add_argument("--lr", type=_option("lr"), default=0.05)
+    p.add_argument("--loc-lr", type=_option("loc_lr"), default=None,
+                   help="localisation nets' learning rate (default lr/10; 0 keeps them as they are)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=_option("weight_decay"), default=5e-4)
     p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--label-smoothing", type=_option("label_smoothing"), default=0.0)
     p.add_argument("--augment", nargs="?", const="jitter", default=None, choices=["jitter", "reframe"],
                    help="on-device augmentation: jitter (the default when given alone: small rotation/scale/shift, "
                         "brightness) or reframe (GTSRB: the sign at random sizes, places and small rotations, from its ROI)")
@@ -173,16 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--freeze", nargs="+", default=[], choices=["classifier", "transformers"],
                    help="train only the rest: e.g. --freeze classifier to teach a transformer to serve a "
                         "classifier trained on canonical images")
-    p.add_argument("--reinit-transformers", type=int, default=0,
+    p.add_argument("--reinit-transformers", type=_option("reinit_transformers"), default=0,
                    help="give the first N transformers fresh He-initialised localisation nets and the identity "
                         "transform (after --init, if given)")
     p.add_argument("--init-params", default=None,
                    help="with --reinit-transformers: their starting transform as a JSON list of flat parameters, "
                         "e.g. an affine crop '[0.8, 0, 0, 0, 0.8, 0]' (default: the identity)")
-    p.add_argument("--region-penalty", type=float, default=0.0,
+    p.add_argument("--region-penalty", type=_option("region_penalty"), default=0.0,
                    help="penalise sampling outside the input (keeps STNs from collapsing to zoom-out)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=_int_at_least(0), default=200,
+    p.add_argument("--seed", type=_option("seed"), default=0)
+    p.add_argument("--checkpoint-every", type=_option("checkpoint_every"), default=200,
                    help="optimizer steps between last.pt writes (0: only at the end of each epoch)")
     p.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. OUT/last.pt)")
     p.set_defaults(func=_train)
@@ -222,8 +268,11 @@ def _one_line(e: BaseException) -> str:
 
 
 def _user_error_status(e: BaseException) -> int | None:
-    """Exit status for an error the user can fix (2), a diverged training run (1), else None."""
-    from .train import TrainingDiverged
+    """Exit status for an error the user can fix (2), a diverged training run (1), else None.
+
+    Every ``OSError`` is the user's to fix (a file that cannot be read or written, a full disk):
+    ``fit`` and ``export_best`` say ``cannot write PATH: REASON`` for the files of a run."""
+    from .train import RunFolderBusy, TrainingDiverged
 
     if isinstance(e, TrainingDiverged):
         return 1
@@ -231,7 +280,7 @@ def _user_error_status(e: BaseException) -> int | None:
         from .capture import CaptureError
     except ImportError:  # pragma: no cover
         CaptureError = ()  # noqa: N806
-    if isinstance(e, (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+    if isinstance(e, (ValueError, OSError, RunFolderBusy)):
         return 2
     if CaptureError and isinstance(e, CaptureError):
         return 2

@@ -8,8 +8,18 @@
   batch (a killed run loses only the work since its last checkpoint, and its metrics come out as
   if it had never stopped) and refuses a resume that changes a setting.
 * A non-finite loss or transform parameter stops training with :class:`TrainingDiverged` naming
-  the step; no checkpoint is written unless the parameters, the optimizer state and the loss of
-  the weights being saved are finite, so the last checkpoint on disk is a good one.
+  the step; no checkpoint is written unless the parameters and the optimizer state are finite and
+  the loss of the weights being saved (their cross-entropy on the batch just trained on, i.e. the
+  next step's forward) is finite and at most :data:`DIVERGED_LOSS_FACTOR` times the run's loss
+  scale (the larger of ``ln(classes)``, a guessing classifier's loss, and the first step's loss), so
+  the last checkpoint on disk is a good one, not merely a finite one.
+* Numeric arguments are checked up front against :data:`OPTION_RANGES`, the one table the command
+  line's options use too; a value out of range is a ``ValueError`` naming the argument.
+* ``out_dir`` is locked while a run writes into it (:func:`run_lock`: a second run into the same
+  folder is refused, naming the first) and probed with a write before the first step, so a
+  read-only folder, a file in its place or a full disk stop the run at once with
+  :class:`CannotWrite` naming the file, never after an epoch. Each run has an id, stored in its
+  checkpoints; :func:`export_best` checks ``best.pt`` was written by the run it exports.
 * Under ``torchrun`` the same call uses DistributedDataParallel (gloo on CPU, NCCL on CUDA), each
   rank taking its slice of the epoch's permutation; rank 0 writes files.
 * Per-epoch metrics come back as a pandas DataFrame (and ``metrics.csv`` in ``out_dir``).
@@ -23,12 +33,20 @@ step of a training command: reload ``best.pt``, evaluate, write ``NAME.pt`` with
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
 import os
 import random
+import socket
+import sys
+import tempfile
+import threading
 import time
-from contextlib import nullcontext
+import uuid
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,30 +56,156 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_write
+from ._io import TEMP_MARK, atomic_write
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .device import resolve_device
 from .models import eval_mode, localization_parameters, model_device_dtype, param_groups
 
 __all__ = [
+    "DIVERGED_LOSS_FACTOR",
+    "OPTION_RANGES",
+    "RUN_NAME_FORM",
     "RUN_SETTINGS",
     "Callback",
+    "CannotWrite",
+    "OptionRange",
+    "RunFolderBusy",
     "TrainState",
     "TrainingDiverged",
+    "check_option",
+    "check_run_name",
     "compare",
     "evaluate",
     "export_best",
     "fit",
     "freeze",
+    "frozen_parts",
     "load_matching",
     "make_optimizer",
     "make_schedule",
+    "run_lock",
 ]
 
 #: The settings that shape a run: stored in every trainer checkpoint, and a resume must repeat them.
+#: ``freeze`` is read from the model (which parts have ``requires_grad`` off); ``start`` is how the
+#: caller made the starting weights (the CLI's --init, --init-matching, --reinit-transformers,
+#: --init-params), compared entry by entry.
 RUN_SETTINGS = ("epochs", "batch_size", "lr", "loc_lr", "optimizer", "momentum", "weight_decay", "schedule",
                 "label_smoothing", "seed", "amp", "region_penalty", "augment", "channels_last", "world_size",
-                "train_data", "train_size")
+                "train_data", "train_size", "freeze", "start")
+
+#: A checkpoint is written only if its weights' loss is at most this many times the run's loss
+#: scale (the larger of ln(classes) and the first step's loss): far above anything a run that
+#: still learns reaches, far below what a diverging one does (1e17 after two steps at lr 1e6).
+DIVERGED_LOSS_FACTOR = 100.0
+
+#: The largest seed: the data order and augmentation seeds are built as
+#: ``((seed * 1_000_003 + epoch) * 1_000_003 + position) * 101`` and must stay below 2**64.
+MAX_SEED = 99_999
+
+
+@dataclass(frozen=True)
+class OptionRange:
+    """The values a numeric option may take: ``kind`` (``int`` or ``float``), at least ``low``
+    (more than ``low`` when ``low_open``) and, if ``high`` is given, at most ``high`` (less when
+    ``high_open``). Floats must be finite; ``bool`` is not a number here.
+
+    Example:
+        >>> spec = OptionRange(float, 0, low_open=True)
+        >>> spec.describe(), spec.accepts(0.1), spec.accepts(-1), spec.accepts(float("nan"))
+        ('a number > 0', True, False, False)
+        >>> OptionRange(int, 1).describe(), OptionRange(float, 0, high=1, high_open=True).describe()
+        ('a positive integer', 'a number >= 0 and < 1')
+    """
+
+    kind: type
+    low: float
+    low_open: bool = False
+    high: float | None = None
+    high_open: bool = False
+
+    def describe(self) -> str:
+        if self.kind is int and self.low == 1 and not self.low_open and self.high is None:
+            return "a positive integer"
+        text = f"{'an integer' if self.kind is int else 'a number'} {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            text += f" and {'<' if self.high_open else '<='} {self.high:g}"
+        return text
+
+    def accepts(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if self.kind is int else numbers.Real):
+            return False
+        if not math.isfinite(value) or value < self.low or (self.low_open and value == self.low):
+            return False
+        return self.high is None or value < self.high or (not self.high_open and value == self.high)
+
+
+#: Every numeric argument of :func:`fit` and the CLI's options of the same names (``--loc-lr`` for
+#: ``loc_lr``): one table, so the command line and the Python API accept exactly the same values.
+OPTION_RANGES: dict[str, OptionRange] = {
+    "epochs": OptionRange(int, 1),
+    "batch_size": OptionRange(int, 1),
+    "lr": OptionRange(float, 0, low_open=True),
+    "loc_lr": OptionRange(float, 0),  # 0 keeps the transformers' weights still (weights/train.sh does)
+    "momentum": OptionRange(float, 0, high=1, high_open=True),
+    "weight_decay": OptionRange(float, 0),
+    "label_smoothing": OptionRange(float, 0, high=1, high_open=True),
+    "seed": OptionRange(int, 0, high=MAX_SEED),
+    "region_penalty": OptionRange(float, 0),
+    "checkpoint_every": OptionRange(int, 0),
+    "reinit_transformers": OptionRange(int, 0),
+}
+
+
+def check_option(name: str, value):
+    """``value`` if :data:`OPTION_RANGES` accepts it for ``name``, else a ``ValueError`` naming
+    the argument, the range and the value.
+
+    Example:
+        >>> check_option("lr", 0.1)
+        0.1
+        >>> check_option("loc_lr", -1)
+        Traceback (most recent call last):
+        ...
+        ValueError: loc_lr must be a number >= 0, got -1
+    """
+    spec = OPTION_RANGES[name]
+    if not spec.accepts(value):
+        raise ValueError(f"{name} must be {spec.describe()}, got {value!r}")
+    return value
+
+
+#: The form of a run's name (the file it exports is ``NAME.pt`` in its output folder).
+RUN_NAME_FORM = "ARCH.TAG (letters, digits and _, also - in TAG, one dot between, e.g. stn_cnn.mnist_rts)"
+
+
+def check_run_name(name, option: str = "name") -> str:
+    """``name`` if it is a trained-weights name ``ARCH.TAG`` (the form :mod:`stnviz.hub` lists:
+    letters, digits and ``_``, also ``-`` in the tag, one dot between), else a ``ValueError``
+    naming ``option``. Such a name is one file name: it cannot point outside its folder.
+
+    Example:
+        >>> check_run_name("stn_cnn.mnist_rts-2")
+        'stn_cnn.mnist_rts-2'
+        >>> check_run_name("../../escaped", "--name")
+        Traceback (most recent call last):
+        ...
+        ValueError: --name must be ARCH.TAG (letters, digits and _, also - in TAG, one dot between, e.g. stn_cnn.mnist_rts), got '../../escaped'
+    """
+    from .hub import WEIGHTS_FILE
+
+    if not isinstance(name, str) or not WEIGHTS_FILE.fullmatch(f"{name}.pt"):
+        raise ValueError(f"{option} must be {RUN_NAME_FORM}, got {name!r}")
+    return name
+
+
+class CannotWrite(OSError):
+    """A file of a run could not be written (a read-only folder, a file where the folder should
+    be, a full disk); the message names the file and the reason, ``errno`` is the system's."""
+
+
+class RunFolderBusy(RuntimeError):
+    """Another run holds the output folder's lock; the message names it and its lock file."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -124,6 +268,7 @@ class TrainState:
     history: list = field(default_factory=list)
     rank: int = 0
     world_size: int = 1
+    run_id: str = ""  # stored in the run's checkpoints; a resumed run keeps its id
 
 
 @dataclass
@@ -178,8 +323,164 @@ def _maybe_init_distributed(device: torch.device) -> bool:
 
 
 def _check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_option("batch_size", batch_size)
+
+
+# ------------------------------------------------------------------ the output folder
+
+
+@contextmanager
+def _writing(path):
+    """Turn an ``OSError`` raised inside into :class:`CannotWrite` naming ``path``."""
+    try:
+        yield
+    except CannotWrite:
+        raise
+    except OSError as e:
+        reason = e.strerror or str(e)
+        err = CannotWrite(reason if reason.startswith("cannot write") else f"cannot write {path}: {reason}")
+        err.errno = e.errno
+        raise err from e
+
+
+#: The lock file a run holds in its output folder (hidden; never a checkpoint name).
+LOCK_FILE = ".stnviz-run.lock"
+_held_locks: dict[str, tuple[int, int]] = {}  # resolved folder -> (thread id, depth) in this process
+
+
+def _pid_is_dead(pid) -> bool:
+    """True only when ``pid`` surely runs no process on this host (never guessed on Windows,
+    where ``os.kill`` would end the process)."""
+    if os.name == "nt" or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _take_lock(folder: Path) -> Path:
+    """Create ``folder/LOCK_FILE`` with ``O_CREAT | O_EXCL`` holding this run's pid, host, start
+    time and command; a lock left by a process that is gone from this host is taken over."""
+    path = folder / LOCK_FILE
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv)}
+    for attempt in range(2):
+        try:
+            with _writing(path):
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except CannotWrite as e:
+            if not isinstance(e.__cause__, FileExistsError):
+                raise
+            holder = _read_lock(path)
+            if attempt == 0 and holder is not None and holder.get("host") == info["host"] and _pid_is_dead(holder.get("pid")):
+                path.unlink(missing_ok=True)  # its run was killed before it could remove it
+                continue
+            who = ("a run whose lock cannot be read" if holder is None else
+                   f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: {holder.get('command')}")
+            raise RunFolderBusy(
+                f"{folder} is in use by another training run ({who}); wait for it to end or write to another folder. "
+                f"If that run is no longer running, remove its lock file {path}"
+            ) from None
+        try:
+            with _writing(path), os.fdopen(fd, "w") as f:
+                json.dump(info, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextmanager
+def run_lock(folder: str | os.PathLike):
+    """Hold the output folder of a run: ``folder/.stnviz-run.lock``, created exclusively and
+    removed on leaving (also on an error). A second run into the same folder gets
+    :class:`RunFolderBusy` naming the first (its pid, host, start and command) and the lock file
+    to remove if that run is gone; a lock whose pid is dead on this host is taken over. The same
+    thread may enter again (the CLI holds the folder around :func:`fit` and :func:`export_best`).
+    Creates ``folder`` (removed again if it is left empty); a folder that cannot be written is
+    :class:`CannotWrite`.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     with run_lock(tmp) as lock:
+        ...         held = lock.name, lock.exists()
+        ...     held, lock.exists()
+        (('.stnviz-run.lock', True), False)
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CannotWrite(f"cannot write to {folder}: expected a folder, got a file")
+    created = not folder.exists()
+    with _writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    key, me = str(folder.resolve()), threading.get_ident()
+    thread, depth = _held_locks.get(key, (me, 0))
+    if depth and thread == me:
+        _held_locks[key] = (me, depth + 1)
+        try:
+            yield folder / LOCK_FILE
+        finally:
+            _held_locks[key] = (me, depth)
+        return
+    try:
+        path = _take_lock(folder)
+    except BaseException:
+        if created:
+            _remove_if_empty(folder)
+        raise
+    _held_locks[key] = (me, 1)
+    try:
+        yield path
+    finally:
+        del _held_locks[key]
+        path.unlink(missing_ok=True)
+        if created:
+            _remove_if_empty(folder)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # holds files: keep it
+        pass
+
+
+def _probe_write(folder: Path, nbytes: int) -> None:
+    """Write and remove a temp file of ``nbytes`` (about one checkpoint) in ``folder``: a
+    read-only folder or a full disk shows now, as :class:`CannotWrite`, not after an epoch."""
+    with _writing(folder):
+        fd, tmp = tempfile.mkstemp(prefix=".write-probe.", suffix=TEMP_MARK, dir=folder)
+    try:
+        with _writing(folder), os.fdopen(fd, "wb") as f:
+            chunk = bytes(min(nbytes, 1 << 20))
+            left = nbytes
+            while left > 0:
+                f.write(chunk[:left])
+                left -= len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _state_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
 def _check_data(model: nn.Module, data, role: str) -> None:
@@ -264,6 +565,31 @@ def freeze(model: nn.Module, part: str) -> int:
     for p in chosen:
         p.requires_grad_(False)
     return len(chosen)
+
+
+def frozen_parts(model: nn.Module) -> list[str]:
+    """What of ``model`` does not train: ``"classifier"`` / ``"transformers"`` when every
+    parameter of that part has ``requires_grad`` off, then the names of other frozen parameter
+    tensors. The ``freeze`` run setting: read from the model, so a resume cannot change it unseen.
+
+    Example:
+        >>> from stnviz import get_model
+        >>> m = get_model("stn_tutorial", device="cpu")
+        >>> frozen_parts(m), (freeze(m, "classifier") > 0 and frozen_parts(m))
+        ([], ['classifier'])
+    """
+    loc = {id(p) for p in localization_parameters(model)}
+    named = list(model.named_parameters())
+    parts = {"transformers": [(n, p) for n, p in named if id(p) in loc],
+             "classifier": [(n, p) for n, p in named if id(p) not in loc]}
+    frozen, rest = [], []
+    for part in FROZEN_PARTS:
+        members = parts[part]
+        if members and not any(p.requires_grad for _, p in members):
+            frozen.append(part)
+        else:
+            rest += [n for n, p in members if not p.requires_grad]
+    return frozen + sorted(rest)
 
 
 def load_matching(model: nn.Module, state_dict: dict) -> tuple[list[str], list[str]]:
@@ -371,9 +697,11 @@ class _Run:
         self.sched = make_schedule(self.opt, settings["schedule"], total_steps=settings["epochs"] * self.steps_per_epoch)
         self.amp = _uses_amp(settings["amp"], dev)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.state = TrainState(model=model, device=dev, rank=rank, world_size=world, steps_per_epoch=self.steps_per_epoch)
+        self.state = TrainState(model=model, device=dev, rank=rank, world_size=world, steps_per_epoch=self.steps_per_epoch,
+                                run_id=uuid.uuid4().hex[:12])
         self.tally = _Tally()
         self.best_acc = -1.0
+        self.loss_scale: float | None = None  # max(ln(classes), first step's loss): the yardstick of divergence
         self.saved_step: int | None = None  # step of the last checkpoint written (or resumed from)
         self.last_batch: tuple | None = None  # (images, labels) of the last step, to test saved weights
         self.net = model
@@ -419,6 +747,8 @@ class _Run:
         st.history = list(extra.get("history", []))
         self.tally = _Tally(**extra["tally"]) if "tally" in extra else _Tally()
         self.best_acc = extra.get("best_accuracy", -1.0)
+        self.loss_scale = extra.get("loss_scale")
+        st.run_id = extra.get("run_id") or st.run_id  # the same run, continued
         self.saved_step = st.step
         if "rng" in extra:
             torch.set_rng_state(extra["rng"])
@@ -428,10 +758,20 @@ class _Run:
         if stored is None:  # checkpoints written before settings were stored
             stored = {"epochs": extra.get("epochs_planned"), "schedule": extra.get("schedule")}
         for name in RUN_SETTINGS:
-            if name in stored and stored[name] != self.settings[name]:
+            if name not in stored:
+                continue
+            was, now = stored[name], self.settings[name]
+            if isinstance(was, dict) or isinstance(now, dict):  # e.g. start: compared, and named, entry by entry
+                was, now = was or {}, now or {}
+                differences = [(key, was.get(key), now.get(key)) for key in dict.fromkeys([*was, *now])
+                               if was.get(key) != now.get(key)]
+            else:
+                differences = [(name, was, now)] if was != now else []
+            if differences:
+                key, a, b = differences[0]
                 raise ValueError(
-                    f"cannot resume {path}: it was a run with {name}={stored[name]!r}, got {name}={self.settings[name]!r}; "
-                    f"resume with the same settings (a changed {name} would silently change the run), "
+                    f"cannot resume {path}: it was a run with {key}={a!r}, got {key}={b!r}; "
+                    f"resume with the same settings (a changed {key} would silently change the run), "
                     f"or start a new run in another folder"
                 )
 
@@ -458,6 +798,8 @@ class _Run:
             self._diverged(str(e), images, batch)
         if not bool(torch.isfinite(loss)):
             self._diverged(f"loss is {float(loss.detach())}", images, batch)
+        if self.loss_scale is None:
+            self.loss_scale = max(math.log(max(logits.shape[-1], 2)), float(loss.detach()))
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
@@ -564,7 +906,8 @@ class _Run:
     def write_metrics(self) -> None:
         if self.out is not None and self.rank == 0:
             df = pd.DataFrame(self.state.history)
-            atomic_write(self.out / "metrics.csv", lambda tmp: df.to_csv(tmp, index=False))
+            with _writing(self.out / "metrics.csv"):
+                atomic_write(self.out / "metrics.csv", lambda tmp: df.to_csv(tmp, index=False))
 
     def _saved_state_problem(self) -> str | None:
         """Why the current state must not be saved (non-finite numbers, or weights whose loss on
@@ -584,6 +927,11 @@ class _Run:
                 self.grids.clear()
             if not bool(torch.isfinite(loss)):
                 return f"the weights give a loss of {float(loss)} on the last batch"
+            limit = DIVERGED_LOSS_FACTOR * self.loss_scale if self.loss_scale is not None else math.inf
+            if float(loss) > limit:
+                return (f"the weights give a loss of {float(loss):.3g} on the last batch, over {limit:.3g} "
+                        f"({DIVERGED_LOSS_FACTOR:g} x the run's loss scale {self.loss_scale:.3g}, the larger of "
+                        f"ln(classes) and the first step's loss)")
         return None
 
     def checkpoint(self, *names: str) -> None:
@@ -615,6 +963,8 @@ class _Run:
             "history": st.history,
             "tally": asdict(self.tally),
             "best_accuracy": self.best_acc,
+            "loss_scale": self.loss_scale,
+            "run_id": st.run_id,
             "rng": torch.get_rng_state(),
             "settings": dict(self.settings),
             "epochs_planned": self.settings["epochs"],
@@ -623,7 +973,8 @@ class _Run:
         info = {"epochs": st.epoch, "seed": self.settings["seed"], "step": st.step}
         info.update(self.meta or {})
         for name in names:
-            save_checkpoint(self.model, self.out / name, info, extra=extra)
+            with _writing(self.out / name):
+                save_checkpoint(self.model, self.out / name, info, extra=extra)
         if "last.pt" in names:
             self.saved_step = st.step
 
@@ -676,6 +1027,7 @@ def fit(
     augment=None,
     region_penalty: float = 0.0,
     channels_last: bool = True,
+    start: dict | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` on ``train`` and return per-epoch metrics as a DataFrame.
 
@@ -704,6 +1056,21 @@ def fit(
             makes the tutorial network's step 1.7x faster (11.8 -> 7.0 ms at batch 64). Values
             are unchanged, only the layout.
         meta: extra checkpoint metadata (data set name, command...).
+        start: how the starting weights were made, as a dict of plain values (the CLI passes
+            ``init``, ``init_matching``, ``reinit_transformers`` and ``init_params``); stored with
+            the run settings, so a resume that changes an entry is refused by its name. What is
+            frozen (``requires_grad`` off, e.g. by :func:`freeze`) is read from the model and
+            checked the same way.
+
+    Numeric arguments must lie in :data:`OPTION_RANGES` (e.g. ``lr > 0``, ``loc_lr >= 0``,
+    ``0 <= label_smoothing < 1``, ``0 <= seed <= 99999``), else ``ValueError`` names the argument.
+    ``out_dir`` is held with :func:`run_lock` while the run writes into it, and probed with a
+    write of about one checkpoint's size before the first step (:class:`CannotWrite`). A
+    checkpoint is written only if its weights' loss on the batch just trained on is finite and
+    at most :data:`DIVERGED_LOSS_FACTOR` times the larger of ``ln(classes)`` and the first
+    step's loss; else :class:`TrainingDiverged` names the last good checkpoint kept. The
+    returned table's ``attrs["run_id"]`` is the run's id, stored in its checkpoints (a resumed
+    run keeps it): pass it to :func:`export_best`.
 
     ``seed`` fixes the data order, augmentation and dropout; the model's initial weights come
     from wherever it was built, so call ``torch.manual_seed`` before building it for a fully
@@ -718,9 +1085,13 @@ def fit(
         >>> len(history), history["step"].tolist(), list(history.columns[:4])
         (2, [2, 4], ['epoch', 'step', 'train_loss', 'train_accuracy'])
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    _check_batch_size(batch_size)
+    for name, value in dict(epochs=epochs, batch_size=batch_size, lr=lr, loc_lr=loc_lr, momentum=momentum,
+                            weight_decay=weight_decay, label_smoothing=label_smoothing, seed=seed,
+                            region_penalty=region_penalty, checkpoint_every=checkpoint_every).items():
+        if value is not None or name not in ("loc_lr", "checkpoint_every"):  # those two may be None
+            check_option(name, value)
+    if start is not None and not isinstance(start, dict):
+        raise ValueError(f"start must be a dict of plain values or None, got {type(start).__name__}")
     _check_data(model, train, "training")
     if val is not None:
         _check_data(model, val, "validation")
@@ -738,30 +1109,41 @@ def fit(
                         label_smoothing=float(label_smoothing), seed=int(seed),
                         amp=_amp_setting(amp, dev), region_penalty=float(region_penalty),
                         augment=_augment_name(augment), channels_last=bool(channels_last), world_size=world,
-                        train_data=_data_name(train), train_size=len(train) if hasattr(train, "__len__") else None)
-        _seed_everything(seed)
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        model.to(dev)
-        model.to(memory_format=layout)
-        run = _Run(model, train, val, settings=settings, dev=dev, rank=rank, world=world,
-                   out=Path(out_dir) if out_dir is not None else None, checkpoint_every=checkpoint_every,
-                   keep_best=keep_best, callbacks=callbacks, meta=meta, progress=progress, augment=augment, layout=layout)
-        if resume:
-            run.resume(resume)
-        return run.run()
+                        train_data=_data_name(train), train_size=len(train) if hasattr(train, "__len__") else None,
+                        freeze=frozen_parts(model), start=dict(start) if start else None)
+        out = Path(out_dir) if out_dir is not None else None
+        writes = out is not None and rank == 0
+        with run_lock(out) if writes else nullcontext():
+            if writes:
+                _probe_write(out, _state_bytes(model))
+            _seed_everything(seed)
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            model.to(dev)
+            model.to(memory_format=layout)
+            run = _Run(model, train, val, settings=settings, dev=dev, rank=rank, world=world, out=out,
+                       checkpoint_every=checkpoint_every, keep_best=keep_best, callbacks=callbacks, meta=meta,
+                       progress=progress, augment=augment, layout=layout)
+            if resume:
+                run.resume(resume)
+            history = run.run()
+        history.attrs["run_id"] = run.state.run_id
+        return history
     finally:
         if created_group:
             dist.destroy_process_group()
 
 
 def export_best(model: nn.Module, out_dir: str | os.PathLike, val, test=None, *, name: str, device=None,
-                meta: dict | None = None) -> tuple[Path, dict]:
+                meta: dict | None = None, run_id: str | None = None) -> tuple[Path, dict]:
     """The last step of a training run: reload ``out_dir/best.pt`` (the model chosen on
     validation; ``last.pt`` when there is no ``best.pt``) into ``model``, evaluate it on ``val``
     (and ``test``), and write ``out_dir/NAME.pt`` with those metrics. Returns ``(path, metrics)``.
 
     The test score is reported for the model chosen on validation, never chosen by test.
     ``meta`` adds to / overrides the checkpoint's metadata (e.g. ``epochs``, ``seed``).
+    ``name`` must be ``ARCH.TAG`` (:func:`check_run_name`). ``run_id`` (``fit(...).attrs["run_id"]``):
+    the run that must have written the checkpoint; one written by another run into the same
+    folder is refused (:class:`stnviz.checkpoints.CheckpointError`) rather than exported.
 
     Example:
         >>> import tempfile
@@ -775,9 +1157,16 @@ def export_best(model: nn.Module, out_dir: str | os.PathLike, val, test=None, *,
         >>> path.name, sorted(metrics)
         ('stn_tutorial.tiny.pt', ['best_epoch', 'val_accuracy', 'val_error'])
     """
+    check_run_name(name)
     out = Path(out_dir)
     best = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
     payload = load_checkpoint(best)
+    written_by = (payload.get("extra") or {}).get("run_id")
+    if run_id is not None and written_by is not None and written_by != run_id:
+        raise CheckpointError(
+            f"{best} was written by run {written_by}, not by this run ({run_id}): another run wrote into {out}; "
+            f"nothing was exported. Give each run its own output folder"
+        )
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as e:
@@ -801,7 +1190,8 @@ def export_best(model: nn.Module, out_dir: str | os.PathLike, val, test=None, *,
     final.update(meta or {})
     final["metrics"] = metrics
     final.pop("step", None)
-    path = save_checkpoint(model, out / f"{name}.pt", final)
+    with _writing(out / f"{name}.pt"):
+        path = save_checkpoint(model, out / f"{name}.pt", final)
     return path, metrics
 
 

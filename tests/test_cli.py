@@ -2,7 +2,12 @@
 status 2 (1 for a diverged training run), never a traceback. (``make lab`` / ``make dashboard``:
 tests/test_serve.py.)"""
 
+import json
+import os
 import re
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -70,6 +75,144 @@ class TestTrainErrors:
             main(args + ["--model", "cnn_tutorial"])
         assert exc.value.code == 2
         assert f"argument {flag}: expected a positive integer, got {int(value)}" in capsys.readouterr().err
+
+
+class TestTrainGuards:
+    """Issue 18: a training command can't silently do the wrong thing."""
+
+    @pytest.mark.parametrize("flag, value, says", [
+        ("--loc-lr", "-1", "expected a number >= 0, got -1"),  # trained by gradient ascent, exit 0
+        ("--lr", "0", "expected a number > 0, got 0"),
+        ("--lr", "nan", "expected a number > 0, got nan"),
+        ("--weight-decay", "-0.1", "expected a number >= 0, got -0.1"),
+        ("--label-smoothing", "1", "expected a number >= 0 and < 1, got 1"),
+        ("--region-penalty", "-2", "expected a number >= 0, got -2"),
+        ("--seed", "-1", "expected an integer >= 0 and <= 99999, got -1"),
+        ("--seed", "1000000", "expected an integer >= 0 and <= 99999, got 1000000"),
+        ("--checkpoint-every", "-5", "expected an integer >= 0, got -5"),
+        ("--reinit-transformers", "-1", "expected an integer >= 0, got -1"),  # was the slice [:-1]
+        ("--batch-size", "1.5", "expected a positive integer, got '1.5'"),
+    ])
+    def test_numeric_option_out_of_range_is_refused_by_the_parser(self, train_args, capsys, flag, value, says):
+        with pytest.raises(SystemExit) as exc:
+            main(train_args + ["--model", "stn_tutorial", flag, value])
+        assert exc.value.code == 2
+        assert f"argument {flag}: {says}" in capsys.readouterr().err
+
+    def test_more_transformers_reinitialised_than_the_model_has(self, train_args, tmp_path, capsys):
+        code = main(train_args + ["--model", "stn_tutorial", "--reinit-transformers", "2"])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and "--reinit-transformers must be an integer from 0 to 1" in line and "got 2" in line
+        assert not (tmp_path / "run").exists()  # refused before any training; the empty folder went too
+
+    def test_init_params_without_reinit_is_refused(self, train_args, capsys):
+        code = main(train_args + ["--model", "stn_tutorial", "--init-params", "[0.8, 0, 0, 0, 0.8, 0]"])
+        assert code == 2 and "add --reinit-transformers N" in one_error_line(capsys.readouterr().err)
+
+    @pytest.mark.parametrize("name", ["../../escaped.x", "ABSOLUTE/abs.x", "nodot", "a.b.c", "sub/dir.x", "a.b\n"])
+    def test_name_is_arch_dot_tag(self, train_args, tmp_path, capsys, name):
+        name = name.replace("ABSOLUTE", str(tmp_path / "elsewhere"))
+        with pytest.raises(SystemExit) as exc:
+            main(train_args + ["--model", "cnn_tutorial", "--name", name])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "argument --name: expected ARCH.TAG" in err and repr(name) in err
+        assert not list(tmp_path.parent.rglob("*.x.pt"))  # ../../ from --out is tmp_path's parent
+
+    @pytest.mark.parametrize("first, then, says", [
+        (["--freeze", "classifier"], [], "it was a run with freeze=['classifier'], got freeze=[]"),
+        (["--reinit-transformers", "1"], [], "it was a run with reinit_transformers=1, got reinit_transformers=0"),
+        (["--loc-lr", "0"], ["--loc-lr", "0.01"], "it was a run with loc_lr=0.0, got loc_lr=0.01"),
+    ])
+    def test_resume_refuses_a_changed_training_setting(self, train_args, tmp_path, capsys, first, then, says):
+        args = train_args + ["--model", "stn_tutorial", "--checkpoint-every", "0"]
+        assert main(args + first) == 0
+        capsys.readouterr()
+        code = main(args + then + ["--resume", str(tmp_path / "run" / "last.pt")])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and says in line
+
+    def test_a_second_run_into_the_same_folder_is_refused(self, train_args, tmp_path, capsys):
+        out = tmp_path / "run"
+        out.mkdir()
+        other = subprocess.Popen(["sleep", "60"])  # stands in for the first run, still going
+        try:
+            lock = out / ".stnviz-run.lock"
+            lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "started": "2024-01-01T00:00:00",
+                                        "command": "python -m stnviz train --first"}))
+            code = main(train_args + ["--model", "cnn_tutorial"])
+            line = one_error_line(capsys.readouterr().err)
+            assert code == 2 and f"{out} is in use by another training run (pid {other.pid}" in line
+            assert "--first" in line and f"remove its lock file {lock}" in line
+            assert lock.is_file() and sorted(p.name for p in out.iterdir()) == [".stnviz-run.lock"]  # nothing written
+        finally:
+            other.kill()
+            other.wait()
+
+    def test_a_stale_lock_of_a_dead_process_is_taken_over(self, train_args, tmp_path, capsys):
+        out = tmp_path / "run"
+        out.mkdir()
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        (out / ".stnviz-run.lock").write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))
+        assert main(train_args + ["--model", "cnn_tutorial"]) == 0
+        assert (out / "cnn_tutorial.mnist.pt").is_file() and not (out / ".stnviz-run.lock").exists()
+
+    def test_the_lock_is_removed_on_error(self, train_args, tmp_path, capsys):
+        code = main(train_args + ["--model", "cnn_tutorial", "--lr", "1e6", "--schedule", "constant", "--checkpoint-every", "1"])
+        assert code == 1 and "diverged" in one_error_line(capsys.readouterr().err)
+        assert not (tmp_path / "run" / ".stnviz-run.lock").exists()
+
+    def test_out_is_a_file(self, train_args, tmp_path, capsys):
+        (tmp_path / "run").write_text("not a folder")
+        code = main(train_args + ["--model", "cnn_tutorial"])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and f"cannot write to {tmp_path / 'run'}: expected a folder, got a file" in line
+        assert (tmp_path / "run").read_text() == "not a folder"
+
+    @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to stand for a full disk")
+    def test_a_full_disk_is_found_before_training(self, train_args, tmp_path, capsys, monkeypatch):
+        import stnviz.train as train_module
+
+        real_mkstemp, steps = tempfile.mkstemp, []
+
+        def onto_a_full_disk(*args, **kwargs):  # the probe's temp file: writes fail with ENOSPC
+            fd, path = real_mkstemp(*args, **kwargs)
+            if kwargs.get("prefix") == ".write-probe.":
+                os.close(fd)
+                fd = os.open("/dev/full", os.O_WRONLY)
+            return fd, path
+
+        monkeypatch.setattr(train_module.tempfile, "mkstemp", onto_a_full_disk)
+        monkeypatch.setattr(train_module._Run, "train_step", lambda self, batch: steps.append(1))
+        code = main(train_args + ["--model", "cnn_tutorial"])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and f"cannot write {tmp_path / 'run'}: No space left on device" in line
+        assert steps == [] and not (tmp_path / "run").exists()
+
+    def test_a_disk_filling_up_mid_run_ends_in_one_line(self, train_args, tmp_path, capsys, monkeypatch):
+        import errno
+
+        import stnviz.train as train_module
+
+        def full(model, path, *args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(train_module, "save_checkpoint", full)
+        code = main(train_args + ["--model", "cnn_tutorial"])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and line == f"stnviz: error: cannot write {tmp_path / 'run' / 'best.pt'}: No space left on device"
+
+    @pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="root writes into read-only folders")
+    def test_a_read_only_out_is_found_before_training(self, train_args, tmp_path, capsys):
+        out = tmp_path / "run"
+        out.mkdir()
+        out.chmod(0o555)
+        try:
+            code = main(train_args + ["--model", "cnn_tutorial"])
+        finally:
+            out.chmod(0o755)
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and "cannot write" in line and "Permission denied" in line
 
 
 class TestEvalErrors:

@@ -115,7 +115,7 @@ class TestFit:
 
     def test_bad_arguments(self, device):
         train, _ = tiny_sets(64, 32)
-        with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
             fit(get_model("cnn_tutorial", device=device), train, epochs=0)
         with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adam', got 'lbfgs'"):
             fit(get_model("cnn_tutorial", device=device), train, epochs=1, optimizer="lbfgs", progress=False)
@@ -353,15 +353,37 @@ class TestFaultInjection:
 
 
 class TestDivergedCheckpoint:
-    def test_huge_learning_rate_keeps_only_a_checkpoint_with_a_finite_loss(self, tmp_path, device):
+    def test_huge_learning_rate_keeps_no_checkpoint_whose_loss_is_out_of_range(self, tmp_path, device):
+        """At lr 1e6 the weights after step 1 are finite but give a loss of ~1e22: once kept as
+        "the last good checkpoint", now refused (issue 18)."""
         train, val = tiny_sets(128, 32)
         torch.manual_seed(0)
-        with pytest.raises(TrainingDiverged, match=r"diverged by step 2 \(epoch 1\).*last.pt was not written.*step 1"):
+        with pytest.raises(TrainingDiverged, match=r"diverged by step 1 \(epoch 1\): the weights give a loss of \S+ on the "
+                                                   r"last batch, over \S+ \(100 x .*last.pt was not written, no checkpoint"):
             fit(get_model("cnn_tutorial", device=device), train, val, epochs=2, batch_size=32, lr=1e6, optimizer="sgd",
                 schedule="constant", device=device, progress=False, out_dir=tmp_path, checkpoint_every=1)
-        kept = load_model(tmp_path / "last.pt", device=device)
-        assert math.isfinite(evaluate(kept, val)["loss"])
+        assert not (tmp_path / "last.pt").exists()
+
+    def test_last_good_checkpoint_has_a_loss_in_range(self, tmp_path, device):
+        """Weights blown up to finite but huge values at step 3: last.pt of step 3 is refused (its
+        loss is far over 100 x ln(10)), step 2's is kept and its loss is of a classifier's size."""
+        train, val = tiny_sets(128, 32)
+
+        class BlowUp(Callback):
+            def on_step_end(self, state):
+                if state.step == 3:
+                    with torch.no_grad():
+                        for p in state.model.parameters():
+                            p.mul_(100)  # finite: every weight still far inside float32
+
+        torch.manual_seed(0)
+        with pytest.raises(TrainingDiverged, match=r"diverged by step 3 \(epoch 1\): the weights give a loss of [0-9.e+]+ on the last batch, over .*"
+                                                   r"last.pt was not written, the last good checkpoint \(step 2\) is kept"):
+            fit(get_model("cnn_tutorial", device=device), train, val, epochs=1, out_dir=tmp_path, checkpoint_every=1,
+                callbacks=[BlowUp()], **FIT)
         payload = load_checkpoint(tmp_path / "last.pt")
+        assert payload["extra"]["step"] == 2 and 0 < payload["extra"]["loss_scale"] < 5
+        assert evaluate(load_model(tmp_path / "last.pt", device=device), val)["loss"] < 100 * math.log(10)
         for state in payload["extra"]["optimizer"]["state"].values():
             assert all(torch.isfinite(t).all() for t in state.values() if isinstance(t, torch.Tensor))
 
@@ -534,7 +556,7 @@ class TestCudaPaths:
         settings = dict(epochs=1, batch_size=32, lr=0.01, loc_lr=None, optimizer="sgd", momentum=0.9, weight_decay=0.0,
                         schedule="constant", label_smoothing=0.0, seed=0, amp=train_module._amp_setting(amp, dev),
                         region_penalty=0.0, augment=None, channels_last=False, world_size=1, train_data=None,
-                        train_size=64)
+                        train_size=64, freeze=[], start=None)
         assert set(settings) == set(RUN_SETTINGS)
         return train_module._Run(build_model("cnn_tutorial"), train, None, settings=settings, dev=dev,
                                  rank=0, world=1, out=None, checkpoint_every=None, keep_best=False, callbacks=(),
@@ -626,3 +648,166 @@ class TestCudaPaths:
         fit(model, train, None, epochs=1, batch_size=32, device=device, progress=False)
         assert dtypes and set(dtypes) == {torch.float16}
         assert pinned.count(torch.uint8) == 2  # the images of both batches
+
+
+# --------------------------------------------------------------------------- issue 18: no silent wrong runs
+
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+
+from stnviz.train import (  # noqa: E402
+    OPTION_RANGES, CannotWrite, RunFolderBusy, check_option, freeze, frozen_parts, run_lock,
+)
+
+
+class TestArgumentRanges:
+    @pytest.mark.parametrize("change, says", [
+        (dict(loc_lr=-1), "loc_lr must be a number >= 0, got -1"),  # trained by gradient ascent before
+        (dict(lr=0), "lr must be a number > 0, got 0"),
+        (dict(lr=float("inf")), "lr must be a number > 0, got inf"),
+        (dict(weight_decay=-0.5), "weight_decay must be a number >= 0, got -0.5"),
+        (dict(momentum=1.5), "momentum must be a number >= 0 and < 1, got 1.5"),
+        (dict(label_smoothing=1.0), "label_smoothing must be a number >= 0 and < 1, got 1.0"),
+        (dict(region_penalty=-1.0), "region_penalty must be a number >= 0, got -1.0"),
+        (dict(seed=-3), "seed must be an integer >= 0 and <= 99999, got -3"),
+        (dict(seed=10**6), "seed must be an integer >= 0 and <= 99999, got 1000000"),  # overflowed the augment seed
+        (dict(seed=1.5), "seed must be an integer >= 0 and <= 99999, got 1.5"),
+        (dict(checkpoint_every=-1), "checkpoint_every must be an integer >= 0, got -1"),
+        (dict(batch_size=True), "batch_size must be a positive integer, got True"),
+    ])
+    def test_out_of_range_is_refused_before_any_step(self, tmp_path, device, change, says):
+        train, _ = tiny_sets(64, 32)
+        steps = []
+
+        class Count(Callback):
+            def on_step_end(self, state):
+                steps.append(state.step)
+
+        kwargs = dict(FIT, **change)
+        with pytest.raises(ValueError, match=re.escape(says)):
+            fit(get_model("stn_tutorial", device=device), train, epochs=1, out_dir=tmp_path / "o", callbacks=[Count()],
+                augment=random_affine, **kwargs)
+        assert steps == [] and not (tmp_path / "o").exists()
+
+    def test_the_cli_accepts_exactly_what_fit_accepts(self):
+        from stnviz.cli import _option
+
+        for name, spec in OPTION_RANGES.items():
+            for text in ["-1", "0", "0.5", "1", "99999", "100000", "nan"]:
+                try:
+                    _option(name)(text)
+                    cli_ok = True
+                except argparse.ArgumentTypeError:
+                    cli_ok = False
+                try:
+                    check_option(name, int(text) if text.lstrip("-").isdigit() else float(text))
+                    api_ok = True
+                except ValueError:
+                    api_ok = False
+                assert cli_ok == api_ok, (name, text)
+
+
+class TestResumeTrainingSettings:
+    @pytest.fixture
+    def stopped_stn(self, tmp_path, device):
+        train, _ = tiny_sets(128, 32)
+        torch.manual_seed(0)
+        with pytest.raises(_Killed):
+            fit(get_model("stn_tutorial", device=device), train, None, epochs=2, out_dir=tmp_path, checkpoint_every=2,
+                callbacks=[KillAtStep(3)], **FIT)
+        return train, tmp_path
+
+    def test_a_changed_freeze_is_refused(self, stopped_stn, device):
+        train, out = stopped_stn
+        model = get_model("stn_tutorial", device=device)
+        freeze(model, "transformers")
+        assert frozen_parts(model) == ["transformers"]
+        with pytest.raises(ValueError, match=re.escape("it was a run with freeze=[], got freeze=['transformers']")):
+            fit(model, train, None, epochs=2, out_dir=out, resume=True, **FIT)
+
+    def test_a_changed_start_is_refused_by_entry(self, stopped_stn, device):
+        train, out = stopped_stn
+        with pytest.raises(ValueError, match=re.escape("it was a run with init=None, got init='other.pt'")):
+            fit(get_model("stn_tutorial", device=device), train, None, epochs=2, out_dir=out, resume=True,
+                start={"init": "other.pt"}, **FIT)
+
+    def test_the_same_settings_resume(self, stopped_stn, device):
+        train, out = stopped_stn
+        hist = fit(get_model("stn_tutorial", device=device), train, None, epochs=2, out_dir=out, resume=True, **FIT)
+        assert list(hist["step"]) == [4, 8]
+        assert load_checkpoint(out / "last.pt")["extra"]["settings"]["freeze"] == []
+
+
+class TestRunFolder:
+    def test_a_second_run_into_a_busy_folder_is_refused(self, tmp_path, device):
+        """A run started (in another thread) while the first holds the folder is refused by name;
+        the first finishes, and its lock goes with it."""
+        import threading
+
+        train, _ = tiny_sets(64, 32)
+        seen = []
+
+        class SecondRun(Callback):
+            def on_step_end(self, state):
+                if state.step == 1:
+                    def second():
+                        try:
+                            fit(get_model("cnn_tutorial", device=device), train, epochs=1, out_dir=tmp_path, **FIT)
+                        except RunFolderBusy as e:
+                            seen.append(str(e))
+
+                    t = threading.Thread(target=second)
+                    t.start()
+                    t.join()
+
+        fit(get_model("cnn_tutorial", device=device), train, epochs=1, out_dir=tmp_path, callbacks=[SecondRun()], **FIT)
+        assert len(seen) == 1 and f"{tmp_path} is in use by another training run (pid {os.getpid()}" in seen[0]
+        assert f"remove its lock file {tmp_path / '.stnviz-run.lock'}" in seen[0]
+        assert not (tmp_path / ".stnviz-run.lock").exists()
+
+    def test_export_refuses_a_best_pt_of_another_run(self, tmp_path, device):
+        train, val = tiny_sets(64, 32)
+        torch.manual_seed(0)
+        model = get_model("cnn_tutorial", device=device)
+        mine = fit(model, train, val, epochs=1, out_dir=tmp_path / "a", **FIT).attrs["run_id"]
+        theirs = fit(get_model("cnn_tutorial", device=device), train, val, epochs=1, out_dir=tmp_path / "b", **FIT).attrs["run_id"]
+        assert mine != theirs and load_checkpoint(tmp_path / "a" / "best.pt")["extra"]["run_id"] == mine
+        (tmp_path / "b" / "best.pt").replace(tmp_path / "a" / "best.pt")  # the other run wrote into a/
+        with pytest.raises(CheckpointError, match=rf"best.pt was written by run {theirs}, not by this run \({mine}\)"):
+            export_best(model, tmp_path / "a", val, name="cnn_tutorial.tiny", run_id=mine)
+        assert not (tmp_path / "a" / "cnn_tutorial.tiny.pt").exists()
+
+    def test_a_resumed_run_keeps_its_id(self, tmp_path, device):
+        train, _ = tiny_sets(128, 32)
+        with pytest.raises(_Killed):
+            fit(get_model("cnn_tutorial", device=device), train, None, epochs=1, out_dir=tmp_path, checkpoint_every=2,
+                callbacks=[KillAtStep(3)], **FIT)
+        first = load_checkpoint(tmp_path / "last.pt")["extra"]["run_id"]
+        hist = fit(get_model("cnn_tutorial", device=device), train, None, epochs=1, out_dir=tmp_path, checkpoint_every=2,
+                   resume=True, **FIT)
+        assert hist.attrs["run_id"] == first
+
+    @pytest.mark.parametrize("name", ["../escaped.x", "ABSOLUTE/abs.x", "nodot"])
+    def test_export_name_stays_in_the_folder(self, tmp_path, device, name):
+        name = name.replace("ABSOLUTE", str(tmp_path / "elsewhere"))
+        train, val = tiny_sets(64, 32)
+        model = get_model("cnn_tutorial", device=device)
+        fit(model, train, val, epochs=1, out_dir=tmp_path / "run", **FIT)
+        with pytest.raises(ValueError, match=r"name must be ARCH.TAG"):
+            export_best(model, tmp_path / "run", val, name=name)
+        assert not list(tmp_path.rglob("*.x.pt")) and not list((tmp_path / "run").glob("nodot*"))
+
+    def test_out_dir_that_is_a_file_is_found_before_training(self, tmp_path, device):
+        train, _ = tiny_sets(64, 32)
+        (tmp_path / "f").write_text("x")
+        with pytest.raises(CannotWrite, match=r"cannot write to .*f: expected a folder, got a file"):
+            fit(get_model("cnn_tutorial", device=device), train, epochs=1, out_dir=tmp_path / "f", **FIT)
+
+    def test_lock_and_probe_leave_nothing_behind(self, tmp_path):
+        with run_lock(tmp_path / "new") as lock:
+            assert lock.is_file() and json.loads(lock.read_text())["pid"] == os.getpid()
+            with run_lock(tmp_path / "new"):  # the same thread again (the CLI around fit)
+                pass
+            assert lock.is_file()
+        assert not (tmp_path / "new").exists()  # made for the run, left empty: removed
