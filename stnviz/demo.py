@@ -39,6 +39,9 @@ from .render import draw_image, draw_outline
 __all__ = ["demo_transforms", "families_figure", "load_recorded_run", "run_demo", "save_recorded_run"]
 
 RECORDED_RUN = "attention_tc.npz"
+#: The arrays of a recording written by :func:`save_recorded_run`: the probe, then one row per snapshot.
+_RECORDING_PROBE = ("inputs", "labels", "meta")
+_RECORDING_ROWS = ("step", "epoch", "loss", "accuracy", "train_loss", "params", "outputs", "outlines")
 
 
 def demo_transforms() -> list[tuple[str, dict, torch.Tensor]]:
@@ -107,6 +110,9 @@ def save_recorded_run(path: str | Path, inputs: torch.Tensor, labels: torch.Tens
 
     import numpy as np
 
+    from .animate import check_output_path
+
+    path = check_output_path(path, (".npz",), option="recording path")
     if not snapshots:
         raise ValueError("save_recorded_run needs at least one snapshot, got none")
 
@@ -135,19 +141,36 @@ def save_recorded_run(path: str | Path, inputs: torch.Tensor, labels: torch.Tens
 
 def load_recorded_run(path: str | Path | None = None):
     """The shipped training recording: ``(inputs (N, C, H, W), snapshots, meta)`` or ``None`` when
-    the file is missing. ``path`` defaults to ``stnviz/data/samples/attention_tc.npz``."""
+    the file is missing. ``path`` defaults to ``stnviz/data/samples/attention_tc.npz``.
+
+    A truncated or foreign file, or one whose arrays disagree, is one ValueError naming it."""
     import json
     from importlib.resources import files
 
-    import numpy as np
-
     from .animate import Snapshot
+    from .data.shipped import read_npz
 
     path = Path(path) if path is not None else Path(str(files("stnviz.data") / "samples" / RECORDED_RUN))
-    if not path.is_file():
+    if not path.exists():
         return None
-    with np.load(path) as z:
-        d = {k: z[k] for k in z.files}
+    d = read_npz(path, _RECORDING_PROBE + _RECORDING_ROWS, what="training recording")
+    if d["step"].ndim != 1:
+        raise ValueError(f"training recording {path}: 'step' has shape {d['step'].shape}; expected (snapshots,)")
+    steps = len(d["step"])
+    n = d["inputs"].shape[0] if d["inputs"].ndim == 4 else -1
+    for k in _RECORDING_ROWS:
+        if d[k].ndim < 1 or len(d[k]) != steps:
+            raise ValueError(f"training recording {path}: {k!r} has shape {d[k].shape}; expected one row per snapshot ({steps})")
+    for k in ("outputs", "outlines", "params"):
+        if n < 1 or d[k].ndim < 2 or d[k].shape[1] != n:
+            raise ValueError(
+                f"training recording {path}: {k!r} has shape {d[k].shape} for inputs of shape {d['inputs'].shape}; "
+                f"expected (snapshots, N, ...) with the N of inputs (N, C, H, W)"
+            )
+    try:
+        meta = json.loads(str(d["meta"]))
+    except ValueError as e:
+        raise ValueError(f"training recording {path}: 'meta' is not JSON ({e})") from None
     inputs = torch.from_numpy(d["inputs"]).float() / 255
     snaps = [
         Snapshot(step=int(d["step"][i]), epoch=float(d["epoch"][i]), params=torch.from_numpy(d["params"][i]),
@@ -155,7 +178,7 @@ def load_recorded_run(path: str | Path | None = None):
                  loss=float(d["loss"][i]), accuracy=float(d["accuracy"][i]), train_loss=float(d["train_loss"][i]))
         for i in range(len(d["step"]))
     ]
-    return inputs, snaps, json.loads(str(d["meta"]))
+    return inputs, snaps, meta
 
 
 def _overlays(model, images, labels, title: str, n: int = 6, boxes=None):
@@ -182,7 +205,9 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
     from .hub import get_model, list_models, load_pretrained
     from .train import evaluate, fit
 
-    out = Path(out)
+    from .animate import check_output_folder
+
+    out = check_output_folder(out, option="out")  # before any work: not after a minute of rendering
     dev = resolve_device(device)
     written: list[Path] = []
     shipped = set(list_models(pretrained=True))
