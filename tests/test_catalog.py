@@ -17,3 +17,8 @@ class TestSplits:
     def test_unknown_name(self):
         with pytest.raises(ValueError, match="unknown data set 'imagenet'"):
             load_splits("imagenet")
+
+    @pytest.mark.parametrize("name", [None, 3])
+    def test_name_that_is_not_a_string(self, name):
+        with pytest.raises(ValueError, match=rf"data set name must be a string, one of \('mnist', .*\), got {type(name).__name__} {name}"):
+            load_splits(name)

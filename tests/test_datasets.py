@@ -231,3 +231,10 @@ class TestBadMNIST:
         (raw / "t10k-labels-idx1-ubyte").unlink()
         with pytest.raises(ValueError, match=r"MNIST not found under .* \(missing t10k-labels-idx1-ubyte in .*raw\)"):
             mnist(root=tmp_path)
+
+
+def test_svhn_split_is_named(tmp_path):
+    from stnviz.data import svhn
+
+    with pytest.raises(ValueError, match=r"SVHN split must be 'train', 'test' or 'extra', got 'valid'"):
+        svhn(split="valid", root=tmp_path)

@@ -31,6 +31,23 @@ class TestImageSet:
         with pytest.raises(ValueError, match=r"images must be \(N, C, H, W\)"):
             ImageSet(torch.zeros(3, 2, 2, dtype=torch.uint8), torch.zeros(3))
 
+    def test_not_tensors_are_one_line(self):
+        import numpy as np
+
+        with pytest.raises(ValueError, match=r"toy: images must be a torch.Tensor, got ndarray \(wrap it in torch.as_tensor\)"):
+            ImageSet(np.zeros((3, 1, 2, 2), np.uint8), torch.zeros(3), name="toy")
+        with pytest.raises(ValueError, match=r"toy: labels must be a torch.Tensor, got list"):
+            ImageSet(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), [0, 1, 2], name="toy")
+        with pytest.raises(ValueError, match=r"toy: extra column 'track' must be a torch.Tensor, got list"):
+            ImageSet(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(3), name="toy", track=[1, 2, 3])
+        with pytest.raises(ValueError, match=r"toy: extra column 'track' must have 3 rows, got shape \(\)"):
+            ImageSet(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(3), name="toy", track=torch.tensor(1))
+
+    def test_fractional_labels_are_refused_not_truncated(self):
+        with pytest.raises(ValueError, match=r"toy: labels must be whole class numbers, got fractional values such as 0.5"):
+            ImageSet(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.tensor([0.5, 1.0, 2.0]), name="toy")
+        assert ImageSet(torch.zeros(2, 1, 2, 2), torch.tensor([1.0, 2.0])).labels.tolist() == [1, 2]
+
 
 class TestBatchSize:
     @pytest.mark.parametrize("bs", [0, -2])

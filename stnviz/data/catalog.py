@@ -89,6 +89,8 @@ def load_splits(name: str, *, root=None, download: bool = False, seed: int = 0) 
         ...
         ValueError: MNIST not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
     """
+    if not isinstance(name, str):
+        raise ValueError(f"data set name must be a string, one of {DATASETS}, got {type(name).__name__} {name!r}")
     if name.startswith("mnist_"):
         kind = _ALIASES.get(name[6:], name[6:])
         if kind not in DISTORTIONS:

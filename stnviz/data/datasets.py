@@ -242,6 +242,8 @@ def svhn(*, split: str = "train", root=None, download: bool = False) -> ImageSet
         ...
         ValueError: SVHN not found under ...; pass download=True, or point root= / $STNVIZ_DATA at a folder ...
     """
+    if split not in ("train", "test", "extra"):
+        raise ValueError(f"SVHN split must be 'train', 'test' or 'extra', got {split!r}")
     r = data_root(root)
     try:
         ds = _tv().SVHN(str(r), split=split, download=download)

@@ -93,15 +93,20 @@ class ImageSet:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, name: str = "images", classes=None, **extras):
+        for what, v in (("images", images), ("labels", labels), *((f"extra column {k!r}", v) for k, v in extras.items())):
+            if not isinstance(v, torch.Tensor):
+                raise ValueError(f"{name}: {what} must be a torch.Tensor, got {type(v).__name__} (wrap it in torch.as_tensor)")
         if images.dim() != 4:
             raise ValueError(f"{name}: images must be (N, C, H, W), got shape {tuple(images.shape)}")
         if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
             raise ValueError(f"{name}: labels must be (N,) with N={images.shape[0]}, got shape {tuple(labels.shape)}")
         if images.dtype != torch.uint8 and not images.is_floating_point():
             raise ValueError(f"{name}: images must be uint8 or float in [0, 1], got {images.dtype}")
+        if labels.is_floating_point() and not bool((labels == labels.round()).all()):
+            raise ValueError(f"{name}: labels must be whole class numbers, got fractional values such as {labels[labels != labels.round()][0].item()}")
         for k, v in extras.items():
-            if v.shape[0] != images.shape[0]:
-                raise ValueError(f"{name}: extra column {k!r} must have {images.shape[0]} rows, got {v.shape[0]}")
+            if v.dim() == 0 or v.shape[0] != images.shape[0]:
+                raise ValueError(f"{name}: extra column {k!r} must have {images.shape[0]} rows, got shape {tuple(v.shape)}")
         self.images = images
         self.labels = labels.long()
         self.extras = extras
