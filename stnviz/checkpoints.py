@@ -22,9 +22,10 @@ version) still loads, with a :class:`CheckpointWarning`. Any unusable file raise
 A file cannot cost more memory than it stores: before anything is decompressed or unpickled the
 zip directory is checked (``torch.save`` writes stored, uncompressed members; a compressed member,
 a member that declares more bytes than it holds, or more than :data:`MAX_CHECKPOINT_BYTES` in all
-is refused), and a model is rebuilt only after its every parameter and buffer shape, computed on
-the ``meta`` device, matches the weights in the file. Non-finite weights are refused on save
-(unless ``allow_nonfinite=True``) and warned about on load.
+is refused), and a model is rebuilt under a memory budget set by the weights the file stores (a
+larger tensor is refused before it is allocated), then its every parameter and buffer shape is
+compared with the stored weights. Non-finite weights are refused on save (unless
+``allow_nonfinite=True``) and warned about on load.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ._io import atomic_write
 from .models import SpatialTransformer, build_model
@@ -434,29 +436,67 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu", max_bytes: i
     return payload
 
 
-def _check_model_fits(path, payload: dict) -> None:
-    """Build the file's model on the ``meta`` device (shapes, no memory) and compare every
-    parameter and buffer shape with the weights the file stores, so ``model_args`` cannot ask for
-    a model larger than the file (``num_classes=10**8`` would allocate 20 GB)."""
+class _OverBudget(Exception):
+    """A model being rebuilt asked for more memory than its file justifies (see :class:`_BuildBudget`)."""
+
+
+class _BuildBudget(TorchFunctionMode):
+    """While a model is built, refuse the tensor factory call (``torch.empty``, ``zeros`` ...: how
+    layers make their weights) that takes the bytes asked for in all above ``budget``.
+
+    Each call's size is read on the ``meta`` device first (a factory there allocates nothing and
+    loads no kernels), so a too-large tensor is never allocated.
+    """
+
+    FACTORIES = {
+        torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.randint,
+        torch.empty_strided, torch.eye, torch.arange, torch.linspace, torch.logspace,
+        torch.empty_like, torch.zeros_like, torch.ones_like, torch.full_like, torch.rand_like, torch.randn_like,
+        torch.Tensor.new_empty, torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_full,
+    }
+
+    def __init__(self, budget: int):
+        super().__init__()
+        self.budget = budget
+        self.asked = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.FACTORIES:
+            shape = func(*args, **{**kwargs, "device": "meta"})
+            self.asked += shape.numel() * shape.element_size()
+            if self.asked > self.budget:
+                raise _OverBudget(f"{tuple(shape.shape)}")
+        return func(*args, **kwargs)
+
+
+def _build_from_file(path, payload: dict) -> nn.Module:
+    """Rebuild the file's model, refusing ``model_args`` that ask for more memory than the file
+    stores (``num_classes=10**8`` would allocate 20 GB for a 113 KB file) before it is allocated,
+    then compare every parameter and buffer shape with the stored weights (one clear error)."""
+    arch, args = payload["arch"], payload["model_args"]
+    stored_bytes = sum(t.numel() * t.element_size() for t in payload["state_dict"].values())
+    budget = _BuildBudget(2 * stored_bytes + 64 * 2**20)  # the weights, the builders' trial inputs, slack
     try:
-        with torch.device("meta"):
-            skeleton = build_model(payload["arch"], **payload["model_args"])
-    except Exception as e:  # noqa: BLE001 - crafted arguments (negative sizes...) fail in many ways
+        with budget:
+            model = build_model(arch, **args)
+    except _OverBudget as e:
         raise CheckpointError(
-            f"{path}: cannot rebuild its model {payload['arch']!r} with {payload['model_args']}: "
-            f"{' '.join(str(e).split())[:300]}"
+            f"{path}: its model_args {args} ask for a larger {arch!r} than the weights it stores: building it "
+            f"asked for {budget.asked:,} bytes (a {e} tensor last) where the file holds {stored_bytes:,}; "
+            "refused before allocating"
         ) from None
-    wanted = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    except Exception as e:  # noqa: BLE001 - crafted arguments (negative sizes...) fail in many ways
+        raise CheckpointError(f"{path}: cannot rebuild its model {arch!r} with {args}: {' '.join(str(e).split())[:300]}") from None
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     stored = {k: tuple(v.shape) for k, v in payload["state_dict"].items()}
     problems = [f"missing {k}" for k in wanted if k not in stored]
     problems += [f"unexpected {k}" for k in stored if k not in wanted]
     problems += [f"{k} is {wanted[k]} in the model, {stored[k]} in the file"
                  for k in wanted if k in stored and wanted[k] != stored[k]]
     if problems:
-        raise CheckpointError(
-            f"{path}: its weights do not fit architecture {payload['arch']!r} with {payload['model_args']}: "
-            f"{_name_list(problems, 3)}"
-        )
+        raise CheckpointError(f"{path}: its weights do not fit architecture {arch!r} with {args}: {_name_list(problems, 3)}")
+    return model
 
 
 def _load_model(path: str | os.PathLike, *, device=None, arch: str | None = None) -> nn.Module:
@@ -470,14 +510,7 @@ def _load_model(path: str | os.PathLike, *, device=None, arch: str | None = None
     payload = load_checkpoint(path)
     if arch is not None and payload["arch"] != arch:
         raise CheckpointError(f"{path} holds architecture {payload['arch']!r}, expected {arch!r}")
-    _check_model_fits(path, payload)  # before anything is allocated for real
-    try:
-        model = build_model(payload["arch"], **payload["model_args"])
-    except Exception as e:  # noqa: BLE001 - crafted arguments (negative sizes...) fail in many ways
-        raise CheckpointError(
-            f"{path}: cannot rebuild its model {payload['arch']!r} with {payload['model_args']}: "
-            f"{' '.join(str(e).split())[:300]}"
-        ) from None
+    model = _build_from_file(path, payload)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, ValueError, TypeError) as e:

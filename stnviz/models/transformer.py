@@ -172,8 +172,6 @@ class SpatialTransformer(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"SpatialTransformer expects (B, C, H, W), got shape {tuple(x.shape)}")
         size = self.output_size or tuple(x.shape[-2:])
-        if x.is_meta:  # shapes only (a model built on the meta device to check a file's sizes)
-            return x.new_empty(x.shape[0], x.shape[1], *size)
         grid = self.grid_generator(self.predict_params(x), size)
         return geometry.warp(x, grid, mode=self.mode, padding=self.padding)
 
