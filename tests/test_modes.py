@@ -19,6 +19,19 @@ class TestEvalMode:
                 raise RuntimeError("boom")
         assert model.training
 
+    def test_restores_each_submodules_own_mode(self, device):
+        """A BatchNorm the user froze in eval mode inside a training model stays frozen after an
+        inspection (model.train(True) would have switched it back to training)."""
+        model = build_model("stn_gtsrb").to(device).train()
+        frozen = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)][:2]
+        for m in frozen:
+            m.eval()
+        before = {name: m.training for name, m in model.named_modules()}
+        assert not all(before.values()) and any(before.values())
+        with eval_mode(model):
+            assert not any(m.training for m in model.modules())
+        assert {name: m.training for name, m in model.named_modules()} == before
+
     def test_keeps_eval_mode(self):
         model = build_model("cnn_tutorial").eval()
         with eval_mode(model):

@@ -14,23 +14,26 @@ __all__ = ["eval_mode", "model_device_dtype"]
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block and restore its previous mode after, also on an
-    exception (inspection must never leave a model that was training in eval mode).
+    """Put ``model`` in eval mode for the block and restore every submodule's own mode after, also
+    on an exception (inspection must never leave a model that was training in eval mode, nor a
+    BatchNorm the user froze in eval mode inside a training model switched back to training).
 
     Example:
-        >>> model = nn.Dropout()
+        >>> model = nn.Sequential(nn.BatchNorm1d(2), nn.Dropout())
+        >>> _ = model[0].eval()  # a frozen BatchNorm inside a training model
         >>> with eval_mode(model):
-        ...     print(model.training)
-        False
-        >>> model.training  # back to training
-        True
+        ...     print(model.training, model[1].training)
+        False False
+        >>> model.training, model[0].training, model[1].training  # each as it was
+        (True, False, True)
     """
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
