@@ -148,6 +148,14 @@ class TestBoundedReads:
         assert peak < clip_uint8_bytes, (peak, clip_uint8_bytes)  # before: the clip in float64, 8x this
         assert float(out[20].mean()) == pytest.approx(120 / 255, abs=0.03)
 
+    @pytest.mark.parametrize("channels", [None, 1, 3])
+    def test_frames_kept_at_full_size_are_not_the_reused_buffer(self, tmp_path, channels):
+        for i, level in enumerate((10, 100, 200)):
+            Image.fromarray(np.full((6, 5), level, np.uint8)).save(tmp_path / f"{i}.png")
+        frames, _ = read_frames(tmp_path, channels=channels)
+        assert [round(float(f.mean()) * 255) for f in frames] == [10, 100, 200]
+        assert frames.shape == (3, channels or 1, 6, 5)
+
     def test_per_frame_results_match_the_whole_batch(self):
         frames = torch.rand(6, 3, 40, 30, generator=torch.Generator().manual_seed(0))
         out, _ = read_frames((frames * 255).to(torch.uint8), size=(12, 10), channels=1)
