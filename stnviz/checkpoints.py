@@ -58,7 +58,8 @@ VERSION = 1
 
 #: The most bytes a checkpoint may hold (its file, and its zip members uncompressed, in all):
 #: 1 GiB, some 250 M float32 weights; the shipped files are under 4 MB. Pass ``max_bytes=`` to
-#: :func:`load_checkpoint` for a larger file you trust.
+#: :func:`load_checkpoint` for a larger file you trust (or raise this, read at each load, for
+#: :func:`stnviz.load_pretrained`).
 MAX_CHECKPOINT_BYTES = 2**30
 
 
@@ -334,9 +335,10 @@ def _check_members(path: Path, members: list[zipfile.ZipInfo], max_bytes: int) -
         )
 
 
-def _check_zip(path: Path, max_bytes: int = MAX_CHECKPOINT_BYTES) -> None:
+def _check_zip(path: Path, max_bytes: int | None = None) -> None:
     """Check the zip directory (:func:`_check_members`), then every member's CRC (torch.load does
     not), so corrupted bytes are caught. A file that is no zip at all is bounded by its size."""
+    max_bytes = MAX_CHECKPOINT_BYTES if max_bytes is None else max_bytes
     size = path.stat().st_size
     if size > max_bytes:
         raise CheckpointError(
@@ -357,13 +359,14 @@ def _check_zip(path: Path, max_bytes: int = MAX_CHECKPOINT_BYTES) -> None:
         raise CheckpointError(f"{path} is corrupted: the CRC of its member {bad!r} does not match its data")
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location="cpu", max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict:
+def load_checkpoint(path: str | os.PathLike, *, map_location="cpu", max_bytes: int | None = None) -> dict:
     """Read and validate a checkpoint dict (see module docstring) with ``weights_only=True``.
 
     Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a file that
     is truncated, corrupt (CRC or weights digest mismatch), not a stnviz checkpoint, larger than
-    ``max_bytes`` or compressed (refused from the zip directory, before anything is unpacked), or
-    holds code or objects other than plain types (refused for safety before any of it can run).
+    ``max_bytes`` (default :data:`MAX_CHECKPOINT_BYTES`) or compressed (both refused from the zip
+    directory, before anything is unpacked), or holds code or objects other than plain types
+    (refused for safety before any of it can run).
     Warns (:class:`CheckpointWarning`, naming the file) when the file has no weights digest or
     its weights hold NaN or inf.
 
@@ -462,8 +465,11 @@ class _BuildBudget(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in self.FACTORIES:
-            shape = func(*args, **{**kwargs, "device": "meta"})
+        if func in self.FACTORIES and "out" not in kwargs:
+            try:
+                shape = func(*args, **{**kwargs, "device": "meta"})
+            except Exception:  # noqa: BLE001 - bad arguments: the real call below says what is wrong
+                return func(*args, **kwargs)
             self.asked += shape.numel() * shape.element_size()
             if self.asked > self.budget:
                 raise _OverBudget(f"{tuple(shape.shape)}")

@@ -339,6 +339,10 @@ class TestZipDirectory:
         with pytest.raises(CheckpointError, match=r"m\.pt: it is [\d,]+ bytes, above the bound of 10,000 \(MAX_CHECKPOINT_BYTES\)"):
             load_checkpoint(path, max_bytes=10_000)
         assert load_checkpoint(path, max_bytes=path.stat().st_size)["arch"] == "stn_tutorial"
+        with monkeypatch.context() as m:  # the module's bound is read at each load (load_pretrained has no max_bytes=)
+            m.setattr(stnviz.checkpoints, "MAX_CHECKPOINT_BYTES", 10_000)
+            with pytest.raises(CheckpointError, match=r"above the bound of 10,000"):
+                stnviz.load_pretrained(path, device="cpu")
         # a small file whose directory says a member holds 3 GiB (both sizes agree)
         member = _largest_storage(path)
         crafted = _declare_size(path, tmp_path / "crafted.pt", member, uncompressed=3 * 2**30, compressed=3 * 2**30)
