@@ -315,11 +315,11 @@ class TestZipDirectory:
                                                   r"[\d,]+ bytes that unpack to 67,108,864\)"):
             load_checkpoint(bomb)
 
-    def test_any_compressed_member_is_refused(self, tmp_path):
+    def test_any_compressed_member_is_refused(self, tmp_path, device):
         good = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
         deflated = _rezip(good, tmp_path / "deflated.pt")  # the same weights, deflated
         with pytest.raises(CheckpointError, match=r"deflated\.pt: its member .* is compressed \(deflate"):
-            load_model(deflated, device="cpu")
+            load_model(deflated, device=device)
         assert load_checkpoint(_rezip(good, tmp_path / "stored.pt", compress=zipfile.ZIP_STORED))["arch"] == "stn_tutorial"
 
     def test_stored_member_declaring_more_than_it_holds_is_refused(self, tmp_path, monkeypatch):
@@ -333,7 +333,7 @@ class TestZipDirectory:
                                                   rf"but holds {held:,}"):
             load_checkpoint(crafted)
 
-    def test_total_size_is_bounded(self, tmp_path, monkeypatch):
+    def test_total_size_is_bounded(self, tmp_path, monkeypatch, device):
         path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
         assert stnviz.checkpoints.MAX_CHECKPOINT_BYTES == 2**30
         with pytest.raises(CheckpointError, match=r"m\.pt: it is [\d,]+ bytes, above the bound of 10,000 \(MAX_CHECKPOINT_BYTES\)"):
@@ -342,7 +342,7 @@ class TestZipDirectory:
         with monkeypatch.context() as m:  # the module's bound is read at each load (load_pretrained has no max_bytes=)
             m.setattr(stnviz.checkpoints, "MAX_CHECKPOINT_BYTES", 10_000)
             with pytest.raises(CheckpointError, match=r"above the bound of 10,000"):
-                stnviz.load_pretrained(path, device="cpu")
+                stnviz.load_pretrained(path, device=device)
         # a small file whose directory says a member holds 3 GiB (both sizes agree)
         member = _largest_storage(path)
         crafted = _declare_size(path, tmp_path / "crafted.pt", member, uncompressed=3 * 2**30, compressed=3 * 2**30)
@@ -424,7 +424,7 @@ class TestModelArgumentsBoundedByTheWeights:
                 ask()
         assert GridGenerator("tps", control_points=1024).num_params == 2048  # the bound itself is allowed
 
-    def test_every_architecture_and_family_loads_within_its_budget(self, tmp_path):
+    def test_every_architecture_and_family_loads_within_its_budget(self, tmp_path, device):
         """The memory budget comes from the stored weights: a good file of any architecture and
         family must load (the builders' trial inputs and the weights fit in it)."""
         import inspect
@@ -445,7 +445,7 @@ class TestModelArgumentsBoundedByTheWeights:
                 asks.append({"control_points": 1024, **({"family": "tps"} if "family" in params else {})})
             for kwargs in asks:
                 path = save_checkpoint(build_model(arch, **kwargs), tmp_path / f"{arch}.pt")
-                assert load_model(path, device="cpu").stnviz_config == {"arch": arch, "kwargs": kwargs}
+                assert load_model(path, device=device).stnviz_config == {"arch": arch, "kwargs": kwargs}
 
 
 class _SystemPayload:

@@ -51,19 +51,19 @@ class TestBadOutputFolder:
         ("", r"out .*notes is a file; expected a folder"),
         ("sub", r"out .*notes/sub cannot be made: .*notes is a file, not a folder"),
     ])
-    def test_refused_before_any_work(self, tmp_path, monkeypatch, under, message):
+    def test_refused_before_any_work(self, tmp_path, monkeypatch, under, message, device):
         (tmp_path / "notes").write_text("a file")
         monkeypatch.setattr(demo, "families_figure", lambda *a, **k: pytest.fail("work started before out was checked"))
         with pytest.raises(ValueError, match=message):
-            run_demo(tmp_path / "notes" / under if under else tmp_path / "notes", device="cpu", quick=True)
+            run_demo(tmp_path / "notes" / under if under else tmp_path / "notes", device=device, quick=True)
 
-    def test_read_only_folder(self, tmp_path, monkeypatch):
+    def test_read_only_folder(self, tmp_path, monkeypatch, device):
         import stnviz.animate as animate
 
         monkeypatch.setattr(animate.os, "access", lambda path, mode: False)  # as for a non-root user in a 0555 folder
         monkeypatch.setattr(demo, "families_figure", lambda *a, **k: pytest.fail("work started before out was checked"))
         with pytest.raises(ValueError, match=r"out .*out cannot be made: .* is read-only"):
-            run_demo(tmp_path / "out", device="cpu", quick=True)
+            run_demo(tmp_path / "out", device=device, quick=True)
 
 
 def _recording(tmp_path):
