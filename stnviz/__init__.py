@@ -24,7 +24,7 @@ from .models import SpatialTransformer
 # Loaded on first use, so ``import stnviz`` stays light. ``stnviz.capture`` is the module and the
 # verb at once: ``stnviz.capture(model)`` opens a capture.
 _LAZY = {
-    "fit": "train", "evaluate": "train",
+    "fit": "train", "evaluate": "train", "TrainConfig": "train",
     "collect": "capture",
     "ThetaExplorer": "widgets", "STNInspector": "widgets", "TrainingPlayer": "widgets", "StabilityViewer": "widgets",
 }
@@ -48,6 +48,7 @@ __all__ = [
     "SpatialTransformer",
     "StabilityViewer",
     "ThetaExplorer",
+    "TrainConfig",
     "TrainingPlayer",
     "__version__",
     "analysis",

@@ -107,7 +107,7 @@ class TestTrainGuards:
 
     def test_init_params_without_reinit_is_refused(self, train_args, capsys):
         code = main(train_args + ["--model", "stn_tutorial", "--init-params", "[0.8, 0, 0, 0, 0.8, 0]"])
-        assert code == 2 and "add --reinit-transformers N" in one_error_line(capsys.readouterr().err)
+        assert code == 2 and "set --reinit-transformers to N >= 1" in one_error_line(capsys.readouterr().err)
 
     @pytest.mark.parametrize("name", ["../../escaped.x", "ABSOLUTE/abs.x", "nodot", "a.b.c", "sub/dir.x", "a.b\n"])
     def test_name_is_arch_dot_tag(self, train_args, tmp_path, capsys, name):
@@ -171,7 +171,8 @@ class TestTrainGuards:
 
     @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to stand for a full disk")
     def test_a_full_disk_is_found_before_training(self, train_args, tmp_path, capsys, monkeypatch):
-        import stnviz.train as train_module
+        import stnviz.train.folder as folder_module
+        import stnviz.train.loop as loop_module
 
         real_mkstemp, steps = tempfile.mkstemp, []
 
@@ -182,8 +183,8 @@ class TestTrainGuards:
                 fd = os.open("/dev/full", os.O_WRONLY)
             return fd, path
 
-        monkeypatch.setattr(train_module.tempfile, "mkstemp", onto_a_full_disk)
-        monkeypatch.setattr(train_module._Run, "train_step", lambda self, batch: steps.append(1))
+        monkeypatch.setattr(folder_module.tempfile, "mkstemp", onto_a_full_disk)
+        monkeypatch.setattr(loop_module._Run, "train_step", lambda self, batch: steps.append(1))
         code = main(train_args + ["--model", "cnn_tutorial"])
         line = one_error_line(capsys.readouterr().err)
         assert code == 2 and f"cannot write {tmp_path / 'run'}: No space left on device" in line
@@ -192,12 +193,12 @@ class TestTrainGuards:
     def test_a_disk_filling_up_mid_run_ends_in_one_line(self, train_args, tmp_path, capsys, monkeypatch):
         import errno
 
-        import stnviz.train as train_module
+        import stnviz.train.loop as loop_module
 
         def full(model, path, *args, **kwargs):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(train_module, "save_checkpoint", full)
+        monkeypatch.setattr(loop_module, "save_checkpoint", full)
         code = main(train_args + ["--model", "cnn_tutorial"])
         line = one_error_line(capsys.readouterr().err)
         assert code == 2 and line == f"stnviz: error: cannot write {tmp_path / 'run' / 'best.pt'}: No space left on device"
@@ -301,7 +302,7 @@ class TestTrainEval:
                      "--init", str(tmp_path / "a" / "stn_cnn.mnist.pt"), "--init-matching", "--freeze", "classifier",
                      "--reinit-transformers", "1", "--loc-lr", "0.01", "--out", str(tmp_path / "b"), *common]) == 0
         out = capsys.readouterr().out
-        assert "--init: " in out and "tensors loaded" in out
+        assert "init: " in out and "tensors loaded" in out
         second = load_model(tmp_path / "b" / "stn_cnn.mnist.pt", device=device)
         for key in ("body.0.weight", "head.3.weight", "head.3.bias"):
             assert torch.equal(second.state_dict()[key].cpu(), first.state_dict()[key].cpu()), key

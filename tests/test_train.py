@@ -260,7 +260,7 @@ import math  # noqa: E402
 import random as _random  # noqa: E402
 
 from stnviz.checkpoints import CheckpointError, save_checkpoint  # noqa: E402
-from stnviz.train import RUN_SETTINGS, export_best  # noqa: E402
+from stnviz.train import RUN_SETTINGS, TrainConfig, export_best  # noqa: E402
 
 TIMING = ["seconds", "images_per_s"]  # wall-clock columns: the only ones a resumed run may differ in
 
@@ -296,7 +296,7 @@ class TestFaultInjection:
         """Six kills at random steps, one right after an epoch's files are written and one in the
         middle of writing last.pt: the run resumed after each ends with the same weights and the
         same metrics.csv, row for row, as a run that was never interrupted."""
-        import stnviz.train as train_module
+        import stnviz.train.loop as loop_module
 
         train, val = tiny_sets(96, 32)  # 6 batches an epoch, 18 steps
         torch.manual_seed(0)
@@ -320,7 +320,7 @@ class TestFaultInjection:
 
         # killed half-way through writing the next checkpoint: the previous last.pt must survive
         before = load_checkpoint(out / "last.pt")["extra"]["step"]
-        real_save = train_module.save_checkpoint
+        real_save = loop_module.save_checkpoint
 
         def dies_while_writing(model, path, *args, **kwargs):
             def half(tmp):
@@ -331,9 +331,9 @@ class TestFaultInjection:
 
             atomic_write(path, half)
 
-        monkeypatch.setattr(train_module, "save_checkpoint", dies_while_writing)
+        monkeypatch.setattr(loop_module, "save_checkpoint", dies_while_writing)
         resume_and_expect_kill(len(kills))
-        monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+        monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
         assert load_checkpoint(out / "last.pt")["extra"]["step"] == before
         assert not [f.name for f in out.iterdir() if f.name.startswith(".")]  # the half file went with the kill
         done = len(kills) + 1
@@ -550,17 +550,17 @@ class TestCudaPaths:
     @staticmethod
     def run_on(dev, amp=None):
         """A ``_Run`` as ``fit`` builds it for ``dev``; the model stays on the CPU (nothing runs)."""
-        import stnviz.train as train_module
+        from stnviz.train.loop import _Run
+        from stnviz.train.settings import run_settings
 
         train, _ = tiny_sets(64, 32)
-        settings = dict(epochs=1, batch_size=32, lr=0.01, loc_lr=None, optimizer="sgd", momentum=0.9, weight_decay=0.0,
-                        schedule="constant", label_smoothing=0.0, seed=0, amp=train_module._amp_setting(amp, dev),
-                        region_penalty=0.0, augment=None, channels_last=False, world_size=1, train_data=None,
-                        train_size=64, freeze=[], start=None)
-        assert set(settings) == set(RUN_SETTINGS)
-        return train_module._Run(build_model("cnn_tutorial"), train, None, settings=settings, dev=dev,
-                                 rank=0, world=1, out=None, checkpoint_every=None, keep_best=False, callbacks=(),
-                                 meta=None, progress=False, augment=None, layout=torch.contiguous_format)
+        model = build_model("cnn_tutorial")
+        config = TrainConfig(epochs=1, batch_size=32, lr=0.01, schedule="constant", amp=amp, channels_last=False,
+                             checkpoint_every=0, keep_best=False)
+        settings = run_settings(config, model, train, dev, 1)
+        assert tuple(settings) == RUN_SETTINGS
+        return _Run(model, train, None, config=config, settings=settings, dev=dev, rank=0, world=1, out=None,
+                    callbacks=(), meta=None, progress=False, augment=None, layout=torch.contiguous_format)
 
     @pytest.fixture
     def recorded(self, monkeypatch, device):
@@ -601,7 +601,7 @@ class TestCudaPaths:
 
     @pytest.mark.parametrize("dev, backend", [("cuda", "nccl"), ("cuda:1", "nccl"), ("cpu", "gloo")])
     def test_process_group_backend_under_torchrun(self, monkeypatch, dev, backend):
-        import stnviz.train as train_module
+        import stnviz.train.distributed as train_module
 
         joined = []
         monkeypatch.setenv("WORLD_SIZE", "2")
@@ -612,7 +612,7 @@ class TestCudaPaths:
         assert joined == [backend]
 
     def test_no_process_group_without_torchrun(self, monkeypatch):
-        import stnviz.train as train_module
+        import stnviz.train.distributed as train_module
 
         monkeypatch.delenv("WORLD_SIZE", raising=False)
         monkeypatch.setattr(train_module.dist, "init_process_group", lambda backend: pytest.fail("joined a group"))
@@ -728,9 +728,9 @@ class TestResumeTrainingSettings:
 
     def test_a_changed_start_is_refused_by_entry(self, stopped_stn, device):
         train, out = stopped_stn
-        with pytest.raises(ValueError, match=re.escape("it was a run with init=None, got init='other.pt'")):
+        with pytest.raises(ValueError, match=re.escape("it was a run with reinit_transformers=0, got reinit_transformers=1")):
             fit(get_model("stn_tutorial", device=device), train, None, epochs=2, out_dir=out, resume=True,
-                start={"init": "other.pt"}, **FIT)
+                reinit_transformers=1, **FIT)
 
     def test_the_same_settings_resume(self, stopped_stn, device):
         train, out = stopped_stn
