@@ -188,7 +188,7 @@ def _data_args(p) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stnviz", description="Spatial Transformer Networks: train, load, inspect, animate")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -218,9 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pattern", nargs="?", default=None, help="glob, e.g. 'stn_*'")
     p.add_argument("--pretrained", action="store_true", help="only trained weights")
     p.set_defaults(func=_models)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     args.argv = argv  # recorded in checkpoints: the exact command that trained them
     try:
         return args.func(args)

@@ -324,3 +324,122 @@ class TestTrainEval:
         code = main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(tmp_path),
                      "--epochs", "1", "--out", str(tmp_path / "o"), "--device", str(device)])
         assert code == 2 and "MNIST not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- issue 19: one TrainConfig
+
+
+def _train_parser():
+    from stnviz.cli import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(getattr(a, "choices", None), dict))
+    return sub.choices["train"]
+
+
+class TestTrainOptionsFromTheConfig:
+    def test_every_field_has_an_option_and_every_option_a_field(self):
+        from stnviz.cli import RUN_OPTIONS
+        from stnviz.train import TrainConfig
+
+        dests = {a.dest for a in _train_parser()._actions if a.dest != "help"}
+        assert dests - set(RUN_OPTIONS) == set(TrainConfig.names())
+        assert set(RUN_OPTIONS) <= dests
+
+    def test_the_options_defaults_help_and_ranges_are_the_fields(self):
+        from dataclasses import MISSING, fields
+
+        from stnviz.train import OPTION_RANGES, TrainConfig
+
+        actions = {a.dest: a for a in _train_parser()._actions}
+        for f in fields(TrainConfig):
+            action = actions[f.name]
+            assert action.option_strings[0] == "--" + f.name.replace("_", "-")
+            assert action.help.startswith(f.metadata["help"])
+            if f.default is MISSING:
+                assert action.required
+            else:
+                assert action.default == (list(f.default) if isinstance(f.default, tuple) else f.default), f.name
+            if f.name in OPTION_RANGES:
+                assert action.type.__qualname__.startswith("_option"), f.name
+
+    def test_parsed_defaults_make_the_default_config(self, tmp_path):
+        from stnviz.cli import _config
+        from stnviz.train import TrainConfig
+
+        args = _train_parser().parse_args(["--model", "cnn", "--data", "mnist", "--out", str(tmp_path), "--epochs", "3"])
+        assert _config(args) == TrainConfig(epochs=3)
+
+    def test_a_setting_error_names_the_option(self, train_args, capsys):
+        code = main(train_args + ["--model", "stn_tutorial", "--init-matching"])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and line == "stnviz: error: --init-matching loads the tensors of --init that fit; give --init too, or leave it out"
+
+
+class TestFitAndTheCliTrainTheSame:
+    def test_bit_identical_weights(self, tmp_path, mnist_root, capsys):
+        """The same settings, once through ``python -m stnviz train`` and once through ``fit`` in
+        Python: the same weights, bit for bit (CPU, same seed), starting weights included
+        (--init, --reinit-transformers with --init-params), augmentation and a region penalty."""
+        from stnviz.data import load_splits
+        from stnviz.hub import get_model
+        from stnviz.train import TrainConfig, fit
+
+        torch.manual_seed(7)
+        start = save_checkpoint(build_model("stn_tutorial"), tmp_path / "stn_tutorial.start.pt")
+        settings = dict(epochs=1, batch_size=128, seed=3, lr=0.02, loc_lr=0.01, augment="jitter", region_penalty=0.5,
+                        init=str(start), reinit_transformers=1, init_params=[0.9, 0, 0.05, 0, 0.9, 0])
+        out = tmp_path / "cli"
+        assert main(["train", "--model", "stn_tutorial", "--data", "mnist", "--data-root", str(mnist_root),
+                     "--out", str(out), "--device", "cpu", "--epochs", "1", "--batch-size", "128", "--seed", "3",
+                     "--lr", "0.02", "--loc-lr", "0.01", "--augment", "--region-penalty", "0.5", "--init", str(start),
+                     "--reinit-transformers", "1", "--init-params", "[0.9, 0, 0.05, 0, 0.9, 0]"]) == 0
+        by_cli = load_model(out / "last.pt", device="cpu").state_dict()
+
+        splits = load_splits("mnist", root=mnist_root, seed=3)
+        torch.manual_seed(3)  # as the CLI: the seed, then the model
+        model = get_model("stn_tutorial", device="cpu", input_size=list(splits.image_size), num_classes=splits.num_classes)
+        fit(model, splits.train, splits.val, TrainConfig(**settings), device="cpu", progress=False)
+        by_fit = model.state_dict()
+        assert by_cli.keys() == by_fit.keys()
+        moved = [k for k in by_fit if not torch.equal(by_fit[k], build_model("stn_tutorial").state_dict()[k])]
+        assert moved  # the run trained
+        for k, v in by_fit.items():
+            assert torch.equal(by_cli[k], v), k
+
+
+def _recipes() -> list[list[str]]:
+    """The ``train`` arguments of every command in weights/train.sh (``run NAME ...`` and
+    ``stage DIR ...``), with the ``--out`` (and ``--name``) the script adds."""
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "weights" / "train.sh").read_text().replace("\\\n", " ")
+    commands = []
+    for m in re.finditer(r"^\s*(?:\S+\)\s+)?(run \$NAME|stage \S+)\s+(.*?)\s*(?:;;)?\s*$", text, re.M):
+        args = shlex.split(m.group(2).replace("$RUNS", "/runs"))
+        commands.append(args + ["--out", "/runs/x"] + (["--name", "a.b"] if m.group(1).startswith("run") else []))
+    return commands
+
+
+class TestShippedRecipes:
+    def test_every_flag_of_weights_train_sh_still_means_what_it_meant(self):
+        """Each command that trained a shipped checkpoint parses into a valid TrainConfig, and
+        every setting it does not pass is the default it was trained with (the CLI's defaults
+        then: SGD momentum 0.9, weight decay 5e-4, onecycle, batch 128, lr 0.05)."""
+        from stnviz.cli import _config, _model_args
+
+        recipes = _recipes()
+        assert len(recipes) == 14  # 11 shipped names, 3 first stages
+        for args in recipes:
+            parsed = _train_parser().parse_args(args)
+            config = _config(parsed)
+            assert isinstance(_model_args(parsed.model_args), dict)
+            given = {a.lstrip("-").replace("-", "_") for a in args if a.startswith("--")}
+            expected = dict(batch_size=128, lr=0.05, loc_lr=None, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                            schedule="onecycle", label_smoothing=0.0, seed=0, amp=None, augment=None, region_penalty=0.0,
+                            channels_last=True, init=None, init_matching=False, reinit_transformers=0, init_params=None,
+                            freeze=(), checkpoint_every=200, keep_best=True)
+            for name, value in expected.items():
+                if name not in given:
+                    assert getattr(config, name) == value, (args, name)
+            if "augment" in given:
+                assert config.augment in ("jitter", "reframe")

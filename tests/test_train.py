@@ -811,3 +811,199 @@ class TestRunFolder:
                 pass
             assert lock.is_file()
         assert not (tmp_path / "new").exists()  # made for the run, left empty: removed
+
+
+# --------------------------------------------------------------------------- issue 19: one TrainConfig
+
+
+from dataclasses import asdict  # noqa: E402
+
+from stnviz.train import (  # noqa: E402
+    ConfigError, init_from, prepare_model, reinit_transformers,
+)
+from stnviz.models import localization_parameters  # noqa: E402
+from stnviz.train.surgery import ArchitectureMismatch  # noqa: E402
+
+
+class TestTrainConfig:
+    def test_defaults_are_the_shipped_recipes(self):
+        """weights/train.sh's runs were trained with the CLI's defaults: they are the config's,
+        so fit's too (fit had lr 0.01, weight decay 0, last.pt every 500 steps before)."""
+        c = TrainConfig(epochs=1)
+        assert (c.batch_size, c.lr, c.loc_lr, c.optimizer, c.momentum, c.weight_decay, c.schedule) == \
+               (128, 0.05, None, "sgd", 0.9, 5e-4, "onecycle")
+        assert (c.label_smoothing, c.seed, c.amp, c.augment, c.region_penalty, c.channels_last) == (0.0, 0, None, None, 0.0, True)
+        assert (c.init, c.init_matching, c.reinit_transformers, c.init_params, c.freeze) == (None, False, 0, None, ())
+        assert (c.checkpoint_every, c.keep_best) == (200, True)
+
+    def test_fit_trains_with_the_config_defaults(self, tmp_path, device):
+        train, _ = tiny_sets(64, 32)
+        fit(get_model("cnn_tutorial", device=device), train, epochs=1, batch_size=32, device=device, progress=False,
+            out_dir=tmp_path)
+        settings = load_checkpoint(tmp_path / "last.pt")["extra"]["settings"]
+        assert (settings["lr"], settings["weight_decay"], settings["optimizer"]) == (0.05, 5e-4, "sgd")
+
+    @pytest.mark.parametrize("call", [
+        lambda model, train: fit(model, train, epochs=1, lr_rate=0.1),
+        lambda model, train: fit(model, train, TrainConfig(epochs=1), lr_rate=0.1),
+        lambda model, train: TrainConfig(epochs=1).replace(lr_rate=0.1),
+    ])
+    def test_an_unknown_setting_is_named_with_the_valid_ones(self, call):
+        train, _ = tiny_sets(64, 32)
+        with pytest.raises(TypeError, match=r"unknown setting 'lr_rate'; expected one of the TrainConfig fields: "
+                                            r"epochs, batch_size, lr, loc_lr, .*keep_best") as err:
+            call(build_model("cnn_tutorial"), train)
+        assert "Traceback" not in str(err.value) and len(str(err.value).splitlines()) == 1
+
+    def test_missing_epochs_and_a_wrong_config(self):
+        train, _ = tiny_sets(64, 32)
+        with pytest.raises(TypeError, match=r"a training run needs epochs: pass epochs=N"):
+            fit(build_model("cnn_tutorial"), train, lr=0.1)
+        with pytest.raises(TypeError, match=r"fourth argument is a TrainConfig .* got a ImageSet"):
+            fit(build_model("cnn_tutorial"), train, None, train)
+
+    def test_a_config_and_its_keywords_train_the_same_weights(self, device):
+        train, _ = tiny_sets(64, 32)
+        config = TrainConfig(epochs=1, batch_size=16, lr=0.02, loc_lr=0.01, augment="jitter", seed=4, region_penalty=0.5)
+        models = []
+        for args, kwargs in [((config,), {}), ((), asdict(config))]:
+            torch.manual_seed(0)
+            models.append(get_model("stn_tutorial", device=device))
+            fit(models[-1], train, None, *args, device=device, progress=False, **kwargs)
+        for k, v in models[0].state_dict().items():
+            assert_same_tensor(models[1].state_dict()[k], v, k)
+
+    @pytest.mark.parametrize("settings, says", [
+        (dict(init_params=[0.8, 0, 0, 0, 0.8, 0]), "init_params sets the starting transform of the transformers that "
+                                                   "reinit_transformers re-initialises; set reinit_transformers to N >= 1"),
+        (dict(freeze=["classifier", "transformers"]), "freeze classifier transformers leaves nothing to train"),
+        (dict(freeze=["head"]), "freeze must hold parts from ('classifier', 'transformers'), got ['head']"),
+        (dict(init_matching=True), "init_matching loads the tensors of init that fit; give init too"),
+        (dict(optimizer="lbfgs"), "optimizer must be 'sgd' or 'adam', got 'lbfgs'"),
+        (dict(schedule="step"), "schedule must be 'onecycle', 'cosine' or 'constant', got 'step'"),
+        (dict(augment="flip"), "augment must be 'jitter', 'reframe', None or a function"),
+        (dict(reinit_transformers=1, init_params=[1, "a"]), "init_params must be a list of finite numbers"),
+    ])
+    def test_settings_that_cannot_be(self, settings, says):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            TrainConfig(epochs=1, **settings)
+
+    def test_every_range_is_a_field(self):
+        assert set(OPTION_RANGES) <= set(TrainConfig.names())
+        assert {"epochs", "lr", "loc_lr", "seed", "reinit_transformers", "checkpoint_every"} <= set(OPTION_RANGES)
+
+
+def _stn_weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class TestSurgery:
+    def test_freeze_each_part(self):
+        model = build_model("stn_tutorial")
+        loc = {id(p) for p in localization_parameters(model)}
+        assert freeze(model, "transformers") == len(loc)
+        assert all(p.requires_grad == (id(p) not in loc) for p in model.parameters())
+        assert frozen_parts(model) == ["transformers"]
+        with pytest.raises(ValueError, match=r"part must be one of \('classifier', 'transformers'\), got 'head'"):
+            freeze(model, "head")
+
+    def test_reinit_transformers_is_seeded_and_leaves_the_classifier(self):
+        def made(seed, n=1, params=None):
+            torch.manual_seed(0)
+            model = build_model("stn_tutorial")
+            torch.manual_seed(seed)
+            reinit_transformers(model, n, params)
+            return model
+
+        before, a, b, c = made(0, 0), made(1), made(1), made(2, params=[0.7, 0, 0.1, 0, 0.7, 0])
+        st = a.transformers[0]
+        assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())  # same seed, same weights
+        assert not torch.equal(a.transformer.localization[0].weight, before.transformer.localization[0].weight)
+        assert not bool(st.regressor.weight.any()) and st.regressor.bias.tolist() == [1, 0, 0, 0, 1, 0]
+        assert torch.allclose(c.transformer.regressor.bias, torch.tensor([0.7, 0, 0.1, 0, 0.7, 0]))
+        assert all(torch.equal(a.state_dict()[k], v) for k, v in before.state_dict().items() if k.startswith("head"))
+        with pytest.raises(ValueError, match=r"n must be an integer from 0 to 1 \(the model's transformers\), got 2"):
+            reinit_transformers(a, 2)
+
+    def test_init_from_a_file_all_or_matching(self, tmp_path):
+        torch.manual_seed(1)
+        source = build_model("stn_cnn", input_size=(1, 28, 28), output_size=(28, 28))
+        path = save_checkpoint(source, tmp_path / "stn_cnn.canonical.pt")
+        same = build_model("stn_cnn", input_size=(1, 28, 28), output_size=(28, 28))
+        loaded, skipped = init_from(same, path)
+        assert skipped == [] and all(torch.equal(same.state_dict()[k], v) for k, v in source.state_dict().items())
+        other = build_model("stn_cnn", output_size=(28, 28))  # a 42x42 canvas: the localisation net differs
+        with pytest.raises(ArchitectureMismatch, match=r"stn_cnn.canonical.pt does not fit the model \(size mismatch for "
+                                                       r"transformer.localization.7.weight"):
+            init_from(other, path)
+        loaded, skipped = init_from(other, path, matching=True)
+        assert skipped == ["transformer.localization.7.weight"]
+        assert torch.equal(other.state_dict()["head.3.weight"], source.state_dict()["head.3.weight"])
+
+    def test_prepare_model_in_the_clis_order(self, tmp_path):
+        torch.manual_seed(1)
+        source = build_model("stn_tutorial")
+        path = save_checkpoint(source, tmp_path / "stn_tutorial.x.pt")
+        model = build_model("stn_tutorial")
+        config = TrainConfig(epochs=1, init=path, reinit_transformers=1, init_params=[0.8, 0, 0, 0, 0.8, 0],
+                             freeze=["classifier"])
+        assert config.init == str(path)
+        assert prepare_model(model, config) == []
+        assert torch.equal(model.state_dict()["head.0.weight"], source.state_dict()["head.0.weight"])  # init ...
+        assert model.transformer.regressor.bias.tolist()[0] == pytest.approx(0.8)  # ... then reinit
+        assert frozen_parts(model) == ["classifier"]  # ... then freeze
+        with pytest.raises(ConfigError, match=r"init .* does not fit the model .*; add init_matching"):
+            prepare_model(build_model("stn_cnn"), TrainConfig(epochs=1, init=path))
+        with pytest.raises(ConfigError, match=r"reinit_transformers must be an integer from 0 to 0 \(the transformers of cnn_tutorial\), got 1"):
+            prepare_model(build_model("cnn_tutorial"), TrainConfig(epochs=1, reinit_transformers=1))
+
+    def test_fit_applies_and_stores_the_start(self, tmp_path, device):
+        train, _ = tiny_sets(64, 32)
+        model = get_model("stn_tutorial", device=device)
+        head = model.head[0].weight.detach().clone()
+        fit(model, train, epochs=1, freeze=["classifier"], reinit_transformers=1, out_dir=tmp_path, **FIT)
+        assert torch.equal(model.head[0].weight, head)  # frozen: trained not at all
+        settings = load_checkpoint(tmp_path / "last.pt")["extra"]["settings"]
+        assert settings["freeze"] == ["classifier"] and settings["reinit_transformers"] == 1
+
+
+class TestResumeConfig:
+    def test_a_changed_config_field_is_refused_by_name(self, tmp_path, device):
+        train, _ = tiny_sets(128, 32)
+        config = TrainConfig(epochs=2, checkpoint_every=2, **{k: v for k, v in FIT.items() if k not in ("device", "progress")})
+        torch.manual_seed(0)
+        with pytest.raises(_Killed):
+            fit(get_model("cnn_tutorial", device=device), train, None, config, out_dir=tmp_path, device=device,
+                progress=False, callbacks=[KillAtStep(3)])
+        for change, says in [(dict(weight_decay=0.0), "weight_decay=0.0005, got weight_decay=0.0"),
+                             (dict(label_smoothing=0.1), "label_smoothing=0.0, got label_smoothing=0.1"),
+                             (dict(channels_last=False), "channels_last=True, got channels_last=False")]:
+            with pytest.raises(ValueError, match=re.escape(f"it was a run with {says}")):
+                fit(get_model("cnn_tutorial", device=device), train, None, config.replace(**change), out_dir=tmp_path,
+                    resume=True, device=device, progress=False)
+        # checkpoint_every and keep_best do not change the weights: a resume may change them
+        hist = fit(get_model("cnn_tutorial", device=device), train, None, config.replace(checkpoint_every=0, keep_best=False),
+                   out_dir=tmp_path, resume=True, device=device, progress=False)
+        assert list(hist["step"]) == [4, 8]
+
+    def test_a_checkpoint_of_the_old_settings_is_one_clear_line(self, tmp_path, device):
+        """A last.pt written before TrainConfig (its settings held ``start``, not ``init`` ...)
+        need not resume, but is refused in one line naming what it lacks, not a KeyError."""
+        train, _ = tiny_sets(128, 32)
+        torch.manual_seed(0)
+        with pytest.raises(_Killed):
+            fit(get_model("cnn_tutorial", device=device), train, None, epochs=2, out_dir=tmp_path, checkpoint_every=2,
+                callbacks=[KillAtStep(3)], **FIT)
+        payload = load_checkpoint(tmp_path / "last.pt")
+        extra = payload["extra"]
+        old = {k: v for k, v in extra["settings"].items() if k not in ("init", "init_matching", "reinit_transformers", "init_params")}
+        old["start"] = None
+        (tmp_path / "old").mkdir()
+        for settings in (old, None):  # the settings of issue 18, and a checkpoint older still
+            save_checkpoint(load_model(tmp_path / "last.pt"), tmp_path / "old" / "last.pt", payload["meta"],
+                            extra=dict(extra, settings=settings))
+            with pytest.raises(ValueError) as err:
+                fit(get_model("cnn_tutorial", device=device), train, None, epochs=2, out_dir=tmp_path / "old", resume=True, **FIT)
+            line = str(err.value)
+            assert "written by an older stnviz" in line and "init" in line and "start a new run" in line
+            assert len(line.splitlines()) == 1 and not isinstance(err.value, KeyError)
