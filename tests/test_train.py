@@ -943,7 +943,7 @@ class TestSurgery:
     def test_prepare_model_in_the_clis_order(self, tmp_path):
         torch.manual_seed(1)
         source = build_model("stn_tutorial")
-        path = save_checkpoint(source, tmp_path / "stn_tutorial.x.pt")
+        path = save_checkpoint(source, tmp_path / "stn_tutorial.start.pt")
         model = build_model("stn_tutorial")
         config = TrainConfig(epochs=1, init=path, reinit_transformers=1, init_params=[0.8, 0, 0, 0, 0.8, 0],
                              freeze=["classifier"])
@@ -1000,7 +1000,7 @@ class TestResumeConfig:
         old["start"] = None
         (tmp_path / "old").mkdir()
         for settings in (old, None):  # the settings of issue 18, and a checkpoint older still
-            save_checkpoint(load_model(tmp_path / "last.pt"), tmp_path / "old" / "last.pt", payload["meta"],
+            save_checkpoint(load_model(tmp_path / "last.pt", device=device), tmp_path / "old" / "last.pt", payload["meta"],
                             extra=dict(extra, settings=settings))
             with pytest.raises(ValueError) as err:
                 fit(get_model("cnn_tutorial", device=device), train, None, epochs=2, out_dir=tmp_path / "old", resume=True, **FIT)
