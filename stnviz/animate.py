@@ -6,8 +6,9 @@ transformer's parameters, outputs and sampled region, loss, accuracy). Memory is
 ``max_snapshots`` it drops every other snapshot, so the kept ones stay evenly spread over the
 run. :func:`snapshots_from_checkpoints` builds the same from saved checkpoints (epoch evolution).
 
-Frames are composed with the raster back end of :mod:`stnviz.render` (Pillow), one tile pair
-per probe image (input with its sampled region | output) and a caption; :func:`save_gif`,
+Frames are composed with the raster back end of :mod:`stnviz.render` (Pillow), one
+:func:`stnviz.render.region_tile` per probe image (input with its sampled region | output) and a
+caption; :func:`save_gif`,
 :func:`save_mp4` (imageio with imageio-ffmpeg's bundled ffmpeg) and :func:`save_contact_sheet`
 write through a temp file and a rename, so a failure never leaves a half-written file.
 """
@@ -243,18 +244,12 @@ def compose_frame(inputs: torch.Tensor, snap: Snapshot, *, columns: int = 4, til
     head = 24
     pad = 4
     pair_w = 2 * tile + pad
-    canvas = Image.new("RGB", (cols * pair_w + (cols + 1) * pad, head + rows * (tile + pad) + pad), (24, 24, 28))
+    canvas = Image.new("RGB", (cols * pair_w + (cols + 1) * pad, head + rows * (tile + pad) + pad),
+                       render.FRAME_BACKGROUND)
     for i in range(n):
-        h, w = inputs.shape[-2:]
-        scale = max(1, int(tile // (max(h, w) * 1.3)))  # 1.3: the 15% margins; upscale only, never shrink lines
-        a = Image.fromarray(render.overlay_rgb(inputs[i], snap.outlines[i], scale=scale, margin=0.15))
-        b = Image.fromarray(render.overlay_rgb(snap.outputs[i], scale=max(1, tile // max(snap.outputs.shape[-2:]))))
-        a, b = a.resize((tile, tile), Image.NEAREST), b.resize((tile, tile), Image.NEAREST)
+        pair = render.region_tile(inputs[i], snap.outputs[i], snap.outlines[i], margin=0.15, size=tile, gap=pad)
         r, c = divmod(i, cols)
-        x = pad + c * (pair_w + pad)
-        y = head + pad + r * (tile + pad)
-        canvas.paste(a, (x, y))
-        canvas.paste(b, (x + tile + pad, y))
+        canvas.paste(Image.fromarray(pair), (pad + c * (pair_w + pad), head + pad + r * (tile + pad)))
     text = caption if caption is not None else (
         f"step {snap.step}  epoch {snap.epoch:.2f}"
         + (f"  probe loss {snap.loss:.3f}  acc {snap.accuracy:.2f}" if not math.isnan(snap.loss) else "")
@@ -493,7 +488,7 @@ def save_contact_sheet(inputs: torch.Tensor, snapshots: Sequence[Snapshot], path
             raise ValueError(f"snapshot {k} holds {s.outputs.shape[0]} outputs; expected one per probe image ({n})")
     idx = np.unique(np.linspace(0, len(snapshots) - 1, min(rows, len(snapshots))).round().astype(int))
     label_w, pad = 120, 2
-    sheet = Image.new("RGB", (label_w + n * (tile + pad), len(idx) * (tile + pad) + pad), (24, 24, 28))
+    sheet = Image.new("RGB", (label_w + n * (tile + pad), len(idx) * (tile + pad) + pad), render.FRAME_BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     for r, k in enumerate(idx):
         s = snapshots[k]
@@ -522,17 +517,12 @@ def sequence_frames(run, *, tile: int = 160, caption: bool = True) -> list[np.nd
     tile = _positive_int(tile, "tile")
     out = []
     t_total = run.frames.shape[0]
+    head = 22 if caption else 0
     for t in range(t_total):
-        h, w = run.frames.shape[-2:]
         box = run.boxes[t] if run.boxes is not None else None
-        scale = max(1, int(tile // (max(h, w) * 1.3)))  # 1.3: the 15% margins; upscale only, never shrink lines
-        a = Image.fromarray(render.overlay_rgb(run.frames[t], run.outlines[t], box=box, scale=scale, margin=0.15))
-        b = Image.fromarray(render.overlay_rgb(run.outputs[t], scale=max(1, tile // max(run.outputs.shape[-2:]))))
-        a, b = a.resize((tile, tile), Image.NEAREST), b.resize((tile, tile), Image.NEAREST)
-        head = 22 if caption else 0
-        canvas = Image.new("RGB", (2 * tile + 12, tile + head + 4), (24, 24, 28))
-        canvas.paste(a, (4, head))
-        canvas.paste(b, (tile + 8, head))
+        pair = render.region_tile(run.frames[t], run.outputs[t], run.outlines[t], box=box, margin=0.15, size=tile, gap=4)
+        canvas = Image.new("RGB", (2 * tile + 12, tile + head + 4), render.FRAME_BACKGROUND)
+        canvas.paste(Image.fromarray(pair), (4, head))
         if caption:
             row = run.table.iloc[t]
             text = f"frame {t + 1}/{t_total}  pred {int(row['prediction'])} ({row['confidence']:.2f})"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stnviz import geometry, get_model
+from stnviz import geometry, get_model, render
 from stnviz.animate import (
     ProgressRecorder,
     Snapshot,
@@ -143,6 +143,33 @@ class TestExports:
         for t in (0, 15, 29):  # the file holds these frames (a GIF's palette costs a few levels)
             diff = np.abs(decoded[t][..., :3].astype(int) - frames[t].astype(int))
             assert diff.mean() < 4, (t, diff.mean())
+
+
+class TestFramesAreRegionTiles:
+    """Each pair in a frame is render.region_tile's picture, pixel for pixel (one drawing, one place)."""
+
+    def test_compose_frame(self):
+        theta = torch.tensor([[0.6, 0.1, 0.2], [-0.1, 0.7, 0.0]]).expand(5, 2, 3)
+        inputs = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        outputs = geometry.warp(inputs, geometry.affine_grid(theta, (20, 20)))
+        snap = Snapshot(step=3, epoch=0.1, params=theta, outputs=outputs, loss=0.5, accuracy=0.5,
+                        outlines=geometry.sampled_outline(theta, "affine", (28, 28)))
+        frame = compose_frame(inputs, snap, columns=2, tile=72)
+        for i in range(5):
+            r, c = divmod(i, 2)
+            x, y = 4 + c * (2 * 72 + 8), 24 + 4 + r * (72 + 4)
+            pair = render.region_tile(inputs[i], outputs[i], snap.outlines[i], margin=0.15, size=72, gap=4)
+            assert np.array_equal(frame[y:y + 72, x:x + 2 * 72 + 4], pair), i
+
+    def test_sequence_frames_with_boxes(self, device):
+        run = run_sequence(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[0])
+        assert run.boxes is not None
+        frames = sequence_frames(run, tile=80, caption=False)
+        for t in (0, 17):
+            pair = render.region_tile(run.frames[t], run.outputs[t], run.outlines[t], box=run.boxes[t], margin=0.15,
+                                      size=80, gap=4)
+            assert np.array_equal(frames[t][:80, 4:4 + 164], pair), t
+            assert (pair == (52, 199, 89)).all(-1).any()  # the annotated box, in BOX_COLOR
 
 
 # --------------------------------------------------------------------------- issue 12: fps, temp files

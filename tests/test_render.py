@@ -1,5 +1,6 @@
 import io
 import math
+import re
 
 import matplotlib
 
@@ -59,6 +60,68 @@ class TestOverlayRGB:
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), rgb)
         with pytest.raises(ValueError, match="fmt must be 'png' or 'jpeg', got 'gif'"):
             render.encode(rgb, "gif")
+
+
+def _red(rgb):
+    return (rgb == (255, 59, 48)).all(-1)  # OUTLINE_COLOR
+
+
+class TestRegionTile:
+    """The one "input with its sampled region | output" picture (widgets and animation frames)."""
+
+    @staticmethod
+    def _zoom(size=28):
+        theta = torch.tensor([[[0.5, 0.0, 0.1], [0.0, 0.5, 0.0]]])
+        image = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0))
+        out = geometry.warp(image, geometry.affine_grid(theta, (size, size)))[0]
+        return image[0], out, geometry.sampled_outline(theta, "affine", (size, size))[0]
+
+    def test_panels_at_their_own_size_are_the_overlays(self):
+        image, out, outline = self._zoom()
+        box = torch.tensor([3.0, 4.0, 20.0, 22.0])
+        lattice = render.lattice_points(geometry.affine_grid(torch.eye(2, 3)[None], (28, 28))[0], (28, 28), 4)
+        a, b = render.region_panels(image, out, outline, lattice, box, scale=5, margin=0.25)
+        assert np.array_equal(a, render.overlay_rgb(image, outline, lattice, box, scale=5, margin=0.25))
+        assert np.array_equal(b, render.overlay_rgb(out, scale=5))
+        assert a.shape == ((28 + 14) * 5, (28 + 14) * 5, 3) and b.shape == (140, 140, 3)
+
+    def test_tile_lays_the_panels_side_by_side(self):
+        image, out, outline = self._zoom()
+        a, b = render.region_panels(image, out[:, :14, :20], outline, scale=3, margin=0.25)  # panels of two heights
+        tile = render.region_tile(image, out[:, :14, :20], outline, scale=3, margin=0.25, gap=5, background=(1, 2, 3))
+        assert tile.shape == (a.shape[0], a.shape[1] + 5 + b.shape[1], 3) and tile.dtype == np.uint8
+        assert np.array_equal(tile[:, :a.shape[1]], a)
+        assert np.array_equal(tile[:b.shape[0], a.shape[1] + 5:], b)
+        assert (tile[:, a.shape[1]:a.shape[1] + 5] == (1, 2, 3)).all()  # the gap
+        assert (tile[b.shape[0]:, a.shape[1] + 5:] == (1, 2, 3)).all()  # under the shorter panel
+
+    def test_fixed_size_magnifies_by_whole_factors(self):
+        image, out, outline = self._zoom()
+        tile = render.region_tile(image, out, outline, margin=0.15, size=112, gap=4)
+        assert tile.shape == (112, 228, 3)
+        a, b = tile[:, :112], tile[:, 116:]
+        assert _red(a).any() and not _red(b).any()  # the region is drawn on the input only
+        # 28 px output into 112: magnified 4x, so each image pixel is a 4 x 4 block
+        shown = np.asarray(render.to_display(out) * 255 + 0.5, dtype=np.uint8)
+        assert np.array_equal(b[::4, ::4, 0], shown) and np.array_equal(b[3::4, 3::4, 0], shown)
+
+    def test_control_points(self):
+        image, out, _ = self._zoom()
+        pts = torch.tensor([[5.0, 5.0], [20.0, 20.0], [float("nan"), 3.0]])
+        a, _ = render.region_panels(image, out, points=pts, selected=1, scale=4, margin=0.0)
+        pink, blue = (a == (255, 45, 212)).all(-1), (a == (50, 210, 255)).all(-1)
+        assert blue[22, 22] and not pink[22, 22]  # (5 + 0.5) * 4 = 22: an unselected point
+        assert pink[82, 82] and not blue.any(-1)[60:].any()  # the selected one at (20 + 0.5) * 4, pink only
+
+    @pytest.mark.parametrize("kw, message", [
+        ({"size": 0}, "size must be a whole number of pixels >= 1 (or None), got 0"),
+        ({"size": 2.5}, "size must be a whole number of pixels >= 1 (or None), got 2.5"),
+        ({"gap": -1}, "gap must be a whole number of pixels >= 0, got -1"),
+    ])
+    def test_bad_sizes(self, kw, message):
+        image, out, outline = self._zoom(8)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            render.region_tile(image, out, outline, **kw)
 
 
 class TestFormatTheta:
