@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     probe = splits.test.get(torch.arange(8))
     rec = ProgressRecorder(probe.images, probe.labels, every=args.every, max_snapshots=args.max_snapshots)
     t0 = time.perf_counter()
-    hist = fit(model, train, None, epochs=args.epochs, batch_size=128, lr=args.lr, loc_lr=args.loc_lr,
+    hist = fit(model, train, None, epochs=args.epochs, batch_size=128, lr=args.lr, loc_lr=args.loc_lr, weight_decay=0.0,
                region_penalty=args.region_penalty, seed=args.seed, device="cpu", callbacks=[rec], progress=False)
     seconds = time.perf_counter() - t0
     test = evaluate(model, splits.test, device="cpu")

@@ -259,8 +259,8 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
         model = get_model("stn_tutorial", input_size=(1, 42, 42), device=dev)
         rec = ProgressRecorder(probe.images, probe.labels, every=8 if quick else 40, max_snapshots=60)
         t0 = time.perf_counter()
-        fit(model, train, None, epochs=2 if quick else 40, batch_size=64, lr=0.02, loc_lr=0.01, device=dev,
-            progress=False, callbacks=[rec])
+        fit(model, train, None, epochs=2 if quick else 40, batch_size=64, lr=0.02, loc_lr=0.01, weight_decay=0.0,
+            device=dev, progress=False, callbacks=[rec])
         print(f"short training run: {time.perf_counter() - t0:.0f} s, {len(rec.snapshots)} snapshots")
         frames = rec.frames(columns=4, tile=96)
         written.append(save_gif(frames, out / "training_progress.gif", fps=6))
