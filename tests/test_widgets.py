@@ -393,7 +393,7 @@ class TestWidgetsLeaveTheModelAlone:
         block first and a background thread last, the user's thread gets its own count back."""
         import threading
 
-        from stnviz.widgets import _one_thread
+        from stnviz.widgets._base import _one_thread
 
         before = torch.get_num_threads()
         torch.set_num_threads(2)
@@ -458,3 +458,194 @@ class TestWidgetMisuse:
             STNInspector(model, images, labels=torch.tensor([1, 2, 3]))
         with pytest.raises(ValueError, match="pass both mean and std"):
             STNInspector(model, images, mean=[0.5])
+
+
+# --------------------------------------------------------------------------- issue 19 item 3: state | render | shell
+
+
+def _panels(views):
+    return views.input_rgb, views.output_rgb
+
+
+class TestInspectorState:
+    """Which image and which transformer the inspector shows, without widgets."""
+
+    def test_select_validates(self):
+        from stnviz.widgets.inspector import InspectorState
+
+        st = InspectorState(["transformer", "body.1"], 4)
+        assert (st.index, st.key, st.shows_box) == (0, "transformer", True)
+        st.select(index=3, key="body.1")
+        assert (st.index, st.key, st.shows_box) == (3, "body.1", False)
+        with pytest.raises(ValueError, match=r"image index must be in \[0, 4\), got 4"):
+            st.select(index=4)
+        with pytest.raises(ValueError, match=r"transformer must be one of \['transformer', 'body.1'\], got 'head'"):
+            st.select(key="head")
+        assert (st.index, st.key) == (3, "body.1")  # a refused selection changes nothing
+        with pytest.raises(ValueError, match="at least one recorded transformer"):
+            InspectorState([], 4)
+
+    def test_from_a_collection(self, digits):
+        from stnviz.capture import collect
+        from stnviz.widgets.inspector import InspectorState
+
+        model = get_model("stn_tutorial").eval()
+        st = InspectorState.for_collection(collect(model, digits), 4)
+        assert st.keys == ("transformer",) and st.batches == {"transformer": 4}
+        st.require_one_per_image()
+        odd = InspectorState(["a", "b"], 4, batches={"a": 4, "b": 8})
+        odd.select(key="b")
+        with pytest.raises(ValueError, match=r"'b' sampled a batch of 8 per 4 images \(not one per image\)"):
+            odd.require_one_per_image()
+
+
+@pytest.fixture(scope="module")
+def record(digits):
+    """The tutorial model's transformer on the digits, set to a visible zoom (its init is the identity)."""
+    from stnviz.capture import collect_batch
+
+    model = get_model("stn_tutorial").eval()
+    model.transformers[0].set_constant_params(torch.tensor([0.6, 0.1, 0.1, -0.1, 0.6, 0.0]))
+    with torch.no_grad():
+        _, rec = collect_batch(model, digits)
+    return rec.pick()
+
+
+class TestRenderInspector:
+    """The inspector's pictures and text from one record, without widgets."""
+
+    def test_pictures_are_the_region_panels(self, record):
+        from stnviz import render
+        from stnviz.widgets.inspector import render_inspector
+
+        box = torch.tensor([4.0, 4.0, 20.0, 22.0])
+        v = render_inspector(record, 2, box=box, scale=4)
+        lattice = render.lattice_points(record.grid[2], (28, 28), 8)
+        want = render.region_panels(record.input[2], record.output[2], record.sampled_outline(8)[2], lattice, box,
+                                    scale=4, margin=0.25)
+        assert all(np.array_equal(a, b) for a, b in zip(_panels(v), want))
+        assert v.message == ""
+
+    def test_info_names_prediction_and_truth(self, record):
+        from stnviz.widgets.inspector import render_inspector
+
+        names = ["zero", "one", "two <b>"]
+        v = render_inspector(record, 0, prediction=1, label=2, class_names=names)
+        lines = v.info.split("<br>")
+        assert lines[:2] == ["prediction: <b>one</b>", "true: two &lt;b&gt; ✗"]  # names are escaped
+        assert "affine · bilinear, zeros, align_corners=False" in lines[2]
+        assert render_inspector(record, 0, label=2, class_names=names).info.startswith("true: two &lt;b&gt;<br>")
+
+    def test_inputs_outside_unit_range(self, record):
+        import copy
+
+        from stnviz.widgets.inspector import render_inspector
+
+        rec = copy.copy(record)
+        rec.input, rec.output = record.input * 2 - 0.5, record.output * 2 - 0.5
+        v = render_inspector(rec, 1)
+        assert "shown stretched to its own range" in v.message
+        assert v.input_rgb.max() == 255 and v.output_rgb.min() == 0
+        undone = render_inspector(rec, 1, denormalize=lambda x: (x + 0.5) / 2)
+        assert undone.message == ""
+        assert all(np.array_equal(a, b) for a, b in zip(_panels(undone), _panels(render_inspector(record, 1))))
+
+    def test_sampling_outside_the_input(self, record):
+        import copy
+
+        from stnviz.widgets.inspector import render_inspector
+
+        rec = copy.copy(record)
+        rec.grid = record.grid + 5.0
+        assert render_inspector(rec, 0).message == "this transformer samples entirely outside its input"
+
+    def test_the_widget_shows_what_render_gives(self, device):
+        from stnviz.widgets.inspector import render_inspector
+
+        s = sample("gtsrb").subset(torch.arange(3))
+        model = get_model("stn_gtsrb", device=device).eval()
+        boxes = torch.tensor([[3.0, 4.0, 25.0, 28.0]] * 3)
+        ins = STNInspector(model, s, boxes=boxes)
+        ins.picker.value = 1
+        assert ins.state.index == 1
+        v = render_inspector(ins.records["transformer"], 1, box=boxes[1], label=int(s.labels[1]),
+                             prediction=int(ins.predictions[1]), scale=8)
+        assert ins.input_view.format == "jpeg" and ins.info.value == v.info
+        ins.which.value = "body.1"  # not the input the boxes belong to: no box
+        assert ins.state.key == "body.1" and ins.input_view.format == "png"
+        v = render_inspector(ins.records["body.1"], 1, scale=8)
+        assert np.array_equal(_pixels(ins.input_view.value), v.input_rgb)
+        assert np.array_equal(_pixels(ins.output_view.value), v.output_rgb)
+
+
+@pytest.fixture(scope="module")
+def track_run():
+    from stnviz.analysis import run_sequence
+    from stnviz.data import sample_tracks
+
+    return run_sequence(get_model("stn_gtsrb").eval(), sample_tracks()[0])
+
+
+class TestStabilityState:
+    def test_a_shorter_track_clamps_the_frame(self):
+        from stnviz.widgets.stability import StabilityState
+
+        st = StabilityState(2)
+        st.set_track(0, frames=30)
+        st.set_frame(29)
+        st.set_track(1, frames=10)
+        assert (st.track, st.frame, st.frames) == (1, 9, 10)
+        st.set_track(0, frames=30)
+        assert st.frame == 9  # a longer one keeps it
+
+    def test_refuses(self):
+        from stnviz.widgets.stability import StabilityState
+
+        st = StabilityState(2)
+        with pytest.raises(ValueError, match=r"track must be in \[0, 2\), got 2"):
+            st.set_track(2, frames=5)
+        with pytest.raises(ValueError, match="track 1 has no frames; expected at least one"):
+            st.set_track(1, frames=0)
+        st.set_track(1, frames=5)
+        with pytest.raises(ValueError, match=r"frame must be in \[0, 5\) for track 1, got -1"):
+            st.set_frame(-1)
+        with pytest.raises(ValueError, match="at least one track, got 0"):
+            StabilityState(0)
+
+
+class TestRenderStability:
+    def test_frame_views(self, track_run):
+        from stnviz import render
+        from stnviz.widgets.stability import render_stability
+
+        v = render_stability(track_run, 12, class_names=[f"c{i}" for i in range(43)], scale=4)
+        want = render.region_panels(track_run.frames[12], track_run.outputs[12], track_run.outlines[12],
+                                    box=track_run.boxes[12], scale=4, margin=0.15)
+        assert all(np.array_equal(a, b) for a, b in zip(_panels(v), want))
+        row = track_run.table.iloc[12]
+        assert v.info.startswith(f"frame 12: prediction <b>c{int(row['prediction'])}</b> ({row['confidence']:.2f})")
+        assert f"IoU with box {row['iou']:.2f}" in v.info and "rot " in v.info
+        with pytest.raises(ValueError, match=r"frame must be in \[0, 30\), got 30"):
+            render_stability(track_run, 30)
+
+    def test_plots_and_marker(self, track_run):
+        from stnviz.widgets.stability import marker_svg, stability_plots
+
+        rgb, markers = stability_plots(track_run.table)
+        assert rgb.dtype == np.uint8 and rgb.shape == (390, 960, 3)
+        assert len(markers) == 4  # rotation, scale, translation, change
+        for xs, top, bottom in markers:
+            assert len(xs) == 30 and np.all(np.diff(xs) > 0) and 0 <= top < bottom <= 390
+        svg = marker_svg(rgb.shape, markers, 7)
+        assert svg.count("<line") == 4 and f"x1='{markers[0][0][7]:.1f}'" in svg
+
+    def test_the_viewer_follows_its_state(self, device):
+        from stnviz.data import sample_tracks
+        from stnviz.widgets import StabilityViewer
+        from stnviz.widgets.stability import render_stability
+
+        v = StabilityViewer(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[:1], prefetch=False)
+        v.frame.value = 21
+        assert (v.state.track, v.state.frame, v.state.frames) == (0, 21, 30)
+        want = render_stability(v.run(0), 21)
+        assert np.array_equal(_pixels(v.input_view.value), want.input_rgb) and v.info.value == want.info

@@ -1,0 +1,29 @@
+"""Interactive explorers for JupyterLab: thin shells over :mod:`stnviz.geometry`,
+:mod:`stnviz.capture` and :mod:`stnviz.render`.
+
+One file per widget, each split the same way: a plain state object (no widgets), a pure render
+function (arrays in, arrays and text out) and the widget that shows the state and turns what a
+hand does into state changes:
+
+* :mod:`~stnviz.widgets.explorer`: :class:`ExplorerState`, :func:`render_explorer`, :class:`ThetaExplorer`
+* :mod:`~stnviz.widgets.inspector`: ``InspectorState``, ``render_inspector``, :class:`STNInspector`
+* :mod:`~stnviz.widgets.stability`: ``StabilityState``, ``render_stability``, :class:`StabilityViewer`
+* :mod:`~stnviz.widgets.player`: :class:`TrainingPlayer`; :mod:`~stnviz.widgets.sliders`: :func:`slider_value`
+
+The views are ``ipywidgets.Image`` PNGs of :func:`stnviz.render.region_panels` (the two panels of
+the "input + sampled region | output" tile): a slider change re-renders two small images in a
+few milliseconds and never creates a figure. An exception in a callback is shown in the widget's
+output area, and a degenerate transform (singular, non-finite, sampling only outside the image)
+shows a message; the widget stays live.
+
+Display a widget by leaving it as a cell's last expression (or ``display(explorer)``).
+"""
+
+from .explorer import ExplorerState, ExplorerViews, ThetaExplorer, compose_parts, render_explorer
+from .inspector import STNInspector
+from .player import TrainingPlayer
+from .sliders import slider_value
+from .stability import StabilityViewer
+
+__all__ = ["ExplorerState", "ExplorerViews", "STNInspector", "StabilityViewer", "ThetaExplorer", "TrainingPlayer",
+           "compose_parts", "render_explorer", "slider_value"]

@@ -1,0 +1,121 @@
+"""What every widget shares: the images it takes, the row of views, the error line, and a
+re-entrant, per-thread "one intra-op thread" block for small tensor work."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import threading
+import traceback
+
+import ipywidgets as W
+import torch
+
+from .. import render
+from ..models.inputs import warn_if_not_unit_range
+
+
+def _as_images(images, *, where: str | None = "stnviz.widgets") -> torch.Tensor:
+    """``(N, C, H, W)`` float on the CPU from a tensor or an ``ImageSet``; warns once (``where``)
+    when float images look like [0, 255] data (``where=None``: the caller says how to display
+    other ranges, e.g. the inspector's ``mean`` / ``std``)."""
+    if hasattr(images, "images") and hasattr(images, "to_float"):  # an ImageSet
+        images = images.to_float(images.images)
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a (N, C, H, W) tensor or an ImageSet, got {type(images).__name__}")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be (N, C, H, W) with N >= 1, got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float in [0, 1] or uint8, got {images.dtype}")
+    if where is not None:
+        warn_if_not_unit_range(images, where=where)
+    return images.detach().cpu().float()
+
+
+def _views_row(input_view, output_view, *extra) -> W.HBox:
+    """Input + sampled region | transformer output | extra widgets, side by side."""
+    return W.HBox([W.VBox([W.HTML("<b>input + sampled region</b>"), input_view]),
+                   W.VBox([W.HTML("<b>transformer output</b>"), output_view]), *extra])
+
+
+def _image_format(images: torch.Tensor) -> str:
+    """PNG for grey images (crisp, and quick to encode), JPEG for colour ones (PNG would take
+    tens of milliseconds per update for a 224x224 photo)."""
+    return "png" if images.shape[1] == 1 else "jpeg"
+
+
+_threads_state = threading.local()  # per thread: depth, and the count to restore (or None)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run a widget's small tensor work on one intra-op thread. A 224x224 ``affine_grid`` takes
+    about 1 ms on one thread, but 40-50 ms on two when the other core is busy (another process,
+    a training run): the second thread waits for a core. Re-entrant.
+
+    The count is kept per thread, as torch keeps it (OpenMP's thread count belongs to the calling
+    thread): each thread sets its own and restores it when its outermost block ends. A count shared
+    by threads had the last thread to leave "restore" the count in its own thread only, leaving the
+    user's thread on one core. A thread already on one thread changes nothing (``set_num_threads``
+    also sets the default new threads start with)."""
+    state = _threads_state
+    depth = getattr(state, "depth", 0)
+    if depth == 0:
+        before = torch.get_num_threads()
+        state.restore = before if before != 1 else None
+        if state.restore is not None:
+            torch.set_num_threads(1)
+    state.depth = depth + 1
+    try:
+        yield
+    finally:
+        state.depth -= 1
+        if state.depth == 0 and state.restore is not None:
+            torch.set_num_threads(state.restore)
+
+
+_ERROR_PREFIX = "<span style='color:#c00'>error: "
+
+
+class _Widget:
+    """Shared plumbing: the root box, the message line and the output area for errors."""
+
+    root: W.Widget
+
+    def _init_common(self):
+        self.message = W.HTML(layout=W.Layout(min_height="1.5em"))
+        self.message.add_class("stnviz-message")
+        self.log = W.Output(layout=W.Layout(max_height="12em", overflow="auto"))
+        self.log.add_class("stnviz-log")
+
+    def _safe(self, fn, *args):
+        if self.message.value.startswith(_ERROR_PREFIX):
+            self.message.value = ""  # a good selection after a failed one: the old error is gone
+        try:
+            fn(*args)
+        except Exception as e:  # shown in the widget, never a dead widget
+            self.message.value = f"{_ERROR_PREFIX}{html.escape(str(e))}</span>"
+            # append_stderr works with or without a live frontend (a `with self.log:` block
+            # only captures inside a kernel)
+            self.log.append_stderr(traceback.format_exc())
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.root._repr_mimebundle_(**kwargs)
+
+    def show(self):
+        from IPython.display import display
+
+        display(self.root)
+
+
+def _show_pair(input_view: W.Image, output_view: W.Image, input_rgb, output_rgb, fmt: str) -> None:
+    """Show the two panels of :func:`stnviz.render.region_panels` (input + region, output), encoded
+    as ``fmt`` ("png" or "jpeg")."""
+    with _one_thread():
+        inp, out = render.encode(input_rgb, fmt), render.encode(output_rgb, fmt)
+    input_view.format = output_view.format = fmt
+    input_view.value, output_view.value = inp, out

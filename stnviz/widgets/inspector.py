@@ -1,0 +1,318 @@
+"""The inspector, in three parts: :class:`InspectorState` (which image, which transformer; no
+widgets), :func:`render_inspector` (a pure function of one capture record and one image) and
+:class:`STNInspector` (a picker and a dropdown that only change the state, and views rendered from
+it)."""
+
+from __future__ import annotations
+
+import html
+import typing
+
+import ipywidgets as W
+import numpy as np
+import torch
+
+from .. import render
+from ..analysis import theta_table
+from ..capture import CaptureError, collect
+from ._base import _as_images, _image_format, _show_pair, _views_row, _Widget
+
+__all__ = ["InspectorState", "InspectorViews", "STNInspector", "render_inspector"]
+
+
+class InspectorState:
+    """What an :class:`STNInspector` shows, free of widgets: one image and one transformer.
+
+    Attributes:
+        keys: the transformers offered (capture keys), the first one the model's first image
+            transformer; ``count``: the number of images.
+        batches: key -> how many samples the record holds (one per image, or not: a transformer
+            that sampled a batch of another size can be listed but not shown per image).
+        index, key: the selection.
+
+    Example:
+        >>> state = InspectorState(["transformer", "body.1"], 4, batches={"transformer": 4, "body.1": 8})
+        >>> state.select(index=2, key="body.1"); state.index, state.key, state.shows_box
+        (2, 'body.1', False)
+        >>> state.require_one_per_image()
+        Traceback (most recent call last):
+        ...
+        ValueError: 'body.1' sampled a batch of 8 per 4 images (not one per image); pick another transformer
+    """
+
+    def __init__(self, keys, count: int, *, batches: dict | None = None):
+        self.keys = tuple(keys)
+        if not self.keys:
+            raise ValueError("an inspector needs at least one recorded transformer, got none")
+        if count < 1:
+            raise ValueError(f"an inspector needs at least one image, got {count}")
+        self.count = int(count)
+        self.batches = dict(batches) if batches is not None else {k: self.count for k in self.keys}
+        self.index, self.key = 0, self.keys[0]
+
+    @classmethod
+    def for_collection(cls, collection, count: int, *, auxiliary: bool = False) -> "InspectorState":
+        """The image transformers of a :class:`stnviz.capture.Collection` (and, with ``auxiliary``,
+        the auxiliary samplings; all of them when every sampling is auxiliary)."""
+        keys = collection.keys("image") + (collection.keys("auxiliary") if auxiliary else [])
+        if not keys:  # every sampling is auxiliary: show them rather than nothing
+            keys = collection.keys()
+        return cls(keys, count, batches={k: collection.records[k].input.shape[0] for k in keys})
+
+    def select(self, *, index: int | None = None, key: str | None = None) -> None:
+        """Pick image ``index`` and / or transformer ``key``."""
+        if index is not None:
+            if not 0 <= int(index) < self.count:
+                raise ValueError(f"image index must be in [0, {self.count}), got {index}")
+            self.index = int(index)
+        if key is not None:
+            if key not in self.keys:
+                raise ValueError(f"transformer must be one of {list(self.keys)}, got {key!r}")
+            self.key = key
+
+    @property
+    def shows_box(self) -> bool:
+        """Annotated boxes belong to the input of the first transformer only."""
+        return self.key == self.keys[0]
+
+    def require_one_per_image(self) -> None:
+        b = self.batches[self.key]
+        if b != self.count:
+            raise ValueError(f"{self.key!r} sampled a batch of {b} per {self.count} images (not one per image); "
+                             "pick another transformer")
+
+
+class InspectorViews(typing.NamedTuple):
+    """What :func:`render_inspector` returns."""
+
+    input_rgb: np.ndarray  # (H', W', 3) uint8: input, grey margin, sampled region, lattice (and box)
+    output_rgb: np.ndarray  # (H'', W'', 3) uint8: the transformer's output
+    info: str  # HTML: prediction, true label, sampling settings
+    message: str  # "" or what is wrong with the picture (plain text)
+
+
+def _for_display(x: torch.Tensor, ref: torch.Tensor, denormalize=None) -> tuple[torch.Tensor, bool]:
+    """What to draw for ``x (C, H, W)``: undone by ``denormalize``, else stretched to the range of
+    ``ref`` (the record's input) when that leaves [0, 1]; and whether it was stretched."""
+    x = x.float()
+    if denormalize is not None:
+        return denormalize(x.unsqueeze(0))[0].float(), False
+    lo, hi = float(ref.min()), float(ref.max())
+    if x.shape[0] in (1, 3) and (lo < -0.02 or hi > 1.02) and hi > lo:
+        return (x - lo) / (hi - lo), True
+    return x, False
+
+
+def render_inspector(record, index: int, *, box=None, prediction: int | None = None, label: int | None = None,
+                     class_names=None, denormalize=None, scale: int = 8, margin: float = 0.25) -> InspectorViews:
+    """The inspector's pictures and text for sample ``index`` of one capture record; no widgets.
+
+    Args:
+        record: a :class:`stnviz.capture` record (``input (B, C, H, W)``, ``output``, ``grid``,
+            ``sampling``, ``sampled_outline()``), 2-D.
+        box: an annotated box ``(x1, y1, x2, y2)`` in input pixel-edge coordinates, or ``None``.
+        prediction, label: the model's and the true class, shown by ``class_names`` if given.
+        denormalize: ``f((1, C, H, W)) -> (1, C, H, W)`` in [0, 1], for display; without it an
+            input outside [0, 1] is stretched to its own range (and the message says so).
+        scale, margin: display magnification and grey margin (see :func:`stnviz.render.region_panels`).
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> digits = stnviz.data.sample("mnist").get(torch.arange(2))
+        >>> logits, rec = stnviz.capture.collect_batch(model, digits.images)
+        >>> views = render_inspector(rec.pick(), 1, prediction=int(logits[1].argmax()), label=2, scale=4)
+        >>> views.input_rgb.shape, views.output_rgb.shape, views.message  # input: 25% grey margin a side
+        ((168, 168, 3), (112, 112, 3), '')
+        >>> views.info.split("<br>")[:2]
+        ['prediction: <b>2</b>', 'true: 2 ✓']
+    """
+    record.require_2d("STNInspector")
+    align = bool(record.sampling.get("align_corners"))
+    outline = record.sampled_outline(8)[index]
+    lattice = render.lattice_points(record.grid[index], record.input_size, 8, align_corners=align)
+    ref = record.input[index]
+    shown_in, stretched = _for_display(ref, ref, denormalize)
+    shown_out, _ = _for_display(record.output[index], ref, denormalize)
+    input_rgb, output_rgb = render.region_panels(shown_in, shown_out, outline, lattice, box, scale=scale, margin=margin)
+
+    def name(c: int) -> str:
+        return html.escape(str(class_names[c]) if class_names is not None else str(c))
+
+    lines = []
+    if prediction is not None:
+        lines.append(f"prediction: <b>{name(prediction)}</b>")
+        if label is not None:
+            lines.append(f"true: {name(label)} {'✓' if label == prediction else '✗'}")
+    elif label is not None:
+        lines.append(f"true: {name(label)}")
+    s = record.sampling
+    lines.append(f"<span style='color:#666'>{html.escape(record.family or 'grid only')} · {html.escape(s['mode'])}, "
+                 f"{html.escape(s['padding_mode'])}, align_corners={s['align_corners']}</span>")
+    problems = []
+    if not bool((record.grid[index].abs() <= 1).all(-1).any()):
+        problems.append("this transformer samples entirely outside its input")
+    if stretched:
+        problems.append("input outside [0, 1]: shown stretched to its own range (pass mean/std or denormalize)")
+    return InspectorViews(input_rgb, output_rgb, "<br>".join(lines), "; ".join(problems))
+
+
+def _default_predict(output) -> torch.Tensor | None:
+    """Per-image labels from a model's output: argmax over the last dim of a ``(B, classes)``
+    tensor (the first tensor of a tuple or list); ``None`` for anything else (images, sequences)."""
+    if isinstance(output, (tuple, list)):
+        output = next((o for o in output if isinstance(o, torch.Tensor)), None)
+    if isinstance(output, torch.Tensor) and output.dim() == 2 and output.is_floating_point():
+        return output.argmax(-1)
+    return None
+
+
+class STNInspector(_Widget):
+    """Browse a batch through a model, stnviz's or anybody's: the sampled region on each input,
+    the output, the prediction, and a theta table for every transformer in the model.
+
+    Args:
+        model: any ``nn.Module`` whose forward samples with ``grid_sample`` (stnviz transformers,
+            the PyTorch tutorial, TPS rectifiers, registration nets, kornia warps ...).
+        images: ``(N, C, H, W)`` in [0, 1] (or an ``ImageSet``); moved to the model's device and
+            floating dtype (half, bfloat16) to run it.
+        labels: optional true labels ``(N,)``; ``class_names``: optional names for predictions.
+        boxes: optional annotated boxes ``(N, 4)`` in input pixel-edge coordinates.
+        forward: ``forward(model, images) -> output`` (default ``model(images)``); e.g.
+            ``lambda m, x: m(x, text)`` for a model with two inputs. With a custom ``forward`` the
+            images run as one batch unless ``batch_size`` is given.
+        predict: ``predict(output) -> (N,) labels or None``; default: argmax over the last dim of a
+            ``(N, classes)`` output (the first tensor of a tuple); anything else shows no prediction.
+        mean, std: per-channel values the model's data pipeline normalised with; the views undo
+            them (display only). ``denormalize``: a callable doing the same, for other schemes.
+            Without either, inputs outside [0, 1] are stretched to their own range for display.
+        auxiliary: also list auxiliary samplings (masks, offset fields, flow steps) in the picker.
+
+    A thin shell over :class:`InspectorState` (``inspector.state``) and :func:`render_inspector`.
+
+    Attributes for scripting and tests: ``state``, ``records`` (key -> record over all images),
+    ``predictions``, ``picker``, ``which`` (the transformer dropdown), ``input_view``,
+    ``output_view``, ``info``, ``table``, ``message``, ``log``.
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> inspector = STNInspector(model, stnviz.data.sample("mnist").subset(torch.arange(4)))
+        >>> inspector.predictions.tolist(), inspector.which.value
+        ([7, 2, 1, 0], 'transformer')
+        >>> inspector.picker.value = 2  # show the third image
+        >>> inspector.info.value.split("<br>")[:2]
+        ['prediction: <b>1</b>', 'true: 1 ✓']
+    """
+
+    def __init__(self, model, images, labels=None, *, class_names=None, boxes=None, forward=None, predict=None,
+                 mean=None, std=None, denormalize=None, auxiliary: bool = False, scale: int = 8,
+                 batch_size: int | None = None):
+        self.model = model
+        display_range_given = mean is not None or denormalize is not None
+        self.images = _as_images(images, where=None if display_range_given else "STNInspector")
+        n = self.images.shape[0]
+        if labels is None and hasattr(images, "labels"):
+            labels = images.labels
+        self.labels = None if labels is None else torch.as_tensor(labels).cpu().reshape(-1)
+        if self.labels is not None and self.labels.numel() != n:
+            raise ValueError(f"labels must have one entry per image ({n}), got {self.labels.numel()}")
+        if boxes is not None:
+            boxes = torch.as_tensor(boxes, dtype=torch.float32).cpu()
+            if boxes.shape != (n, 4):
+                raise ValueError(f"boxes must be (N, 4) = ({n}, 4) (x1, y1, x2, y2 in input pixels), got {tuple(boxes.shape)}")
+        self.boxes = boxes
+        if (mean is None) != (std is None):
+            raise ValueError("pass both mean and std (the values the inputs were normalised with), or neither")
+        if denormalize is not None and mean is not None:
+            raise ValueError("pass mean/std or denormalize, not both")
+        if mean is not None:
+            m = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+            s = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+            denormalize = lambda x: x.float() * s.to(x.device) + m.to(x.device)  # noqa: E731
+        self.denormalize = denormalize
+        self.scale = scale
+        self._init_common()
+        if batch_size is None and forward is None:
+            batch_size = 256
+        self.collection = collect(model, self.images, forward=forward, batch_size=batch_size)
+        self.records = self.collection.records
+        if not self.records:
+            raise CaptureError(f"the model's forward made no sampler call that could be shown; "
+                               f"left out: {self.collection.skipped or 'none'}")
+        predict = predict or _default_predict
+        preds = [predict(o) for o in self.collection.outputs]
+        self.predictions = None
+        if all(p is not None for p in preds):
+            p = torch.cat([torch.as_tensor(x).reshape(-1).cpu() for x in preds])
+            self.predictions = p if p.numel() == n else None
+        self._check_class_names(class_names)
+        self.class_names = class_names
+        self.state = InspectorState.for_collection(self.collection, n, auxiliary=auxiliary)
+        self.picker = W.IntSlider(0, 0, n - 1, description="image", disabled=n == 1)
+        self.picker.add_class("stnviz-picker")
+        keys = list(self.state.keys)
+        self.which = W.Dropdown(options=[(self._label(k), k) for k in keys], value=keys[0], description="transformer")
+        self.which.add_class("stnviz-which")
+        self.format = _image_format(self.images)
+        self.input_view = W.Image(format=self.format)
+        self.input_view.add_class("stnviz-input")
+        self.output_view = W.Image(format=self.format)
+        self.output_view.add_class("stnviz-output")
+        self.info = W.HTML()
+        self.info.add_class("stnviz-info")
+        self.table = W.HTML()
+        self.table.add_class("stnviz-table")
+        self._tables: dict[int, str] = {}
+        self.picker.observe(lambda ch: self._safe(self._select, {"index": ch["new"]}), names="value")
+        self.which.observe(lambda ch: self._safe(self._select, {"key": ch["new"]}), names="value")
+        self.root = W.VBox([
+            W.HBox([self.picker, self.which]),
+            _views_row(self.input_view, self.output_view, self.info),
+            self.table, self.message, self.log,
+        ])
+        self.root.add_class("stnviz-inspector")
+        self._safe(self.update)
+
+    def _check_class_names(self, class_names) -> None:
+        if class_names is None:
+            return
+        used = [t for t in (self.predictions, self.labels) if t is not None and t.numel()]
+        need = max(int(t.max()) for t in used) + 1 if used else 0
+        if len(class_names) < need:
+            raise ValueError(f"class_names must name every class up to {need - 1} ({need} names), got {len(class_names)}")
+
+    def _label(self, key: str) -> str:
+        r = self.records[key]
+        return key if r.role == "image" else f"{key} (auxiliary)"
+
+    def theta_table(self, index: int):
+        """Every transformer's theta (raw and decomposed) for image ``index``, one row each."""
+        import pandas as pd
+
+        frames = [theta_table([r], index) for r in self.records.values() if r.input.shape[0] == self.images.shape[0]]
+        return pd.concat(frames, ignore_index=True)
+
+    def _select(self, selection: dict) -> None:
+        self.state.select(**selection)
+        self.update()
+
+    def update(self) -> None:
+        """Re-render the views from the state."""
+        st = self.state
+        st.require_one_per_image()
+        i, rec = st.index, self.records[st.key]
+        box = None
+        if self.boxes is not None and st.shows_box and rec.input_size == tuple(self.images.shape[-2:]):
+            box = self.boxes[i]
+        v = render_inspector(rec, i, box=box, label=None if self.labels is None else int(self.labels[i]),
+                             prediction=None if self.predictions is None else int(self.predictions[i]),
+                             class_names=self.class_names, denormalize=self.denormalize, scale=self.scale)
+        _show_pair(self.input_view, self.output_view, v.input_rgb, v.output_rgb,
+                   "png" if rec.input.shape[1] != 3 else self.format)
+        self.info.value = v.info
+        if i not in self._tables:
+            self._tables[i] = self.theta_table(i).to_html(index=False, float_format=lambda v: f"{v:.3f}",
+                                                          classes="stnviz-theta-table")
+        self.table.value = self._tables[i]
+        self.message.value = f"<span style='color:#c60'>{html.escape(v.message)}</span>" if v.message else ""
