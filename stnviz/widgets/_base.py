@@ -48,6 +48,12 @@ def _image_format(images: torch.Tensor) -> str:
     return "png" if images.shape[1] == 1 else "jpeg"
 
 
+def _samples_only_outside(grid: torch.Tensor) -> bool:
+    """True when no point of a sampling grid ``(..., 2)`` (normalised ``(x, y)``; a sparse subset
+    will do) lies inside the input: the output is all padding."""
+    return not bool((grid.abs() <= 1).all(-1).any())
+
+
 _threads_state = threading.local()  # per thread: depth, and the count to restore (or None)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from .. import geometry, render
 from ..capture import collect
-from ._base import _as_images, _image_format, _one_thread, _show_pair, _views_row, _Widget
+from ._base import _as_images, _image_format, _one_thread, _samples_only_outside, _show_pair, _views_row, _Widget
 from .sliders import _on_step, slider_value
 
 __all__ = ["ExplorerState", "ExplorerViews", "ThetaExplorer", "compose_parts", "render_explorer"]
@@ -200,8 +200,7 @@ def _degenerate(params: torch.Tensor, family: str, grid: torch.Tensor, component
         det = float(torch.linalg.det(lin))
         if abs(det) < 1e-6:
             return f"singular transform (det = {det:.2g}): the output collapses onto a line or a point"
-    inside = (grid.abs() <= 1).all(-1)
-    if not bool(inside.any()):
+    if _samples_only_outside(grid):
         return "the sampled region lies entirely outside the input: the output is all padding"
     return None
 

@@ -15,7 +15,7 @@ import torch
 from .. import render
 from ..analysis import theta_table
 from ..capture import CaptureError, collect
-from ._base import _as_images, _image_format, _show_pair, _views_row, _Widget
+from ._base import _as_images, _image_format, _samples_only_outside, _show_pair, _views_row, _Widget
 
 __all__ = ["InspectorState", "InspectorViews", "STNInspector", "render_inspector"]
 
@@ -150,7 +150,7 @@ def render_inspector(record, index: int, *, box=None, prediction: int | None = N
     lines.append(f"<span style='color:#666'>{html.escape(record.family or 'grid only')} · {html.escape(s['mode'])}, "
                  f"{html.escape(s['padding_mode'])}, align_corners={s['align_corners']}</span>")
     problems = []
-    if not bool((record.grid[index].abs() <= 1).all(-1).any()):
+    if _samples_only_outside(record.grid[index]):
         problems.append("this transformer samples entirely outside its input")
     if stretched:
         problems.append("input outside [0, 1]: shown stretched to its own range (pass mean/std or denormalize)")
