@@ -494,8 +494,8 @@ def save_contact_sheet(inputs: torch.Tensor, snapshots: Sequence[Snapshot], path
         s = snapshots[k]
         _caption(draw, (4, r * (tile + pad) + tile // 2 - 8), f"step {s.step}")
         for c in range(n):
-            img = render.overlay_rgb(s.outputs[c], scale=max(1, tile // max(s.outputs.shape[-2:])))
-            sheet.paste(Image.fromarray(img).resize((tile, tile), Image.NEAREST), (label_w + c * (tile + pad), r * (tile + pad) + pad))
+            img = render.overlay_square(s.outputs[c], tile)
+            sheet.paste(Image.fromarray(img), (label_w + c * (tile + pad), r * (tile + pad) + pad))
     arr = np.asarray(sheet)
     return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
 

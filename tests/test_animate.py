@@ -161,6 +161,17 @@ class TestFramesAreRegionTiles:
             pair = render.region_tile(inputs[i], outputs[i], snap.outlines[i], margin=0.15, size=72, gap=4)
             assert np.array_equal(frame[y:y + 72, x:x + 2 * 72 + 4], pair), i
 
+    def test_contact_sheet_cells(self, tmp_path):
+        from PIL import Image
+
+        snap = _identity_snapshot(3)
+        snap.outputs = torch.rand(3, 1, 20, 20, generator=torch.Generator().manual_seed(1))
+        path = save_contact_sheet(torch.zeros(3, 1, 28, 28), [snap], tmp_path / "sheet.png", tile=50)
+        sheet = np.asarray(Image.open(path).convert("RGB"))
+        for c in range(3):  # each cell: the output at the largest whole magnification (2x), resized to the tile
+            x = 120 + c * 52
+            assert np.array_equal(sheet[2:52, x:x + 50], render.overlay_square(snap.outputs[c], 50)), c
+
     def test_sequence_frames_with_boxes(self, device):
         run = run_sequence(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[0])
         assert run.boxes is not None

@@ -105,6 +105,14 @@ class TestRegionTile:
         shown = np.asarray(render.to_display(out) * 255 + 0.5, dtype=np.uint8)
         assert np.array_equal(b[::4, ::4, 0], shown) and np.array_equal(b[3::4, 3::4, 0], shown)
 
+    def test_overlay_square(self):
+        image, _, outline = self._zoom()
+        sq = render.overlay_square(image, 100, outline, margin=0.15)  # 36 px with margins: 2x, then resized
+        big = render.overlay_rgb(image, outline, scale=2, margin=0.15)
+        assert sq.shape == (100, 100, 3) and big.shape == (72, 72, 3)
+        assert np.array_equal(sq, np.asarray(Image.fromarray(big).resize((100, 100), Image.NEAREST)))
+        assert render.overlay_square(torch.zeros(1, 300, 300), 20).shape == (20, 20, 3)  # never below 1x: shrunk
+
     def test_control_points(self):
         image, out, _ = self._zoom()
         pts = torch.tensor([[5.0, 5.0], [20.0, 20.0], [float("nan"), 3.0]])
@@ -114,8 +122,8 @@ class TestRegionTile:
         assert pink[82, 82] and not blue.any(-1)[60:].any()  # the selected one at (20 + 0.5) * 4, pink only
 
     @pytest.mark.parametrize("kw, message", [
-        ({"size": 0}, "size must be a whole number of pixels >= 1 (or None), got 0"),
-        ({"size": 2.5}, "size must be a whole number of pixels >= 1 (or None), got 2.5"),
+        ({"size": 0}, "size must be a whole number of pixels >= 1, got 0"),
+        ({"size": 2.5}, "size must be a whole number of pixels >= 1, got 2.5"),
         ({"gap": -1}, "gap must be a whole number of pixels >= 0, got -1"),
     ])
     def test_bad_sizes(self, kw, message):

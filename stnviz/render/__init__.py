@@ -16,8 +16,8 @@ Coordinates are input pixels with pixel centres at integers (``stnviz.geometry``
 
 from .figures import draw_box, draw_image, draw_lattice, draw_outline, format_theta, plot_batch, plot_record
 from .raster import (
-    BOX_COLOR, FRAME_BACKGROUND, LATTICE_COLOR, OUTLINE_COLOR, encode, lattice_points, overlay_rgb, region_panels,
-    region_tile, to_display, to_png,
+    BOX_COLOR, FRAME_BACKGROUND, LATTICE_COLOR, OUTLINE_COLOR, encode, lattice_points, overlay_rgb, overlay_square,
+    region_panels, region_tile, to_display, to_png,
 )
 from .sequences import plot_canonical_means, plot_change_curves, plot_stability_summary, plot_theta_components
 
@@ -34,6 +34,7 @@ __all__ = [
     "format_theta",
     "lattice_points",
     "overlay_rgb",
+    "overlay_square",
     "plot_batch",
     "plot_canonical_means",
     "plot_change_curves",

@@ -18,7 +18,7 @@ import torch
 from .. import geometry
 
 __all__ = ["BOX_COLOR", "FRAME_BACKGROUND", "LATTICE_COLOR", "OUTLINE_COLOR", "encode", "lattice_points",
-           "overlay_rgb", "region_panels", "region_tile", "to_display", "to_png"]
+           "overlay_rgb", "overlay_square", "region_panels", "region_tile", "to_display", "to_png"]
 
 OUTLINE_COLOR = "#ff3b30"
 LATTICE_COLOR = "#ffd60a"
@@ -189,16 +189,28 @@ def region_panels(image, output, outline=None, lattice=None, box=None, *, scale:
     if size is None:
         return (overlay_rgb(image, **marks, scale=scale, margin=margin, max_side=max_side),
                 overlay_rgb(output, scale=scale, max_side=max_side))
+    return (overlay_square(image, size, **marks, margin=margin, max_side=max_side),
+            overlay_square(output, size, max_side=max_side))
+
+
+def overlay_square(image, size: int, outline=None, lattice=None, box=None, *, margin: float = 0.0,
+                   max_side: int = 320, points=None, selected: int | None = None) -> np.ndarray:
+    """:func:`overlay_rgb` at a fixed size, ``(size, size, 3)`` uint8: magnified by the largest
+    whole factor that fits (at least 1), then resized (nearest) to ``size``, so lines drawn at
+    one magnification stay crisp. For animation frames and contact sheets.
+
+    Example:
+        >>> overlay_square(torch.zeros(1, 28, 28), 64, margin=0.15).shape  # 2x (36 pixels a side), then resized
+        (64, 64, 3)
+    """
     from PIL import Image
 
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be a whole number of pixels >= 1 (or None), got {size!r}")
-    side_in, side_out = max(image.shape[-2:]), max(output.shape[-2:])
-    # whole factors only, never below 1: a line drawn at one magnification stays crisp after the resize
-    a = overlay_rgb(image, **marks, scale=max(1, int(size // (side_in * (1 + 2 * margin)))), margin=margin,
-                    max_side=max_side)
-    b = overlay_rgb(output, scale=max(1, size // side_out), max_side=max_side)
-    return tuple(np.asarray(Image.fromarray(p).resize((size, size), Image.NEAREST)) for p in (a, b))
+        raise ValueError(f"size must be a whole number of pixels >= 1, got {size!r}")
+    s = max(1, int(size // (max(image.shape[-2:]) * (1 + 2 * margin))))
+    rgb = overlay_rgb(image, outline, lattice, box, scale=s, margin=margin, max_side=max_side, points=points,
+                      selected=selected)
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.NEAREST))
 
 
 def region_tile(image, output, outline=None, lattice=None, box=None, *, scale: int = 8, margin: float = 0.25,
