@@ -485,11 +485,11 @@ class TestInspectorState:
         with pytest.raises(ValueError, match="at least one recorded transformer"):
             InspectorState([], 4)
 
-    def test_from_a_collection(self, digits):
+    def test_from_a_collection(self, digits, device):
         from stnviz.capture import collect
         from stnviz.widgets.inspector import InspectorState
 
-        model = get_model("stn_tutorial").eval()
+        model = get_model("stn_tutorial", device=device).eval()
         st = InspectorState.for_collection(collect(model, digits), 4)
         assert st.keys == ("transformer",) and st.batches == {"transformer": 4}
         st.require_one_per_image()
@@ -500,11 +500,11 @@ class TestInspectorState:
 
 
 @pytest.fixture(scope="module")
-def record(digits):
+def record(digits, device):
     """The tutorial model's transformer on the digits, set to a visible zoom (its init is the identity)."""
     from stnviz.capture import collect_batch
 
-    model = get_model("stn_tutorial").eval()
+    model = get_model("stn_tutorial", device=device).eval()
     model.transformers[0].set_constant_params(torch.tensor([0.6, 0.1, 0.1, -0.1, 0.6, 0.0]))
     with torch.no_grad():
         _, rec = collect_batch(model, digits)
@@ -579,11 +579,11 @@ class TestRenderInspector:
 
 
 @pytest.fixture(scope="module")
-def track_run():
+def track_run(device):
     from stnviz.analysis import run_sequence
     from stnviz.data import sample_tracks
 
-    return run_sequence(get_model("stn_gtsrb").eval(), sample_tracks()[0])
+    return run_sequence(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[0])
 
 
 class TestStabilityState:
