@@ -9,10 +9,7 @@ Writes to ``out/`` and prints each path:
   (``stn_gtsrb.gtsrb_loc``, whose transformer finds the sign): input with the sampled region |
   transformer output | theta;
 * ``training_progress.gif`` / ``.mp4`` / ``training_contact_sheet.png``: a short live run, the
-  tutorial net on RTS digits, its regions moving onto the digits. A recorded run
-  (``scripts/record_attention.py``, shipped as ``stnviz/data/samples/attention_tc.npz`` and read
-  with :func:`load_recorded_run`) is rendered instead when that file exists; none ships yet: no
-  recipe tried has made the region shrink onto the digit on translated-cluttered MNIST;
+  tutorial net on RTS digits, its regions moving onto the digits;
 * ``stability_track.png`` and ``stability_track.gif``: one GTSRB track, theta and change per
   frame, and the side-by-side post-training view;
 * ``stability_summary.png`` / ``.csv``: all shipped tracks, the ST model against the identity;
@@ -36,12 +33,8 @@ from .device import resolve_device
 from .models import SpatialTransformer
 from .render import draw_image, draw_outline
 
-__all__ = ["demo_transforms", "families_figure", "load_recorded_run", "run_demo", "save_recorded_run"]
+__all__ = ["demo_transforms", "families_figure", "run_demo"]
 
-RECORDED_RUN = "attention_tc.npz"
-#: The arrays of a recording written by :func:`save_recorded_run`: the probe, then one row per snapshot.
-_RECORDING_PROBE = ("inputs", "labels", "meta")
-_RECORDING_ROWS = ("step", "epoch", "loss", "accuracy", "train_loss", "params", "outputs", "outlines")
 
 
 def demo_transforms() -> list[tuple[str, dict, torch.Tensor]]:
@@ -101,86 +94,6 @@ def families_figure(device, size: int = 64):
     return fig
 
 
-def save_recorded_run(path: str | Path, inputs: torch.Tensor, labels: torch.Tensor | None, snapshots, meta: dict) -> Path:
-    """Write a training recording (a :class:`~stnviz.animate.ProgressRecorder`'s probe ``inputs``
-    ``(N, C, H, W)`` in [0, 1] and ``snapshots``) as a compressed ``.npz``: images as uint8, the
-    regions and parameters as float32, ``meta`` (plain types) as JSON. Read it back with
-    :func:`load_recorded_run`."""
-    import json
-
-    import numpy as np
-
-    from .animate import check_output_path
-
-    path = check_output_path(path, (".npz",), option="recording path")
-    if not snapshots:
-        raise ValueError("save_recorded_run needs at least one snapshot, got none")
-
-    def u8(x):
-        return (x.detach().cpu().float().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-
-    arrays = {
-        "inputs": u8(inputs),
-        "labels": (labels.cpu().numpy() if labels is not None else np.full(inputs.shape[0], -1)),
-        "step": np.array([s.step for s in snapshots]),
-        "epoch": np.array([s.epoch for s in snapshots], dtype=np.float32),
-        "loss": np.array([s.loss for s in snapshots], dtype=np.float32),
-        "accuracy": np.array([s.accuracy for s in snapshots], dtype=np.float32),
-        "train_loss": np.array([s.train_loss for s in snapshots], dtype=np.float32),
-        "params": torch.stack([s.params.cpu() for s in snapshots]).numpy().astype(np.float32),
-        "outputs": u8(torch.stack([s.outputs for s in snapshots])),
-        "outlines": torch.stack([s.outlines.cpu() for s in snapshots]).numpy().astype(np.float32),
-        "meta": np.array(json.dumps(meta)),
-    }
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-
-    return atomic_write(Path(path), write)
-
-
-def load_recorded_run(path: str | Path | None = None):
-    """The shipped training recording: ``(inputs (N, C, H, W), snapshots, meta)`` or ``None`` when
-    the file is missing. ``path`` defaults to ``stnviz/data/samples/attention_tc.npz``.
-
-    A truncated or foreign file, or one whose arrays disagree, is one ValueError naming it."""
-    import json
-    from importlib.resources import files
-
-    from .animate import Snapshot
-    from .data.shipped import read_npz
-
-    path = Path(path) if path is not None else Path(str(files("stnviz.data") / "samples" / RECORDED_RUN))
-    if not path.exists():
-        return None
-    d = read_npz(path, _RECORDING_PROBE + _RECORDING_ROWS, what="training recording")
-    if d["step"].ndim != 1:
-        raise ValueError(f"training recording {path}: 'step' has shape {d['step'].shape}; expected (snapshots,)")
-    steps = len(d["step"])
-    n = d["inputs"].shape[0] if d["inputs"].ndim == 4 else -1
-    for k in _RECORDING_ROWS:
-        if d[k].ndim < 1 or len(d[k]) != steps:
-            raise ValueError(f"training recording {path}: {k!r} has shape {d[k].shape}; expected one row per snapshot ({steps})")
-    for k in ("outputs", "outlines", "params"):
-        if n < 1 or d[k].ndim < 2 or d[k].shape[1] != n:
-            raise ValueError(
-                f"training recording {path}: {k!r} has shape {d[k].shape} for inputs of shape {d['inputs'].shape}; "
-                f"expected (snapshots, N, ...) with the N of inputs (N, C, H, W)"
-            )
-    try:
-        meta = json.loads(str(d["meta"]))
-    except ValueError as e:
-        raise ValueError(f"training recording {path}: 'meta' is not JSON ({e})") from None
-    inputs = torch.from_numpy(d["inputs"]).float() / 255
-    snaps = [
-        Snapshot(step=int(d["step"][i]), epoch=float(d["epoch"][i]), params=torch.from_numpy(d["params"][i]),
-                 outputs=torch.from_numpy(d["outputs"][i]).float() / 255, outlines=torch.from_numpy(d["outlines"][i]),
-                 loss=float(d["loss"][i]), accuracy=float(d["accuracy"][i]), train_loss=float(d["train_loss"][i]))
-        for i in range(len(d["step"]))
-    ]
-    return inputs, snaps, meta
-
-
 def _overlays(model, images, labels, title: str, n: int = 6, boxes=None):
     from .capture import capture
     from .render import plot_batch
@@ -199,7 +112,7 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
 
     from . import render
     from .analysis import run_sequence, stability_per_model, stability_per_track
-    from .animate import ProgressRecorder, compose_frame, save_contact_sheet, save_gif, save_mp4, sequence_frames
+    from .animate import ProgressRecorder, save_gif, save_mp4, sequence_frames
     from .data import DistortedMNIST, sample, sample_tracks
     from .data.catalog import TEST_SEED
     from .hub import get_model, list_models, load_pretrained
@@ -241,31 +154,20 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
         fig = _overlays(gtsrb_model, frames, labels, f"{signs} on held-out GTSRB signs (green: annotated box)", boxes=boxes)
         written.append(_savefig(fig, out / "overlays_gtsrb.png"))
 
-    recorded = None if quick else load_recorded_run()
-    if recorded is not None:
-        # the recorded run: the transformer learning to find the digit on cluttered 60x60 canvases
-        inputs, snaps, info = recorded
-        print(f"recorded training run ({info.get('command', '?')}): {len(snaps)} snapshots")
-        frames = [compose_frame(inputs, s, columns=4, tile=96) for s in snaps]
-        frames += [frames[-1]] * 6  # hold the learned state before the loop restarts
-        written.append(save_gif(frames, out / "training_progress.gif", fps=6))
-        written.append(save_mp4(frames, out / "training_progress.mp4", fps=6))
-        written.append(save_contact_sheet(inputs, snaps, out / "training_contact_sheet.png", rows=6))
-    else:
-        # a short live run: the transformer starts to undo RTS distortions (the small tutorial net)
-        torch.manual_seed(0)
-        train = DistortedMNIST(digits, "rts", seed=1, fresh=True)
-        probe = rts.get(torch.arange(8))
-        model = get_model("stn_tutorial", input_size=(1, 42, 42), device=dev)
-        rec = ProgressRecorder(probe.images, probe.labels, every=8 if quick else 40, max_snapshots=60)
-        t0 = time.perf_counter()
-        fit(model, train, None, epochs=2 if quick else 40, batch_size=64, lr=0.02, loc_lr=0.01, weight_decay=0.0,
-            device=dev, progress=False, callbacks=[rec])
-        print(f"short training run: {time.perf_counter() - t0:.0f} s, {len(rec.snapshots)} snapshots")
-        frames = rec.frames(columns=4, tile=96)
-        written.append(save_gif(frames, out / "training_progress.gif", fps=6))
-        written.append(save_mp4(frames, out / "training_progress.mp4", fps=6))
-        written.append(rec.save_contact_sheet(out / "training_contact_sheet.png", rows=6))
+    # a short live run: the transformer starts to undo RTS distortions (the small tutorial net)
+    torch.manual_seed(0)
+    train = DistortedMNIST(digits, "rts", seed=1, fresh=True)
+    probe = rts.get(torch.arange(8))
+    model = get_model("stn_tutorial", input_size=(1, 42, 42), device=dev)
+    rec = ProgressRecorder(probe.images, probe.labels, every=8 if quick else 40, max_snapshots=60)
+    t0 = time.perf_counter()
+    fit(model, train, None, epochs=2 if quick else 40, batch_size=64, lr=0.02, loc_lr=0.01, weight_decay=0.0,
+        device=dev, progress=False, callbacks=[rec])
+    print(f"short training run: {time.perf_counter() - t0:.0f} s, {len(rec.snapshots)} snapshots")
+    frames = rec.frames(columns=4, tile=96)
+    written.append(save_gif(frames, out / "training_progress.gif", fps=6))
+    written.append(save_mp4(frames, out / "training_progress.mp4", fps=6))
+    written.append(rec.save_contact_sheet(out / "training_contact_sheet.png", rows=6))
 
     if signs in shipped:
         track = max(tracks, key=lambda t: float((t.boxes[:, 2] - t.boxes[:, 0]).std()))  # a sign that grows a lot
