@@ -8,6 +8,9 @@
   gives one row per track and :func:`stability_per_model` one row per model.
 * Data-set tables: :func:`class_transform_stats`, :func:`canonical_means`,
   :func:`accuracy_with_without`, :func:`distortion_residuals`.
+
+Functions that run a model take ``key=``: which transformer, by its capture record's key
+(``record.key``); default the first image transformer that runs.
 """
 
 from __future__ import annotations
@@ -156,7 +159,7 @@ class SequenceRun:
         >>> import stnviz
         >>> model = stnviz.load_pretrained("stn_gtsrb.gtsrb", device="cpu")
         >>> run = run_sequence(model, stnviz.data.sample_tracks()[0])  # a SequenceRun
-        >>> run.frames.shape, run.outlines.shape, run.boxes.shape, run.module
+        >>> run.frames.shape, run.outlines.shape, run.boxes.shape, run.key
         (torch.Size([30, 3, 32, 32]), torch.Size([30, 32, 2]), torch.Size([30, 4]), 'transformer')
     """
 
@@ -166,7 +169,7 @@ class SequenceRun:
     boxes: torch.Tensor | None
     predictions: torch.Tensor
     table: pd.DataFrame
-    module: str
+    key: str
 
 
 def _on_device(model, device) -> torch.device:
@@ -208,7 +211,7 @@ def _change(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def run_sequence(model, source, *, module: str | None = None, device=None, batch_size: int = 64,
+def run_sequence(model, source, *, key: str | None = None, device=None, batch_size: int = 64,
                  label: int | None = None) -> SequenceRun:
     """Run a frame sequence (Track, tensor, video file or folder) through ``model``.
 
@@ -243,8 +246,8 @@ def run_sequence(model, source, *, module: str | None = None, device=None, batch
     for i in range(0, frames.shape[0], batch_size):
         out, rec = collect_batch(model, frames[i : i + batch_size])
         logits.append(out.float().cpu())
-        recs.append(rec.pick(module))
-    name = module or recs[0].key
+        recs.append(rec.pick(key))
+    name = key or recs[0].key
     logits = torch.cat(logits)
     outputs = torch.cat([_cpu(r.output) for r in recs])
     inputs = torch.cat([_cpu(r.input) for r in recs])
@@ -296,7 +299,7 @@ def stability_per_frame(model, source, **kwargs) -> pd.DataFrame:
     return run_sequence(model, source, **kwargs).table
 
 
-def stability_per_track(model, tracks: Iterable, *, module: str | None = None, device=None) -> pd.DataFrame:
+def stability_per_track(model, tracks: Iterable, *, key: str | None = None, device=None) -> pd.DataFrame:
     """One row per track: frames, accuracy, mean IoU, mean output change against mean input change
     (``change_ratio`` < 1: the transformer's output is steadier than the identity) and against
     the fixed mean transform (``change_ratio_fixed`` < 1: steadier than *any* constant transform,
@@ -312,7 +315,7 @@ def stability_per_track(model, tracks: Iterable, *, module: str | None = None, d
     """
     rows = []
     for tr in tracks:
-        t = run_sequence(model, tr, module=module, device=device).table
+        t = run_sequence(model, tr, key=key, device=device).table
         row = {"track": getattr(tr, "track_id", len(rows)), "label": getattr(tr, "label", None), "frames": len(t),
                "output_change": t["output_change"].mean(), "input_change": t["input_change"].mean()}
         row["change_ratio"] = row["output_change"] / row["input_change"] if row["input_change"] > 0 else math.nan
@@ -360,7 +363,7 @@ def stability_per_model(summary: pd.DataFrame, name: str = "model") -> pd.DataFr
 
 
 @torch.no_grad()
-def _collect(model, data, module: str | None, batch_size: int, device, limit: int | None):
+def _collect(model, data, key: str | None, batch_size: int, device, limit: int | None):
     """Run ``data`` (a batch source) through ``model``: theta, inputs/outputs, labels, logits, extras
     (CPU copies; the batches are made on the model's device)."""
     dev = _on_device(model, device)
@@ -369,7 +372,7 @@ def _collect(model, data, module: str | None, batch_size: int, device, limit: in
     for batch in data.batches(batch_size, device=dev):
         _check_finite_batch(batch.images, batch.index, data)
         logits, rec = collect_batch(model, batch.images)
-        r = rec.pick(module)
+        r = rec.pick(key)
         out["theta"].append(None if r.theta is None else r.theta.detach().cpu())
         out["outputs"].append(_cpu(r.output))
         out["inputs"].append(_cpu(r.input))
@@ -382,7 +385,7 @@ def _collect(model, data, module: str | None, batch_size: int, device, limit: in
     return out
 
 
-def class_transform_stats(model, data, *, module: str | None = None, batch_size: int = 256, device=None) -> pd.DataFrame:
+def class_transform_stats(model, data, *, key: str | None = None, batch_size: int = 256, device=None) -> pd.DataFrame:
     """Per class: count, and mean / std of the learned rotation (deg), scale x / y and translation.
 
     Example:
@@ -393,7 +396,7 @@ def class_transform_stats(model, data, *, module: str | None = None, batch_size:
         >>> list(stats.columns[:4]), int(stats["count"].sum())
         (['label', 'count', 'rotation_deg_mean', 'rotation_deg_std'], 32)
     """
-    c = _collect(model, data, module, batch_size, device, None)
+    c = _collect(model, data, key, batch_size, device, None)
     if any(t is None for t in c["theta"]):
         raise ValueError("class_transform_stats needs an affine-type transformer (theta); this one has none")
     df = decomposed_theta(torch.cat(c["theta"]))[list(_PARTS)]
@@ -404,7 +407,7 @@ def class_transform_stats(model, data, *, module: str | None = None, batch_size:
     return stats.reset_index()
 
 
-def canonical_means(model, data, *, module: str | None = None, batch_size: int = 256, device=None) -> dict:
+def canonical_means(model, data, *, key: str | None = None, batch_size: int = 256, device=None) -> dict:
     """Per class, the mean input and the mean transformer output: ``{label: (mean_in, mean_out)}``,
     each ``(C, H, W)``. A sharp mean output where the mean input is a blur shows the transformer
     bringing the class to one canonical pose.
@@ -417,7 +420,7 @@ def canonical_means(model, data, *, module: str | None = None, batch_size: int =
         >>> mean_in.shape, mean_out.shape  # the 42x42 canvas in, the transformer's 28x28 output
         (torch.Size([1, 42, 42]), torch.Size([1, 28, 28]))
     """
-    c = _collect(model, data, module, batch_size, device, None)
+    c = _collect(model, data, key, batch_size, device, None)
     labels = torch.cat(c["labels"])
     inputs, outputs = torch.cat(c["inputs"]), torch.cat(c["outputs"])
     return {int(k): (inputs[labels == k].mean(0), outputs[labels == k].mean(0)) for k in torch.unique(labels).tolist()}
@@ -452,7 +455,7 @@ def accuracy_with_without(model, data, *, twin=None, batch_size: int = 256, devi
     return pd.DataFrame(rows)[["model", "accuracy", "error", "loss", "n"]]
 
 
-def distortion_residuals(model, data, *, module: str | None = None, batch_size: int = 256, device=None,
+def distortion_residuals(model, data, *, key: str | None = None, batch_size: int = 256, device=None,
                          limit: int | None = None) -> pd.DataFrame:
     """How much of a known distortion the transformer undoes (``stnviz.data.DistortedMNIST`` with
     ground-truth ``theta``).
@@ -471,7 +474,7 @@ def distortion_residuals(model, data, *, module: str | None = None, batch_size: 
         >>> table.index.tolist(), bool(table.loc["translation x", "undone"] > 0.5)
         (['rotation (deg)', 'log scale', 'translation x', 'translation y'], True)
     """
-    c = _collect(model, data, module, batch_size, device, limit)
+    c = _collect(model, data, key, batch_size, device, limit)
     if not c["extras"] or "theta" not in c["extras"][0]:
         raise ValueError("distortion_residuals needs data with ground-truth 'theta' (e.g. DistortedMNIST 'rts' or 'rotated')")
     if any(t is None for t in c["theta"]):

@@ -77,7 +77,7 @@ class Snapshot:
 
 @torch.no_grad()
 def probe_snapshot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, *, step: int = 0,
-                   epoch: float = 0.0, train_loss: float = math.nan, module: str | None = None) -> Snapshot:
+                   epoch: float = 0.0, train_loss: float = math.nan, key: str | None = None) -> Snapshot:
     """Run ``model`` on the probe ``images (N, C, H, W)`` (moved to the model's device and floating
     dtype; ``labels (N,)`` too) and return a :class:`Snapshot` of CPU tensors.
 
@@ -90,7 +90,7 @@ def probe_snapshot(model: nn.Module, images: torch.Tensor, labels: torch.Tensor 
         (500, 1.0, (4, 2, 3), (4, 32, 2))
     """
     logits, rec = collect_batch(model, images)
-    r = rec.pick(module)
+    r = rec.pick(key)
     loss = acc = math.nan
     if labels is not None:
         labels = torch.as_tensor(labels).to(logits.device)
@@ -109,7 +109,7 @@ class ProgressRecorder(Callback):
         every: record every this many optimizer steps (and once before training).
         max_snapshots: memory bound; when exceeded, every other snapshot is dropped and the
             recording interval doubles, keeping the history evenly spaced.
-        module: which transformer (capture name); default the first one that runs.
+        key: which transformer (its capture record's key); default the first one that runs.
 
     Use: ``rec = ProgressRecorder(probe, labels, every=50); fit(..., callbacks=[rec]);
     rec.save_gif("progress.gif")``.
@@ -125,7 +125,7 @@ class ProgressRecorder(Callback):
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, every: int = 50,
-                 max_snapshots: int = 200, module: str | None = None):
+                 max_snapshots: int = 200, key: str | None = None):
         if images.dim() != 4 or images.shape[0] == 0:
             raise ValueError(f"probe images must be (N, C, H, W) with N >= 1, got shape {tuple(images.shape)}")
         if every < 1 or max_snapshots < 2:
@@ -134,12 +134,12 @@ class ProgressRecorder(Callback):
         self.labels = None if labels is None else torch.as_tensor(labels).cpu().long()
         self.every = every
         self.max_snapshots = max_snapshots
-        self.module = module
+        self.key = key
         self.snapshots: list[Snapshot] = []
 
     def record(self, model: nn.Module, step: int, epoch: float = 0.0, train_loss: float = math.nan) -> None:
         snap = probe_snapshot(model, self.inputs, self.labels, step=step, epoch=epoch,
-                              train_loss=train_loss, module=self.module)
+                              train_loss=train_loss, key=self.key)
         self.snapshots.append(snap)
         if len(self.snapshots) > self.max_snapshots:
             self.snapshots = self.snapshots[::2]
@@ -175,7 +175,7 @@ class ProgressRecorder(Callback):
 
 
 def snapshots_from_checkpoints(paths: Sequence[str | os.PathLike], images: torch.Tensor,
-                               labels: torch.Tensor | None = None, *, module: str | None = None,
+                               labels: torch.Tensor | None = None, *, key: str | None = None,
                                device="cpu") -> list[Snapshot]:
     """A snapshot per checkpoint file (e.g. one per epoch), in the given order.
 
@@ -197,7 +197,7 @@ def snapshots_from_checkpoints(paths: Sequence[str | os.PathLike], images: torch
         model = _load_model(p, device=device)
         meta = model.meta
         step = int(meta.get("step") or i)
-        out.append(probe_snapshot(model, images, labels, step=step, epoch=float(meta.get("epochs") or i), module=module))
+        out.append(probe_snapshot(model, images, labels, step=step, epoch=float(meta.get("epochs") or i), key=key))
     return out
 
 

@@ -86,6 +86,33 @@ class TestRunSequence:
         assert one.loc[0, "model"] == "untrained" and one.loc[0, "frames"] == 90
         assert one.loc[0, "tracks_steadier_than_identity"] == 0.0
 
+    def test_key_picks_the_transformer(self, device):
+        """``key=`` takes a capture record's key (``record.key``); ``module=`` is not a parameter."""
+        model = get_model("stn_gtsrb", device=device).eval()
+        frames = sample_tracks()[0].images[:3]
+        with capture(model) as rec:
+            model(frames.to(device))
+        second = rec.of("body.1")[0]
+        run = run_sequence(model, frames, key=second.key)
+        assert run.key == "body.1" and run.outputs.shape == second.output.shape
+        assert run_sequence(model, frames).key == "transformer"  # default: the first image transformer
+        with pytest.raises(TypeError, match="module"):
+            run_sequence(model, frames, module=second.key)
+
+    def test_every_key_parameter_is_named_key(self):
+        """One word per idea: whatever picks a transformer by its record key calls it ``key``."""
+        import inspect
+
+        from stnviz import analysis, animate
+        from stnviz.widgets import StabilityViewer
+
+        takers = (analysis.run_sequence, analysis.stability_per_track, analysis.class_transform_stats,
+                  analysis.canonical_means, analysis.distortion_residuals, animate.probe_snapshot,
+                  animate.ProgressRecorder, animate.snapshots_from_checkpoints, StabilityViewer)
+        for f in takers:
+            params = inspect.signature(f).parameters
+            assert "key" in params and "module" not in params, f.__qualname__
+
     def test_bad_sequences(self, tmp_path, device):
         model = get_model("stn_gtsrb", device=device).eval()
         with pytest.raises(ValueError, match="empty"):

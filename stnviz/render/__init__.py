@@ -17,7 +17,7 @@ Coordinates are input pixels with pixel centres at integers (``stnviz.geometry``
 from .figures import draw_box, draw_image, draw_lattice, draw_outline, format_theta, plot_batch, plot_record
 from .raster import (
     BOX_COLOR, FRAME_BACKGROUND, LATTICE_COLOR, OUTLINE_COLOR, encode, lattice_points, overlay_rgb, overlay_square,
-    region_panels, region_tile, to_display, to_png,
+    region_panels, region_tile, to_display,
 )
 from .sequences import plot_canonical_means, plot_change_curves, plot_stability_summary, plot_theta_components
 
@@ -44,5 +44,4 @@ __all__ = [
     "region_panels",
     "region_tile",
     "to_display",
-    "to_png",
 ]

@@ -18,7 +18,7 @@ import torch
 from .. import geometry
 
 __all__ = ["BOX_COLOR", "FRAME_BACKGROUND", "LATTICE_COLOR", "OUTLINE_COLOR", "encode", "lattice_points",
-           "overlay_rgb", "overlay_square", "region_panels", "region_tile", "to_display", "to_png"]
+           "overlay_rgb", "overlay_square", "region_panels", "region_tile", "to_display"]
 
 OUTLINE_COLOR = "#ff3b30"
 LATTICE_COLOR = "#ffd60a"
@@ -243,21 +243,10 @@ def region_tile(image, output, outline=None, lattice=None, box=None, *, scale: i
     return tile
 
 
-
-def to_png(rgb: np.ndarray, *, compress_level: int = 1) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 (or ``(H, W)`` float in [0, 1]) array as PNG bytes.
-
-    Example:
-        >>> png = to_png(np.zeros((8, 8), np.float32))
-        >>> png[1:4], len(png) < 100
-        (b'PNG', True)
-    """
-    return encode(rgb, "png", compress_level=compress_level)
-
-
 def encode(rgb: np.ndarray, fmt: str = "png", *, compress_level: int = 1, quality: int = 92) -> bytes:
-    """Encode an image array as ``"png"`` (lossless; fast for flat, grey pictures) or ``"jpeg"``
-    (about 20x faster than PNG for a colour photo of a few hundred pixels a side).
+    """Encode an ``(H, W, 3)`` uint8 (or ``(H, W)`` float in [0, 1]) array as ``"png"`` bytes
+    (lossless; fast for flat, grey pictures) or ``"jpeg"`` (about 20x faster than PNG for a colour
+    photo of a few hundred pixels a side).
 
     Example:
         >>> rgb = np.zeros((16, 16, 3), np.uint8)

@@ -305,7 +305,7 @@ class ThetaExplorer(_Widget):
         if model is not None:
             rec = self._learned_record(0)
             if rec is not None:
-                self._learned_key = getattr(rec, "key", rec.module)
+                self._learned_key = rec.key
                 fam = "affine" if rec.family in _AFFINE_LIKE else rec.family
                 self._learned_family = fam
                 if fam == "tps":

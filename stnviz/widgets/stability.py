@@ -176,6 +176,7 @@ class StabilityViewer(_Widget):
         model: the model to analyse; ``tracks``: a list of :class:`stnviz.data.Track` (e.g.
         ``stnviz.data.sample_tracks()``) or other frame sources accepted by
         :func:`stnviz.analysis.run_sequence`.
+        key: which transformer (its capture record's key); default the first image transformer.
         class_names: optional names for the labels and predictions.
         prefetch: run the other tracks in a background thread after the first one is shown, so
             a track change finds its run ready (one run at a time, under a lock). The runs then use
@@ -202,7 +203,7 @@ class StabilityViewer(_Widget):
         'frame 10: prediction <b>speed limit 20</b>'
     """
 
-    def __init__(self, model, tracks, *, module: str | None = None, scale: int = 6, class_names=None,
+    def __init__(self, model, tracks, *, key: str | None = None, scale: int = 6, class_names=None,
                  prefetch: bool = True):
         from ..analysis import run_sequence
 
@@ -210,7 +211,7 @@ class StabilityViewer(_Widget):
         if not self.tracks:
             raise ValueError("StabilityViewer needs at least one track")
         self._run_sequence = run_sequence
-        self.module, self.scale, self.class_names = module, scale, class_names
+        self.key, self.scale, self.class_names = key, scale, class_names
         self._tracks: dict = {}  # i -> (SequenceRun, plot raster, marker geometry)
         self._lock = threading.Lock()  # one run_sequence at a time (eval_mode is not re-entrant)
         self._futures: dict = {}
@@ -273,7 +274,7 @@ class StabilityViewer(_Widget):
     def _compute(self, i: int):
         with self._lock, _one_thread():
             if i not in self._tracks:
-                run = self._run_sequence(self._runner, self.tracks[i], module=self.module)
+                run = self._run_sequence(self._runner, self.tracks[i], key=self.key)
                 rgb, markers = stability_plots(run.table)
                 self._tracks[i] = (run, render.encode(rgb, "png"), rgb.shape, markers)
             return self._tracks[i]
