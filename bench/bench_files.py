@@ -64,9 +64,9 @@ def _largest_storage(path: Path) -> str:
 def make_deflate_bomb(folder: Path, gib: float) -> Path:
     """A stn_tutorial checkpoint whose largest storage member is ``gib`` GiB of deflated zeros."""
     from stnviz.checkpoints import save_checkpoint
-    from stnviz.models import build_model
+    from stnviz import get_model
 
-    good = save_checkpoint(build_model("stn_tutorial"), folder / "good.pt")
+    good = save_checkpoint(get_model("stn_tutorial", device="cpu"), folder / "good.pt")
     member = _largest_storage(good)
     bomb = folder / "bomb.pt"
     chunk = bytes(2**20)
@@ -87,9 +87,9 @@ def make_num_classes(folder: Path) -> Path:
     import torch
 
     from stnviz.checkpoints import save_checkpoint
-    from stnviz.models import build_model
+    from stnviz import get_model
 
-    path = save_checkpoint(build_model("stn_tutorial"), folder / "classes.pt")
+    path = save_checkpoint(get_model("stn_tutorial", device="cpu"), folder / "classes.pt")
     payload = torch.load(path, weights_only=True)
     payload["model_args"] = {"num_classes": 10**8}
     torch.save(payload, path)
@@ -101,9 +101,9 @@ def make_tps_10000(folder: Path) -> Path:
     import torch
 
     from stnviz.checkpoints import save_checkpoint, weights_digest
-    from stnviz.models import build_model
+    from stnviz import get_model
 
-    path = save_checkpoint(build_model("stn_fcn_tps"), folder / "tps.pt")
+    path = save_checkpoint(get_model("stn_fcn_tps", device="cpu"), folder / "tps.pt")
     payload = torch.load(path, weights_only=True)
     sd = payload["state_dict"]
     key = next(k for k in sd if k.endswith("regressor.weight"))

@@ -19,12 +19,16 @@ __all__ = ["STALE_TEMP_SECONDS", "atomic_write", "is_temp_file", "remove_stale_t
 
 STALE_TEMP_SECONDS = 3600
 TEMP_MARK = ".stnviz-tmp"
-# this module's temp names, and those of earlier versions (".NAME.XXXXXXXX.tmp.SUFFIX")
-_TEMP_RE = re.compile(r"^\..+(\.stnviz-tmp(\.[^.]+)?|\.[a-z0-9_]{8}\.tmp(\.[^.]+)?)$")
+_TEMP_RE = re.compile(rf"^\..+{re.escape(TEMP_MARK)}(\.[^.]+)?$")
 
 
 def is_temp_file(name: str | os.PathLike) -> bool:
-    """True for the name of a temp file written by :func:`atomic_write` (now or by earlier versions)."""
+    """True for the name of a temp file written by :func:`atomic_write`.
+
+    Example:
+        >>> is_temp_file(".stn_cnn.mnist.pt.k2j3a9_z.stnviz-tmp.pt"), is_temp_file("stn_cnn.mnist.pt")
+        (True, False)
+    """
     return bool(_TEMP_RE.match(Path(name).name))
 
 

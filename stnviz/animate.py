@@ -188,13 +188,13 @@ def snapshots_from_checkpoints(paths: Sequence[str | os.PathLike], images: torch
         >>> len(snaps), snaps[0].epoch, snaps[0].accuracy
         (1, 12.0, 1.0)
     """
-    from .checkpoints import _load_model
+    from .checkpoints import load_model
 
     if not paths:
         raise ValueError("snapshots_from_checkpoints needs at least one checkpoint path, got none")
     out = []
     for i, p in enumerate(paths):
-        model = _load_model(p, device=device)
+        model = load_model(p, device=device)
         meta = model.meta
         step = int(meta.get("step") or i)
         out.append(probe_snapshot(model, images, labels, step=step, epoch=float(meta.get("epochs") or i), key=key))

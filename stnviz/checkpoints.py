@@ -15,9 +15,11 @@ of those types, so a file crafted to run code when unpickled is rejected before 
 
 The file also carries ``"weights_sha256"``, a SHA-256 of the weights (names, dtypes, shapes and
 bytes), and loading checks it and the zip archive's CRCs: torch itself does not, so a flipped
-byte in a weight would otherwise load silently. A file without a digest (written by an early
-version) still loads, with a :class:`CheckpointWarning`. Any unusable file raises
-:class:`CheckpointError` naming the file.
+byte in a weight would otherwise load silently. A file without a digest is refused. Any unusable
+file raises :class:`CheckpointError` naming the file.
+
+:func:`load_model` rebuilds the model a file holds; :func:`stnviz.load_pretrained` finds a file
+by name (``"stn_cnn.mnist_rts"``) in :mod:`stnviz.hub` and loads it with it.
 
 A file cannot cost more memory than it stores: before anything is decompressed or unpickled the
 zip directory is checked (``torch.save`` writes stored, uncompressed members; a compressed member,
@@ -48,10 +50,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ._io import atomic_write
-from .models import SpatialTransformer, build_model
+from .models import SpatialTransformer
+from .models.registry import ARCHITECTURES
 
-__all__ = ["MAX_CHECKPOINT_BYTES", "CheckpointError", "CheckpointWarning", "load_checkpoint", "save_checkpoint",
-           "weights_digest"]
+__all__ = ["MAX_CHECKPOINT_BYTES", "CheckpointError", "CheckpointWarning", "load_checkpoint", "load_model",
+           "save_checkpoint", "weights_digest"]
 
 FORMAT = "stnviz-checkpoint"
 VERSION = 1
@@ -79,8 +82,7 @@ class CheckpointError(ValueError):
 
 
 class CheckpointWarning(UserWarning):
-    """A checkpoint loads but something is off (no weights digest, non-finite weights); the
-    message names the file."""
+    """A checkpoint loads but something is off (non-finite weights); the message names the file."""
 
 
 def _check_plain(obj: Any, where: str) -> None:
@@ -173,7 +175,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
                     allow_nonfinite: bool = False) -> Path:
     """Write ``model`` (built by a registered builder) to ``path`` atomically; return the path.
 
-    ``meta`` overrides / adds to the defaults (transform family, input size, library versions,
+    ``meta`` overrides / adds to the defaults (``family``, input size, library versions,
     creation time, the command line). Everything must be plain types; ``extra`` may carry
     trainer state such as an optimizer's ``state_dict()``. Weights holding NaN or inf are
     refused (``ValueError`` naming them, nothing written) unless ``allow_nonfinite=True``.
@@ -363,12 +365,12 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu", max_bytes: i
     """Read and validate a checkpoint dict (see module docstring) with ``weights_only=True``.
 
     Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a file that
-    is truncated, corrupt (CRC or weights digest mismatch), not a stnviz checkpoint, larger than
+    is truncated, corrupt (CRC or weights digest mismatch), carries no weights digest, is not a
+    stnviz checkpoint, is larger than
     ``max_bytes`` (default :data:`MAX_CHECKPOINT_BYTES`) or compressed (both refused from the zip
     directory, before anything is unpacked), or holds code or objects other than plain types
     (refused for safety before any of it can run).
-    Warns (:class:`CheckpointWarning`, naming the file) when the file has no weights digest or
-    its weights hold NaN or inf.
+    Warns (:class:`CheckpointWarning`, naming the file) when its weights hold NaN or inf.
 
     Example (the dict holds what rebuilds the model):
         >>> import os, tempfile
@@ -418,24 +420,20 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu", max_bytes: i
     if any(not isinstance(k, str) for k in payload["model_args"]):
         raise CheckpointError(f"{path}: model_args keys must be strings, got {sorted(map(repr, payload['model_args']))}")
     expected = payload.get("weights_sha256")
-    if expected is None:  # written before digests were stored; its CRCs were checked
-        warnings.warn(
-            f"{path} carries no weights digest (weights_sha256), so a changed weight would go unnoticed; "
-            "save it again with stnviz.checkpoints.save_checkpoint to add one", CheckpointWarning, stacklevel=2)
-    else:
-        got = weights_digest(payload["state_dict"])
-        if got != expected:
-            raise CheckpointError(
-                f"{path} is corrupted: its weights' SHA-256 is {got[:16]}..., the file records {str(expected)[:16]}..."
-            )
+    if not isinstance(expected, str):
+        raise CheckpointError(
+            f"{path} carries no weights digest (expected a 'weights_sha256' string, got {type(expected).__name__}); "
+            "re-save it with stnviz.checkpoints.save_checkpoint to add one"
+        )
+    got = weights_digest(payload["state_dict"])
+    if got != expected:
+        raise CheckpointError(
+            f"{path} is corrupted: its weights' SHA-256 is {got[:16]}..., the file records {expected[:16]}..."
+        )
     bad = _non_finite(payload["state_dict"])
     if bad:
         warnings.warn(f"{path} holds non-finite weights (NaN or inf) in {_name_list(bad)}; the model's outputs will "
                       "not be numbers", CheckpointWarning, stacklevel=2)
-    # files written before the transform family was called "family" everywhere say "transform"
-    for part in (payload["model_args"], payload["meta"]):
-        if "transform" in part and "family" not in part:
-            part["family"] = part.pop("transform")
     return payload
 
 
@@ -485,7 +483,7 @@ def _build_from_file(path, payload: dict) -> nn.Module:
     budget = _BuildBudget(2 * stored_bytes + 64 * 2**20)  # the weights, the builders' trial inputs, slack
     try:
         with budget:
-            model = build_model(arch, **args)
+            model = ARCHITECTURES.build(arch, **args)
     except _OverBudget as e:
         raise CheckpointError(
             f"{path}: its model_args {args} ask for a larger {arch!r} than the weights it stores: building it "
@@ -505,11 +503,23 @@ def _build_from_file(path, payload: dict) -> nn.Module:
     return model
 
 
-def _load_model(path: str | os.PathLike, *, device=None, arch: str | None = None) -> nn.Module:
-    """Rebuild the model in ``path`` with its weights, in eval mode, with ``model.meta`` set.
+def load_model(path: str | os.PathLike, *, device=None, arch: str | None = None) -> nn.Module:
+    """Rebuild the model in the checkpoint file ``path`` with its weights, in eval mode, with
+    ``model.meta`` set (the file's metadata plus ``arch``, ``model_args`` and ``path``).
 
     ``arch``: if given, the checkpoint must be of that architecture (else :class:`CheckpointError`).
     ``device`` is resolved with :func:`stnviz.device.resolve_device` (``None`` means ``"auto"``).
+    The file is checked as by :func:`load_checkpoint`. To load trained weights by name
+    (``"stn_cnn.mnist_rts"``) use :func:`stnviz.load_pretrained`, which finds the file.
+
+    Example (not run here: it writes a file)::
+
+        from stnviz import get_model
+        from stnviz.checkpoints import load_model, save_checkpoint
+
+        save_checkpoint(get_model("stn_tutorial"), "runs/stn.pt", {"dataset": "mnist"})
+        model = load_model("runs/stn.pt", device="cpu")   # eval mode, on the CPU
+        model.meta["dataset"], model.meta["arch"]          # ('mnist', 'stn_tutorial')
     """
     from .device import resolve_device
 

@@ -843,12 +843,12 @@ def identity_params(
 
 
 def warp(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", padding_mode: str = "zeros", *,
-         align_corners: bool = ALIGN_CORNERS, padding: str | None = None) -> torch.Tensor:
+         align_corners: bool = ALIGN_CORNERS) -> torch.Tensor:
     """Sample ``image (B, C, H_in, W_in)`` at ``grid (B, H, W, 2)`` -> ``(B, C, H, W)``.
 
     Any number of channels in one call. ``mode``: ``bilinear``, ``nearest`` or ``bicubic``;
-    ``padding_mode``: ``zeros``, ``border`` or ``reflection`` (what out-of-image samples read;
-    ``padding`` is the older name of the same setting). Uses ``torch.nn.functional.grid_sample``
+    ``padding_mode``: ``zeros``, ``border`` or ``reflection`` (what out-of-image samples read).
+    Uses ``torch.nn.functional.grid_sample``
     with the package's ``align_corners`` unless told otherwise: a capture record's ``sampling``
     holds the code's own settings, so ``warp(r.input, r.grid, **r.sampling)`` reproduces
     ``r.output``.
@@ -874,8 +874,6 @@ def warp(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", paddin
         raise ValueError(f"grid batch {grid.shape[0]} must match image batch {image.shape[0]}")
     if mode not in _WARP_MODES:
         raise ValueError(f"mode must be one of {_WARP_MODES}, got {mode!r}")
-    if padding is not None:
-        padding_mode = padding
     if padding_mode not in _PADDINGS:
         raise ValueError(f"padding_mode must be one of {_PADDINGS}, got {padding_mode!r}")
     if grid.dtype != image.dtype:

@@ -5,6 +5,9 @@ Trained weights are ``NAME.pt`` files, searched in this order:
 1. the folders in ``$STNVIZ_CHECKPOINTS`` (``os.pathsep``-separated);
 2. the weights shipped with the package (the repository's ``weights/``, installed as
    ``stnviz.weights`` in a wheel and found there from an editable install too).
+
+This is the one place that turns a name into a file; :func:`stnviz.checkpoints.load_model`
+loads a file, and :func:`load_pretrained` takes either.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoints import _load_model
-from .models import build_model, list_architectures
+from .checkpoints import load_model
+from .models.registry import ARCHITECTURES
 
 __all__ = ["checkpoint_dirs", "get_model", "list_models", "load_pretrained", "pretrained_table"]
 
@@ -73,7 +76,7 @@ def list_models(pattern: str | None = None, *, pretrained: bool | None = None) -
     """
     names: list[str] = []
     if pretrained is not True:
-        names += list_architectures()
+        names += ARCHITECTURES.names()
     if pretrained is not False:
         names += list(_pretrained())
     return sorted(n for n in names if pattern is None or fnmatch.fnmatch(n, pattern))
@@ -95,13 +98,13 @@ def load_pretrained(name_or_path: str | os.PathLike, device=None) -> nn.Module:
     """
     as_path = Path(name_or_path)
     if as_path.suffix == ".pt" or as_path.is_file():
-        return _load_model(as_path, device=device)
+        return load_model(as_path, device=device)
     name = str(name_or_path)
     available = _pretrained()
     if name not in available:
-        hint = f"; {name!r} is an architecture: use stnviz.get_model({name!r}) for an untrained one" if name in list_architectures() else ""
+        hint = f"; {name!r} is an architecture: use stnviz.get_model({name!r}) for an untrained one" if name in ARCHITECTURES else ""
         raise ValueError(f"no trained weights named {name!r}; expected one of {sorted(available) or '(none found)'}{hint}")
-    return _load_model(available[name], device=device, arch=name.split(".")[0])
+    return load_model(available[name], device=device, arch=name.split(".")[0])
 
 
 def get_model(name: str, *, device=None, **kwargs) -> nn.Module:
@@ -120,7 +123,7 @@ def get_model(name: str, *, device=None, **kwargs) -> nn.Module:
         return load_pretrained(name, device=device)
     from .device import resolve_device
 
-    return build_model(name, **kwargs).to(resolve_device(device))
+    return ARCHITECTURES.build(name, **kwargs).to(resolve_device(device))
 
 
 def pretrained_table():

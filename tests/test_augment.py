@@ -23,7 +23,7 @@ class TestAugment:
         s = 0.9 + 0.2 * u[:, 1]
         theta = geometry.compose_affine(rotation=(u[:, 0] * 2 - 1) * math.radians(10), scale_x=s, scale_y=s,
                                         tx=(u[:, 2] * 2 - 1) * 0.1, ty=(u[:, 3] * 2 - 1) * 0.1)
-        expected = geometry.warp(x, geometry.affine_grid(theta, (32, 32)), padding="border")
+        expected = geometry.warp(x, geometry.affine_grid(theta, (32, 32)), padding_mode="border")
         torch.testing.assert_close(jitter, expected)
         # with every range at zero it is the identity
         still = random_affine(x, None, torch.Generator().manual_seed(0), rotation_deg=0.0, scale=(1.0, 1.0),

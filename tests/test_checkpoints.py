@@ -5,14 +5,13 @@ import pytest
 import torch
 
 import stnviz
-from stnviz.checkpoints import CheckpointError, CheckpointWarning, load_checkpoint, save_checkpoint
-from stnviz.checkpoints import _load_model as load_model  # what load_pretrained(path) runs
-from stnviz.models import build_model
+from stnviz import get_model
+from stnviz.checkpoints import CheckpointError, CheckpointWarning, load_checkpoint, load_model, save_checkpoint
 
 
-def _trained_like(name="stn_cnn", **kw):
+def _trained_like(name="stn_cnn", *, device, **kw):
     torch.manual_seed(1)
-    model = build_model(name, **kw)
+    model = get_model(name, device=device, **kw)
     with torch.no_grad():  # move off identity so the round trip checks real numbers
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.01)
@@ -31,7 +30,7 @@ class _Payload:
 
 class TestSaveLoad:
     def test_round_trip_bit_exact(self, tmp_path, device):
-        model = _trained_like("stn_gtsrb")
+        model = _trained_like("stn_gtsrb", device=device)
         path = save_checkpoint(model, tmp_path / "m.pt", {"dataset": "gtsrb", "epochs": 3, "seed": 7, "metrics": {"acc": 0.5}})
         loaded = load_model(path, device=device)
         a, b = model.state_dict(), loaded.state_dict()
@@ -43,7 +42,7 @@ class TestSaveLoad:
         assert not loaded.training
 
     def test_meta_contents(self, tmp_path, device):
-        model = _trained_like("stn_cnn", family="tps")
+        model = _trained_like("stn_cnn", family="tps", device=device)
         save_checkpoint(model, tmp_path / "m.pt", {"dataset": "mnist_rts", "epochs": 2, "seed": 3, "metrics": {"err": 0.01}})
         payload = load_checkpoint(tmp_path / "m.pt")
         assert payload["arch"] == "stn_cnn" and payload["model_args"] == {"family": "tps"}
@@ -56,17 +55,17 @@ class TestSaveLoad:
         loaded = load_model(tmp_path / "m.pt", device=device)
         assert loaded.meta["dataset"] == "mnist_rts" and loaded.meta["arch"] == "stn_cnn"
 
-    def test_plain_types_only(self, tmp_path):
+    def test_plain_types_only(self, tmp_path, device):
         with pytest.raises(ValueError, match=r"meta\['when'\] must hold only plain types"):
-            save_checkpoint(_trained_like(), tmp_path / "m.pt", {"when": object()})
+            save_checkpoint(_trained_like(device=device), tmp_path / "m.pt", {"when": object()})
         assert not (tmp_path / "m.pt").exists()
 
     def test_needs_registered_model(self, tmp_path):
         with pytest.raises(ValueError, match="registered builder"):
             save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "m.pt")
 
-    def test_extra_state(self, tmp_path):
-        model = _trained_like("stn_tutorial")
+    def test_extra_state(self, tmp_path, device):
+        model = _trained_like("stn_tutorial", device=device)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         model(torch.rand(2, 1, 28, 28)).sum().backward()
         opt.step()
@@ -98,8 +97,8 @@ class TestBadFiles:
             load_checkpoint(evil)
         assert not marker.exists()
 
-    def test_truncated(self, tmp_path):
-        path = save_checkpoint(_trained_like(), tmp_path / "m.pt")
+    def test_truncated(self, tmp_path, device):
+        path = save_checkpoint(_trained_like(device=device), tmp_path / "m.pt")
         data = path.read_bytes()
         cut = tmp_path / "cut.pt"
         cut.write_bytes(data[: len(data) // 2])
@@ -111,12 +110,12 @@ class TestBadFiles:
             load_model(tmp_path / "nope.pt", device=device)
 
     def test_other_architecture(self, tmp_path, device):
-        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        path = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         with pytest.raises(CheckpointError, match=r"holds architecture 'stn_tutorial', expected 'stn_gtsrb'"):
             load_model(path, arch="stn_gtsrb", device=device)
 
     def test_weights_do_not_fit(self, tmp_path, device):
-        path = save_checkpoint(_trained_like("stn_cnn"), tmp_path / "m.pt")
+        path = save_checkpoint(_trained_like("stn_cnn", device=device), tmp_path / "m.pt")
         payload = load_checkpoint(path)
         payload["model_args"] = {"family": "projective"}  # regressor now has 8 outputs, file has 6
         torch.save(payload, tmp_path / "bad.pt")
@@ -154,7 +153,7 @@ def _largest_storage(path):
 
 class TestCorruption:
     def test_flipped_byte_in_a_weight_is_caught(self, tmp_path, device):
-        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        path = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         member = _largest_storage(path)
         start, size = _member_data_offset(path, member)
         raw = bytearray(path.read_bytes())
@@ -164,8 +163,8 @@ class TestCorruption:
         with pytest.raises(CheckpointError, match=r"flipped\.pt is corrupted"):
             load_model(bad, device=device)
 
-    def test_weights_changed_behind_the_digest_are_caught(self, tmp_path):
-        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+    def test_weights_changed_behind_the_digest_are_caught(self, tmp_path, device):
+        path = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         payload = torch.load(path, weights_only=True)
         key = next(iter(payload["state_dict"]))
         payload["state_dict"][key] = payload["state_dict"][key].clone()
@@ -174,17 +173,21 @@ class TestCorruption:
         with pytest.raises(CheckpointError, match=r"edited\.pt is corrupted: its weights' SHA-256 is .* the file records"):
             load_checkpoint(tmp_path / "edited.pt")
 
-    def test_digest_is_stored_and_files_without_one_load_with_a_warning(self, tmp_path, device):
-        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+    def test_digest_is_stored_and_files_without_one_are_refused(self, tmp_path, device):
+        path = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         payload = load_checkpoint(path)
         assert re.fullmatch(r"[0-9a-f]{64}", payload["weights_sha256"])
-        del payload["weights_sha256"]  # as written by earlier versions
-        torch.save(payload, tmp_path / "old.pt")
-        with pytest.warns(CheckpointWarning, match=r"old\.pt carries no weights digest \(weights_sha256\)"):
-            assert load_model(tmp_path / "old.pt", device=device).meta["arch"] == "stn_tutorial"
+        del payload["weights_sha256"]  # a valid zip with valid CRCs, but nothing vouches for the weights
+        torch.save(payload, tmp_path / "nodigest.pt")
+        expected = (r"nodigest\.pt carries no weights digest \(expected a 'weights_sha256' string, got NoneType\); "
+                    r"re-save it with stnviz\.checkpoints\.save_checkpoint to add one$")
+        with pytest.raises(CheckpointError, match=expected):
+            load_model(tmp_path / "nodigest.pt", device=device)
+        with pytest.raises(CheckpointError, match=expected):
+            stnviz.load_pretrained(tmp_path / "nodigest.pt", device=device)
 
     def test_fuzzed_files_only_ever_raise_checkpoint_error_naming_the_file(self, tmp_path, device):
-        good_path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "good.pt")
+        good_path = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "good.pt")
         good = good_path.read_bytes()
         pkl_start, pkl_size = _member_data_offset(good_path, "data.pkl")
         rng = random.Random(0)
@@ -221,7 +224,7 @@ class TestCorruption:
 
     @pytest.mark.parametrize("model_args", [{"num_classes": -3}, {"input_size": [1, -28, 28]}, {"num_classes": "ten"}])
     def test_crafted_model_arguments(self, tmp_path, model_args, device):
-        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        path = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         payload = torch.load(path, weights_only=True)
         payload["model_args"] = model_args
         torch.save(payload, tmp_path / "crafted.pt")
@@ -240,43 +243,39 @@ class TestCorruption:
 
 
 class TestWritesAtomically:
-    def test_a_read_only_checkpoint_is_not_replaced(self, tmp_path):
+    def test_a_read_only_checkpoint_is_not_replaced(self, tmp_path, device):
         """save_checkpoint writes through stnviz._io.atomic_write (tested in test_io.py)."""
-        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        path = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         before = path.read_bytes()
         path.chmod(0o444)
         with pytest.raises(PermissionError, match=r"m\.pt is read-only"):
-            save_checkpoint(_trained_like("stn_cnn"), path)
+            save_checkpoint(_trained_like("stn_cnn", device=device), path)
         assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.pt"]
 
 
 class TestFamilyName:
-    """The transform family is called ``family`` everywhere; ``transform`` (its older name) is read
-    from old files silently and accepted from code with a DeprecationWarning."""
+    """The transform family is called ``family`` everywhere: in model arguments, metadata and code."""
 
-    def test_old_files_say_transform(self, tmp_path, device):
-        model = _trained_like("stn_cnn", family="tps")
-        path = save_checkpoint(model, tmp_path / "old.pt", meta={"dataset": "x"})
+    def test_files_say_family(self, tmp_path, device):
+        path = save_checkpoint(_trained_like("stn_cnn", family="tps", device=device), tmp_path / "m.pt")
+        payload = load_checkpoint(path)
+        assert payload["model_args"] == {"family": "tps"} and payload["meta"]["family"] == "tps"
+        assert "transform" not in payload["meta"]
+
+    def test_a_file_saying_transform_is_not_translated(self, tmp_path, device):
+        """The pre-release name is not read: such a file's arguments are refused, naming them."""
+        path = save_checkpoint(_trained_like("stn_cnn", family="tps", device=device), tmp_path / "m.pt")
         payload = torch.load(path, weights_only=True)
         payload["model_args"] = {"transform": "tps"}
-        payload["meta"]["transform"] = payload["meta"].pop("family")
         torch.save(payload, path)
-        loaded = load_model(path, device=device)
-        assert loaded.transformers[0].family == "tps" and loaded.meta["family"] == "tps"
-        assert loaded.meta["model_args"] == {"family": "tps"}
+        with pytest.raises(CheckpointError, match=r"m\.pt: cannot rebuild its model 'stn_cnn' with \{'transform': 'tps'\}: "
+                                                  r"bad arguments .*unexpected keyword argument 'transform'"):
+            load_model(path, device=device)
 
-    def test_transform_keyword_still_works_with_a_warning(self, device):
-        from stnviz.models import SpatialTransformer
-        from stnviz.models.registry import build_model
-
-        with pytest.warns(DeprecationWarning, match="family="):
-            m = build_model("stn_cnn", transform="attention")
-        assert m.transformers[0].family == "attention"
-        with pytest.warns(DeprecationWarning, match="family="):
-            st = SpatialTransformer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)), transform="attention")
-        assert st.family == "attention"
-        with pytest.raises(ValueError, match="pass family= only"):
-            build_model("stn_cnn", transform="tps", family="tps")
+    def test_transform_keyword_is_refused(self, device):
+        with pytest.raises(ValueError, match=r"bad arguments for architecture 'stn_cnn': .*unexpected keyword argument "
+                                             r"'transform'"):
+            get_model("stn_cnn", transform="attention", device=device)
 
 
 # --------------------------------------------------------------------------- issue 18 item 2: bounded files
@@ -304,8 +303,8 @@ def _forbid(monkeypatch, *names):
 
 
 class TestZipDirectory:
-    def test_deflate_bomb_is_refused_before_anything_is_decompressed(self, tmp_path, monkeypatch):
-        good = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+    def test_deflate_bomb_is_refused_before_anything_is_decompressed(self, tmp_path, monkeypatch, device):
+        good = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         member = _largest_storage(good)
         bomb = _rezip(good, tmp_path / "bomb.pt", replace={member: bytes(64 * 2**20)})  # 64 MiB of zeros
         assert bomb.stat().st_size < 2**20  # a small file that unpacks to 64 MiB
@@ -316,14 +315,14 @@ class TestZipDirectory:
             load_checkpoint(bomb)
 
     def test_any_compressed_member_is_refused(self, tmp_path, device):
-        good = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        good = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         deflated = _rezip(good, tmp_path / "deflated.pt")  # the same weights, deflated
         with pytest.raises(CheckpointError, match=r"deflated\.pt: its member .* is compressed \(deflate"):
             load_model(deflated, device=device)
         assert load_checkpoint(_rezip(good, tmp_path / "stored.pt", compress=zipfile.ZIP_STORED))["arch"] == "stn_tutorial"
 
-    def test_stored_member_declaring_more_than_it_holds_is_refused(self, tmp_path, monkeypatch):
-        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+    def test_stored_member_declaring_more_than_it_holds_is_refused(self, tmp_path, monkeypatch, device):
+        path = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         member = _largest_storage(path)
         with zipfile.ZipFile(path) as zf:
             held = zf.getinfo(member).file_size
@@ -334,7 +333,7 @@ class TestZipDirectory:
             load_checkpoint(crafted)
 
     def test_total_size_is_bounded(self, tmp_path, monkeypatch, device):
-        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        path = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         assert stnviz.checkpoints.MAX_CHECKPOINT_BYTES == 2**30
         with pytest.raises(CheckpointError, match=r"m\.pt: it is [\d,]+ bytes, above the bound of 10,000 \(MAX_CHECKPOINT_BYTES\)"):
             load_checkpoint(path, max_bytes=10_000)
@@ -371,8 +370,8 @@ def _declare_size(src, dst, member, *, uncompressed=None, compressed=None):
 
 
 class TestModelArgumentsBoundedByTheWeights:
-    def _crafted(self, tmp_path, arch, **model_args):
-        path = save_checkpoint(_trained_like(arch), tmp_path / "m.pt")
+    def _crafted(self, tmp_path, device, arch, **model_args):
+        path = save_checkpoint(_trained_like(arch, device=device), tmp_path / "m.pt")
         payload = torch.load(path, weights_only=True)
         payload["model_args"] = model_args
         torch.save(payload, tmp_path / "crafted.pt")
@@ -381,7 +380,7 @@ class TestModelArgumentsBoundedByTheWeights:
     def test_huge_num_classes_is_refused_before_it_is_allocated(self, tmp_path, device):
         from torch.overrides import TorchFunctionMode
 
-        crafted = self._crafted(tmp_path, "stn_tutorial", num_classes=10**8)  # 20 GB of head weights
+        crafted = self._crafted(tmp_path, device, "stn_tutorial", num_classes=10**8)  # 20 GB of head weights
 
         class NoHugeTensors(TorchFunctionMode):
             """Fails the test at a tensor factory call for 10**8 elements or more, off the meta device."""
@@ -400,24 +399,24 @@ class TestModelArgumentsBoundedByTheWeights:
             stnviz.load_pretrained(crafted, device=device)
 
     def test_weights_of_other_shapes_are_named(self, tmp_path, device):
-        crafted = self._crafted(tmp_path, "stn_tutorial", num_classes=12)
+        crafted = self._crafted(tmp_path, device, "stn_tutorial", num_classes=12)
         with pytest.raises(CheckpointError, match=r"crafted\.pt: its weights do not fit architecture 'stn_tutorial' with "
                                                   r"\{'num_classes': 12\}: head\.3\.weight is \(12, 50\) in the model, "
                                                   r"\(10, 50\) in the file, head\.3\.bias is \(12,\) in the model, \(10,\)"):
             load_model(crafted, device=device)
 
     def test_10000_tps_control_points_are_refused_from_a_file(self, tmp_path, device):
-        crafted = self._crafted(tmp_path, "stn_fcn_tps", control_points=10_000)
+        crafted = self._crafted(tmp_path, device, "stn_fcn_tps", control_points=10_000)
         with pytest.raises(CheckpointError, match=r"crafted\.pt: cannot rebuild its model 'stn_fcn_tps' .*TPS takes at most "
                                                   r"MAX_TPS_CONTROL_POINTS = 1024 control points, got K=10000"):
             load_model(crafted, device=device)
 
-    def test_10000_tps_control_points_are_refused_in_code(self):
+    def test_10000_tps_control_points_are_refused_in_code(self, device):
         from stnviz import geometry
         from stnviz.models import GridGenerator
 
         assert geometry.MAX_TPS_CONTROL_POINTS == 1024
-        for ask in (lambda: build_model("stn_cnn", family="tps", control_points=10_000),
+        for ask in (lambda: get_model("stn_cnn", family="tps", control_points=10_000, device=device),
                     lambda: GridGenerator("tps", control_points=10_000),
                     lambda: geometry.tps_grid(torch.zeros(1, 10_000, 2), (8, 8))):
             with pytest.raises(ValueError, match="at most MAX_TPS_CONTROL_POINTS = 1024 control points, got K=10000"):
@@ -429,12 +428,12 @@ class TestModelArgumentsBoundedByTheWeights:
         family must load (the builders' trial inputs and the weights fit in it)."""
         import inspect
 
-        from stnviz import geometry
-        from stnviz.models import list_architectures
-        from stnviz.models.registry import _ARCHITECTURES
+        from stnviz import geometry, models
 
-        for arch in list_architectures():
-            params = inspect.signature(_ARCHITECTURES[arch]).parameters
+        shipped = [a for a in stnviz.list_models(pretrained=False) if a in models.__all__]  # not the tests' own
+        assert len(shipped) >= 11
+        for arch in shipped:
+            params = inspect.signature(getattr(models, arch)).parameters
             asks = [{}]
             if "family" in params:
                 asks += [{"family": f} for f in geometry.FAMILIES if f != "restricted"]
@@ -444,7 +443,7 @@ class TestModelArgumentsBoundedByTheWeights:
             if "control_points" in params:
                 asks.append({"control_points": 1024, **({"family": "tps"} if "family" in params else {})})
             for kwargs in asks:
-                path = save_checkpoint(build_model(arch, **kwargs), tmp_path / f"{arch}.pt")
+                path = save_checkpoint(get_model(arch, device=device, **kwargs), tmp_path / f"{arch}.pt")
                 assert load_model(path, device=device).stnviz_config == {"arch": arch, "kwargs": kwargs}
 
 
@@ -492,23 +491,23 @@ class TestCodeIsRefusedForSafety:
 
 
 class TestNonFiniteWeights:
-    def _nan_model(self):
-        model = _trained_like("stn_tutorial")
+    def _nan_model(self, device):
+        model = _trained_like("stn_tutorial", device=device)
         with torch.no_grad():
             model.head[3].weight[0, 0] = float("nan")
             model.head[3].bias[1] = float("inf")
         return model
 
-    def test_refused_on_save_unless_allowed(self, tmp_path):
+    def test_refused_on_save_unless_allowed(self, tmp_path, device):
         with pytest.raises(ValueError, match=r"refusing to save .*nan\.pt: weights head\.3\.weight, head\.3\.bias hold NaN "
                                              r"or inf .*allow_nonfinite=True"):
-            save_checkpoint(self._nan_model(), tmp_path / "nan.pt")
+            save_checkpoint(self._nan_model(device), tmp_path / "nan.pt")
         assert not (tmp_path / "nan.pt").exists() and os.listdir(tmp_path) == []
-        save_checkpoint(self._nan_model(), tmp_path / "nan.pt", allow_nonfinite=True)
+        save_checkpoint(self._nan_model(device), tmp_path / "nan.pt", allow_nonfinite=True)
         assert (tmp_path / "nan.pt").is_file()
 
     def test_warned_about_on_load_naming_the_file_and_tensors(self, tmp_path, device):
-        save_checkpoint(self._nan_model(), tmp_path / "nan.pt", allow_nonfinite=True)
+        save_checkpoint(self._nan_model(device), tmp_path / "nan.pt", allow_nonfinite=True)
         with pytest.warns(CheckpointWarning, match=r"nan\.pt holds non-finite weights \(NaN or inf\) in head\.3\.weight, "
                                                    r"head\.3\.bias"):
             stnviz.load_pretrained(tmp_path / "nan.pt", device=device)
@@ -516,7 +515,7 @@ class TestNonFiniteWeights:
     def test_finite_files_load_without_a_warning(self, tmp_path, device):
         import warnings
 
-        path = save_checkpoint(_trained_like("stn_tutorial"), tmp_path / "m.pt")
+        path = save_checkpoint(_trained_like("stn_tutorial", device=device), tmp_path / "m.pt")
         with warnings.catch_warnings():
             warnings.simplefilter("error", CheckpointWarning)
             load_model(path, device=device)

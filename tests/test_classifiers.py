@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from stnviz.models import SpatialTransformer, build_model
+from stnviz import get_model
+from stnviz.models import SpatialTransformer
 
 ARCHS = {
     "stn_tutorial": (1, 28, 28, 10, 1),
@@ -21,7 +22,7 @@ class TestBuilders:
     @pytest.mark.parametrize("name", sorted(ARCHS))
     def test_shapes_and_transformer_count(self, name, device):
         c, h, w, classes, n_st = ARCHS[name]
-        model = build_model(name).to(device).eval()
+        model = get_model(name, device=device).eval()
         assert model(torch.rand(2, c, h, w, device=device)).shape == (2, classes)
         assert len(model.transformers) == n_st
         assert model.stnviz_config == {"arch": name, "kwargs": {}}
@@ -29,7 +30,7 @@ class TestBuilders:
     @pytest.mark.parametrize("stn,twin", [("stn_tutorial", "cnn_tutorial"), ("stn_cnn", "cnn"),
                                           ("stn_gtsrb", "cnn_gtsrb"), ("stn_cifar", "cnn_cifar")])
     def test_twin_has_identical_classifier(self, stn, twin, device):
-        a, b = build_model(stn).to(device).eval(), build_model(twin).to(device).eval()
+        a, b = get_model(stn, device=device).eval(), get_model(twin, device=device).eval()
         ka = {k: v.shape for k, v in a.state_dict().items() if "transformer" not in k and not _in_st(a, k)}
         kb = {k: v.shape for k, v in b.state_dict().items()}
         assert ka == kb
@@ -40,12 +41,12 @@ class TestBuilders:
 
     @pytest.mark.parametrize("family", ["affine", "projective", "tps"])
     def test_stn_cnn_families(self, family, device):
-        model = build_model("stn_cnn", family=family).to(device).eval()
+        model = get_model("stn_cnn", family=family, device=device).eval()
         assert model.transformers[0].family == family
         assert model(torch.rand(2, 1, 42, 42, device=device)).shape == (2, 10)
 
     def test_stn_cnn_output_size(self, device):
-        model = build_model("stn_cnn", output_size=(21, 21)).to(device).eval()
+        model = get_model("stn_cnn", output_size=(21, 21), device=device).eval()
         seen = []
         model.body.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
         model(torch.rand(2, 1, 42, 42, device=device))
@@ -53,22 +54,22 @@ class TestBuilders:
 
     def test_normalises_after_transformer(self, device):
         """Zero padding must stay black: the transformer sees raw [0, 1] images."""
-        model = build_model("stn_tutorial").to(device).eval()
+        model = get_model("stn_tutorial", device=device).eval()
         seen = []
         model.transformers[0].register_forward_hook(lambda m, i, o: seen.append(i[0]))
         x = torch.rand(2, 1, 28, 28, device=device)
         model(x)
         assert torch.equal(seen[0], x)
 
-    def test_wrong_channels(self):
+    def test_wrong_channels(self, device):
         with pytest.raises(ValueError, match=r"stn_gtsrb expects images \(B, 3, 32, 32\), got shape \(2, 1, 32, 32\)"):
-            build_model("stn_gtsrb")(torch.rand(2, 1, 32, 32))
+            get_model("stn_gtsrb", device=device)(torch.rand(2, 1, 32, 32, device=device))
 
-    def test_unknown_arch_and_bad_kwargs(self):
+    def test_unknown_arch_and_bad_kwargs(self, device):
         with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
-            build_model("resnet")
+            get_model("resnet", device=device)
         with pytest.raises(ValueError, match="bad arguments for architecture 'stn_cnn'"):
-            build_model("stn_cnn", colour=True)
+            get_model("stn_cnn", colour=True, device=device)
 
 
 def _in_st(model, key):

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from stnviz.checkpoints import _load_model as load_model, save_checkpoint
+from stnviz import get_model
+from stnviz.checkpoints import load_model, save_checkpoint
 from stnviz.cli import main
-from stnviz.models import build_model
 
 
 def one_error_line(err: str) -> str:
@@ -57,8 +57,8 @@ class TestTrainErrors:
         line = one_error_line(capsys.readouterr().err)
         assert code == 2 and "holds architecture 'cnn_tutorial'" in line and "size mismatch" not in line
 
-    def test_resume_from_a_final_checkpoint(self, train_args, tmp_path, capsys):
-        final = save_checkpoint(build_model("cnn_tutorial"), tmp_path / "cnn_tutorial.mnist.pt")
+    def test_resume_from_a_final_checkpoint(self, train_args, tmp_path, capsys, device):
+        final = save_checkpoint(get_model("cnn_tutorial", device=device), tmp_path / "cnn_tutorial.mnist.pt")
         code = main(train_args + ["--model", "cnn_tutorial", "--resume", str(final)])
         line = one_error_line(capsys.readouterr().err)
         assert code == 2 and "holds no trainer state" in line and "None epochs" not in line
@@ -218,7 +218,7 @@ class TestTrainGuards:
 
 class TestEvalErrors:
     def test_model_built_for_other_image_size(self, tmp_path, mnist_root, capsys, device):
-        rts = save_checkpoint(build_model("stn_cnn"), tmp_path / "stn_cnn.mnist_rts.pt")  # 42x42 input
+        rts = save_checkpoint(get_model("stn_cnn", device=device), tmp_path / "stn_cnn.mnist_rts.pt")  # 42x42 input
         code = main(["eval", "--model", str(rts), "--data", "mnist", "--data-root", str(mnist_root), "--device", str(device)])
         line = one_error_line(capsys.readouterr().err)
         assert code == 2 and "built for 1x42x42" in line and "1x28x28" in line
@@ -294,7 +294,7 @@ class TestTrainEval:
         assert main(["train", "--model", "stn_cnn", "--model-args", '{"input_size": [1, 28, 28], "output_size": [28, 28]}',
                      "--freeze", "transformers", "--out", str(tmp_path / "a"), *common]) == 0
         first = load_model(tmp_path / "a" / "stn_cnn.mnist.pt", device=device)
-        ident = build_model("stn_cnn", input_size=(1, 28, 28), output_size=(28, 28))
+        ident = get_model("stn_cnn", input_size=(1, 28, 28), output_size=(28, 28), device=device)
         assert torch.equal(first.transformer.regressor.bias.cpu(), ident.transformer.regressor.bias)  # frozen
         capsys.readouterr()
         # the classifier frozen, a fresh transformer learns in front of it
@@ -386,7 +386,7 @@ class TestFitAndTheCliTrainTheSame:
         from stnviz.train import TrainConfig, fit
 
         torch.manual_seed(7)
-        start = save_checkpoint(build_model("stn_tutorial"), tmp_path / "stn_tutorial.start.pt")
+        start = save_checkpoint(get_model("stn_tutorial", device=device), tmp_path / "stn_tutorial.start.pt")
         settings = dict(epochs=1, batch_size=128, seed=3, lr=0.02, loc_lr=0.01, augment="jitter", region_penalty=0.5,
                         init=str(start), reinit_transformers=1, init_params=[0.9, 0, 0.05, 0, 0.9, 0])
         out = tmp_path / "cli"
@@ -402,7 +402,7 @@ class TestFitAndTheCliTrainTheSame:
         fit(model, splits.train, splits.val, TrainConfig(**settings), device=device, progress=False)
         by_fit = model.state_dict()
         assert by_cli.keys() == by_fit.keys()
-        initial = build_model("stn_tutorial").state_dict()
+        initial = get_model("stn_tutorial", device=device).state_dict()
         assert [k for k in by_fit if not torch.equal(by_fit[k].cpu(), initial[k])]  # the run trained
         for k, v in by_fit.items():
             if device.type == "cpu":

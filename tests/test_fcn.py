@@ -11,73 +11,74 @@ from stnviz import geometry
 from stnviz.analysis import distortion_residuals
 from stnviz.data import DistortedMNIST, sample
 from stnviz.data.catalog import TEST_SEED
-from stnviz.models import SpatialTransformer, build_model, list_architectures
+from stnviz import get_model
+from stnviz.models import SpatialTransformer
 from stnviz.train import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _digits(b=4):
-    return sample("mnist").get(torch.arange(b)).images
+def _digits(b=4, device=None):
+    return sample("mnist").get(torch.arange(b)).images.to(device)
 
 
 class TestBuilders:
-    def test_registered_by_name(self):
-        assert {"fcn", "stn_fcn"} <= set(list_architectures())
-        assert build_model("stn_fcn").stnviz_config["arch"] == "stn_fcn"
-        assert build_model("fcn", hidden=[64, 32]).stnviz_config == {"arch": "fcn", "kwargs": {"hidden": [64, 32]}}
+    def test_registered_by_name(self, device):
+        assert {"fcn", "stn_fcn"} <= set(stnviz.list_models(pretrained=False))
+        assert get_model("stn_fcn", device=device).stnviz_config["arch"] == "stn_fcn"
+        assert get_model("fcn", hidden=[64, 32], device=device).stnviz_config == {"arch": "fcn", "kwargs": {"hidden": [64, 32]}}
 
     @pytest.mark.parametrize("kwargs", [{}, {"family": "restricted", "components": ["rotation"]},
                                         {"output_size": [20, 20]}, {"family": "tps", "control_points": 9}])
-    def test_shapes(self, kwargs):
-        model = build_model("stn_fcn", **kwargs)
-        assert model(_digits()).shape == (4, 10)
-        assert model.transformer(_digits()).shape[-2:] == tuple(kwargs.get("output_size", (28, 28)))
-        assert build_model("fcn", num_classes=7)(_digits()).shape == (4, 7)
+    def test_shapes(self, kwargs, device):
+        model = get_model("stn_fcn", **kwargs, device=device)
+        assert model(_digits(device=device)).shape == (4, 10)
+        assert model.transformer(_digits(device=device)).shape[-2:] == tuple(kwargs.get("output_size", (28, 28)))
+        assert get_model("fcn", num_classes=7, device=device)(_digits(device=device)).shape == (4, 7)
 
-    def test_fully_connected_classifier(self):
-        model = build_model("stn_fcn")
+    def test_fully_connected_classifier(self, device):
+        model = get_model("stn_fcn", device=device)
         layers = [m for m in model.body.modules() if not isinstance(m, torch.nn.Sequential)]
         assert not any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
         assert [m.out_features for m in layers if isinstance(m, torch.nn.Linear)] == [128, 128, 128]
         loc = [m.out_features for m in model.transformer.localization.modules() if isinstance(m, torch.nn.Linear)]
         assert loc == [32, 32, 32]
 
-    def test_twin_has_the_same_classifier_and_no_transformer(self):
-        st, twin = build_model("stn_fcn"), build_model("fcn")
+    def test_twin_has_the_same_classifier_and_no_transformer(self, device):
+        st, twin = get_model("stn_fcn", device=device), get_model("fcn", device=device)
         assert isinstance(st.transformer, SpatialTransformer) and not twin.transformers
         assert [p.shape for p in st.body.parameters()] == [p.shape for p in twin.body.parameters()]
 
     @pytest.mark.parametrize("kwargs", [{}, {"family": "restricted", "components": ["rotation"]}])
-    def test_identity_init(self, kwargs):
-        model = build_model("stn_fcn", **kwargs).eval()
-        x = _digits()
+    def test_identity_init(self, kwargs, device):
+        model = get_model("stn_fcn", **kwargs, device=device).eval()
+        x = _digits(device=device)
         st = model.transformer
-        expected = geometry.identity_params(st.grid_generator.family, components=st.grid_generator.components)
+        expected = geometry.identity_params(st.grid_generator.family, components=st.grid_generator.components).to(device)
         assert torch.allclose(st.predict_params(x), expected.expand(4, -1), atol=1e-6)
         assert torch.allclose(st(x), x, atol=1e-5)
         # and the whole model equals its classifier on the raw input: the transformer does nothing yet
         direct = model.head(model.body(model.normalize(x)))
         assert torch.allclose(model(x), direct, atol=1e-5)
 
-    def test_normalises_after_the_transformer(self):
-        model = build_model("stn_fcn").eval()
+    def test_normalises_after_the_transformer(self, device):
+        model = get_model("stn_fcn", device=device).eval()
         st = model.transformer
         st.set_constant_params(torch.tensor([2.0, 0, 0, 0, 2.0, 0]))  # zoom out: zero padding around
         seen = {}
-        model.normalize.register_forward_hook(lambda m, i, o: seen.update(inp=i[0]))
-        model(torch.zeros(1, 1, 28, 28))
+        model.normalize.register_forward_hook(lambda m, i, o: seen.update(inp=i[0].detach()))
+        model(torch.zeros(1, 1, 28, 28, device=device))
         assert float(seen["inp"].abs().max()) == 0.0  # padding enters as 0, not as a normalised grey
 
-    def test_localisation_gets_gradients(self):
-        model = build_model("stn_fcn")
-        loss = F.cross_entropy(model(_digits(8)), torch.arange(8) % 10)
+    def test_localisation_gets_gradients(self, device):
+        model = get_model("stn_fcn", device=device)
+        loss = F.cross_entropy(model(_digits(8, device=device)), torch.arange(8, device=device) % 10)
         loss.backward()
         assert model.transformer.regressor.weight.grad.abs().sum() > 0
 
-    def test_bad_widths(self):
+    def test_bad_widths(self, device):
         with pytest.raises(ValueError, match="at least one width"):
-            build_model("stn_fcn", hidden=[])
+            get_model("stn_fcn", hidden=[], device=device)
 
 
 def _rotated_sample():
@@ -110,9 +111,9 @@ class TestShippedElastic:
     the 1,000 shipped test digits with the test-split elastic draws (1.89% and 1.08% test error on
     10,000 in their meta)."""
 
-    def test_builder_is_the_tps_st_fcn(self):
-        model = build_model("stn_fcn_tps")
-        assert model.transformer.family == "tps" and "stn_fcn_tps" in list_architectures()
+    def test_builder_is_the_tps_st_fcn(self, device):
+        model = get_model("stn_fcn_tps", device=device)
+        assert model.transformer.family == "tps" and "stn_fcn_tps" in stnviz.list_models(pretrained=False)
         assert model.stnviz_config["arch"] == "stn_fcn_tps"
 
     def test_scores_and_warps_per_digit(self, device):

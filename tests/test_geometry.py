@@ -952,7 +952,7 @@ class TestWarp:
         torch.testing.assert_close(out, img)
 
     @pytest.mark.parametrize(
-        "padding, expected",
+        "padding_mode, expected",
         [
             # 1x4 image [1, 2, 3, 4] shifted by 2 px (tx = 2 * 2 / 4 = 1): output x samples x + 2 = 2, 3, 4, 5.
             ("zeros", [3.0, 4, 0, 0]),  # 4, 5 are outside -> 0
@@ -960,21 +960,21 @@ class TestWarp:
             ("reflection", [3.0, 4, 4, 3]),  # mirror about the edge 3.5: 4 -> 3, 5 -> 2
         ],
     )
-    def test_padding(self, padding, expected):
+    def test_padding(self, padding_mode, expected):
         img = torch.tensor([[[[1.0, 2, 3, 4]]]], dtype=F64)
         grid = g.translation_grid(torch.tensor([[1.0, 0.0]], dtype=F64), (1, 4))
-        torch.testing.assert_close(g.warp(img, grid, padding=padding), torch.tensor([[[expected]]], dtype=F64))
+        torch.testing.assert_close(g.warp(img, grid, padding_mode=padding_mode), torch.tensor([[[expected]]], dtype=F64))
 
     def test_gradcheck_bilinear_image_and_grid(self):
         img = torch.rand(2, 2, 5, 6, generator=gen(19), dtype=F64).requires_grad_()
         grid = g.affine_grid(near_identity_theta(2, seed=20), (4, 5)).detach().requires_grad_()
         assert gradcheck(lambda i, gr: g.warp(i, gr), (img, grid))
 
-    @pytest.mark.parametrize("padding", ["border", "reflection"])
-    def test_gradcheck_paddings(self, padding):
+    @pytest.mark.parametrize("padding_mode", ["border", "reflection"])
+    def test_gradcheck_paddings(self, padding_mode):
         img = torch.rand(1, 1, 5, 6, generator=gen(21), dtype=F64).requires_grad_()
         grid = g.affine_grid(near_identity_theta(1, seed=22, scale=0.2), (4, 5)).detach().requires_grad_()
-        assert gradcheck(lambda i, gr: g.warp(i, gr, padding=padding), (img, grid))
+        assert gradcheck(lambda i, gr: g.warp(i, gr, padding_mode=padding_mode), (img, grid))
 
     def test_gradcheck_bicubic_image(self):
         img = torch.rand(2, 2, 5, 6, generator=gen(23), dtype=F64).requires_grad_()
@@ -1018,7 +1018,7 @@ class TestWarp:
             (torch.zeros(1, 1, 3, 3), torch.zeros(3, 3, 2), {}, r"grid must be \(B, H, W, 2\), got shape \(3, 3, 2\)"),
             (torch.zeros(3, 1, 3, 3), torch.zeros(2, 3, 3, 2), {}, r"grid batch 2 must match image batch 3"),
             (torch.zeros(1, 1, 3, 3), torch.zeros(1, 3, 3, 2), {"mode": "area"}, r"mode must be one of \('bilinear', 'nearest', 'bicubic'\), got 'area'"),
-            (torch.zeros(1, 1, 3, 3), torch.zeros(1, 3, 3, 2), {"padding": "wrap"}, r"padding_mode must be one of \('zeros', 'border', 'reflection'\), got 'wrap'"),
+            (torch.zeros(1, 1, 3, 3), torch.zeros(1, 3, 3, 2), {"padding_mode": "wrap"}, r"padding_mode must be one of \('zeros', 'border', 'reflection'\), got 'wrap'"),
             ("img", torch.zeros(1, 3, 3, 2), {}, r"image must be a torch.Tensor, got str"),
         ],
     )

@@ -3,14 +3,13 @@ import torch
 
 import stnviz
 from stnviz.checkpoints import save_checkpoint
-from stnviz.models import build_model
 
 
 @pytest.fixture
-def weights_dir(tmp_path, monkeypatch):
+def weights_dir(tmp_path, monkeypatch, device):
     monkeypatch.setenv("STNVIZ_CHECKPOINTS", str(tmp_path))
     torch.manual_seed(0)
-    model = build_model("stn_tutorial")
+    model = stnviz.get_model("stn_tutorial", device=device)
     save_checkpoint(model, tmp_path / "stn_tutorial.testset.pt", {"dataset": "testset", "metrics": {"acc": 0.25}})
     return tmp_path, model
 
@@ -81,8 +80,7 @@ class TestLeftoverFiles:
     @pytest.fixture
     def leftovers(self, weights_dir):
         d, _ = weights_dir
-        names = [".stn_tutorial.testset.k2j3a9_z.tmp.pt",  # what earlier versions left after a SIGKILL
-                 ".stn_tutorial.testset.pt.ab12cd34.stnviz-tmp.pt"]
+        names = [".stn_tutorial.testset.pt.ab12cd34.stnviz-tmp.pt"]  # what a SIGKILL during a save leaves
         for n in names:
             (d / n).write_bytes(b"PK\x03\x04 half a file")
         return d

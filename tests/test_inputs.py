@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stnviz.models import build_model
+from stnviz import get_model
 
 
 class TestModelInputs:
@@ -18,7 +18,7 @@ class TestModelInputs:
 
         from stnviz.models.inputs import ImageRangeWarning
 
-        model = build_model("stn_tutorial").to(device).eval()
+        model = get_model("stn_tutorial", device=device).eval()
         x = torch.rand(2, 1, 28, 28, device=device)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -39,13 +39,13 @@ class TestModelInputs:
         assert warn_if_not_unit_range(torch.full((1, 1, 2, 2), 1.2), where="capture") is False  # not far above 1
         assert warn_if_not_unit_range(torch.full((1, 1, 2, 2), 200, dtype=torch.uint8), where="capture") is False
 
-    def test_other_image_size_names_both(self):
-        rts = build_model("stn_cnn")  # built for 42x42
+    def test_other_image_size_names_both(self, device):
+        rts = get_model("stn_cnn", device=device)  # built for 42x42
         with pytest.raises(ValueError, match=r"stn_cnn was built for 42x42 images, got 28x28"):
-            rts(torch.rand(2, 1, 28, 28))
+            rts(torch.rand(2, 1, 28, 28, device=device))
 
     def test_dtypes(self, device):
-        model = build_model("cnn_tutorial").to(device).eval()
+        model = get_model("cnn_tutorial", device=device).eval()
         x8 = (torch.rand(2, 1, 28, 28, device=device) * 255).to(torch.uint8)
         assert torch.allclose(model(x8), model(x8.float() / 255))
         x = torch.rand(2, 1, 28, 28, device=device)
@@ -60,6 +60,6 @@ class TestModelInputs:
         ("cnn", dict(input_size=(1, 2, 2)), r"input of 2x2: its layers need at least 4x4"),
         ("stn_cnn", dict(output_size=[0, 5]), r"output_size must be two positive integers"),
     ])
-    def test_builders_name_the_minimum_size(self, arch, kwargs, says):
+    def test_builders_name_the_minimum_size(self, arch, kwargs, says, device):
         with pytest.raises(ValueError, match=says):
-            build_model(arch, **kwargs)
+            get_model(arch, **kwargs, device=device)

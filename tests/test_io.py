@@ -42,8 +42,7 @@ class TestTempFiles:
 
     def test_stale_temp_files_are_removed_on_the_next_write(self, tmp_path):
         old = time.time() - 2 * 3600
-        stale = [tmp_path / ".stn_cnn.mnist.k2j3a9_z.tmp.pt",  # an earlier version's name
-                 tmp_path / ".stn_cnn.mnist.pt.abcd1234.stnviz-tmp.pt",
+        stale = [tmp_path / ".stn_cnn.mnist.pt.abcd1234.stnviz-tmp.pt",
                  tmp_path / ".anim.gif.q1w2e3r4.stnviz-tmp.gif"]
         fresh = tmp_path / ".last.pt.zzzz9999.stnviz-tmp.pt"  # may be a write in progress
         unrelated = tmp_path / ".hidden.pt"

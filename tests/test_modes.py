@@ -5,12 +5,13 @@ import torch
 from torch import nn
 
 from stnviz.capture import model_device_dtype as from_capture
-from stnviz.models import build_model, eval_mode, model_device_dtype
+from stnviz import get_model
+from stnviz.models import eval_mode, model_device_dtype
 
 
 class TestEvalMode:
     def test_restores_training_mode_also_on_error(self, device):
-        model = build_model("stn_tutorial").to(device).train()
+        model = get_model("stn_tutorial", device=device).train()
         with eval_mode(model):
             assert not model.training and not model.transformers[0].training
         assert model.training and model.transformers[0].training
@@ -22,7 +23,7 @@ class TestEvalMode:
     def test_restores_each_submodules_own_mode(self, device):
         """A BatchNorm the user froze in eval mode inside a training model stays frozen after an
         inspection (model.train(True) would have switched it back to training)."""
-        model = build_model("stn_gtsrb").to(device).train()
+        model = get_model("stn_gtsrb", device=device).train()
         frozen = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)][:2]
         for m in frozen:
             m.eval()
@@ -32,8 +33,8 @@ class TestEvalMode:
             assert not any(m.training for m in model.modules())
         assert {name: m.training for name, m in model.named_modules()} == before
 
-    def test_keeps_eval_mode(self):
-        model = build_model("cnn_tutorial").eval()
+    def test_keeps_eval_mode(self, device):
+        model = get_model("cnn_tutorial", device=device).eval()
         with eval_mode(model):
             pass
         assert not model.training
@@ -41,7 +42,7 @@ class TestEvalMode:
 
 class TestModelDeviceDtype:
     def test_follows_the_model(self, device):
-        model = build_model("cnn_tutorial").to(device)
+        model = get_model("cnn_tutorial", device=device)
         assert model_device_dtype(model) == (device, torch.float32)
         assert model_device_dtype(model.to(torch.float64)) == (device, torch.float64)
 

@@ -69,10 +69,43 @@ PUBLIC_MODULES = ["stnviz", "stnviz.geometry", "stnviz.capture", "stnviz.render"
                   "stnviz.demo", "stnviz.models", "stnviz.data"]
 
 
+#: Public names defined in a package's submodules and not yet in the package's ``__all__``, being
+#: settled elsewhere (issue 19 item 3 for widgets; train's helpers): the check reports any other gap,
+#: and says when one of these is closed, so it stays closed.
+PACKAGE_GAPS_PENDING = {
+    "stnviz.train": {"option_flag", "augment_name", "run_settings", "check_same_settings", "ArchitectureMismatch"},
+    "stnviz.widgets": {"InspectorState", "InspectorViews", "render_inspector", "StabilityState", "StabilityViews",
+                       "render_stability", "stability_plots", "marker_svg"},
+}
+
+
+def _defined_public(module) -> set[str]:
+    """Public functions and classes ``module`` defines itself (not imported, not aliases)."""
+    import inspect
+
+    return {n for n, obj in vars(module).items()
+            if not n.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+            and obj.__module__ == module.__name__ and obj.__name__ == n}
+
+
+def _public_surface(mod) -> set[str]:
+    """What a module offers: the public functions and classes it defines; for a package, also those
+    of its public submodules (``stnviz.models.fcn.stn_fcn_tps`` belongs in ``stnviz.models.__all__``)."""
+    import importlib
+    import pkgutil
+
+    names = _defined_public(mod)
+    for info in pkgutil.iter_modules(getattr(mod, "__path__", [])):
+        if not info.name.startswith("_"):
+            names |= _defined_public(importlib.import_module(f"{mod.__name__}.{info.name}"))
+    return names
+
+
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
 def test_all_lists_the_public_surface(name):
     """__all__ holds no private helper (nor one merely imported from elsewhere), and every public
-    function or class a module defines is in it."""
+    function or class a module defines is in it; a package's __all__ also holds every public
+    function or class its public submodules define. ``stnviz`` itself exports a curated API."""
     import importlib
     import inspect
 
@@ -86,12 +119,12 @@ def test_all_lists_the_public_surface(name):
         home = obj.__name__ if inspect.ismodule(obj) else obj.__module__
         assert home.startswith("stnviz"), f"{name}.__all__ lists {n!r} from {home}"
         assert not any(part.startswith("_") for part in home.split(".")[1:]), f"{name}.__all__ re-exports private {home}.{n}"
-    if not mod.__name__.endswith(("models", "data")) and mod.__name__ != "stnviz":
-        for n, obj in vars(mod).items():
-            if n.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
-                continue
-            if obj.__module__ == name and obj.__name__ == n:  # defined here (not an alias)
-                assert n in listed, f"{name}.{n} is public but missing from __all__"
+    if name == "stnviz":
+        return
+    pending = PACKAGE_GAPS_PENDING.get(name, set())
+    missing = _public_surface(mod) - listed
+    assert missing <= pending, f"public but missing from {name}.__all__: {sorted(missing - pending)}"
+    assert not pending - missing, f"{sorted(pending - missing)} are in {name}.__all__ now: take them off PACKAGE_GAPS_PENDING"
 
 
 # Issue 19 ("a house a newcomer can carry on"): no file under stnviz/ over 600 lines, except geometry.py

@@ -66,11 +66,14 @@ class TestShipped:
         tag = name.split(".")[1]
         assert meta["dataset"] == VARIANTS.get(tag, tag) and meta["epochs"] >= 1 and meta["seed"] is not None
 
-    def test_carries_a_weights_digest_that_verifies(self, name):
-        """Issue 18: the digest is how a flipped byte is caught; every shipped file has one, and it
-        loads without a CheckpointWarning (no missing digest, no non-finite weights)."""
+    def test_in_the_current_format(self, name):
+        """Issue 18/19: every shipped file carries a weights digest that verifies (how a flipped byte is
+        caught; required on load), loads without a CheckpointWarning (no non-finite weights), and
+        says ``family``, never its pre-release name ``transform``, in metadata and model arguments."""
+        import inspect
         import warnings
 
+        from stnviz import models
         from stnviz.checkpoints import CheckpointWarning, weights_digest
 
         path = REPO / "weights" / f"{name}.pt"
@@ -78,6 +81,11 @@ class TestShipped:
             warnings.simplefilter("error", CheckpointWarning)
             payload = stnviz.checkpoints.load_checkpoint(path)  # checks the stored digest
         assert payload["weights_sha256"] == weights_digest(payload["state_dict"])
+        assert "family" in payload["meta"] and "transform" not in payload["meta"]
+        builder = inspect.signature(getattr(models, payload["arch"])).parameters
+        assert set(payload["model_args"]) <= set(builder), sorted(set(payload["model_args"]) - set(builder))
+        if "family" in builder:
+            assert payload["meta"]["family"] == payload["model_args"].get("family", builder["family"].default)
 
     def test_scores_on_shipped_samples(self, name, device):
         if name not in TARGETS:

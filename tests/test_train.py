@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from stnviz import get_model
-from stnviz.checkpoints import _load_model as load_model, load_checkpoint
+from stnviz.checkpoints import load_checkpoint, load_model
 from stnviz.data import DistortedMNIST, ImageSet, random_affine, sample
-from stnviz.models import build_model
+from stnviz.models import cnn_tutorial
 from stnviz.train import Callback, TrainingDiverged, compare, evaluate, fit
 
 from conftest import suite_device
@@ -515,7 +515,7 @@ class TestEvaluate:
 
     def test_device_moves_the_model_there(self, device):
         _, val = tiny_sets(64, 32)
-        model = build_model("cnn_tutorial")  # built on the CPU
+        model = cnn_tutorial()  # the builder itself: the model is on the CPU
         assert evaluate(model, val, device=device)["n"] == 32
         assert next(model.parameters()).device == device
 
@@ -554,7 +554,7 @@ class TestCudaPaths:
         from stnviz.train.settings import run_settings
 
         train, _ = tiny_sets(64, 32)
-        model = build_model("cnn_tutorial")
+        model = cnn_tutorial()
         config = TrainConfig(epochs=1, batch_size=32, lr=0.01, schedule="constant", amp=amp, channels_last=False,
                              checkpoint_every=0, keep_best=False)
         settings = run_settings(config, model, train, dev, 1)
@@ -848,19 +848,19 @@ class TestTrainConfig:
         lambda model, train: fit(model, train, TrainConfig(epochs=1), lr_rate=0.1),
         lambda model, train: TrainConfig(epochs=1).replace(lr_rate=0.1),
     ])
-    def test_an_unknown_setting_is_named_with_the_valid_ones(self, call):
+    def test_an_unknown_setting_is_named_with_the_valid_ones(self, call, device):
         train, _ = tiny_sets(64, 32)
         with pytest.raises(TypeError, match=r"unknown setting 'lr_rate'; expected one of the TrainConfig fields: "
                                             r"epochs, batch_size, lr, loc_lr, .*keep_best") as err:
-            call(build_model("cnn_tutorial"), train)
+            call(get_model("cnn_tutorial", device=device), train)
         assert "Traceback" not in str(err.value) and len(str(err.value).splitlines()) == 1
 
-    def test_missing_epochs_and_a_wrong_config(self):
+    def test_missing_epochs_and_a_wrong_config(self, device):
         train, _ = tiny_sets(64, 32)
         with pytest.raises(TypeError, match=r"a training run needs epochs: pass epochs=N"):
-            fit(build_model("cnn_tutorial"), train, lr=0.1)
+            fit(get_model("cnn_tutorial", device=device), train, lr=0.1)
         with pytest.raises(TypeError, match=r"fourth argument is a TrainConfig .* got a ImageSet"):
-            fit(build_model("cnn_tutorial"), train, None, train)
+            fit(get_model("cnn_tutorial", device=device), train, None, train)
 
     def test_a_config_and_its_keywords_train_the_same_weights(self, device):
         train, _ = tiny_sets(64, 32)
@@ -898,8 +898,8 @@ def _stn_weights(model):
 
 
 class TestSurgery:
-    def test_freeze_each_part(self):
-        model = build_model("stn_tutorial")
+    def test_freeze_each_part(self, device):
+        model = get_model("stn_tutorial", device=device)
         loc = {id(p) for p in localization_parameters(model)}
         assert freeze(model, "transformers") == len(loc)
         assert all(p.requires_grad == (id(p) not in loc) for p in model.parameters())
@@ -907,10 +907,10 @@ class TestSurgery:
         with pytest.raises(ValueError, match=r"part must be one of \('classifier', 'transformers'\), got 'head'"):
             freeze(model, "head")
 
-    def test_reinit_transformers_is_seeded_and_leaves_the_classifier(self):
+    def test_reinit_transformers_is_seeded_and_leaves_the_classifier(self, device):
         def made(seed, n=1, params=None):
             torch.manual_seed(0)
-            model = build_model("stn_tutorial")
+            model = get_model("stn_tutorial", device=device)
             torch.manual_seed(seed)
             reinit_transformers(model, n, params)
             return model
@@ -925,14 +925,14 @@ class TestSurgery:
         with pytest.raises(ValueError, match=r"n must be an integer from 0 to 1 \(the model's transformers\), got 2"):
             reinit_transformers(a, 2)
 
-    def test_init_from_a_file_all_or_matching(self, tmp_path):
+    def test_init_from_a_file_all_or_matching(self, tmp_path, device):
         torch.manual_seed(1)
-        source = build_model("stn_cnn", input_size=(1, 28, 28), output_size=(28, 28))
+        source = get_model("stn_cnn", input_size=(1, 28, 28), output_size=(28, 28), device=device)
         path = save_checkpoint(source, tmp_path / "stn_cnn.canonical.pt")
-        same = build_model("stn_cnn", input_size=(1, 28, 28), output_size=(28, 28))
+        same = get_model("stn_cnn", input_size=(1, 28, 28), output_size=(28, 28), device=device)
         loaded, skipped = init_from(same, path)
         assert skipped == [] and all(torch.equal(same.state_dict()[k], v) for k, v in source.state_dict().items())
-        other = build_model("stn_cnn", output_size=(28, 28))  # a 42x42 canvas: the localisation net differs
+        other = get_model("stn_cnn", output_size=(28, 28), device=device)  # a 42x42 canvas: the localisation net differs
         with pytest.raises(ArchitectureMismatch, match=r"stn_cnn.canonical.pt does not fit the model \(size mismatch for "
                                                        r"transformer.localization.7.weight"):
             init_from(other, path)
@@ -940,11 +940,11 @@ class TestSurgery:
         assert skipped == ["transformer.localization.7.weight"]
         assert torch.equal(other.state_dict()["head.3.weight"], source.state_dict()["head.3.weight"])
 
-    def test_prepare_model_in_the_clis_order(self, tmp_path):
+    def test_prepare_model_in_the_clis_order(self, tmp_path, device):
         torch.manual_seed(1)
-        source = build_model("stn_tutorial")
+        source = get_model("stn_tutorial", device=device)
         path = save_checkpoint(source, tmp_path / "stn_tutorial.start.pt")
-        model = build_model("stn_tutorial")
+        model = get_model("stn_tutorial", device=device)
         config = TrainConfig(epochs=1, init=path, reinit_transformers=1, init_params=[0.8, 0, 0, 0, 0.8, 0],
                              freeze=["classifier"])
         assert config.init == str(path)
@@ -953,9 +953,9 @@ class TestSurgery:
         assert model.transformer.regressor.bias.tolist()[0] == pytest.approx(0.8)  # ... then reinit
         assert frozen_parts(model) == ["classifier"]  # ... then freeze
         with pytest.raises(ConfigError, match=r"init .* does not fit the model .*; add init_matching"):
-            prepare_model(build_model("stn_cnn"), TrainConfig(epochs=1, init=path))
+            prepare_model(get_model("stn_cnn", device=device), TrainConfig(epochs=1, init=path))
         with pytest.raises(ConfigError, match=r"reinit_transformers must be an integer from 0 to 0 \(the transformers of cnn_tutorial\), got 1"):
-            prepare_model(build_model("cnn_tutorial"), TrainConfig(epochs=1, reinit_transformers=1))
+            prepare_model(get_model("cnn_tutorial", device=device), TrainConfig(epochs=1, reinit_transformers=1))
 
     def test_fit_applies_and_stores_the_start(self, tmp_path, device):
         train, _ = tiny_sets(64, 32)

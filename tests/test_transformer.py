@@ -4,12 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from stnviz import geometry
+from stnviz import geometry, get_model
 from stnviz.models import (
     GridGenerator,
     Normalize,
     SpatialTransformer,
-    build_model,
     localization_parameters,
     param_groups,
 )
@@ -76,8 +75,31 @@ class TestSpatialTransformer:
             SpatialTransformer(nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten()), family="affine")
 
     def test_bad_family(self):
-        with pytest.raises(ValueError, match="transform must be one of"):
+        with pytest.raises(ValueError, match=r"family must be one of \(.*\), got 'similarity'"):
             SpatialTransformer(_loc(), family="similarity", features=12)
+
+    def test_sampler_settings_reach_the_sampler(self, device):
+        """padding_mode is the one word for what out-of-image samples read: stored, used, shown."""
+        st = SpatialTransformer(_loc(), family="affine", features=12, padding_mode="border").to(device)
+        st.set_constant_params(torch.tensor([2.0, 0, 0, 0, 2.0, 0]))  # zoom out: samples outside the input
+        x = _smooth().to(device)
+        theta = st.regressor.bias.detach().view(1, 2, 3).expand(3, 2, 3)
+        expected = geometry.warp(x, geometry.affine_grid(theta, (12, 10)), padding_mode="border")
+        assert st.padding_mode == "border" and "padding_mode='border'" in repr(st)
+        with torch.no_grad():
+            out = st(x)
+        torch.testing.assert_close(out, expected)
+        assert float(out.abs().min()) > 0  # border padding, no zeros
+
+    @pytest.mark.parametrize("removed", [{"transform": "affine"}, {"padding": "zeros"}])
+    def test_pre_release_keywords_are_gone(self, removed):
+        """transform= (now family=) and padding= (now padding_mode=) were never released: plain TypeErrors."""
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{next(iter(removed))}'"):
+            SpatialTransformer(_loc(), features=12, **removed)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'padding'"):
+            geometry.warp(_smooth(), geometry.affine_grid(torch.eye(2, 3).unsqueeze(0).expand(3, 2, 3), (4, 4)),
+                          padding="zeros")
+        assert not hasattr(SpatialTransformer(_loc(), features=12), "transform")
 
     def test_bad_rank(self):
         st = SpatialTransformer(_loc(), features=12)
@@ -114,8 +136,8 @@ class TestNormalize:
 
 
 class TestParamGroups:
-    def test_localisation_separate(self):
-        model = build_model("stn_gtsrb")
+    def test_localisation_separate(self, device):
+        model = get_model("stn_gtsrb", device=device)
         groups = param_groups(model, lr=0.1, loc_lr=0.01)
         loc = {id(p) for p in localization_parameters(model)}
         assert {id(p) for p in groups[1]["params"]} == loc
@@ -129,8 +151,8 @@ class TestParamGroups:
         opt = torch.optim.SGD(groups, lr=0.1)
         assert [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
 
-    def test_twin_has_one_group(self):
-        assert len(param_groups(build_model("cnn"), lr=0.1)) == 1
+    def test_twin_has_one_group(self, device):
+        assert len(param_groups(get_model("cnn", device=device), lr=0.1)) == 1
 
-    def test_default_loc_lr(self):
-        assert param_groups(build_model("stn_cnn"), lr=0.05)[1]["lr"] == pytest.approx(0.005)
+    def test_default_loc_lr(self, device):
+        assert param_groups(get_model("stn_cnn", device=device), lr=0.05)[1]["lr"] == pytest.approx(0.005)

@@ -15,12 +15,12 @@ from .datasets import (
     svhn,
     tracks_of,
 )
-from .distortions import DISTORTIONS, DistortedMNIST, distort
-from .imageset import Batch, ImageSet
-from .augment import random_affine
+from .distortions import DISTORTIONS, DistortedMNIST, distort, hash_uniform
+from .imageset import Batch, ImageSet, epoch_order, to_device
+from .augment import Reframed, place_object, random_affine
 from .procedural import draw_glyphs
 from .sequences import read_frames, resize_frames
-from .shipped import build_samples, sample, sample_tracks
+from .shipped import build_samples, read_npz, sample, sample_tracks
 
 __all__ = [
     "DATASETS",
@@ -34,13 +34,18 @@ __all__ = [
     "Batch",
     "DistortedMNIST",
     "ImageSet",
+    "Reframed",
     "Track",
     "cifar10",
     "data_root",
     "distort",
     "draw_glyphs",
+    "epoch_order",
+    "hash_uniform",
+    "place_object",
     "random_affine",
     "read_frames",
+    "read_npz",
     "resize_frames",
     "sample",
     "sample_tracks",
@@ -51,5 +56,6 @@ __all__ = [
     "mnist",
     "split_tracks",
     "svhn",
+    "to_device",
     "tracks_of",
 ]

@@ -65,7 +65,7 @@ def random_affine(
     s = scale[0] + (scale[1] - scale[0]) * u[:, 1]
     theta = geometry.compose_affine(rotation=rot, scale_x=s, scale_y=s, tx=(u[:, 2] * 2 - 1) * translate,
                                     ty=(u[:, 3] * 2 - 1) * translate)
-    out = geometry.warp(images, geometry.affine_grid(theta, images.shape[-2:]), padding="border")
+    out = geometry.warp(images, geometry.affine_grid(theta, images.shape[-2:]), padding_mode="border")
     return _photometric(out, u[:, 4:6], brightness, contrast)
 
 
@@ -136,7 +136,7 @@ def place_object(
     a = torch.stack([torch.stack([k * cos, -k * sin], 1), torch.stack([k * sin, k * cos], 1)], 1)
     t = centre_in - (a @ centre_out.unsqueeze(-1)).squeeze(-1)
     theta = torch.cat([a, t.unsqueeze(-1)], 2)
-    out = geometry.warp(images, geometry.affine_grid(theta, images.shape[-2:]), padding=padding)
+    out = geometry.warp(images, geometry.affine_grid(theta, images.shape[-2:]), padding_mode=padding)
     lo, hi = centre_out - extent, centre_out + extent
     new_boxes = (torch.cat([lo, hi], 1) + 1) / 2
     return _photometric(out, u[:, 4:6], brightness, contrast), new_boxes

@@ -181,7 +181,7 @@ def distort(
         points = rest / scale.view(b, 1, 1) + _normal(seed, keys, 5, 32).view(b, 16, 2) * 0.1
         gt.update(tps_points=points.to(dt), scale=scale.to(dt))
         grid = geometry.tps_grid(points.to(dt), (size, size))
-    canvas = geometry.warp(digits, grid, padding="zeros")
+    canvas = geometry.warp(digits, grid, padding_mode="zeros")
     if kind == "translated_cluttered":
         canvas = torch.maximum(canvas, _clutter(clutter_pool if clutter_pool is not None else digits, keys, seed, size, dt))
     return canvas.clamp_(0, 1), gt

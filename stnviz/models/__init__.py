@@ -1,4 +1,8 @@
-"""Localisation nets, :class:`SpatialTransformer`, classifiers and the architecture registry."""
+"""Localisation nets, :class:`SpatialTransformer`, classifiers and the architecture registry.
+
+Every registered architecture's builder is importable from here (``from stnviz.models import
+stn_fcn_tps``); :func:`stnviz.get_model` builds one by name and :func:`stnviz.list_models` lists them.
+"""
 
 from .classifiers import (
     STNClassifier,
@@ -11,29 +15,35 @@ from .classifiers import (
     stn_gtsrb,
     stn_tutorial,
 )
-from .fcn import fcn, stn_fcn
+from .fcn import fcn, stn_fcn, stn_fcn_tps
+from .inputs import UNIT_RANGE_LIMIT, ImageRangeWarning, as_image_batch, warn_if_not_unit_range
 from .modes import eval_mode, model_device_dtype
-from .registry import build_model, list_architectures, register_model
+from .registry import register_model
 from .transformer import GridGenerator, Normalize, SpatialTransformer, localization_parameters, param_groups
 
 __all__ = [
     "GridGenerator",
+    "ImageRangeWarning",
     "Normalize",
     "STNClassifier",
     "SpatialTransformer",
-    "build_model",
+    "UNIT_RANGE_LIMIT",
+    "as_image_batch",
     "cnn",
     "cnn_cifar",
     "cnn_gtsrb",
     "cnn_tutorial",
     "eval_mode",
-    "list_architectures",
+    "fcn",
     "localization_parameters",
     "model_device_dtype",
     "param_groups",
     "register_model",
     "stn_cifar",
     "stn_cnn",
+    "stn_fcn",
+    "stn_fcn_tps",
     "stn_gtsrb",
     "stn_tutorial",
+    "warn_if_not_unit_range",
 ]

@@ -2,7 +2,10 @@
 
 Every registered builder is keyword-only and records how it was called on the model it returns
 (``model.stnviz_config = {"arch": name, "kwargs": {...}}``), so a checkpoint can rebuild it.
-Names of *trained weights* (``arch.tag``) live in :mod:`stnviz.hub`.
+
+Users reach it through :func:`stnviz.get_model` and :func:`stnviz.list_models`; the rest of the
+package (:mod:`stnviz.hub`, :mod:`stnviz.checkpoints`) builds and lists through
+:data:`ARCHITECTURES`. Names of *trained weights* (``arch.tag``) live in :mod:`stnviz.hub`.
 """
 
 from __future__ import annotations
@@ -13,19 +16,56 @@ from typing import Callable
 
 from torch import nn
 
-__all__ = ["build_model", "list_architectures", "register_model"]
+__all__ = ["ARCHITECTURES", "register_model"]
 
-_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+
+class _Architectures:
+    """The registered builders by name: :meth:`build` one, list their :meth:`names`."""
+
+    def __init__(self) -> None:
+        self._builders: dict[str, Callable[..., nn.Module]] = {}
+
+    def __contains__(self, arch: object) -> bool:
+        return arch in self._builders
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Sorted names of registered architectures, optionally filtered by a glob ``pattern``.
+
+        Example:
+            >>> ARCHITECTURES.names("stn_*")
+            ['stn_cifar', 'stn_cnn', 'stn_fcn', 'stn_fcn_tps', 'stn_gtsrb', 'stn_tutorial']
+        """
+        return [n for n in sorted(self._builders) if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+    def build(self, arch: str, **kwargs) -> nn.Module:
+        """An untrained model of architecture ``arch``, built with the builder's keyword arguments.
+
+        Example:
+            >>> model = ARCHITECTURES.build("stn_cnn", family="projective")
+            >>> model.transformer.family, model.stnviz_config
+            ('projective', {'arch': 'stn_cnn', 'kwargs': {'family': 'projective'}})
+        """
+        if arch not in self._builders:
+            raise ValueError(f"unknown architecture {arch!r}; expected one of {self.names()}")
+        try:
+            return self._builders[arch](**kwargs)
+        except TypeError as e:
+            raise ValueError(f"bad arguments for architecture {arch!r}: {e}") from None
+
+
+#: Every registered architecture; :func:`register_model` adds to it.
+ARCHITECTURES = _Architectures()
 
 
 def register_model(name: str | None = None):
     """Decorator: register a keyword-only builder under ``name`` (default: the function's name).
 
     Example:
+        >>> from stnviz import get_model
         >>> @register_model()
         ... def tiny_mlp(*, num_classes: int = 10):
         ...     return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, num_classes))
-        >>> build_model("tiny_mlp", num_classes=3).stnviz_config  # how to rebuild it (checkpoints)
+        >>> get_model("tiny_mlp", num_classes=3, device="cpu").stnviz_config  # how to rebuild it (checkpoints)
         {'arch': 'tiny_mlp', 'kwargs': {'num_classes': 3}}
         >>> register_model("stn_cnn")(tiny_mlp)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -37,7 +77,7 @@ def register_model(name: str | None = None):
         key = name or fn.__name__
         if "." in key:
             raise ValueError(f"architecture names may not contain '.', got {key!r} ('.' separates the weights tag)")
-        if key in _ARCHITECTURES:
+        if key in ARCHITECTURES:
             raise ValueError(f"an architecture named {key!r} is already registered")
 
         @functools.wraps(fn)
@@ -46,41 +86,7 @@ def register_model(name: str | None = None):
             model.stnviz_config = {"arch": key, "kwargs": dict(kwargs)}
             return model
 
-        _ARCHITECTURES[key] = builder
+        ARCHITECTURES._builders[key] = builder
         return builder
 
     return wrap
-
-
-def list_architectures(pattern: str | None = None) -> list[str]:
-    """Sorted names of registered architectures, optionally filtered by a glob ``pattern``.
-
-    Example:
-        >>> list_architectures("stn_*")
-        ['stn_cifar', 'stn_cnn', 'stn_fcn', 'stn_fcn_tps', 'stn_gtsrb', 'stn_tutorial']
-    """
-    names = sorted(_ARCHITECTURES)
-    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
-
-
-def build_model(arch: str, **kwargs) -> nn.Module:
-    """Build an untrained model of architecture ``arch`` with the builder's keyword arguments.
-
-    Example:
-        >>> model = build_model("stn_cnn", family="projective")
-        >>> model.transformer.family, model.stnviz_config
-        ('projective', {'arch': 'stn_cnn', 'kwargs': {'family': 'projective'}})
-    """
-    if arch not in _ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {list_architectures()}")
-    if "transform" in kwargs:  # the older name of family= (also in checkpoints written before)
-        import warnings
-
-        if "family" in kwargs:
-            raise ValueError(f"pass family= only (transform= is its older name), got both for {arch!r}")
-        warnings.warn("transform= is now called family=; transform= will be removed", DeprecationWarning, stacklevel=2)
-        kwargs["family"] = kwargs.pop("transform")
-    try:
-        return _ARCHITECTURES[arch](**kwargs)
-    except TypeError as e:
-        raise ValueError(f"bad arguments for architecture {arch!r}: {e}") from None

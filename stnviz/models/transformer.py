@@ -17,15 +17,6 @@ from .. import geometry
 __all__ = ["GridGenerator", "Normalize", "SpatialTransformer", "localization_parameters", "param_groups"]
 
 
-def _renamed_family(value: str, where: str) -> str:
-    """``transform=`` is the older name of ``family=``: accepted, with a DeprecationWarning."""
-    import warnings
-
-    warnings.warn(f"{where}: transform= is now called family=; transform= will be removed", DeprecationWarning,
-                  stacklevel=3)
-    return value
-
-
 class GridGenerator(nn.Module):
     """Flat parameters ``(B, P)`` -> sampling grid ``(B, H, W, 2)`` for one transform family.
 
@@ -44,7 +35,7 @@ class GridGenerator(nn.Module):
     def __init__(self, family: str, *, components: Sequence[str] | None = None, control_points: int = 16):
         super().__init__()
         if family not in geometry.FAMILIES:
-            raise ValueError(f"transform must be one of {geometry.FAMILIES}, got {family!r}")
+            raise ValueError(f"family must be one of {geometry.FAMILIES}, got {family!r}")
         self.family = family
         self.components = tuple(components) if components is not None else None
         self.control_points = control_points
@@ -73,15 +64,14 @@ class SpatialTransformer(nn.Module):
 
     Args:
         localization: a module taking the input ``(B, C, H, W)`` to features ``(B, F)``.
-        transform: a family of :data:`stnviz.geometry.FAMILIES`.
+        family: a family of :data:`stnviz.geometry.FAMILIES`.
         output_size: ``(H_out, W_out)``; ``None`` keeps the input size. A smaller size crops or
             zooms (the paper's downsampling transformer).
         features: ``F``; read from the last ``nn.Linear`` in ``localization`` when omitted.
         components: for ``family="restricted"``, the named parameters (see
             :func:`stnviz.geometry.restricted_to_theta`).
         control_points: for ``family="tps"``, ``K = n * n`` control points.
-        transform: the older name of ``family`` (deprecated).
-        mode, padding: sampler settings, see :func:`stnviz.geometry.warp`.
+        mode, padding_mode: sampler settings, see :func:`stnviz.geometry.warp`.
 
     The regression layer starts at zero weight and identity bias, so an untrained transformer
     returns its input exactly (for the same output size). Conventions (normalised coordinates,
@@ -106,12 +96,9 @@ class SpatialTransformer(nn.Module):
         components: Sequence[str] | None = None,
         control_points: int = 16,
         mode: str = "bilinear",
-        padding: str = "zeros",
-        transform: str | None = None,
+        padding_mode: str = "zeros",
     ):
         super().__init__()
-        if transform is not None:
-            family = _renamed_family(transform, "SpatialTransformer")
         self.localization = localization
         self.grid_generator = GridGenerator(family, components=components, control_points=control_points)
         features = features if features is not None else _last_linear_width(localization)
@@ -130,17 +117,12 @@ class SpatialTransformer(nn.Module):
                 raise ValueError(f"output_size must be two positive integers (H_out, W_out), got {output_size!r}")
         self.output_size = output_size
         self.mode = mode
-        self.padding = padding
+        self.padding_mode = padding_mode
         self.reset_to_identity()
 
     @property
     def family(self) -> str:
         """The transform family (:data:`stnviz.geometry.FAMILIES`)."""
-        return self.grid_generator.family
-
-    @property
-    def transform(self) -> str:
-        """The older name of :attr:`family` (deprecated)."""
         return self.grid_generator.family
 
     def reset_to_identity(self) -> None:
@@ -173,10 +155,10 @@ class SpatialTransformer(nn.Module):
             raise ValueError(f"SpatialTransformer expects (B, C, H, W), got shape {tuple(x.shape)}")
         size = self.output_size or tuple(x.shape[-2:])
         grid = self.grid_generator(self.predict_params(x), size)
-        return geometry.warp(x, grid, mode=self.mode, padding=self.padding)
+        return geometry.warp(x, grid, mode=self.mode, padding_mode=self.padding_mode)
 
     def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, mode={self.mode!r}, padding={self.padding!r}"
+        return f"output_size={self.output_size}, mode={self.mode!r}, padding_mode={self.padding_mode!r}"
 
 
 class Normalize(nn.Module):
