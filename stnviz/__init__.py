@@ -21,14 +21,17 @@ from .checkpoints import CheckpointError
 from .hub import get_model, list_models, load_pretrained
 from .models import SpatialTransformer
 
-# Loaded on first use, so ``import stnviz`` stays light. ``stnviz.capture`` is the module and the
-# verb at once: ``stnviz.capture(model)`` opens a capture.
+# Imported here, not on first use: importing the package stnviz.capture binds ``stnviz.capture`` to
+# the package, and this line binds it to the function ``capture`` once, before anything else can
+# import the package (the package stays importable: ``from stnviz.capture import collect``).
+from .capture import capture, collect
+
+# Loaded on first use, so ``import stnviz`` stays light.
 _LAZY = {
     "fit": "train", "evaluate": "train", "TrainConfig": "train",
-    "collect": "capture",
     "ThetaExplorer": "widgets", "STNInspector": "widgets", "TrainingPlayer": "widgets", "StabilityViewer": "widgets",
 }
-_SUBMODULES = ("analysis", "animate", "capture", "checkpoints", "data", "device", "hub", "models", "render", "train",
+_SUBMODULES = ("analysis", "animate", "checkpoints", "data", "device", "hub", "models", "render", "train",
                "widgets")
 
 

@@ -1,5 +1,7 @@
 import dataclasses
 import gc
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -11,8 +13,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack
 
 from stnviz import geometry, get_model
-from stnviz.capture import CaptureError, CaptureWarning, TransformRecord, capture
-from stnviz.models import GridGenerator
+from stnviz.capture import CaptureError, CaptureWarning, TransformRecord, capture, collect
+from stnviz.models import GridGenerator, SpatialTransformer
 
 
 class TutorialNet(nn.Module):
@@ -69,7 +71,7 @@ class TestCaptureStnviz:
         x = torch.rand(4, 3, 32, 32, device=device)
         with capture(model) as rec:
             model(x)
-        assert rec.modules == ["transformer", "body.1"]
+        assert rec.keys() == ["transformer", "body.1"]
         first, second = rec.of("transformer")[0], rec.of("body.1")[0]
         assert (first.call, second.call) == (0, 1)
         assert first.family == "affine" and first.params.shape == (4, 2, 3)
@@ -145,6 +147,88 @@ class TestCaptureStnviz:
             model(torch.rand(1, 1, 28, 28, device=device))
         with pytest.raises(CaptureError, match=r"no records for 'body.9'; captured keys: \['transformer'\]"):
             rec.of("body.9")
+
+
+class CalledOutOfOrder(nn.Module):
+    """Two stnviz transformers registered ``a``, ``b`` and called ``b`` then ``a``; with ``mask_first``
+    a binary mask is warped before them (an auxiliary sampling, called first)."""
+
+    def __init__(self, mask_first: bool = False):
+        super().__init__()
+        self.a = SpatialTransformer(nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU()), features=12)
+        self.b = SpatialTransformer(nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU()), features=12)
+        self.mask_first = mask_first
+
+    def forward(self, x):
+        if self.mask_first:
+            mask = (x > 0.5).to(x.dtype)
+            theta = geometry.identity_params("affine").view(1, 2, 3).to(x).expand(x.shape[0], 2, 3)
+            F.grid_sample(mask, F.affine_grid(theta, mask.size(), align_corners=False), align_corners=False)
+        return self.a(self.b(x))
+
+
+class TestKeyOrder:
+    @pytest.mark.parametrize("mask_first,expected", [
+        (False, ["b", "a"]),
+        (True, ["CalledOutOfOrder:grid_sample", "b", "a"]),
+    ])
+    def test_capture_and_collection_order_keys_alike(self, mask_first, expected, device):
+        """Both list keys in the order the forward first called them (not registration order, and
+        not image warps first)."""
+        model = CalledOutOfOrder(mask_first).to(device).eval()
+        x = torch.rand(4, 1, 8, 8, device=device)
+        with torch.no_grad(), capture(model) as rec:
+            model(x)
+        col = collect(model, x, batch_size=2)
+        assert rec.keys() == expected
+        assert col.keys() == rec.keys()
+        for role in ("image", "auxiliary"):
+            assert col.keys(role) == rec.keys(role) == [k for k in expected if rec.of(k)[0].role == role]
+        assert rec.keys("auxiliary") == (["CalledOutOfOrder:grid_sample"] if mask_first else [])
+
+    def test_capture_keys_follow_first_calls_over_forwards(self, device):
+        model = CalledOutOfOrder().to(device).eval()
+        with torch.no_grad(), capture(model) as rec:
+            model.a(torch.rand(1, 1, 8, 8, device=device))  # a submodule on its own first
+            model(torch.rand(1, 1, 8, 8, device=device))
+        assert rec.keys() == ["a", "b"] and [r.key for r in rec] == ["a", "b", "a"]
+
+
+#: ``import stnviz; stnviz.capture(model)`` opens a capture whatever was imported before it.
+TOP_LEVEL_SCRIPT = """
+import sys
+{first}
+import stnviz
+import torch
+model = stnviz.get_model("stn_tutorial", device=sys.argv[1]).eval()
+with torch.no_grad(), stnviz.capture(model) as rec:
+    model(torch.rand(2, 1, 28, 28, device=sys.argv[1]))
+import stnviz.capture
+from stnviz import capture as verb
+from stnviz.capture import Collection, capture, collect
+assert stnviz.capture is capture is verb and callable(stnviz.capture), stnviz.capture
+assert stnviz.collect is collect and sys.modules["stnviz.capture"].Collection is Collection
+print(rec.keys())
+"""
+
+
+@pytest.mark.parametrize("first", ["", "import stnviz.capture", "from stnviz.capture import collect",
+                                   "import stnviz.capture.records", "from stnviz.capture.collection import collect_batch"])
+def test_top_level_capture_is_the_function(first, device):
+    script = TOP_LEVEL_SCRIPT.format(first=first)
+    proc = subprocess.run([sys.executable, "-c", script, str(device)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "['transformer']"
+
+
+def test_capture_is_a_plain_function_and_the_package_a_plain_module():
+    import types
+
+    import stnviz
+
+    assert isinstance(stnviz.capture, types.FunctionType)
+    assert type(sys.modules["stnviz.capture"]) is types.ModuleType
+    assert not hasattr(sys.modules["stnviz.capture"].Capture, "modules")  # the word is ``keys``
 
 
 class TestCaptureForeign:
@@ -236,14 +320,14 @@ class SamplerCalls(TorchFunctionMode):
 
 
 def _stnviz_modes():
-    return [m for m in _get_current_function_mode_stack() if type(m).__module__ == "stnviz.capture"]
+    return [m for m in _get_current_function_mode_stack() if type(m).__module__.startswith("stnviz.capture.")]
 
 
 def _stnviz_hooks(model):
     hooks = []
     for m in model.modules():
         for d in (m._forward_hooks, m._forward_pre_hooks):
-            hooks += [h for h in d.values() if getattr(h, "__module__", "") == "stnviz.capture"]
+            hooks += [h for h in d.values() if getattr(h, "__module__", "").startswith("stnviz.capture.")]
     return hooks
 
 

@@ -188,8 +188,9 @@ def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = N
         >>> import matplotlib; matplotlib.use("Agg")
         >>> import matplotlib.pyplot as plt
         >>> import stnviz
+        >>> from stnviz.capture import collect_batch
         >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
-        >>> logits, rec = stnviz.capture.collect_batch(model, stnviz.data.sample("mnist").get(torch.arange(2)).images)
+        >>> logits, rec = collect_batch(model, stnviz.data.sample("mnist").get(torch.arange(2)).images)
         >>> ax_in, ax_out = plot_record(rec.pick(), 0, prediction=str(int(logits[0].argmax())))
         >>> ax_in.get_title(), ax_out.get_title(), len(ax_in.lines)  # lines: the region and its corner dot
         ('input + sampled region', 'output: 7', 2)
@@ -225,9 +226,10 @@ def plot_batch(record, *, predictions=None, labels=None, n: int = 8, boxes=None,
         >>> import matplotlib; matplotlib.use("Agg")
         >>> import matplotlib.pyplot as plt
         >>> import stnviz
+        >>> from stnviz.capture import collect_batch
         >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
         >>> digits = stnviz.data.sample("mnist").get(torch.arange(2))
-        >>> logits, rec = stnviz.capture.collect_batch(model, digits.images)
+        >>> logits, rec = collect_batch(model, digits.images)
         >>> fig = plot_batch(rec.pick(), predictions=logits.argmax(1), labels=digits.labels)
         >>> len(fig.axes), fig.axes[1].get_title()  # a row per image: input | output | theta
         (6, 'output: pred 7 (true 7)')

@@ -118,9 +118,10 @@ def render_inspector(record, index: int, *, box=None, prediction: int | None = N
 
     Example:
         >>> import stnviz
+        >>> from stnviz.capture import collect_batch
         >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
         >>> digits = stnviz.data.sample("mnist").get(torch.arange(2))
-        >>> logits, rec = stnviz.capture.collect_batch(model, digits.images)
+        >>> logits, rec = collect_batch(model, digits.images)
         >>> views = render_inspector(rec.pick(), 1, prediction=int(logits[1].argmax()), label=2, scale=4)
         >>> views.input_rgb.shape, views.output_rgb.shape, views.message  # input: 25% grey margin a side
         ((168, 168, 3), (112, 112, 3), '')

@@ -1,0 +1,53 @@
+"""Record what every spatial transformer in a model did: ``with stnviz.capture(model) as rec: model(x)``.
+
+Every sampler call is seen, however the code reaches it: ``F.grid_sample``, a name bound at import
+(``from torch.nn.functional import grid_sample``), kornia's warps, stnviz's own
+:class:`~stnviz.models.SpatialTransformer`. Interception is a :class:`torch.overrides.TorchFunctionMode`
+(nothing in ``torch.nn.functional`` is patched), so
+
+* a capture records only the calls of its own thread, made while a module of *its* model runs;
+  several threads, nested or overlapping captures each keep their own records;
+* everything is restored on exit, also on an exception (the few hooks, on the model itself and on
+  stnviz's grid generators, are removed in ``finally``; which module made a call is read from the
+  call stack, so no hook runs on every module call); a capture entered and never exited is closed
+  when it is garbage-collected;
+* it never breaks a forward that works without it: only its own mode is taken off the torch
+  function mode stack (the user's modes stay, in any order of entering and exiting), objects are
+  looked up by identity (an unhashable helper calling ``grid_sample`` is fine), and a call that
+  can't be recorded is left out, counted in ``Capture.skipped`` and named in one
+  :class:`CaptureWarning`; the forward's own result is returned unchanged;
+* memory is bounded: records are detached copies (on the CPU by default), at most ``keep_last`` of
+  them, each cut to ``batch_slice``; the thetas waiting for their ``grid_sample`` are held only as
+  long as the grid they made is alive.
+
+Each :class:`TransformRecord` says how it was sampled (``sampling``: ``mode``, ``padding_mode``,
+``align_corners``, so ``geometry.warp(r.input, r.grid, **r.sampling)`` reproduces ``r.output``),
+gives its theta in stnviz's convention (``align_corners=False``, converted when the code used
+``True``), has a stable ``key`` (the module's name, plus ``#k`` for its k-th sampler call in one
+forward of the model) and a ``role`` (``"image"`` for a warp of the image or a feature map,
+``"auxiliary"`` for masks, offset fields and flow integration steps).
+
+Limits, each ending in a clear :class:`CaptureError`: TorchScript (scripted or traced) models can't
+be seen into; ``torch.compile``\\ d models run eagerly inside the context (that is how their
+transformers are seen), and an error raised by the compiler says to pass the uncompiled module.
+3-D samplers (volumes) are recorded, marked ``spatial_dims=3``; the 2-D drawing functions refuse
+them by name.
+"""
+
+
+from ..models.modes import model_device_dtype  # re-exported: defined with the models
+from .collection import Collection, collect, collect_batch
+from .context import capture
+from .records import Capture, CaptureError, CaptureWarning, TransformRecord
+
+__all__ = [
+    "Capture",
+    "CaptureError",
+    "CaptureWarning",
+    "Collection",
+    "TransformRecord",
+    "capture",
+    "collect",
+    "collect_batch",
+    "model_device_dtype",
+]

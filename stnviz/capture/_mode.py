@@ -1,0 +1,105 @@
+"""The torch function mode that hands sampler calls to the open captures of its thread, and its
+place on the (per-thread) torch function mode stack."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack, _pop_mode, _push_mode
+
+try:
+    from torch.utils._device import DeviceContext as _DeviceContext  # torch keeps it at the stack's bottom
+except ImportError:  # pragma: no cover - older torch
+    _DeviceContext = ()
+
+if TYPE_CHECKING:
+    from ._session import _Session
+
+
+# The torch function mode stack is per thread. A capture's mode goes *under* the modes already
+# entered (above torch's own DeviceContext, which keeps the bottom), so a user's mode entered before
+# the capture and exited inside it pops itself, not the capture's mode (a mode's ``__exit__`` pops
+# whatever is on top); and the capture takes out only its own mode, wherever it is. Being under the
+# user's modes, it records the sampler calls as they finally run (after those modes had their say).
+
+
+def _insert_mode(mode: TorchFunctionMode) -> None:
+    """Put ``mode`` on this thread's stack under every mode but torch's ``DeviceContext``."""
+    stack = [_pop_mode() for _ in range(torch._C._len_torch_function_stack())][::-1]  # bottom first
+    bottom = 0
+    while bottom < len(stack) and isinstance(stack[bottom], _DeviceContext):
+        bottom += 1
+    for m in [*stack[:bottom], mode, *stack[bottom:]]:
+        _push_mode(m)
+
+
+def _remove_mode(mode: TorchFunctionMode) -> bool:
+    """Take ``mode`` off this thread's stack wherever it is, the others staying in order; ``False``
+    when it is not there (popped by someone else, or set aside while it is dispatching a call)."""
+    above = []
+    found = False
+    while torch._C._len_torch_function_stack():
+        m = _pop_mode()
+        if m is mode:
+            found = True
+            break
+        above.append(m)
+    for m in reversed(above):
+        _push_mode(m)
+    return found
+
+
+def _on_stack(mode: TorchFunctionMode) -> bool:
+    return any(m is mode for m in _get_current_function_mode_stack())
+
+
+class _Dispatcher(TorchFunctionMode):
+    """One per thread while any capture is open there: hands sampler calls to each open capture.
+    With no capture left it only passes calls on (until its thread's next capture removes it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.sessions: list[_Session] = []  # replaced, never mutated: a GC in another thread may drop one
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is F.grid_sample or func is F.affine_grid:
+            for s in self.sessions:
+                s.on_call(func, args, kwargs, out)
+        return out
+
+
+_local = threading.local()
+
+
+def _dispatcher_join(session: "_Session") -> None:
+    d = getattr(_local, "dispatcher", None)
+    for m in _get_current_function_mode_stack():  # left behind by a capture closed while it dispatched
+        if isinstance(m, _Dispatcher) and m is not d and not m.sessions:
+            _remove_mode(m)
+    if d is None:
+        d = _local.dispatcher = _Dispatcher()
+    if not _on_stack(d):  # new, or taken off the stack by someone else: (re)inserted
+        _insert_mode(d)
+    d.sessions = [*d.sessions, session]
+    session.dispatcher = d
+
+
+def _dispatcher_leave(session: "_Session") -> None:
+    """Detach ``session`` from its thread's dispatcher, and take the dispatcher off the stack when
+    it was the last one. Safe from any thread (a garbage-collected capture is closed in whichever
+    thread collects it): only the owning thread's stack can be changed, so elsewhere the
+    dispatcher just passes calls on until its own thread's next capture removes it."""
+    d, session.dispatcher = session.dispatcher, None
+    if d is None:
+        return
+    d.sessions = [s for s in d.sessions if s is not session]
+    if d.sessions or threading.get_ident() != d.thread:
+        return
+    if _remove_mode(d) and getattr(_local, "dispatcher", None) is d:
+        _local.dispatcher = None

@@ -1,0 +1,269 @@
+"""The state of one open capture (:class:`_Session`): which module made a sampler call, the
+grids waiting for their sampler, the hooks, and turning a call into a :class:`TransformRecord`."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import threading
+import warnings
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import geometry
+from ..models import GridGenerator, SpatialTransformer
+from ._mode import _Dispatcher, _dispatcher_join, _dispatcher_leave
+from .records import Capture, CaptureWarning, TransformRecord
+
+
+def _arg(args, kwargs, i: int, name: str, default):
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+def _is_scripted(m: nn.Module) -> bool:
+    return isinstance(m, torch.jit.ScriptModule)
+
+
+def _is_compiled(m: nn.Module) -> bool:
+    return "_orig_mod" in m._modules  # torch.compile's wrapper holds the module under that name
+
+
+def _clean_name(name: str) -> str:
+    """Drop the ``_orig_mod`` level that ``torch.compile`` adds."""
+    if "_orig_mod" not in name:
+        return name
+    return ".".join(p for p in name.split(".") if p != "_orig_mod")
+
+
+def _modules_by_id(model: nn.Module) -> dict[int, tuple[nn.Module, str]]:
+    """``id(module) -> (module, qualified name)`` for ``model`` and every submodule, in the order of
+    ``named_modules`` (a module reachable twice keeps its first name). Walked by identity: torch's
+    ``named_modules`` keeps a ``set`` of modules, which fails for a module class without ``__hash__``."""
+    found: dict[int, tuple[nn.Module, str]] = {}
+    todo = [(model, "")]
+    while todo:
+        m, name = todo.pop()
+        if id(m) in found:
+            continue
+        found[id(m)] = (m, _clean_name(name))
+        children = [(c, f"{name}.{n}" if name else n) for n, c in m._modules.items() if c is not None]
+        todo.extend(reversed(children))
+    return found
+
+
+
+def _never_raises(what: str):
+    """For a capture hook: an exception is counted and warned about, never raised into the forward."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args):
+            try:
+                return method(self, *args)
+            except Exception as e:
+                self.failed(what, e)
+                return None
+        return run
+    return wrap
+
+
+class _Session:
+    """The state of one open capture: its model's modules (by identity), whether the model is
+    running in this capture's thread, the grids waiting for a sampler call, and the records.
+
+    Which module made a sampler call is read from the Python call stack at that call (the
+    innermost frame whose ``self`` is a module of the model), so no hook runs on every module
+    call: only the model's own forward hooks (a new forward starts the per-forward call indices)
+    and those of stnviz's grid generators (their parameters) are registered. Nothing here raises
+    into the model's forward: a failure is counted in ``rec.skipped`` and warned about once."""
+
+    def __init__(self, model: nn.Module, rec: Capture, batch_slice, to_cpu: bool):
+        self.model, self.rec, self.batch_slice, self.to_cpu = model, rec, batch_slice, to_cpu
+        self.thread = threading.get_ident()
+        self.root_name = type(model._orig_mod if _is_compiled(model) else model).__name__
+        self.modules = _modules_by_id(model)  # id -> (module, name): held, so no id is reused meanwhile
+        self.running = 0  # depth of the model's own forward in this thread
+        self.per_forward: dict[str, int] = {}
+        self.model_inputs: list[torch.Tensor] = []
+        self.generated: dict[int, tuple] = {}  # id(SpatialTransformer) -> its generator's last output
+        self.parent = {id(m.grid_generator): m for m, _ in self.modules.values() if isinstance(m, SpatialTransformer)}
+        self.grids: dict[int, tuple] = {}  # id(grid) -> (weakref(grid), provenance)
+        self.finalizers: list[weakref.finalize] = []
+        self.handles: list = []
+        self.dispatcher: _Dispatcher | None = None
+        self.warned = False
+        self.closed = False
+
+    def name(self, obj) -> str | None:
+        """The qualified name of ``obj`` if it is a module of the model (by identity), else ``None``."""
+        entry = self.modules.get(id(obj))
+        return entry[1] if entry is not None and entry[0] is obj else None
+
+    def _mine(self) -> bool:
+        return not self.closed and threading.get_ident() == self.thread
+
+    def failed(self, what: str, e: Exception) -> None:
+        self.rec.skipped += 1
+        if not self.warned:
+            self.warned = True
+            reason = str(e).splitlines()[0] if str(e) else ""
+            warnings.warn(f"stnviz.capture could not record {what} ({type(e).__name__}: {reason}); the forward "
+                          "ran unchanged, the capture goes on and counts what it leaves out in rec.skipped",
+                          CaptureWarning, stacklevel=2)
+
+    def open(self) -> None:
+        """Register the hooks and join this thread's dispatcher."""
+        self.handles.append(self.model.register_forward_pre_hook(self.root_pre))
+        self.handles.append(self.model.register_forward_hook(self.root_post, always_call=True))
+        for m, _ in self.modules.values():
+            if isinstance(m, GridGenerator):
+                self.handles.append(m.register_forward_hook(self.generator_post, with_kwargs=True))
+        _dispatcher_join(self)
+
+    # hooks on the model itself and on stnviz's grid generators
+    @_never_raises("the start of the model's forward")
+    def root_pre(self, module, args):
+        if self._mine():
+            if not self.running:  # a new forward of the model: per-forward call indices start again
+                self.per_forward.clear()
+                self.model_inputs = [a for a in args if isinstance(a, torch.Tensor)]
+            self.running += 1
+
+    @_never_raises("the end of the model's forward")
+    def root_post(self, module, args, output):
+        if self._mine() and self.running:
+            self.running -= 1
+
+    @_never_raises("a grid generator's parameters")
+    def generator_post(self, module, args, kwargs, output):
+        if self._mine() and isinstance(output, torch.Tensor):
+            params = args[0] if args else kwargs["params"]
+            prov = (module.family, geometry.shape_params(params.detach(), module.family), module.components, False)
+            self._remember(output, prov)
+            st = self.parent.get(id(module))
+            if st is not None:
+                self.generated[id(st)] = prov
+
+    def _owner(self):
+        """The innermost module of the model whose code is running (from the call stack), and
+        the innermost stnviz SpatialTransformer among them (or ``None``)."""
+        owner = st = None
+        f = sys._getframe(1)
+        while f is not None:
+            obj = f.f_locals.get("self")
+            if obj is not None and self.name(obj) is not None:
+                if owner is None:
+                    owner = obj
+                if isinstance(obj, SpatialTransformer):
+                    st = obj
+                    break
+            f = f.f_back
+        return owner, st
+
+    def _remember(self, grid: torch.Tensor, prov: tuple) -> None:
+        key = id(grid)
+        self.grids[key] = (weakref.ref(grid), prov)
+        self.finalizers.append(weakref.finalize(grid, self.grids.pop, key, None))
+        if len(self.finalizers) > 256:  # forget finalizers of grids already gone
+            self.finalizers = [f for f in self.finalizers if f.alive]
+
+    def _provenance(self, grid: torch.Tensor):
+        entry = self.grids.get(id(grid))
+        if entry is not None and entry[0]() is grid:
+            return entry[1]
+        return None
+
+    def on_call(self, func, args, kwargs, out) -> None:
+        if not self._mine():
+            return
+        try:
+            self._on_call(func, args, kwargs, out)
+        except Exception as e:
+            where = ""
+            with contextlib.suppress(Exception):
+                owner = self._owner()[0]
+                where = "" if owner is None else f" in {self.name(owner) or self.root_name!r}"
+            self.failed(f"a {func.__name__} call{where}", e)
+
+    def _on_call(self, func, args, kwargs, out) -> None:
+        if func is F.affine_grid:
+            theta = _arg(args, kwargs, 0, "theta", None)
+            if isinstance(theta, torch.Tensor) and theta.dim() == 3 and theta.shape[1:] == (2, 3):
+                ac = _arg(args, kwargs, 2, "align_corners", None)
+                self._remember(out, ("affine", theta.detach(), None, bool(ac)))
+            return
+        owner, st = self._owner()
+        if owner is not None:  # a sampler call of this model (not of other code in the context)
+            self._record(args, kwargs, out, owner, st)
+
+    def _copy(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        if self.batch_slice is not None:
+            t = t[self.batch_slice]
+        return t.to("cpu", copy=True) if self.to_cpu else t.clone()
+
+    def _record(self, args, kwargs, out, owner: nn.Module, st: nn.Module | None) -> None:
+        inp = _arg(args, kwargs, 0, "input", None)
+        grid = _arg(args, kwargs, 1, "grid", None)
+        if not isinstance(inp, torch.Tensor) or not isinstance(grid, torch.Tensor):
+            return
+        sampling = {"mode": _arg(args, kwargs, 2, "mode", "bilinear"),
+                    "padding_mode": _arg(args, kwargs, 3, "padding_mode", "zeros"),
+                    "align_corners": bool(_arg(args, kwargs, 4, "align_corners", None))}
+        if st is not None:
+            owner = st
+            base = self.name(st) or self.root_name
+        else:
+            base = (self.name(owner) or self.root_name) + ":grid_sample"
+        if not self.running:
+            self.per_forward.clear()  # a submodule called on its own: each call is its own forward
+        k = self.per_forward.get(base, 0)
+        self.per_forward[base] = k + 1
+        key = base if k == 0 else f"{base}#{k}"
+        dims = grid.dim() - 2
+        prov = self._provenance(grid)
+        if prov is None and st is not None and dims == 2:
+            prov = self.generated.get(id(st))
+        family = params = components = None
+        if prov is not None and dims == 2:
+            family, params, components, ac = prov
+            if params.shape[0] != grid.shape[0]:
+                family = params = components = None
+            elif ac and family == "affine":
+                params = geometry.convert_align_corners(params.double(), inp.shape[-2:], grid.shape[1:3],
+                                                        source=True).to(params.dtype)
+        role = "image" if st is not None else self._role(inp, grid, sampling)
+        self.rec._add(TransformRecord(
+            key=key, module=self.name(owner) or self.root_name, call=next(self.rec._counter), family=family,
+            input=self._copy(inp), params=None if params is None else self._copy(params),
+            grid=self._copy(grid), output=self._copy(out), sampling=sampling, role=role,
+            spatial_dims=dims, components=components,
+        ))
+
+    def _role(self, inp: torch.Tensor, grid: torch.Tensor, sampling: dict) -> str:
+        """``"image"`` unless what is sampled looks like a coordinate field or a mask."""
+        for t in self.model_inputs:
+            if inp is t or (inp.shape == t.shape and inp.data_ptr() == t.data_ptr()):
+                return "image"
+        if inp.shape[1] == grid.shape[-1]:  # as many channels as coordinates: an offset / flow field
+            return "auxiliary"
+        if inp.shape[1] == 1 and inp.numel() and bool(((inp == 0) | (inp == 1)).all()):
+            return "auxiliary"  # a binary mask
+        return "image"
+
+    def close(self) -> None:
+        """Remove the hooks and leave the dispatcher; from any thread, more than once."""
+        self.closed = True
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        _dispatcher_leave(self)
+        for f in self.finalizers:
+            f.detach()
+        self.finalizers.clear()
+        self.grids.clear()
+        self.generated.clear()
+        self.model_inputs = []
