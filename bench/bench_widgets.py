@@ -80,7 +80,7 @@ def run(quick: bool = False) -> dict:
         ex = ThetaExplorer(_images(shape))
         rot = [((i * 7) % 340) - 170 + 0.5 for i in range(n)]
         entry = [0.5 + 0.5 * ((i * 13) % 97) / 97 for i in range(n)]
-        med = _row(rows, "ThetaExplorer: rotation slider (decomposed)", name, _time_sets(ex.parts["rotation"], ex.output_view, rot))
+        med = _row(rows, "ThetaExplorer: rotation slider (decomposed)", name, _time_sets(ex.parts["rotation_deg"], ex.output_view, rot))
         goal(f"ThetaExplorer update, {name}, median ms", med, target)
         _row(rows, "ThetaExplorer: theta a11 slider (entry)", name, _time_sets(ex.entries[0], ex.output_view, entry))
         ex.set_params([0.8, 0.1, 0.05, -0.1, 0.8, 0.0])  # a picture that differs per image

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from . import geometry
 from .capture import collect_batch, model_device_dtype
 from .device import resolve_device
+from .render.figures import format_theta
 
 __all__ = [
     "SequenceRun",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 _PARTS = ("rotation_deg", "scale_x", "scale_y", "shear", "tx", "ty")
+_ENTRIES = tuple(f"theta_{r}{c}" for r in range(2) for c in range(3))
 
 
 def decomposed_theta(theta: torch.Tensor) -> pd.DataFrame:
@@ -58,7 +60,7 @@ def decomposed_theta(theta: torch.Tensor) -> pd.DataFrame:
         [[30.0, 0.8, 0.8]]
     """
     theta = theta.detach().to("cpu", torch.float64).reshape(-1, 2, 3)
-    cols = {f"theta_{r}{c}": theta[:, r, c].numpy() for r in range(2) for c in range(3)}
+    cols = {name: theta.reshape(-1, 6)[:, i].numpy() for i, name in enumerate(_ENTRIES)}
     p = geometry.decompose_affine(theta, singular="nan")
     cols.update(rotation_deg=torch.rad2deg(p.rotation).numpy(), scale_x=p.scale_x.numpy(), scale_y=p.scale_y.numpy(),
                 shear=p.shear.numpy(), tx=p.tx.numpy(), ty=p.ty.numpy())
@@ -67,14 +69,14 @@ def decomposed_theta(theta: torch.Tensor) -> pd.DataFrame:
 
 #: Readable column names of :func:`theta_table` for the decomposition's columns.
 THETA_TABLE_COLUMNS = {"rotation_deg": "rotation (deg)", "scale_x": "scale x", "scale_y": "scale y", "shear": "shear",
-                       "tx": "shift x", "ty": "shift y"}
+                       "tx": "translation x", "ty": "translation y"}
 
 
 def theta_table(records, index: int = 0) -> pd.DataFrame:
     """A table to read, one row per capture record for sample ``index``: the transformer (the
-    record's key), its family and role, theta in stnviz's convention as text (``"[a b tx; c d ty]"``)
-    and its decomposition (``rotation (deg)``, ``scale x`` / ``y``, ``shear``, ``shift x`` / ``y``,
-    in normalised units). Families without a matrix show their parameters as text instead.
+    record's key), its family and role, theta in stnviz's convention as text (``"[a b tx; c d ty]"``,
+    by :func:`stnviz.render.format_theta`) and its decomposition (``rotation (deg)``, ``scale x`` /
+    ``y``, ``shear``, ``translation x`` / ``y``, in normalised units). Families without a matrix show their parameters as text instead.
     For numbers to compute with, use :func:`decomposed_theta` on ``record.theta``.
 
     Example:
@@ -89,8 +91,7 @@ def theta_table(records, index: int = 0) -> pd.DataFrame:
         row = {"transformer": r.key, "family": r.family or "grid only", "role": r.role}
         theta = r.theta
         if theta is not None:
-            t = theta[index].detach().double().cpu()
-            row["theta"] = "[" + "; ".join(" ".join(f"{float(v):+.3f}" for v in t[i]) for i in range(2)) + "]"
+            row["theta"] = format_theta(theta[index].detach().double().cpu(), decomposed=False, layout="line")
             parts = decomposed_theta(theta[index : index + 1]).iloc[0]
             row.update({name: float(parts[col]) for col, name in THETA_TABLE_COLUMNS.items()})
         elif r.params is not None:
@@ -215,7 +216,8 @@ def run_sequence(model, source, *, key: str | None = None, device=None, batch_si
                  label: int | None = None) -> SequenceRun:
     """Run a frame sequence (Track, tensor, video file or folder) through ``model``.
 
-    Columns of ``table``: ``frame``; the decomposed theta (affine-type families); ``region_x*``
+    Columns of ``table``: ``frame``; theta's entries ``theta_00`` ... ``theta_12`` and their
+    decomposition (affine-type families, as in :func:`decomposed_theta`); ``region_x*``
     / ``region_y*`` (the four corners of the sampled region, input pixels); ``iou`` with the
     annotated box (when the source has boxes); ``output_change``, ``input_change`` and
     ``fixed_change``: the mean absolute frame-to-frame change of the transformer's output, of the
@@ -257,7 +259,7 @@ def run_sequence(model, source, *, key: str | None = None, device=None, batch_si
     table = pd.DataFrame({"frame": np.arange(frames.shape[0])})
     thetas = [r.theta for r in recs]
     if all(t is not None for t in thetas):
-        table = pd.concat([table, decomposed_theta(torch.cat(thetas))[list(_PARTS)]], axis=1)
+        table = pd.concat([table, decomposed_theta(torch.cat(thetas))[list(_ENTRIES + _PARTS)]], axis=1)
     for k, nm in enumerate(("tl", "tr", "br", "bl")):
         table[f"region_x_{nm}"] = corners[:, k, 0].numpy()
         table[f"region_y_{nm}"] = corners[:, k, 1].numpy()
@@ -502,7 +504,7 @@ def distortion_residuals(model, data, *, key: str | None = None, batch_size: int
             d, r = float(np.std(a)), float(np.std(b))
         else:
             d, r = spread(gt[col], col == "rotation_deg"), spread(res[col], col == "rotation_deg")
-        # a component the distortion does not vary (scale and shift on R) has a spread of float
+        # a component the distortion does not vary (scale and translation on R) has a spread of float
         # noise: "undone" is undefined there, not a ratio of two rounding errors
         distorted = d > (1e-3 if col == "rotation_deg" else 1e-5)
         rows.append({"component": comp, "distortion_spread": d, "residual_spread": r,

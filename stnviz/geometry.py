@@ -19,7 +19,9 @@ Conventions (the one place they are stated; the rest of the package follows them
 * **Pixel coordinates** (only in :func:`theta_to_pixel`, :func:`pixel_to_theta` and
   :func:`sampled_corners`): pixel ``i`` has its centre at ``i``, so an image of width ``W`` spans
   ``[-0.5, W - 0.5]``; this is OpenCV's and matplotlib ``imshow``'s convention.
-* **Angles** are in radians.
+* **Angles** are in radians here, and in degrees everywhere else in the package, where every
+  name that holds one says so (``rotation_deg``, ``max_rotation_deg``, ``rotation °``).
+* **Singular** means one rule, :func:`is_singular`, for decompositions, inverses and messages.
 
 Shapes: images ``(B, C, H, W)``; affine theta ``(B, 2, 3)``; homography ``(B, 3, 3)``; TPS
 control points ``(B, K, 2)``; grids ``(B, H, W, 2)`` holding normalised ``(x, y)``.
@@ -52,10 +54,10 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "AFFINE_FAMILIES",
     "ALIGN_CORNERS",
     "FAMILIES",
     "FAMILY_TABLE",
-    "MATRIX_FAMILIES",
     "MAX_TPS_CONTROL_POINTS",
     "RESTRICTED_COMPONENTS",
     "AffineComponents",
@@ -69,6 +71,7 @@ __all__ = [
     "family_info",
     "identity_params",
     "invert",
+    "is_singular",
     "make_grid",
     "num_params",
     "pixel_centres",
@@ -92,8 +95,6 @@ __all__ = [
 
 #: The package-wide ``align_corners`` setting for ``affine_grid`` / ``grid_sample``.
 ALIGN_CORNERS = False
-
-FAMILIES = ("affine", "attention", "restricted", "translation", "projective", "tps")
 
 #: Names a restricted transform can be built from; ``"translation"`` is short for ``tx, ty``.
 RESTRICTED_COMPONENTS = ("rotation", "scale", "aspect", "shear", "tx", "ty")
@@ -380,18 +381,52 @@ def compose_affine(
     return torch.stack([row0, row1], dim=1)
 
 
+def is_singular(params: torch.Tensor) -> torch.Tensor:
+    """Whether each transform is singular, i.e. collapses the plane onto a line or a point: bool ``(B,)``.
+
+    The package's one rule (decompositions, inverses, theta text and the widgets' messages use it),
+    with ``tol`` 1e-12 in float64 and 1e-6 otherwise:
+
+    * an affine theta ``(B, 2, 3)`` (or ``(B, 6)``) is singular when its linear part ``A`` has
+      ``|det A| <= tol * max(1, max |A_ij|) ** 2`` (the translation plays no part);
+    * a matrix ``(B, 3, 3)`` (a homography, or :func:`to_matrix` of any family) is singular when
+      ``|det H| <= tol * max |H_ij| ** 3``: relative to its own size, since ``c * H`` is the same
+      homography for any ``c != 0``.
+
+    Rows with NaN or inf entries are not called singular: they are not transforms at all
+    (``torch.isfinite`` tells them).
+
+    Example:
+        >>> is_singular(torch.tensor([[[1.0, 0, 0.5], [0, 1, 0]], [[1.0, 2, 0], [0.5, 1, 0]]]))  # det 1, det 0
+        tensor([False,  True])
+        >>> is_singular(to_matrix(torch.tensor([[0.0, 0.3, 0.1]]), "attention"))  # scale 0: one point
+        tensor([True])
+    """
+    _check_tensor(params, "params")
+    if params.dim() == 3 and params.shape[1:] == (3, 3):
+        m, n = params, 3
+        size = m.abs().flatten(1).amax(1)
+    elif (params.dim() == 3 and params.shape[1:] == (2, 3)) or (params.dim() == 2 and params.shape[1] == 6):
+        m, n = params.reshape(-1, 2, 3)[:, :, :2], 2
+        size = m.abs().flatten(1).amax(1).clamp_min(1.0)
+    else:
+        raise ValueError(f"is_singular expects an affine theta (B, 2, 3) or (B, 6) or a matrix (B, 3, 3), "
+                         f"got shape {_shape(params)}")
+    tol = 1e-12 if m.dtype == torch.float64 else 1e-6
+    return torch.linalg.det(m).abs() <= tol * size**n
+
+
 def decompose_affine(theta: torch.Tensor, *, singular: str = "raise") -> AffineComponents:
     """Split theta ``(B, 2, 3)`` (or ``(B, 6)``) into :class:`AffineComponents`.
 
     QR-style: ``rotation = atan2(a21, a11)``, ``scale_x = |first column|``,
     ``scale_y = det / scale_x``, ``shear`` from the remaining upper-triangular entry.
 
-    A linear part is *singular* when ``scale_x <= tol`` or ``|det| <= tol * max(scale_x, 1)``
-    (``tol`` 1e-12 in float64, 1e-6 otherwise): the decomposition is not unique. Then
+    For a *singular* theta (:func:`is_singular`) the decomposition is not unique. Then
     ``singular="raise"`` (default) raises ``ValueError`` naming the first such row, and
     ``singular="nan"`` returns NaN rotation, scales and shear for those rows (the translation
     is still given). This is the package's one decomposition: tables and theta text use it.
-    
+
     Example:
         >>> theta = compose_affine(rotation=torch.tensor([0.3]), scale_x=0.5, scale_y=0.5, tx=0.1)
         >>> p = decompose_affine(theta)
@@ -407,8 +442,7 @@ def decompose_affine(theta: torch.Tensor, *, singular: str = "raise") -> AffineC
     a21, a22, ty = theta[:, 1].unbind(1)
     scale_x = torch.sqrt(a11 * a11 + a21 * a21)
     det = a11 * a22 - a12 * a21
-    tol = 1e-12 if theta.dtype == torch.float64 else 1e-6
-    bad = (scale_x <= tol) | (det.abs() <= tol * scale_x.clamp_min(1.0))
+    bad = is_singular(theta)
     if singular == "raise" and bool(bad.any()):
         idx = int(bad.nonzero()[0, 0])
         raise ValueError(
@@ -429,7 +463,7 @@ def invert(params: torch.Tensor) -> torch.Tensor:
     """Inverse of an affine theta ``(B, 2, 3)`` or a homography ``(B, 3, 3)``; same shape out.
 
     Warping by ``T`` and then by ``invert(T)`` gives back the image wherever both samplings stayed
-    inside it. Raises ``ValueError`` for a singular matrix, naming the batch index.
+    inside it. Raises ``ValueError`` for a singular one (:func:`is_singular`), naming the batch index.
 
     Example (a theta composed with its inverse is the identity):
         >>> theta = torch.tensor([[[0.5, 0.1, 0.2], [-0.1, 0.8, 0.0]]])
@@ -446,13 +480,11 @@ def invert(params: torch.Tensor) -> torch.Tensor:
         affine = False
     else:
         raise ValueError(f"invert expects an affine theta (B, 2, 3) or a homography (B, 3, 3), got shape {_shape(params)}")
-    det = torch.linalg.det(m)
-    scale = m.abs().flatten(1).amax(1).clamp_min(1e-30) ** 3
-    tol = 1e-12 if m.dtype == torch.float64 else 1e-6
-    bad = det.abs() <= tol * scale
+    bad = is_singular(params)
     if bool(bad.any()):
         idx = int(bad.nonzero()[0, 0])
-        raise ValueError(f"cannot invert a singular matrix: det={float(det[idx]):.3g} at batch index {idx}")
+        det = float(torch.linalg.det(m[idx]))
+        raise ValueError(f"cannot invert a singular matrix: det={det:.3g} at batch index {idx}")
     inv = torch.linalg.inv(m)
     return inv[:, :2] if affine else inv
 
@@ -712,7 +744,8 @@ class Family(NamedTuple):
     Attributes:
         name: the family's name (``family=`` everywhere).
         display: a short human name for menus and captions.
-        has_matrix: whether the parameters give a 2x3 affine matrix (``to_matrix(...)[:, :2]``).
+        is_affine: whether the parameters give an affine theta ``(B, 2, 3)`` (``to_matrix(...)[:, :2]``);
+            ``projective`` has a matrix too (``to_matrix`` gives its ``(B, 3, 3)``), but not an affine one.
         param_shape: the canonical parameter shape, for docs and error messages.
         count: ``(components, control_points) -> P``, the number of flat parameters.
         identity: ``(components, control_points, dtype, device) -> (P,)`` flat identity.
@@ -722,13 +755,13 @@ class Family(NamedTuple):
 
     Example:
         >>> f = FAMILY_TABLE["attention"]
-        >>> f.name, f.has_matrix, f.param_shape, f.count(None, 16)
+        >>> f.name, f.is_affine, f.param_shape, f.count(None, 16)
         ('attention', True, '(B, 3)', 3)
     """
 
     name: str
     display: str
-    has_matrix: bool
+    is_affine: bool
     param_shape: str
     count: object
     identity: object
@@ -767,15 +800,18 @@ FAMILY_TABLE: dict[str, Family] = {f.name: f for f in (
            _tps_shaped, None, lambda p, size, c, **kw: tps_grid(p, size, **kw)),
 )}
 
-#: Families whose parameters give a 2x3 matrix (theta).
-MATRIX_FAMILIES = tuple(n for n, f in FAMILY_TABLE.items() if f.has_matrix)
+#: Every family, in the table's order.
+FAMILIES = tuple(FAMILY_TABLE)
+
+#: Families whose parameters give an affine theta ``(B, 2, 3)`` (``Family.is_affine``).
+AFFINE_FAMILIES = tuple(n for n, f in FAMILY_TABLE.items() if f.is_affine)
 
 
 def family_info(family: str) -> Family:
     """The :class:`Family` row of ``family``; ``ValueError`` naming the known ones otherwise.
 
     Example:
-        >>> family_info("tps").has_matrix, family_info("tps").display
+        >>> family_info("tps").is_affine, family_info("tps").display
         (False, 'thin-plate spline')
         >>> family_info("similarity")  # doctest: +ELLIPSIS
         Traceback (most recent call last):

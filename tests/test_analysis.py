@@ -191,7 +191,7 @@ class TestDeviceAndDtype:
 
 
 def test_residuals_leave_undistorted_components_undefined(device):
-    """On R (rotation only) scale and shift are not distorted: their "undone" is NaN, not noise."""
+    """On R (rotation only) scale and translation are not distorted: their "undone" is NaN, not noise."""
     from stnviz.analysis import distortion_residuals
     from stnviz.data import distorted_test_set
 

@@ -78,7 +78,7 @@ CELL_REPORT_JS = """(name) => {
   return report;
 }""" % PANEL_JS
 
-EXPLORER = ".stnviz-theta-explorer:has(.stnviz-part-rotation)"  # the affine one (the notebook shows three)
+EXPLORER = ".stnviz-theta-explorer:has(.stnviz-part-rotation_deg)"  # the affine one (the notebook shows three)
 SOURCES_JS = """(sel) => {
   const root = document.querySelector(sel);
   if (!root) return null;
@@ -88,7 +88,7 @@ SOURCES_JS = """(sel) => {
 
 STATE_CODE = (
     "import json as _json\n"
-    "print(_json.dumps({'rotation': explorer.parts['rotation'].value, 'params': explorer.params.tolist(),"
+    "print(_json.dumps({'rotation': explorer.parts['rotation_deg'].value, 'params': explorer.params.tolist(),"
     " 'parts': {k: s.value for k, s in explorer.parts.items()}, 'entries': [s.value for s in explorer.entries],"
     " 'state_parts': explorer.state.parts, 'edits': dict(explorer.edits),"
     " 'log': len(explorer.log.outputs), 'message': explorer.message.value}))"
@@ -232,8 +232,8 @@ def test_rotation_slider_reaches_kernel_and_page(explorer_page, lab, tmp_path):
     t0 = time.monotonic()
     try:
         explorer = page.locator(EXPLORER)
-        readout = explorer.locator(".stnviz-part-rotation .widget-readout")
-        handle = explorer.locator(".stnviz-part-rotation .noUi-handle")
+        readout = explorer.locator(".stnviz-part-rotation_deg .widget-readout")
+        handle = explorer.locator(".stnviz-part-rotation_deg .noUi-handle")
         _reset_to_identity(page, explorer, readout)
         before = _kernel_state(page)
         handle.scroll_into_view_if_needed()
@@ -268,10 +268,10 @@ def test_quick_presses_settle_on_a_pure_rotation(explorer_page, lab, tmp_path):
     page = explorer_page
     try:
         explorer = page.locator(EXPLORER)
-        readout = explorer.locator(".stnviz-part-rotation .widget-readout")
+        readout = explorer.locator(".stnviz-part-rotation_deg .widget-readout")
         _reset_to_identity(page, explorer, readout)
         old = _sources(page)
-        handle = explorer.locator(".stnviz-part-rotation .noUi-handle")
+        handle = explorer.locator(".stnviz-part-rotation_deg .noUi-handle")
         handle.scroll_into_view_if_needed()
         handle.focus()
         for _ in range(5):
@@ -349,8 +349,8 @@ def test_rotation_out_and_back_after_each_preset(explorer_page, lab, tmp_path):
     pictures are exactly a pure render of the kernel's state."""
     page = explorer_page
     explorer = page.locator(EXPLORER)
-    readout = explorer.locator(".stnviz-part-rotation .widget-readout")
-    handle = explorer.locator(".stnviz-part-rotation .noUi-handle")
+    readout = explorer.locator(".stnviz-part-rotation_deg .widget-readout")
+    handle = explorer.locator(".stnviz-part-rotation_deg .noUi-handle")
     try:
         edits_before = _kernel_state(page)["edits"]
         for preset in ("identity", "learned"):
@@ -367,7 +367,7 @@ def test_rotation_out_and_back_after_each_preset(explorer_page, lab, tmp_path):
                 where = f"{preset}, {how}"
                 assert settled, f"{where}: the explorer kept changing: {after}"
                 assert shown == shown0, f"{where}: the slider came back to {shown}, not {shown0}"
-                assert after["state_parts"]["rotation"] == pytest.approx(shown0, abs=1e-12), (where, after)
+                assert after["state_parts"]["rotation_deg"] == pytest.approx(shown0, abs=1e-12), (where, after)
                 text = _theta_text(explorer)
                 assert float(ROTATION_LINE.search(text).group(1)) == shown0, (where, text)
                 pictures = _pictures_match_the_state(page)
@@ -376,8 +376,8 @@ def test_rotation_out_and_back_after_each_preset(explorer_page, lab, tmp_path):
                     assert text == text0 and "+0.0°" in text, (where, text)
                     assert pictures == pictures0, f"{where}: the picture did not return"
                 else:  # the learned angle snapped to the slider's 0.1 degree, the other parts as learned
-                    others = {k: v for k, v in after["state_parts"].items() if k != "rotation"}
-                    assert others == {k: v for k, v in start["state_parts"].items() if k != "rotation"}, where
+                    others = {k: v for k, v in after["state_parts"].items() if k != "rotation_deg"}
+                    assert others == {k: v for k, v in start["state_parts"].items() if k != "rotation_deg"}, where
         edits = _kernel_state(page)["edits"]
         echoed = {k: v - edits_before.get(k, 0) for k, v in edits.items() if k != "rotation °" and v != edits_before.get(k, 0)}
         assert not echoed, f"pushed values came back from the page as edits: {echoed}"
@@ -393,7 +393,7 @@ def test_rotation_out_and_back_after_each_preset(explorer_page, lab, tmp_path):
 STEP_TIMING_JS = """(sel) => {
   const root = document.querySelector(sel);
   const img = root.querySelector('img.stnviz-output');
-  const handle = root.querySelector('.stnviz-part-rotation .noUi-handle');
+  const handle = root.querySelector('.stnviz-part-rotation_deg .noUi-handle');
   window.__stnviz = {keys: [], changes: []};
   new MutationObserver(() => window.__stnviz.changes.push(performance.now()))
     .observe(img, {attributes: true, attributeFilter: ['src']});
@@ -406,8 +406,8 @@ def test_slider_step_to_image_latency(explorer_page, lab, tmp_path):
     change on the page (median reported; issue 11 asks for <= 100 ms)."""
     page = explorer_page
     explorer = page.locator(EXPLORER)
-    readout = explorer.locator(".stnviz-part-rotation .widget-readout")
-    handle = explorer.locator(".stnviz-part-rotation .noUi-handle")
+    readout = explorer.locator(".stnviz-part-rotation_deg .widget-readout")
+    handle = explorer.locator(".stnviz-part-rotation_deg .noUi-handle")
     try:
         _reset_to_identity(page, explorer, readout)
         page.evaluate(STEP_TIMING_JS, EXPLORER)

@@ -61,7 +61,7 @@ STATE_JS = """(sel) => {
   };
   const text = (s) => { const el = root.querySelector(s); return el ? el.textContent.trim() : null; };
   return {input: src('stnviz-input'), output: src('stnviz-output'),
-          rotation: text('.stnviz-part-rotation .widget-readout'), a21: text('.stnviz-theta-3 .widget-readout'),
+          rotation: text('.stnviz-part-rotation_deg .widget-readout'), a21: text('.stnviz-theta-3 .widget-readout'),
           theta: text('.stnviz-theta')};
 }"""
 
@@ -269,7 +269,7 @@ def test_rotation_slider_updates_the_pictures(dashboard, server, tmp_path):
         assert "learned" in page.locator(f"{EXPLORER} .stnviz-learned").text_content()
         start = _number(before["rotation"])
         assert float(before["theta"].split("scale", 1)[1].split("×")[0]) < 0.8, f"not a zoom: {before['theta']}"
-        handle = page.locator(f"{EXPLORER} .stnviz-part-rotation .noUi-handle")
+        handle = page.locator(f"{EXPLORER} .stnviz-part-rotation_deg .noUi-handle")
         handle.scroll_into_view_if_needed()
         handle.focus()
         for _ in range(PRESSES):
@@ -288,7 +288,7 @@ def test_rotation_slider_updates_the_pictures(dashboard, server, tmp_path):
         assert _number(after["rotation"]) == pytest.approx(start + 0.1 * PRESSES, abs=1e-9), (
             f"{PRESSES} presses of 0.1 degree from {start}, the page shows {after}")
         # The kernel took the rotation: it re-wrote the theta text, whose rotation is the slider's.
-        assert f"rotation {_number(after['rotation']):+7.1f}°" in after["theta"], after
+        assert f"rotation    {_number(after['rotation']):+6.1f}°" in after["theta"], after
         problems = page.evaluate(PROBLEMS_JS)
         assert not problems, f"the page reports problems: {problems}"
         assert not errors, f"uncaught errors in the page: {errors}"

@@ -1387,3 +1387,79 @@ class TestAbsurdGridSize:
         with pytest.raises(ValueError, match=r"batch 64 x 2048 x 2048 .* expected an output size of at most"):
             g.affine_grid(theta, (2048, 2048))
         assert g.affine_grid(theta[:1], (64, 64)).shape == (1, 64, 64, 2)
+
+
+class TestIsSingular:
+    """One rule for "singular": decompose_affine, invert and the messages all ask is_singular."""
+
+    def test_affine(self):
+        theta = torch.tensor([[[1.0, 0, 5.0], [0, 1, 0]],      # identity, any translation: regular
+                              [[1.0, 2, 0], [0.5, 1, 0]],      # det 0
+                              [[0.0, 0, 0.3], [0, 0, -0.2]],   # collapses onto one point
+                              [[1e3, 0, 0], [0, 1e-3, 0]]], dtype=F64)  # det 1: regular, however elongated
+        assert g.is_singular(theta).tolist() == [False, True, True, False]
+        assert g.is_singular(theta.reshape(4, 6)).tolist() == [False, True, True, False]
+
+    def test_tolerance_follows_the_dtype(self):
+        theta = torch.tensor([[[1.0, 0, 0], [0, 1e-8, 0]]], dtype=F64)  # det 1e-8
+        assert not bool(g.is_singular(theta)) and bool(g.is_singular(theta.float()))
+
+    def test_homography_is_judged_at_any_scale(self):
+        h = near_identity_homography(3)
+        for c in (1e-3, 1.0, 1e3):
+            assert not g.is_singular(c * h).any()
+        flat = h.clone()
+        flat[:, 2] = flat[:, 0]  # two equal rows: rank 2
+        assert g.is_singular(flat).all()
+
+    def test_matrix_of_every_matrix_family(self):
+        for family, params in [("affine", torch.tensor([[0.0, 0, 0.1, 0, 0, 0]])), ("attention", torch.tensor([[0.0, 0.1, 0]])),
+                               ("translation", torch.tensor([[0.3, 0.1]])), ("projective", torch.eye(3).unsqueeze(0))]:
+            expected = family in ("affine", "attention")
+            assert bool(g.is_singular(g.to_matrix(params, family))) is expected, family
+
+    def test_non_finite_is_not_singular(self):
+        assert not bool(g.is_singular(torch.tensor([[[math.nan, 0, 0], [0, 1, 0]]])))
+
+    def test_shape_error(self):
+        with pytest.raises(ValueError, match=r"is_singular expects an affine theta \(B, 2, 3\) or \(B, 6\) or a matrix \(B, 3, 3\), got shape \(2, 2\)"):
+            g.is_singular(torch.eye(2))
+
+    @pytest.mark.parametrize("dtype", [torch.float32, F64])
+    def test_decompose_and_invert_agree(self, dtype):
+        theta = torch.tensor([[[1.0, 0, 0], [0, 1, 0]], [[1.0, 2, 0], [0.5, 1 + 1e-9, 0]], [[1e-7, 0, 0.2], [0, 1, 0]],
+                              [[0.8, -0.3, 0.1], [0.3, 0.8, -0.05]]], dtype=dtype)
+        bad = g.is_singular(theta)
+        assert torch.equal(torch.isnan(g.decompose_affine(theta, singular="nan").scale_x), bad)
+        for i in range(theta.shape[0]):
+            if bad[i]:
+                with pytest.raises(ValueError, match="singular"):
+                    g.invert(theta[i : i + 1])
+            else:
+                g.invert(theta[i : i + 1])
+
+
+class TestFamilyLists:
+    """The family lists are read off FAMILY_TABLE, and none leaves out a family it should hold."""
+
+    def test_lists_come_from_the_table(self):
+        assert g.FAMILIES == tuple(g.FAMILY_TABLE)
+        assert g.AFFINE_FAMILIES == tuple(n for n, f in g.FAMILY_TABLE.items() if f.is_affine)
+        assert g.AFFINE_FAMILIES == ("affine", "attention", "restricted", "translation")
+
+    @pytest.mark.parametrize("family", g.FAMILIES)
+    def test_is_affine_means_a_2x3_theta(self, family):
+        comps = ("rotation", "scale") if family == "restricted" else None
+        params = g.shape_params(g.identity_params(family, components=comps, control_points=9).unsqueeze(0), family)
+        if g.FAMILY_TABLE[family].matrix is None:
+            with pytest.raises(ValueError, match="has no matrix"):
+                g.to_matrix(params, family, components=comps)
+            assert not g.FAMILY_TABLE[family].is_affine
+            return
+        m = g.to_matrix(params, family, components=comps)  # every family with a matrix, projective included
+        assert m.shape == (1, 3, 3)
+        assert g.FAMILY_TABLE[family].is_affine == (family != "projective")
+        if g.FAMILY_TABLE[family].is_affine:  # its theta is the matrix's top two rows
+            params = params + 0.1
+            m = g.to_matrix(params, family, components=comps)
+            torch.testing.assert_close(g.affine_grid(m[:, :2], (5, 7)), g.make_grid(params, family, (5, 7), components=comps))

@@ -184,7 +184,7 @@ def test_theta_explorer_outputs(executed):
     state = nb.metadata["widgets"][WIDGET_STATE]["state"]
     classes = {c for m in state.values() for c in m["state"].get("_dom_classes", [])}
     # the affine explorer's decomposed sliders, buttons (incl. "learned": a model was given) and views
-    assert {"stnviz-part-rotation", "stnviz-theta-5", "stnviz-learned", "stnviz-input", "stnviz-output"} <= classes
+    assert {"stnviz-part-rotation_deg", "stnviz-theta-5", "stnviz-learned", "stnviz-input", "stnviz-output"} <= classes
     # the two images were rendered in the kernel (PNG bytes in the saved widget state)
     images = [m for m in state.values() if m["model_name"] == "ImageModel"]
     assert images and all(m.get("buffers") for m in images), "an image view has no picture"

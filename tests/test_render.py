@@ -136,10 +136,35 @@ class TestFormatTheta:
     def test_decomposition_text(self):
         theta = geometry.compose_affine(rotation=torch.tensor([np.pi / 6]), scale_x=0.5, scale_y=0.5, tx=0.25)
         text = render.format_theta(theta[0])
-        assert "rot +30.0 deg" in text and "scale 0.500 x 0.500" in text and "t (+0.250, +0.000)" in text
+        assert text.splitlines() == ["[+0.433 -0.250 +0.250]", "[+0.250 +0.433 +0.000]", "rotation     +30.0°",
+                                     "scale       +0.500 × +0.500", "shear       +0.000", "translation +0.250 +0.000"]
+        line = render.format_theta(theta[0], layout="line")
+        assert line == "[+0.433 -0.250 +0.250; +0.250 +0.433 +0.000]  " + ", ".join(
+            ["rotation +30.0°", "scale +0.500 × +0.500", "shear +0.000", "translation +0.250 +0.000"])
 
     def test_singular(self):
-        assert "singular" in render.format_theta(torch.zeros(2, 3))
+        assert render.format_theta(torch.zeros(2, 3)).splitlines()[2:] == ["singular: no decomposition"]
+        assert render.format_theta(torch.tensor([[1.0, 0, 0], [0, 1e-13, 0]], dtype=torch.float64)).endswith("singular: no decomposition")
+        assert render.format_theta(torch.tensor([[math.nan, 0, 0], [0, 1, 0]])).endswith("not finite: no decomposition")
+        with pytest.raises(ValueError, match="layout must be 'block' or 'line', got 'table'"):
+            render.format_theta(torch.eye(2, 3), layout="table")
+
+    def test_one_text_everywhere(self, device):
+        """The theta table, the explorer and the figures write theta with format_theta."""
+        from stnviz.analysis import theta_table
+        from stnviz.widgets import render_explorer
+
+        theta = torch.tensor([[0.7, -0.2, 0.1], [0.3, 0.9, -0.4]])
+        assert render_explorer(torch.zeros(1, 8, 8), theta.flatten().tolist(), "affine").theta_text.rstrip("\n") == \
+            render.format_theta(theta)
+        model = get_model("stn_tutorial", device=device).eval()
+        model.transformers[0].set_constant_params(torch.tensor([0.5, 0.1, -0.2, 0.0, 0.6, 0.3]))
+        with capture(model) as rec:
+            model(torch.rand(1, 1, 28, 28, device=device))
+        assert theta_table(rec)["theta"][0] == render.format_theta(rec.last().theta[0], decomposed=False, layout="line")
+        ax_in, ax_out = render.plot_record(rec.last(), 0)
+        assert ax_out.texts[0].get_text() == render.format_theta(rec.last().theta[0])
+        plt.close("all")
 
 
 class TestPlots:
@@ -154,14 +179,14 @@ class TestPlots:
         # attention window of half size: the outline spans pixels 6.5 .. 20.5 (edges of the central half)
         assert line[:, 0].min() == pytest.approx(6.5) and line[:, 0].max() == pytest.approx(20.5)
         assert "output: 7" in ax_out.get_title()
-        assert "rot" in ax_out.texts[0].get_text()
+        assert "rotation" in ax_out.texts[0].get_text()
         assert len(ax_in.patches) == 1  # the annotated box
         fig = render.plot_batch(r, predictions=logits.argmax(1), labels=torch.tensor([1, 2, 3]), n=2)
         assert len(fig.axes) == 6  # per row: input, output, theta text
         ins, outs = fig.axes[0], fig.axes[1]
         assert ins.get_position().width == pytest.approx(outs.get_position().width, rel=0.02)  # equal panels
         assert ins.get_facecolor()[:3] != (1.0, 1.0, 1.0)  # a grey margin, no white strips
-        assert "rot" in fig.axes[2].texts[0].get_text()
+        assert "rotation" in fig.axes[2].texts[0].get_text()
         plt.close("all")
 
     def test_draw_outline_rejects_nan(self):
@@ -189,8 +214,8 @@ class TestOneDecomposition:
                 geometry.decompose_affine(t)
         else:
             assert row["rotation_deg"] == pytest.approx(math.degrees(float(parts.rotation[0])))
-            assert f"rot {math.degrees(float(parts.rotation[0])):+.1f} deg" in text
-            assert f"scale {float(parts.scale_x[0]):.3f} x {float(parts.scale_y[0]):.3f}" in text
+            assert f"rotation    {round(math.degrees(float(parts.rotation[0])), 1) + 0.0:+6.1f}°" in text
+            assert f"scale       {float(parts.scale_x[0]):+.3f} × {float(parts.scale_y[0]):+.3f}" in text
 
     def test_nan_rows_keep_translation(self):
         t = torch.tensor([[[0.0, 0.0, 0.3], [0.0, 0.0, -0.2]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
@@ -201,7 +226,7 @@ class TestOneDecomposition:
 def test_family_table_is_the_one_list():
     """Every family has a row; the ladders answer from it."""
     assert tuple(geometry.FAMILY_TABLE) == geometry.FAMILIES
-    assert geometry.MATRIX_FAMILIES == ("affine", "attention", "restricted", "translation")
+    assert geometry.AFFINE_FAMILIES == ("affine", "attention", "restricted", "translation")
     for name, f in geometry.FAMILY_TABLE.items():
         comps = ("rotation", "scale") if name == "restricted" else None
         ident = geometry.identity_params(name, components=comps, control_points=9)

@@ -28,9 +28,9 @@ class TestExplorerState:
 
     def test_rotation_out_and_back_is_the_identity_exactly(self):
         st = ExplorerState("affine")
-        st.set_part("rotation", 5.0)
+        st.set_part("rotation_deg", 5.0)
         assert st.params[3] == pytest.approx(math.sin(math.radians(5)), abs=1e-15)
-        st.set_part("rotation", 0.0)
+        st.set_part("rotation_deg", 0.0)
         assert st.params.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         st.set_part("scale_x", 1.37)
         st.set_part("scale_x", 1.0)
@@ -39,10 +39,10 @@ class TestExplorerState:
     def test_parts_keep_the_others_as_they_are(self):
         st = ExplorerState("affine", [0.8, 0.1, 0.0, -0.1, 0.8, 0.2])
         before = dict(st.parts)
-        st.set_part("rotation", before["rotation"] + 10)
-        st.set_part("rotation", before["rotation"])
+        st.set_part("rotation_deg", before["rotation_deg"] + 10)
+        st.set_part("rotation_deg", before["rotation_deg"])
         np.testing.assert_allclose(st.params, [0.8, 0.1, 0.0, -0.1, 0.8, 0.2], atol=1e-12)
-        assert {k: v for k, v in st.parts.items() if k != "rotation"} == {k: v for k, v in before.items() if k != "rotation"}
+        assert {k: v for k, v in st.parts.items() if k != "rotation_deg"} == {k: v for k, v in before.items() if k != "rotation_deg"}
 
     def test_entries_points_presets(self):
         st = ExplorerState("tps", control_points=9)
@@ -61,7 +61,7 @@ class TestExplorerState:
         with pytest.raises(ValueError, match="takes 6 parameters, got 4"):
             st.set_params([1, 0, 0, 1])
         with pytest.raises(ValueError, match="affine family only"):
-            ExplorerState("projective").set_part("rotation", 1)
+            ExplorerState("projective").set_part("rotation_deg", 1)
 
 
 class TestRenderExplorer:
@@ -72,7 +72,7 @@ class TestRenderExplorer:
         assert np.array_equal(v.input_rgb, again.input_rgb) and v.theta_text == again.theta_text
         expected = geometry.warp(digits[:1], geometry.affine_grid(torch.tensor(theta).view(1, 2, 3), (28, 28)))[0, 0]
         np.testing.assert_allclose(v.output_rgb[..., 0] / 255, expected.numpy(), atol=1 / 255 + 1e-6)
-        assert v.message == "" and "scale      0.500 ×  0.500" in v.theta_text
+        assert v.message == "" and "scale       +0.500 × +0.500" in v.theta_text
 
     def test_theta_text_has_fixed_width(self, digits):
         widths = set()
@@ -104,19 +104,19 @@ class TestThetaExplorer:
         """The bug of issue 11: a user value equal to an earlier pushed one was dropped as an echo."""
         ex = ThetaExplorer(digits)
         identity = ex.input_view.value, ex.output_view.value, ex.theta_view.value
-        for name, out in (("rotation", 5.0), ("scale_x", 1.3), ("shear", 0.4), ("tx", -0.25)):
+        for name, out in (("rotation_deg", 5.0), ("scale_x", 1.3), ("shear", 0.4), ("tx", -0.25)):
             back = ex.parts[name].value
             ex.parts[name].value = out
             assert ex.output_view.value != identity[1]
             ex.parts[name].value = back
             assert ex.params.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], name
             assert (ex.input_view.value, ex.output_view.value, ex.theta_view.value) == identity, name
-        assert "rotation    +0.0°" in ex.theta_view.value
+        assert "rotation      +0.0°" in ex.theta_view.value
 
     def test_repeated_values_are_never_dropped(self, digits):
         ex = ThetaExplorer(digits)
         for angle in (1.0, 2.0, 3.0, 2.0, 1.0, 2.0, 0.0, 3.0):
-            ex.parts["rotation"].value = angle
+            ex.parts["rotation_deg"].value = angle
             c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
             np.testing.assert_allclose(ex.params, [c, -s, 0, s, c, 0], atol=1e-15)
         for v in (0.5, 0.6, 0.5, 1.0):  # the entries too
@@ -127,7 +127,7 @@ class TestThetaExplorer:
     def test_decomposed_and_entries_stay_in_sync(self, digits):
         ex = ThetaExplorer(digits)
         before = ex.input_view.value, ex.output_view.value
-        ex.parts["rotation"].value = 30
+        ex.parts["rotation_deg"].value = 30
         c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
         np.testing.assert_allclose(ex.params, [c, -s, 0, s, c, 0], atol=1e-12)  # exact, not slider-rounded
         assert [e.value for e in ex.entries] == pytest.approx([0.87, -0.5, 0.0, 0.5, 0.87, 0.0], abs=1e-12)
@@ -136,14 +136,14 @@ class TestThetaExplorer:
         np.testing.assert_allclose(ex.params, [0.5, -s, 0, s, c, 0], atol=1e-12)
         parts = geometry.decompose_affine(torch.tensor(ex.params).view(1, 2, 3))
         assert ex.parts["scale_x"].value == pytest.approx(float(parts.scale_x), abs=0.005)
-        assert ex.parts["rotation"].value == pytest.approx(math.degrees(float(parts.rotation)), abs=0.05)
+        assert ex.parts["rotation_deg"].value == pytest.approx(math.degrees(float(parts.rotation)), abs=0.05)
 
     def test_pushed_values_are_the_ones_the_page_holds(self, digits):
         """Every value the explorer shows is a fixed point of the browser slider's snapping, so the
         page has nothing to send back; and what it does send back unchanged is a no-op."""
         ex = ThetaExplorer(digits)
         for angle in (1.0, 2.3, -17.9, 0.1):
-            ex.parts["rotation"].value = angle
+            ex.parts["rotation_deg"].value = angle
             for sl in list(ex.entries) + list(ex.parts.values()):
                 assert slider_value(sl.value, sl.min, sl.max, sl.step) == sl.value, sl.description
         exact = ex.params.copy()
@@ -162,13 +162,13 @@ class TestThetaExplorer:
 
     def test_finer_control(self, digits):
         ex = ThetaExplorer(digits)
-        rot = ex.parts["rotation"]
+        rot = ex.parts["rotation_deg"]
         assert (rot.step, rot.readout_format) == (0.1, ".1f")
         assert (ex.parts["scale_x"].step, ex.parts["scale_x"].readout_format) == (0.01, ".2f")
         rot.value = 12.34  # typed into the readout: the state takes the slider's step
-        assert ex.state.parts["rotation"] == 12.3
-        ex.set_params(compose_parts({"rotation": -0.6123, "scale_x": 0.9, "scale_y": 0.9, "shear": 0, "tx": 0, "ty": 0}))
-        assert f"{rot.value:.1f}" == "-0.6" and "rotation    -0.6°" in ex.theta_view.value
+        assert ex.state.parts["rotation_deg"] == 12.3
+        ex.set_params(compose_parts({"rotation_deg": -0.6123, "scale_x": 0.9, "scale_y": 0.9, "shear": 0, "tx": 0, "ty": 0}))
+        assert f"{rot.value:.1f}" == "-0.6" and "rotation      -0.6°" in ex.theta_view.value
         ex.set_params([3.5, 0, 0, 0, 3.5, 0])  # out of the scale slider's range: it widens, it does not lie
         assert ex.parts["scale_x"].value == pytest.approx(3.5) and ex.parts["scale_x"].max >= 3.5
 
@@ -181,10 +181,10 @@ class TestThetaExplorer:
         ex.buttons["learned"].click()
         np.testing.assert_allclose(ex.params, [0.8, 0.1, 0.0, -0.1, 0.8, 0.2], atol=1e-6)
         assert ex.entries[5].value == pytest.approx(0.2)
-        learned_rot = ex.parts["rotation"].value
-        ex.parts["rotation"].value = learned_rot + 5
-        ex.parts["rotation"].value = 0.0
-        assert "rotation    +0.0°" in ex.theta_view.value and ex.state.parts["rotation"] == 0.0
+        learned_rot = ex.parts["rotation_deg"].value
+        ex.parts["rotation_deg"].value = learned_rot + 5
+        ex.parts["rotation_deg"].value = 0.0
+        assert "rotation      +0.0°" in ex.theta_view.value and ex.state.parts["rotation_deg"] == 0.0
         ex.buttons["identity"].click()
         assert ex.params.tolist() == [1, 0, 0, 0, 1, 0] and ex.output_view.value == identity
         ex.picker.value = 2
@@ -244,7 +244,7 @@ class TestThetaExplorer:
         assert et.input_view.value != before_input  # the highlighted point moved
 
     def test_bad_arguments(self, digits):
-        with pytest.raises(ValueError, match="family must be 'affine', 'projective' or 'tps', got 'swirl'"):
+        with pytest.raises(ValueError, match=r"family must be one of \('affine', 'projective', 'tps'\), got 'swirl'"):
             ThetaExplorer(digits, family="swirl")
         with pytest.raises(ValueError, match="images must be"):
             ThetaExplorer([1, 2, 3])
@@ -624,7 +624,8 @@ class TestRenderStability:
         assert all(np.array_equal(a, b) for a, b in zip(_panels(v), want))
         row = track_run.table.iloc[12]
         assert v.info.startswith(f"frame 12: prediction <b>c{int(row['prediction'])}</b> ({row['confidence']:.2f})")
-        assert f"IoU with box {row['iou']:.2f}" in v.info and "rot " in v.info
+        assert f"IoU with box {row['iou']:.2f}" in v.info and f"rotation {round(row['rotation_deg'], 1) + 0.0:+.1f}°" in v.info
+        assert f"[{row['theta_00']:+.3f} " in v.info  # the theta the record holds, as format_theta writes it
         with pytest.raises(ValueError, match=r"frame must be in \[0, 30\), got 30"):
             render_stability(track_run, 30)
 

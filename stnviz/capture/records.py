@@ -89,9 +89,9 @@ class TransformRecord:
 
     @property
     def theta(self) -> torch.Tensor | None:
-        """``(B, 2, 3)`` in stnviz's convention for matrix families (``None`` for projective, TPS,
+        """``(B, 2, 3)`` in stnviz's convention for affine families (``None`` for projective, TPS,
         unknown)."""
-        if self.params is None or self.family not in geometry.MATRIX_FAMILIES:
+        if self.params is None or self.family not in geometry.AFFINE_FAMILIES:
             return None
         return geometry.to_matrix(self.params, self.family, components=self.components)[:, :2]
 

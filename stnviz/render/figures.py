@@ -148,33 +148,55 @@ def draw_box(box, ax=None, color: str = BOX_COLOR, label: str | None = None, lin
     return ax
 
 
-def format_theta(theta, decomposed: bool = True) -> str:
-    """Theta ``(2, 3)`` as text: the raw matrix and, if asked, rotation / scale / shear / translation.
+def _signed(v: float, digits: int = 3, width: int = 6) -> str:
+    return f"{round(float(v), digits) + 0.0:+{width}.{digits}f}"  # + 0.0: never "-0.000"
+
+
+def format_theta(theta, decomposed: bool = True, *, layout: str = "block") -> str:
+    """Theta ``(2, 3)`` (or ``(6,)``) as text, the package's one way to write it: the raw matrix
+    and, if asked, its decomposition by :func:`stnviz.geometry.decompose_affine` (rotation in
+    degrees, scale x / y, shear, translation x / y; a singular theta, :func:`stnviz.geometry.is_singular`,
+    has none). Every number is signed with fixed digits, so a column of them keeps its width.
+
+    ``layout``: ``"block"``, one line per matrix row and per part (figures, the explorer), or
+    ``"line"``, everything on one line (tables).
 
     Example:
         >>> print(format_theta(torch.tensor([[0.0, -0.5, 0.1], [0.5, 0.0, 0.0]])))
         [+0.000 -0.500 +0.100]
         [+0.500 +0.000 +0.000]
-        rot +90.0 deg  scale 0.500 x 0.500
-        shear +0.000  t (+0.100, +0.000)
-        >>> print(format_theta(torch.zeros(2, 3), decomposed=False))
-        [+0.000 +0.000 +0.000]
-        [+0.000 +0.000 +0.000]
+        rotation     +90.0°
+        scale       +0.500 × +0.500
+        shear       +0.000
+        translation +0.100 +0.000
+        >>> format_theta(torch.zeros(2, 3), layout="line")
+        '[+0.000 +0.000 +0.000; +0.000 +0.000 +0.000]  singular: no decomposition'
+        >>> format_theta(torch.eye(2, 3), layout="line")
+        '[+1.000 +0.000 +0.000; +0.000 +1.000 +0.000]  rotation +0.0°, scale +1.000 × +1.000, shear +0.000, translation +0.000 +0.000'
+        >>> format_theta(torch.eye(2, 3), decomposed=False, layout="line")
+        '[+1.000 +0.000 +0.000; +0.000 +1.000 +0.000]'
     """
-    t = _np(theta).reshape(2, 3).astype(np.float64)
-    lines = [
-        f"[{t[0, 0]:+.3f} {t[0, 1]:+.3f} {t[0, 2]:+.3f}]",
-        f"[{t[1, 0]:+.3f} {t[1, 1]:+.3f} {t[1, 2]:+.3f}]",
-    ]
+    if layout not in ("block", "line"):
+        raise ValueError(f"layout must be 'block' or 'line', got {layout!r}")
+    t = torch.as_tensor(_np(theta), dtype=torch.float64).reshape(1, 2, 3)
+    rows = [" ".join(_signed(v) for v in t[0, r].tolist()) for r in range(2)]
+    parts: list[tuple[str, str]] = []  # (name, value)
+    note = ""
     if decomposed:
-        p = geometry.decompose_affine(torch.from_numpy(t).view(1, 2, 3), singular="nan")
-        if not math.isfinite(float(p.scale_x[0])):
-            lines.append("singular: no decomposition")
+        if not bool(torch.isfinite(t).all()):
+            note = "not finite: no decomposition"
+        elif bool(geometry.is_singular(t)):
+            note = "singular: no decomposition"
         else:
-            lines.append(f"rot {math.degrees(float(p.rotation[0])):+.1f} deg  "
-                         f"scale {float(p.scale_x[0]):.3f} x {float(p.scale_y[0]):.3f}")
-            lines.append(f"shear {float(p.shear[0]):+.3f}  t ({t[0, 2]:+.3f}, {t[1, 2]:+.3f})")
-    return "\n".join(lines)
+            p = geometry.decompose_affine(t)
+            parts = [("rotation", f"{_signed(math.degrees(float(p.rotation)), 1)}°"),
+                     ("scale", f"{_signed(p.scale_x)} × {_signed(p.scale_y)}"),
+                     ("shear", _signed(p.shear)),
+                     ("translation", f"{_signed(p.tx)} {_signed(p.ty)}")]
+    if layout == "line":
+        tail = ", ".join(f"{n} {v.strip()}" for n, v in parts) or note
+        return "[" + "; ".join(rows) + "]" + (f"  {tail}" if tail else "")
+    return "\n".join([f"[{r}]" for r in rows] + [f"{n:<12}{v}" for n, v in parts] + ([note] if note else []))
 
 
 def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = None, box=None, lattice: int = 8):

@@ -56,7 +56,7 @@ def plot_theta_components(table, ax=None, *, frame: int | None = None):
     """
     panels = [("rotation (deg)", [("rotation_deg", "rotation", "k")]),
               ("scale", [("scale_x", "scale x", "#0a84ff"), ("scale_y", "scale y", "#ff9f0a")]),
-              ("translation", [("tx", "tx", "#30b0c7"), ("ty", "ty", "#af52de")])]
+              ("translation", [("tx", "translation x", "#30b0c7"), ("ty", "translation y", "#af52de")])]
     axes = _split_axes(ax, len(panels))
     frames = np.asarray(table["frame"])
     for a, (ylabel, cols) in zip(axes, panels):

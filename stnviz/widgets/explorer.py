@@ -22,38 +22,43 @@ from .sliders import _on_step, slider_value
 __all__ = ["ExplorerState", "ExplorerViews", "ThetaExplorer", "compose_parts", "render_explorer"]
 
 
-EXPLORER_FAMILIES = ("affine", "projective", "tps")
-AFFINE_PARTS = ("rotation", "scale_x", "scale_y", "shear", "tx", "ty")
-_AFFINE_LIKE = geometry.MATRIX_FAMILIES  # shown as a full affine theta
+#: Families the explorer edits: every affine family as a full affine theta, and each other family.
+EXPLORER_FAMILIES = ("affine",) + tuple(n for n, f in geometry.FAMILY_TABLE.items() if not f.is_affine)
+#: The decomposed parts of an affine theta the sliders show (rotation in degrees, like analysis' columns).
+AFFINE_PARTS = ("rotation_deg", "scale_x", "scale_y", "shear", "tx", "ty")
+#: Slider labels of the parts.
+_PART_LABELS = {"rotation_deg": "rotation °", "scale_x": "scale x", "scale_y": "scale y", "shear": "shear",
+                "tx": "translation x", "ty": "translation y"}
 
 
 def _affine_parts(params) -> dict | None:
-    """Flat affine theta ``(6,)`` -> ``{rotation (degrees), scale_x, scale_y, shear, tx, ty}`` by
+    """Flat affine theta ``(6,)`` -> ``{rotation_deg, scale_x, scale_y, shear, tx, ty}`` by
     :func:`stnviz.geometry.decompose_affine`; ``None`` for a singular or non-finite theta."""
     theta = torch.as_tensor(np.asarray(params, dtype=np.float64)).view(1, 2, 3)
-    if not bool(torch.isfinite(theta).all()):
+    if not bool(torch.isfinite(theta).all()) or bool(geometry.is_singular(theta)):
         return None
-    try:
-        p = geometry.decompose_affine(theta)
-    except ValueError:
-        return None
-    parts = {n: float(getattr(p, n)) + 0.0 for n in AFFINE_PARTS}  # + 0.0: no -0.0
-    parts["rotation"] = math.degrees(parts["rotation"]) + 0.0
-    return parts
+    p = geometry.decompose_affine(theta)._asdict()
+    p["rotation_deg"] = torch.rad2deg(p.pop("rotation"))
+    return {n: float(p[n]) + 0.0 for n in AFFINE_PARTS}  # + 0.0: no -0.0
 
 
 def compose_parts(parts: dict) -> np.ndarray:
-    """``{rotation (degrees), scale_x, scale_y, shear, tx, ty}`` -> flat affine theta ``(6,)``
+    """``{rotation_deg, scale_x, scale_y, shear, tx, ty}`` -> flat affine theta ``(6,)``
     (float64) by :func:`stnviz.geometry.compose_affine`.
 
     Example:
-        >>> parts = {"rotation": 90.0, "scale_x": 0.5, "scale_y": 0.5, "shear": 0.0, "tx": 0.1, "ty": 0.0}
+        >>> parts = {"rotation_deg": 90.0, "scale_x": 0.5, "scale_y": 0.5, "shear": 0.0, "tx": 0.1, "ty": 0.0}
         >>> compose_parts(parts).round(3).tolist()  # [a11, a12, tx, a21, a22, ty]
         [0.0, -0.5, 0.1, 0.5, 0.0, 0.0]
     """
     v = {n: torch.tensor([float(parts[n])], dtype=torch.float64) for n in AFFINE_PARTS}
-    v["rotation"] = torch.tensor([math.radians(float(parts["rotation"]))], dtype=torch.float64)
+    v["rotation"] = torch.deg2rad(v.pop("rotation_deg"))
     return geometry.compose_affine(**v).reshape(-1).numpy().copy()
+
+
+def _check_family(family) -> None:
+    if family not in EXPLORER_FAMILIES:
+        raise ValueError(f"family must be one of {EXPLORER_FAMILIES}, got {family!r}")
 
 
 class ExplorerState:
@@ -65,7 +70,8 @@ class ExplorerState:
             (row-major theta ``(2, 3)``, output -> input, normalised, ``align_corners=False``);
             projective the first 8 entries of the homography (``h33 = 1``); TPS ``(x0, y0, x1, ...)``,
             where each control point samples in the input (normalised ``(x, y)``).
-        parts: affine only, the decomposition the decomposed sliders show (rotation in degrees).
+        parts: affine only, the decomposition the decomposed sliders show (:data:`AFFINE_PARTS`;
+            ``rotation_deg`` in degrees).
             Setting one part recomposes theta from the others *as they are*, so rotating out and
             back gives back the same theta. ``None`` until the parameters have a decomposition
             (a singular theta keeps the last one).
@@ -76,16 +82,15 @@ class ExplorerState:
 
     Example:
         >>> state = ExplorerState("affine")
-        >>> state.set_part("rotation", 30.0)  # degrees; the other parts stay as they are
+        >>> state.set_part("rotation_deg", 30.0)  # the other parts stay as they are
         >>> state.params.round(3).tolist()
         [0.866, -0.5, 0.0, 0.5, 0.866, 0.0]
-        >>> state.set_part("rotation", 0.0); np.allclose(state.params, state.identity)  # and back
+        >>> state.set_part("rotation_deg", 0.0); np.allclose(state.params, state.identity)  # and back
         True
     """
 
     def __init__(self, family: str = "affine", params=None, *, control_points: int = 9, index: int = 0):
-        if family not in EXPLORER_FAMILIES:
-            raise ValueError(f"family must be 'affine', 'projective' or 'tps', got {family!r}")
+        _check_family(family)
         self.family = family
         self.identity = geometry.identity_params(family, control_points=control_points, dtype=torch.float64).numpy()
         self.index, self.point = index, 0
@@ -116,7 +121,7 @@ class ExplorerState:
             self.parts = _affine_parts(self.params) or self.parts
 
     def set_part(self, name: str, value: float) -> None:
-        """Affine only: set one decomposed part (rotation in degrees), keep the others."""
+        """Affine only: set one decomposed part (:data:`AFFINE_PARTS`), keep the others."""
         if self.family != "affine":
             raise ValueError(f"decomposed parts exist for the affine family only, this state is {self.family!r}")
         if name not in AFFINE_PARTS:
@@ -158,6 +163,13 @@ class ExplorerViews(typing.NamedTuple):
         (('input_rgb', 'output_rgb', 'message', 'theta_text'), dtype('uint8'))
         >>> views.message
         'singular transform (det = 0): the output collapses onto a line or a point'
+        >>> print(views.theta_text)
+        [+0.000 +0.000 +0.000]
+        [+0.000 +0.000 +0.000]
+        singular: no decomposition
+        <BLANKLINE>
+        <BLANKLINE>
+        <BLANKLINE>
     """
 
     input_rgb: np.ndarray  # (H', W', 3) uint8: input, grey margin, sampled region (TPS: control points)
@@ -171,18 +183,9 @@ def _num(v: float, width: int = 7, digits: int = 3, sign: str = "+") -> str:
 
 
 def _theta_text(params: np.ndarray, family: str, point: int | None) -> str:
-    if family == "affine":
-        t = params.reshape(2, 3)
-        lines = ["θ " + " ".join(_num(v) for v in t[0]), "  " + " ".join(_num(v) for v in t[1])]
-        parts = _affine_parts(params)
-        if parts is None:
-            lines += ["no decomposition (singular)", "", "", ""]
-        else:
-            lines += [f"rotation {_num(parts['rotation'], 7, 1)}°",
-                      f"scale    {_num(parts['scale_x'], sign='')} ×{_num(parts['scale_y'], sign='')}",
-                      f"shear    {_num(parts['shear'])}",
-                      f"shift    {_num(parts['tx'])}  {_num(parts['ty'])}"]
-        return "\n".join(lines)
+    if family == "affine":  # always six lines: the layout does not jump when the decomposition goes
+        lines = render.format_theta(params).split("\n")
+        return "\n".join(lines + [""] * (6 - len(lines)))
     if family == "projective":
         h = list(params) + [1.0]
         return "\n".join(("H " if r == 0 else "  ") + " ".join(_num(v) for v in h[3 * r: 3 * r + 3]) for r in range(3))
@@ -194,11 +197,11 @@ def _theta_text(params: np.ndarray, family: str, point: int | None) -> str:
 def _degenerate(params: torch.Tensor, family: str, grid: torch.Tensor, components) -> str | None:
     """A human message when the transform is degenerate, else None. ``grid`` may be a sparse
     subset of the sampling grid ``(..., 2)``."""
-    if family in ("affine", "attention", "restricted", "translation", "projective"):
-        m = geometry.to_matrix(params.double(), family, components=components)
-        lin = m[0, :2, :2] if family != "projective" else m[0]
-        det = float(torch.linalg.det(lin))
-        if abs(det) < 1e-6:
+    if geometry.family_info(family).matrix is not None:
+        m = geometry.to_matrix(params, family, components=components)
+        m = m[:, :2] if geometry.family_info(family).is_affine else m  # judged as a theta, or as a homography
+        if bool(geometry.is_singular(m)[0]):
+            det = float(torch.linalg.det(m[0, :, :2] if m.shape[1] == 2 else m[0]))
             return f"singular transform (det = {det:.2g}): the output collapses onto a line or a point"
     if _samples_only_outside(grid):
         return "the sampled region lies entirely outside the input: the output is all padding"
@@ -222,12 +225,12 @@ def render_explorer(image: torch.Tensor, params, family: str, *, output_size=Non
         >>> views.input_rgb.shape, views.output_rgb.shape, views.message  # input: 25% grey margin a side
         ((168, 168, 3), (112, 112, 3), '')
         >>> print(views.theta_text)
-        θ  +0.500  +0.000  +0.000
-           +0.000  +0.500  +0.000
-        rotation    +0.0°
-        scale      0.500 ×  0.500
-        shear     +0.000
-        shift     +0.000   +0.000
+        [+0.500 +0.000 +0.000]
+        [+0.000 +0.500 +0.000]
+        rotation      +0.0°
+        scale       +0.500 × +0.500
+        shear       +0.000
+        translation +0.000 +0.000
     """
     p = np.asarray(params, dtype=np.float64).reshape(-1)
     size = tuple(image.shape[-2:])
@@ -287,7 +290,7 @@ class ThetaExplorer(_Widget):
     Example:
         >>> from stnviz.data import draw_glyphs
         >>> explorer = ThetaExplorer(draw_glyphs(3))  # leave it last in a cell to display it
-        >>> explorer.parts["rotation"].value = 30.0  # what dragging the rotation slider does
+        >>> explorer.parts["rotation_deg"].value = 30.0  # what dragging the rotation slider does
         >>> explorer.params.round(3).tolist(), dict(explorer.edits)
         ([0.866, -0.5, 0.0, 0.5, 0.866, 0.0], {'rotation °': 1})
         >>> [round(e.value, 3) for e in explorer.entries]  # the entry sliders follow, shown to their step
@@ -306,14 +309,13 @@ class ThetaExplorer(_Widget):
             rec = self._learned_record(0)
             if rec is not None:
                 self._learned_key = rec.key
-                fam = "affine" if rec.family in _AFFINE_LIKE else rec.family
+                fam = "affine" if geometry.family_info(rec.family).is_affine else rec.family
                 self._learned_family = fam
                 if fam == "tps":
                     control_points = int(rec.params.shape[1])
         if family is None:
             family = self._learned_family or "affine"
-        if family not in EXPLORER_FAMILIES:
-            raise ValueError(f"family must be 'affine', 'projective' or 'tps', got {family!r}")
+        _check_family(family)
         self.family = family
         self.has_learned = self._learned_family == family
         if isinstance(params, str):
@@ -370,7 +372,8 @@ class ThetaExplorer(_Widget):
 
     def _slider(self, desc, lo, hi, step, fmt, cls, on_edit) -> W.FloatSlider:
         s = W.FloatSlider(value=slider_value(0.0, lo, hi, step), min=lo, max=hi, step=step, description=desc,
-                          continuous_update=True, readout_format=fmt, layout=W.Layout(width="340px"))
+                          continuous_update=True, readout_format=fmt, layout=W.Layout(width="340px"),
+                          style={"description_width": "7em"})  # room for "translation x"
         s.add_class(cls)
         s.observe(lambda ch: self._safe(self._on_slider, ch, on_edit), names="value")
         return s
@@ -380,12 +383,11 @@ class ThetaExplorer(_Widget):
             for i, n in enumerate(["a11", "a12", "tx", "a21", "a22", "ty"]):
                 self.entries.append(self._slider(f"θ {n}", -2.0, 2.0, 0.01, ".2f", f"stnviz-theta-{i}",
                                                  lambda v, i=i: self.state.set_entry(i, v)))
-            spec = {"rotation": (-180.0, 180.0, 0.1, ".1f"), "scale_x": (0.1, 3.0, 0.01, ".2f"),
+            spec = {"rotation_deg": (-180.0, 180.0, 0.1, ".1f"), "scale_x": (0.1, 3.0, 0.01, ".2f"),
                     "scale_y": (0.1, 3.0, 0.01, ".2f"), "shear": (-2.0, 2.0, 0.01, ".2f"),
                     "tx": (-2.0, 2.0, 0.01, ".2f"), "ty": (-2.0, 2.0, 0.01, ".2f")}
             for n, (lo, hi, step, fmt) in spec.items():
-                desc = "rotation °" if n == "rotation" else n
-                self.parts[n] = self._slider(desc, lo, hi, step, fmt, f"stnviz-part-{n}",
+                self.parts[n] = self._slider(_PART_LABELS[n], lo, hi, step, fmt, f"stnviz-part-{n}",
                                              lambda v, n=n: self.state.set_part(n, v))
             return W.HBox([W.VBox([W.HTML("<b>theta entries</b>"), *self.entries]),
                            W.VBox([W.HTML("<b>decomposed</b> (type a value into a readout for finer control)"),

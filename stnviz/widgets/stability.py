@@ -99,8 +99,9 @@ def render_stability(run, t: int, *, class_names=None, scale: int = 6, margin: f
              f"({row['confidence']:.2f})"]
     if "iou" in row:
         parts.append(f"IoU with box {row['iou']:.2f}")
-    if "rotation_deg" in row:
-        parts.append(f"rot {row['rotation_deg']:+.1f}° scale {row['scale_x']:.2f}×{row['scale_y']:.2f}")
+    if "theta_00" in row:
+        theta = row[[f"theta_{r}{c}" for r in range(2) for c in range(3)]].to_numpy(dtype=np.float64)
+        parts.append(html.escape(render.format_theta(theta, layout="line")))
     return StabilityViews(input_rgb, output_rgb, "<br>".join(parts))
 
 
