@@ -138,3 +138,24 @@ def test_no_source_file_is_too_long():
     assert set(too_long) - LONG_FILES_PENDING == set(), f"over 600 lines: {too_long}"
     done = {p for p in LONG_FILES_PENDING if p not in too_long}
     assert not done, f"{sorted(done)} now have at most 600 lines: take them off LONG_FILES_PENDING"
+
+
+#: Values Python may share between unrelated names (interned strings, small numbers, constant
+#: tuples folded by the compiler): two names holding one of these are not an alias.
+_SHAREABLE = (bool, int, float, complex, str, bytes, type(None), tuple, frozenset)
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_no_aliases_in_all(name):
+    """One word per idea: no two names in a public module's __all__ are the same object (a synonym
+    such as ``to_png`` beside ``encode``, or ``build_model`` beside ``get_model``)."""
+    import importlib
+
+    mod = importlib.import_module(name)
+    by_object: dict[int, list[str]] = {}
+    for n in mod.__all__:
+        obj = getattr(mod, n)
+        if not isinstance(obj, _SHAREABLE):
+            by_object.setdefault(id(obj), []).append(n)
+    aliases = sorted(sorted(names) for names in by_object.values() if len(names) > 1)
+    assert not aliases, f"{name}.__all__ names one object twice: {aliases}"
