@@ -1,7 +1,5 @@
 """stnviz.data.distortions: the paper's distorted MNIST variants and their ground truth."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -68,15 +66,15 @@ class TestDistort:
 
     def test_rts_parameter_ranges(self, digits):
         gt = DistortedMNIST(digits, "rts", seed=5).get(torch.arange(1000)).extras
-        assert gt["rotation"].abs().max() <= math.pi / 4 + 1e-6
-        assert gt["rotation"].abs().max() > math.radians(40)  # the range is used, not just allowed
+        assert gt["rotation_deg"].abs().max() <= 45 + 1e-4
+        assert gt["rotation_deg"].abs().max() > 40  # the range is used, not just allowed
         assert gt["scale"].min() >= 0.7 and gt["scale"].max() <= 1.2
         # the scaled digit box stays on the 42x42 canvas
-        assert (gt["shift"].abs() <= 21 - 14 * gt["scale"].unsqueeze(1) + 1e-5).all()
+        assert (gt["translation_px"].abs() <= 21 - 14 * gt["scale"].unsqueeze(1) + 1e-5).all()
 
     def test_rotated_range(self, digits):
         gt = DistortedMNIST(digits, "r", seed=5).get(torch.arange(1000)).extras
-        assert gt["rotation"].abs().max() <= math.pi / 2 + 1e-6 and gt["rotation"].abs().max() > math.radians(85)
+        assert gt["rotation_deg"].abs().max() <= 90 + 1e-4 and gt["rotation_deg"].abs().max() > 85
 
     def test_elastic_returns_tps_points(self, digits):
         b = DistortedMNIST(digits, "elastic", seed=5).get(torch.arange(4))

@@ -119,14 +119,14 @@ def distort(
     ``keys (B,)`` int64 identify the samples (random draws depend on ``(seed, key)`` only);
     ``clutter_pool (N, 1, 28, 28)`` supplies clutter for ``translated_cluttered``. The ground
     truth dict holds ``theta`` (canvas -> digit, all kinds but elastic), ``homography``
-    (projective), ``tps_points`` (elastic) and the drawn ``rotation`` (rad), ``scale``,
-    ``shift`` (pixels from the canvas centre) where they apply.
+    (projective), ``tps_points`` (elastic) and the drawn ``rotation_deg`` (degrees), ``scale``,
+    ``translation_px`` ``(B, 2)`` (pixels from the canvas centre) where they apply.
 
     Example:
         >>> digits = torch.zeros(2, 1, 28, 28)
         >>> digits[:, :, 6:22, 12:16] = 1  # an upright bar
         >>> canvas, gt = distort(digits, "rotated", torch.tensor([0, 1]), seed=0)
-        >>> tuple(canvas.shape), [round(d) for d in torch.rad2deg(gt["rotation"]).tolist()]
+        >>> tuple(canvas.shape), [round(d) for d in gt["rotation_deg"].tolist()]
         ((2, 1, 28, 28), [86, 74])
         >>> upright = geometry.warp(canvas, geometry.affine_grid(geometry.invert(gt["theta"]), (28, 28)))
         >>> bool((upright - digits).abs().mean() < 0.02)  # the ground truth undoes the distortion
@@ -161,7 +161,8 @@ def distort(
             offs = torch.floor(u[:, 2:4] * (size - 28 + 1)).clamp(max=size - 28)
             shift = offs - (size - 28) / 2
         theta = _place_theta(angle, scale, shift, size)
-        gt.update(theta=theta.to(dt), rotation=angle.to(dt), scale=scale.to(dt), shift=shift.to(dt))
+        gt.update(theta=theta.to(dt), rotation_deg=torch.rad2deg(angle).to(dt), scale=scale.to(dt),
+                  translation_px=shift.to(dt))
         grid = geometry.affine_grid(theta.to(dt), (size, size))
     elif kind == "projective":
         u = hash_uniform(seed, keys, 2, 1)
