@@ -19,8 +19,9 @@ Conventions (the one place they are stated; the rest of the package follows them
 * **Pixel coordinates** (only in :func:`theta_to_pixel`, :func:`pixel_to_theta` and
   :func:`sampled_corners`): pixel ``i`` has its centre at ``i``, so an image of width ``W`` spans
   ``[-0.5, W - 0.5]``; this is OpenCV's and matplotlib ``imshow``'s convention.
-* **Angles** are in radians here, and in degrees everywhere else in the package, where every
-  name that holds one says so (``rotation_deg``, ``max_rotation_deg``, ``rotation °``).
+* **Angles** are in radians here (and in the parameters a transformer regresses), and in degrees
+  everywhere else in the package, under a name that says so (``rotation_deg`` in the analysis
+  tables, the explorer's parts, augmentation and distortion ground truth).
 * **Singular** means one rule, :func:`is_singular`, for decompositions, inverses and messages.
 
 Shapes: images ``(B, C, H, W)``; affine theta ``(B, 2, 3)``; homography ``(B, 3, 3)``; TPS
