@@ -42,14 +42,15 @@ from .config import (
     TrainConfig,
     check_option,
     check_run_name,
+    option_flag,
 )
 from .evaluate import evaluate
 from .export import compare, export_best
 from .folder import CannotWrite, RunFolderBusy, run_lock
 from .loop import DIVERGED_LOSS_FACTOR, Callback, TrainingDiverged, TrainState, fit
 from .optim import make_optimizer, make_schedule
-from .settings import RUN_SETTINGS
-from .surgery import freeze, frozen_parts, init_from, load_matching, prepare_model, reinit_transformers
+from .settings import RUN_SETTINGS, check_same_settings, run_settings
+from .surgery import ArchitectureMismatch, freeze, frozen_parts, init_from, load_matching, prepare_model, reinit_transformers
 
 __all__ = [
     "DIVERGED_LOSS_FACTOR",
@@ -57,6 +58,7 @@ __all__ = [
     "OPTION_RANGES",
     "RUN_NAME_FORM",
     "RUN_SETTINGS",
+    "ArchitectureMismatch",
     "Callback",
     "CannotWrite",
     "ConfigError",
@@ -66,6 +68,7 @@ __all__ = [
     "TrainState",
     "TrainingDiverged",
     "check_option",
+    "check_same_settings",
     "check_run_name",
     "compare",
     "evaluate",
@@ -77,7 +80,9 @@ __all__ = [
     "load_matching",
     "make_optimizer",
     "make_schedule",
+    "option_flag",
     "prepare_model",
     "reinit_transformers",
     "run_lock",
+    "run_settings",
 ]

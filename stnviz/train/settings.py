@@ -13,7 +13,7 @@ from .config import TrainConfig
 from .distributed import _amp_setting
 from .surgery import frozen_parts
 
-__all__ = ["RUN_SETTINGS", "run_settings"]
+__all__ = ["RUN_SETTINGS", "check_same_settings", "run_settings"]
 
 #: The settings that shape a run: stored in every trainer checkpoint, and a resume must repeat
 #: them. The stored :class:`TrainConfig` fields (``amp`` as resolved for the device, ``augment``
@@ -22,7 +22,7 @@ __all__ = ["RUN_SETTINGS", "run_settings"]
 RUN_SETTINGS = TrainConfig(epochs=1).stored_names() + ("world_size", "train_data", "train_size")
 
 
-def augment_name(augment) -> str | None:
+def _augment_name(augment) -> str | None:
     """How the ``augment`` setting is stored: ``None``, ``"reframe"``, or the qualified name of
     the function (``"jitter"`` is :func:`stnviz.data.random_affine`)."""
     if augment is None or augment == "reframe":
@@ -50,7 +50,7 @@ def run_settings(config: TrainConfig, model: nn.Module, train, device: torch.dev
     """
     settings = {name: getattr(config, name) for name in config.stored_names()}
     settings.update(
-        amp=_amp_setting(config.amp, device), augment=augment_name(config.augment), freeze=frozen_parts(model),
+        amp=_amp_setting(config.amp, device), augment=_augment_name(config.augment), freeze=frozen_parts(model),
         init_params=None if config.init_params is None else list(config.init_params),
         world_size=world_size, train_data=_data_name(train), train_size=len(train) if hasattr(train, "__len__") else None,
     )

@@ -6,8 +6,8 @@ function (arrays in, arrays and text out) and the widget that shows the state an
 hand does into state changes:
 
 * :mod:`~stnviz.widgets.explorer`: :class:`ExplorerState`, :func:`render_explorer`, :class:`ThetaExplorer`
-* :mod:`~stnviz.widgets.inspector`: ``InspectorState``, ``render_inspector``, :class:`STNInspector`
-* :mod:`~stnviz.widgets.stability`: ``StabilityState``, ``render_stability``, :class:`StabilityViewer`
+* :mod:`~stnviz.widgets.inspector`: :class:`InspectorState`, :func:`render_inspector`, :class:`STNInspector`
+* :mod:`~stnviz.widgets.stability`: :class:`StabilityState`, :func:`render_stability`, :class:`StabilityViewer`
 * :mod:`~stnviz.widgets.player`: :class:`TrainingPlayer`; :mod:`~stnviz.widgets.sliders`: :func:`slider_value`
 
 The views are ``ipywidgets.Image`` PNGs of :func:`stnviz.render.region_panels` (the two panels of
@@ -20,10 +20,11 @@ Display a widget by leaving it as a cell's last expression (or ``display(explore
 """
 
 from .explorer import ExplorerState, ExplorerViews, ThetaExplorer, compose_parts, render_explorer
-from .inspector import STNInspector
+from .inspector import InspectorState, InspectorViews, STNInspector, render_inspector
 from .player import TrainingPlayer
 from .sliders import slider_value
-from .stability import StabilityViewer
+from .stability import StabilityState, StabilityViewer, StabilityViews, marker_svg, render_stability, stability_plots
 
-__all__ = ["ExplorerState", "ExplorerViews", "STNInspector", "StabilityViewer", "ThetaExplorer", "TrainingPlayer",
-           "compose_parts", "render_explorer", "slider_value"]
+__all__ = ["ExplorerState", "ExplorerViews", "InspectorState", "InspectorViews", "STNInspector", "StabilityState",
+           "StabilityViewer", "StabilityViews", "ThetaExplorer", "TrainingPlayer", "compose_parts", "marker_svg",
+           "render_explorer", "render_inspector", "render_stability", "slider_value", "stability_plots"]
