@@ -60,7 +60,9 @@ FAMILIES = [
 BASELINE = "raw torch (F.affine_grid + F.grid_sample)"
 CONTROL = "raw torch again (A/A control)"
 TPS_LABEL = FAMILIES[-1][0]
-GOAL_RATIO = 1.1
+#: stnviz affine grid + warp / raw torch, per input size: issue 20 asks 0.7x at 28x28 (the eager
+#: grid is an outer sum, F.affine_grid a batched GEMM; at 224x224 the sampling dominates)
+GOAL_RATIO = {"1x28x28": 0.7, "3x224x224": 1.1}
 PROJECTIVE_RATIO = 1.3  # issue 14: the projective path within 1.3x of the affine one
 
 
@@ -235,8 +237,9 @@ def _run_size(plan: dict, gen: torch.Generator, rng: random.Random):
     by_name = dict(variants)
     size_label = f"{C}x{H}x{W}"
 
-    # Sanity: the stnviz affine path computes exactly what the raw calls compute.
-    same = torch.equal(by_name[BASELINE](), by_name["affine"]())
+    # Sanity: the stnviz affine path computes what the raw calls compute (to float rounding: its
+    # eager grid is an outer sum, not F.affine_grid's GEMM).
+    same = float((by_name[BASELINE]() - by_name["affine"]()).abs().max())
 
     # Warm-up (this also solves and caches the TPS system).
     for _ in range(plan["warmup"]):
@@ -305,8 +308,8 @@ def run(quick: bool = False) -> dict:
         goals.append({
             "goal": f"stnviz affine path (make_grid 'affine' + warp) / raw torch, {label}",
             "value": float(info["ratio"]),
-            "target": f"<= {GOAL_RATIO}",
-            "met": bool(info["ratio"] <= GOAL_RATIO),
+            "target": f"<= {GOAL_RATIO[info['size']]}",
+            "met": bool(info["ratio"] <= GOAL_RATIO[info['size']]),
         })
         goals.append({
             "goal": f"stnviz projective path / stnviz affine path (families loop), {label}",
@@ -324,7 +327,7 @@ def run(quick: bool = False) -> dict:
     )
     controls = ", ".join(f"{i['size']}: {i['control']:.3f}" for i in infos)
     checks = "; ".join(
-        f"{i['size']} B={i['B']}: {'identical' if i['same'] else 'DIFFERENT'}" for i in infos
+        f"{i['size']} B={i['B']}: max |stnviz - raw| = {i['same']:.1e}" for i in infos
     )
     notes = f"""\
 Forward only, float32, CPU, torch.no_grad(), bilinear / zeros padding, align_corners=False,
@@ -354,6 +357,6 @@ above {MAX_PRESSURE:.0%}, when the A/A control ratio is off 1 by more than {MAX_
 baseline's median is more than {MAX_MEDIAN_OVER_MIN}x its fastest call. "min ms" (fastest call) is
 the least load-sensitive estimate of the intrinsic cost.
 
-Sanity check (stnviz affine output == raw torch output, torch.equal): {checks}.
+Sanity check (stnviz affine output against the raw torch output, largest difference): {checks}.
 """ + ("\nQUICK MODE: 3x224x224 uses B=32 (not 256) and fewer rounds; numbers are indicative only.\n" if quick else "")
     return {"name": NAME, "table": rows, "notes": notes, "goals": goals, "warnings": warnings}

@@ -155,6 +155,41 @@ class TestAffineGrid:
         grid = g.affine_grid(theta, (3, 4))
         assert grid.dtype == dtype and grid.device == theta.device
 
+    @pytest.mark.parametrize("size", [(1, 1), (1, 7), (28, 28), (13, 42), (64, 32)])
+    def test_broadcast_grid_matches_torch_in_float32(self, size):
+        """The eager grid (an outer sum) is F.affine_grid's to float rounding, far from the identity too."""
+        theta = (torch.randn(16, 2, 3, generator=gen(5)) * 2).float()
+        expected = F.affine_grid(theta.double(), [16, 1, *size], align_corners=False)
+        got = g.affine_grid(theta, size)
+        assert got.dtype == torch.float32 and got.is_contiguous()
+        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)
+
+    def test_grad_matches_torch(self):
+        theta = near_identity_theta(3, seed=4).requires_grad_()
+        w = torch.randn(3, 5, 6, 2, generator=gen(6), dtype=F64)
+        (gt,) = torch.autograd.grad((g.affine_grid(theta, (5, 6)) * w).sum(), theta)
+        (gf,) = torch.autograd.grad((F.affine_grid(theta, [3, 1, 5, 6], align_corners=False) * w).sum(), theta)
+        torch.testing.assert_close(gt, gf)
+
+    def test_torch_builds_it_under_a_function_mode_and_tracing(self):
+        """A capture (a torch function mode) sees F.affine_grid, and so does a trace (export keeps one op)."""
+        from torch.overrides import TorchFunctionMode
+
+        seen = []
+
+        class Spy(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                seen.append(getattr(func, "__name__", ""))
+                return func(*args, **(kwargs or {}))
+
+        theta = near_identity_theta(2).float()
+        with Spy():
+            g.affine_grid(theta, (4, 4))
+        assert "affine_grid" in seen
+        traced = torch.jit.trace(lambda t: g.affine_grid(t, (4, 4)), theta)
+        assert "aten::affine_grid_generator" in str(traced.graph)
+        torch.testing.assert_close(traced(theta * 1.5), g.affine_grid(theta * 1.5, (4, 4)))
+
 
 # --------------------------------------------------------------------------- attention
 
