@@ -468,7 +468,7 @@ class TestZoo:
         assert rec.keys() == ["DenseFlow:grid_sample", "DenseFlow:grid_sample#1", "DenseFlow:grid_sample#2",
                               "DenseFlow:grid_sample#3"]
         roles = [r.role for r in rec]
-        assert roles == ["auxiliary"] * 3 + ["image"]
+        assert roles == ["flow"] * 3 + ["image"]  # each integration step samples the flow field itself
         for r in rec:
             reproduces(r)
         assert rec.pick().key == "DenseFlow:grid_sample#3"

@@ -24,8 +24,13 @@ Each :class:`TransformRecord` says how it was sampled (``sampling``: ``mode``, `
 ``align_corners``, so ``geometry.warp(r.input, r.grid, **r.sampling)`` reproduces ``r.output``),
 gives its theta in stnviz's convention (``align_corners=False``, converted when the code used
 ``True``), has a stable ``key`` (the module's name, plus ``#k`` for its k-th sampler call in one
-forward of the model) and a ``role`` (``"image"`` for a warp of the image or a feature map,
-``"auxiliary"`` for masks, offset fields and flow integration steps).
+forward of the model) and a ``role`` saying what was sampled, judged from shapes and lineage by
+:mod:`stnviz.capture.roles` (one rule per role there): ``"image"`` for a warp of images or feature
+maps of the model's batch (an image with a fill-mask channel included: ``image_channels`` says
+which channels are the picture), ``"points"`` for point or query look-ups (``(N, P, 1, 2)`` or
+``(B, 1, Q, 2)`` grids), ``"flow"`` for offset or flow fields, ``"auxiliary"`` for binary masks and
+``"lookup"`` for correlation or attention look-ups whose batch is not the image batch. The
+drawing functions draw each role its own way and refuse ``"lookup"`` by name.
 
 Limits, each ending in a clear :class:`CaptureError`: TorchScript (scripted or traced) models can't
 be seen into; ``torch.compile``\\ d models run eagerly inside the context (that is how their
@@ -39,15 +44,20 @@ from ..models.modes import model_device_dtype  # re-exported: defined with the m
 from .collection import Collection, collect, collect_batch
 from .context import capture
 from .records import Capture, CaptureError, CaptureWarning, TransformRecord
+from .roles import ROLES, Judgement, judge, judge_role
 
 __all__ = [
     "Capture",
     "CaptureError",
     "CaptureWarning",
     "Collection",
+    "Judgement",
+    "ROLES",
     "TransformRecord",
     "capture",
     "collect",
     "collect_batch",
+    "judge",
+    "judge_role",
     "model_device_dtype",
 ]

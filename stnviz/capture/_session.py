@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import geometry
 from ..models import GridGenerator, SpatialTransformer
+from . import roles
 from ._mode import _Dispatcher, _dispatcher_join, _dispatcher_leave
 from .records import Capture, CaptureWarning, TransformRecord
 
@@ -235,24 +236,19 @@ class _Session:
             elif ac and family == "affine":
                 params = geometry.convert_align_corners(params.double(), inp.shape[-2:], grid.shape[1:3],
                                                         source=True).to(params.dtype)
-        role = "image" if st is not None else self._role(inp, grid, sampling)
+        role, image_channels = ("image", None) if st is not None else self._role(inp, grid)
         self.rec._add(TransformRecord(
             key=key, module=self.name(owner) or self.root_name, call=next(self.rec._counter), family=family,
             input=self._copy(inp), params=None if params is None else self._copy(params),
             grid=self._copy(grid), output=self._copy(out), sampling=sampling, role=role,
-            spatial_dims=dims, components=components,
+            spatial_dims=dims, components=components, image_channels=image_channels,
         ))
 
-    def _role(self, inp: torch.Tensor, grid: torch.Tensor, sampling: dict) -> str:
-        """``"image"`` unless what is sampled looks like a coordinate field or a mask."""
-        for t in self.model_inputs:
-            if inp is t or (inp.shape == t.shape and inp.data_ptr() == t.data_ptr()):
-                return "image"
-        if inp.shape[1] == grid.shape[-1]:  # as many channels as coordinates: an offset / flow field
-            return "auxiliary"
-        if inp.shape[1] == 1 and inp.numel() and bool(((inp == 0) | (inp == 1)).all()):
-            return "auxiliary"  # a binary mask
-        return "image"
+    def _role(self, inp: torch.Tensor, grid: torch.Tensor) -> roles.Judgement:
+        """What was sampled (:func:`stnviz.capture.roles.judge`), with the model's inputs as the
+        lineage: while the model's own forward runs, its inputs give the image batch; outside it
+        (a method other than ``forward``, a submodule on its own) the batch is unknown."""
+        return roles.judge(inp, grid, self.model_inputs if self.running else ())
 
     def close(self) -> None:
         """Remove the hooks and leave the dispatcher; from any thread, more than once."""

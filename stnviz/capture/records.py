@@ -57,8 +57,12 @@ class TransformRecord:
             normalisation is ``sampling["align_corners"]``).
         output: ``(B, C, H_out, W_out)``.
         sampling: ``{"mode", "padding_mode", "align_corners"}`` as the code called the sampler.
-        role: ``"image"`` (a warp of the image or a feature map) or ``"auxiliary"`` (a mask, an
-            offset field, a flow integration step).
+        role: what was sampled, judged by :mod:`stnviz.capture.roles`: ``"image"`` (a warp of
+            images or feature maps of the model's batch), ``"points"`` (point or query look-ups),
+            ``"flow"`` (an offset or flow field), ``"auxiliary"`` (a binary mask) or ``"lookup"``
+            (a correlation or attention look-up whose batch is not the image batch).
+        image_channels: how many leading input / output channels are the picture when a fill mask
+            travels with the image (torchvision's image + ones channel); ``None``: all of them.
         spatial_dims: 2, or 3 for volumes.
         components: for the ``restricted`` family, its component names.
 
@@ -86,6 +90,7 @@ class TransformRecord:
     role: str = "image"
     spatial_dims: int = 2
     components: tuple | None = None
+    image_channels: int | None = None
 
     @property
     def theta(self) -> torch.Tensor | None:
@@ -151,7 +156,7 @@ class TransformRecord:
         return TransformRecord(key=first.key, module=first.module, call=first.call, family=first.family,
                                input=cat("input"), params=cat("params"), grid=cat("grid"), output=cat("output"),
                                sampling=dict(first.sampling), role=first.role, spatial_dims=first.spatial_dims,
-                               components=first.components)
+                               components=first.components, image_channels=first.image_channels)
 
     def __repr__(self) -> str:
         return (f"TransformRecord(key={self.key!r}, family={self.family!r}, role={self.role!r}, "
