@@ -194,6 +194,84 @@ class TestPlots:
             render.draw_outline(np.array([[0, 0], [np.nan, 1]]))
 
 
+def _record(role="image", inp=None, grid=None, *, key="m:grid_sample", image_channels=None):
+    """A capture record made here: ``inp`` sampled at ``grid`` (default: a digit-sized image, an
+    identity grid)."""
+    from stnviz.capture import TransformRecord
+
+    inp = torch.rand(2, 1, 8, 8) if inp is None else inp
+    grid = geometry.affine_grid(torch.eye(2, 3).expand(inp.shape[0], 2, 3), inp.shape[-2:]) if grid is None else grid
+    return TransformRecord(key=key, module="m", call=0, family=None, input=inp, params=None, grid=grid,
+                           output=geometry.warp(inp, grid), role=role, image_channels=image_channels)
+
+
+class TestRoles:
+    """plot_batch and plot_record draw each record as its role says (stnviz.capture.roles)."""
+
+    def test_points_drawn_on_the_input_without_output(self):
+        grid = torch.rand(2, 5, 1, 2) * 2 - 1  # PointRend's (N, P, 1, 2) columns of points
+        r = _record("points", grid=grid)
+        fig = render.plot_batch(r, n=2)
+        assert len(fig.axes) == 4  # per row: input with points, text; no output panel
+        assert not any("output" in ax.get_title() for ax in fig.axes)
+        assert fig.axes[0].get_title() == "input + sampled points" and not fig.axes[0].lines  # no region polygon
+        pts = fig.axes[0].collections[0].get_offsets()
+        np.testing.assert_allclose(pts, geometry.grid_to_pixels(grid[0], (8, 8)).reshape(-1, 2).numpy(), atol=1e-5)
+        assert "5 points" in fig.axes[1].texts[0].get_text() and not fig.axes[1].axison  # a summary, no image
+        plt.close("all")
+
+    def test_lookup_refused_by_name_with_a_summary(self):
+        r = _record("lookup", torch.rand(128, 1, 8, 8), torch.rand(128, 7, 7, 2) * 2 - 1, key="corr:grid_sample")
+        for draw in (render.plot_batch, render.plot_record):
+            with pytest.raises(ValueError, match=r"'corr:grid_sample': it is a lookup .* 128 look-ups of 7 x 7 points"):
+                draw(r)
+        with pytest.raises(ValueError, match=r"nothing it can draw.*'corr:grid_sample' \(lookup, 2-D\)"):
+            render.plot_batch([r])
+        plt.close("all")
+
+    def test_flow_drawn_as_a_field_when_asked(self):
+        flow = _record("flow", torch.randn(2, 2, 8, 8))
+        image = _record("image", key="m:grid_sample#1")
+        fig = render.plot_batch([flow, image], n=1)  # not asked: the image only
+        assert len(fig.axes) == 3 and fig.axes[0].get_title() == "input + sampled region"
+        fig = render.plot_batch([flow, image], n=1, auxiliary=True)
+        assert [ax.get_title() for ax in fig.axes[::3]] == ["m:grid_sample\nfield + sampled region",
+                                                             "m:grid_sample#1\ninput + sampled region"]
+        assert fig.axes[0].collections and fig.axes[1].get_title() == "warped field"  # arrows over the magnitude
+        plt.close("all")
+
+    def test_fill_mask_channel_not_drawn(self):
+        image = torch.rand(2, 3, 8, 8)
+        r = _record("image", torch.cat([image, torch.ones(2, 1, 8, 8)], 1), image_channels=3)
+        ax_in, ax_out = render.plot_record(r, 1)
+        np.testing.assert_allclose(ax_in.images[0].get_array(), image[1].permute(1, 2, 0).numpy(), atol=1e-6)
+        assert ax_out.images[0].get_array().shape == (8, 8, 3)  # RGB, not a grey mean of four channels
+        plt.close("all")
+
+    def test_three_d_refused_by_name_everywhere(self):
+        from stnviz.capture import TransformRecord
+
+        vol = torch.rand(1, 1, 4, 6, 6)
+        grid = torch.rand(1, 4, 6, 6, 3) * 2 - 1
+        r = TransformRecord(key="vol:grid_sample", module="", call=0, family=None, input=vol, params=None, grid=grid,
+                            output=torch.nn.functional.grid_sample(vol, grid, align_corners=False), spatial_dims=3)
+        for draw in (render.plot_batch, render.plot_record):
+            with pytest.raises(ValueError, match="2-D samplers only; record 'vol:grid_sample' is a 3-D"):
+                draw(r)
+        with pytest.raises(ValueError, match="'vol:grid_sample' \\(image, 3-D\\)"):
+            render.plot_batch([r])
+
+    def test_a_whole_capture(self, device):
+        model = get_model("stn_tutorial", device=device).eval()
+        with torch.no_grad(), capture(model) as rec:
+            model(torch.rand(3, 1, 28, 28, device=device))
+            model(torch.rand(3, 1, 28, 28, device=device))
+        fig = render.plot_batch(rec, n=2)  # the latest record of each key
+        assert len(fig.axes) == 6
+        np.testing.assert_allclose(fig.axes[0].images[0].get_array(), rec.last().input[0, 0].cpu().numpy(), atol=1e-6)
+        plt.close("all")
+
+
 class TestOneDecomposition:
     """render.format_theta, analysis.decomposed_theta and geometry.decompose_affine give one answer,
     also for near-singular theta (where three formulas once gave three)."""

@@ -244,6 +244,128 @@ class Volume(nn.Module):
         return F.grid_sample(vol, F.affine_grid(theta, vol.size(), align_corners=False), align_corners=False)
 
 
+class CorrelationLookup(nn.Module):
+    """An optical-flow net's correlation look-up (RAFT): all-pairs correlation of two frames'
+    features, then a 7 x 7 window around each pixel's current match, sampled with a batch of
+    pixels x images (role ``lookup``)."""
+
+    def __init__(self, radius: int = 3):
+        super().__init__()
+        self.radius = radius
+        self.features = nn.Conv2d(1, 8, 3, padding=1, stride=2)
+
+    def forward(self, frame1, frame2):
+        f1, f2 = self.features(frame1), self.features(frame2)
+        b, c, h, w = f1.shape
+        corr = torch.einsum("bchw,bcuv->bhwuv", f1, f2).reshape(b * h * w, 1, h, w) / c**0.5
+        ys, xs = torch.meshgrid(torch.arange(h, device=f1.device), torch.arange(w, device=f1.device), indexing="ij")
+        centres = torch.stack([xs, ys], -1).float().reshape(1, h * w, 2).expand(b, -1, -1).reshape(b * h * w, 1, 1, 2)
+        d = torch.arange(-self.radius, self.radius + 1, device=f1.device, dtype=torch.float32)
+        dy, dx = torch.meshgrid(d, d, indexing="ij")
+        window = centres + torch.stack([dx, dy], -1)  # (B*h*w, 7, 7, 2) in pixels
+        grid = torch.stack([2 * window[..., 0] / (w - 1) - 1, 2 * window[..., 1] / (h - 1) - 1], -1)
+        return F.grid_sample(corr, grid, align_corners=True).view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+class DeformableAttention(nn.Module):
+    """Deformable attention (Deformable DETR): each of ``heads`` heads samples ``points`` offsets
+    around every query's reference point in its share of the value map; grids ``(N * heads, Lq,
+    points, 2)`` (role ``lookup``)."""
+
+    def __init__(self, channels: int = 8, heads: int = 4, points: int = 4, queries: int = 16):
+        super().__init__()
+        self.heads, self.points = heads, points
+        self.value = nn.Conv2d(1, channels, 3, padding=1)
+        self.queries = nn.Parameter(torch.rand(queries, 2) * 2 - 1)
+        self.offsets = nn.Parameter(torch.randn(heads, queries, points, 2) * 0.1)
+
+    def forward(self, x):
+        v = self.value(x)
+        n, c, h, w = v.shape
+        v = v.view(n * self.heads, c // self.heads, h, w)
+        loc = (self.queries[None, :, None] + self.offsets).unsqueeze(0).expand(n, -1, -1, -1, -1)
+        sampled = F.grid_sample(v, loc.reshape(n * self.heads, -1, self.points, 2), align_corners=False)
+        return sampled.view(n, c, -1, self.points).mean(-1)
+
+
+class PointHead(nn.Module):
+    """A point-based segmentation head (PointRend): the most uncertain points of a coarse mask,
+    sampled as ``(N, P, 1, 2)`` columns from the coarse logits and the image (role ``points``)."""
+
+    def __init__(self, points: int = 24):
+        super().__init__()
+        self.points = points
+        self.coarse = nn.Conv2d(1, 1, 5, padding=2, stride=4)
+        self.fine = nn.Conv1d(2, 1, 1)
+
+    def forward(self, x):
+        logits = self.coarse(x)
+        n, _, h, w = logits.shape
+        uncertain = (-logits.abs()).flatten(1).topk(self.points, 1).indices
+        p = torch.stack([(uncertain % w + 0.5) / w, (uncertain // w + 0.5) / h], -1)  # (N, P, 2) in [0, 1]
+        grid = (2 * p - 1).unsqueeze(2)  # (N, P, 1, 2)
+        coarse = F.grid_sample(logits, grid, align_corners=False)
+        fine = F.grid_sample(x, grid, align_corners=False)
+        return self.fine(torch.cat([coarse, fine], 1).squeeze(-1))
+
+
+class ImplicitQueries(nn.Module):
+    """An implicit-function super-resolution model (LIIF): features made once (``gen_feat``),
+    then queried at arbitrary coordinates in chunks through ``query_rgb``, not ``forward``; each
+    query a ``(B, 1, Q, 2)`` row of points (role ``points``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Conv2d(1, 8, 3, padding=1)
+        self.mlp = nn.Linear(8 + 2, 1)
+
+    def gen_feat(self, x):
+        self.feat = self.encoder(x)
+        return self.feat
+
+    def query_rgb(self, coord):
+        """``coord (B, Q, 2)`` in ``(y, x)`` order, as LIIF's code keeps it -> ``(B, Q, 1)``."""
+        q = F.grid_sample(self.feat, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)
+        return self.mlp(torch.cat([q[:, :, 0].permute(0, 2, 1), coord], -1))
+
+
+class FillMaskAugment(nn.Module):
+    """An augmentation layer inside a model, as torchvision's functional ``affine`` fills: the
+    image concatenated with a ones channel, warped, split, the mask blending in the fill colour
+    (one grey image + its mask: 2 channels, not a flow field)."""
+
+    def __init__(self, fill: float = 0.5):
+        super().__init__()
+        self.fill = fill
+        self.register_buffer("theta", torch.tensor(ROT).view(1, 2, 3))
+
+    def forward(self, x):
+        b = x.shape[0]
+        both = torch.cat([x, torch.ones_like(x[:, :1])], 1)
+        grid = F.affine_grid(self.theta.expand(b, 2, 3), both.size(), align_corners=False)
+        warped = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        image, mask = warped[:, :-1], warped[:, -1:]
+        return image * mask + (1 - mask) * self.fill
+
+
+class GlimpseGuide(nn.Module):
+    """A generative attention model (DRAW, AIR; a Pyro guide) run through ``guide(x)``; it has no
+    ``forward``. Three attention steps, each a glimpse of the image where the last one pointed (role ``image``)."""
+
+    def __init__(self, steps: int = 3):
+        super().__init__()
+        self.steps = steps
+        self.where = _loc(1, 6, [0.6, 0.0, 0.1, 0.0, 0.6, -0.1])
+
+    def guide(self, x):
+        glimpses, seen = [], x
+        for _ in range(self.steps):
+            theta = self.where(seen).view(-1, 2, 3)
+            seen = F.grid_sample(x, F.affine_grid(theta, x.size(), align_corners=False), align_corners=False)
+            glimpses.append(seen)
+        return torch.stack(glimpses, 1)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -615,8 +737,12 @@ class TestZoo:
         assert r.spatial_dims == 3 and r.family is None and r.input.dim() == 5
         with pytest.raises(ValueError, match="2-D"):
             render.plot_record(r)
+        with pytest.raises(ValueError, match="2-D samplers only; record 'Volume:grid_sample' is a 3-D"):
+            render.plot_batch(r)  # was "too many values to unpack"
         with pytest.raises(ValueError, match="2-D"):
             r.sampled_outline()
+        with pytest.raises(ValueError, match=r"images must be \(N, C, H, W\)"):
+            STNInspector(model, torch.rand(2, 1, 4, 6, 6, device=device))
 
     def test_normalised_inputs_shown_unclipped(self, digits, device):
         class Normalised(TutorialStyle):
@@ -698,3 +824,133 @@ class TestZoo:
 
         plain = ThetaExplorer(digits, model=SpatialTransformer())
         assert "learned" not in plain.buttons and plain.family == "affine"
+
+
+# --------------------------------------------------------------------------- samplings that are not (only) image warps
+
+
+def _look(fig, name: str) -> None:
+    """Save a drawing under /tmp/look/ (to look at) and close it."""
+    from pathlib import Path
+
+    folder = Path("/tmp/look")
+    folder.mkdir(exist_ok=True)
+    fig.savefig(folder / f"zoo_{name}.png", dpi=80)
+    plt.close(fig)
+
+
+class TestRolesInTheZoo:
+    """Each style captured, its role judged, drawn as the role says and inspected where a picture
+    makes sense (issue 20)."""
+
+    def test_correlation_lookup(self, digits, device):
+        model = CorrelationLookup().to(device).eval()
+        with torch.no_grad(), capture(model) as rec:
+            model(digits, digits.roll(1, -1))
+        r = rec.last()
+        assert r.role == "lookup" and r.input.shape[0] == 6 * 14 * 14 and r.grid.shape == (6 * 14 * 14, 7, 7, 2)
+        reproduces(r)
+        with pytest.raises(ValueError, match=r"it is a lookup .*1176 look-ups of 7 x 7 points"):
+            render.plot_batch(r)  # never a polygon through random points
+        with pytest.raises(ValueError, match=r"nothing it can draw.*\(lookup, 2-D\)"):
+            render.plot_batch(rec)
+        with pytest.raises(ValueError, match=r"the inspector shows 2-D image warps.*lookup, 2-D, batch 1176"):
+            STNInspector(model, digits, forward=lambda m, x: m(x, x.roll(1, -1)))
+
+    def test_deformable_attention(self, digits, device):
+        torch.manual_seed(0)
+        model = DeformableAttention().to(device).eval()
+        with torch.no_grad(), capture(model) as rec:
+            model(digits)
+        r = rec.last()
+        assert r.role == "lookup" and r.grid.shape == (6 * 4, 16, 4, 2)  # (N * heads, Lq, points, 2)
+        reproduces(r)
+        with pytest.raises(ValueError, match="it is a lookup"):
+            render.plot_record(r)
+        with pytest.raises(ValueError, match="the inspector shows 2-D image warps"):
+            STNInspector(model, digits)
+
+    def test_point_sampling(self, digits, device):
+        torch.manual_seed(0)
+        model = PointHead().to(device).eval()
+        with torch.no_grad(), capture(model) as rec:
+            model(digits)
+        coarse, fine = rec.of("PointHead:grid_sample")[0], rec.of("PointHead:grid_sample#1")[0]
+        assert coarse.role == fine.role == "points" and fine.grid.shape == (6, 24, 1, 2)
+        reproduces(fine)
+        fig = render.plot_batch(rec, n=2)
+        titles = [ax.get_title() for ax in fig.axes]
+        assert not any("output" in t for t in titles)  # no 24 x 1 "output image"
+        assert titles[0] == "PointHead:grid_sample\ninput + sampled points" and not fig.axes[0].lines
+        assert len(fig.axes[0].collections[0].get_offsets()) == 24  # every point, no polygon
+        _look(fig, "points_pointrend")
+        with pytest.raises(ValueError, match=r"\(points, 2-D, batch 6\).*plot_batch draws points"):
+            STNInspector(model, digits)
+
+    def test_implicit_function_queries(self, digits, device):
+        torch.manual_seed(0)
+        model = ImplicitQueries().to(device).eval()
+        coord = torch.rand(6, 40, 2, device=device) * 2 - 1
+        with torch.no_grad(), capture(model) as rec:
+            model.gen_feat(digits)
+            for chunk in coord.split(20, 1):  # LIIF queries in chunks, through query_rgb
+                model.query_rgb(chunk)
+        assert len(rec) == 2 and all(r.role == "points" and r.grid.shape == (6, 1, 20, 2) for r in rec)
+        reproduces(rec.last())
+        fig = render.plot_batch(rec.last(), n=2)
+        assert len(fig.axes) == 4 and not any("output" in ax.get_title() for ax in fig.axes)
+        _look(fig, "points_liif")
+
+    def test_augmentation_with_fill_mask(self, digits, device):
+        model = FillMaskAugment().to(device).eval()
+        with torch.no_grad(), capture(model) as rec:
+            model(digits)
+        r = rec.last()
+        assert r.input.shape[1] == 2  # one grey channel + the fill mask: once judged a flow field
+        assert r.role == "image" and r.image_channels == 1 and r.family == "affine"
+        reproduces(r)
+        theta_in_stnviz_convention(r)
+        fig = render.plot_batch(rec, n=2)
+        drawn = fig.axes[0].images[0].get_array()
+        np.testing.assert_allclose(drawn, digits[0, 0].cpu().numpy(), atol=1e-6)  # the image part, not a mean
+        assert fig.axes[0].lines and fig.axes[1].get_title() == "output"
+        _look(fig, "image_fill_mask")
+        ins = inspects(model, digits)
+        assert ins.which.value == "FillMaskAugment:grid_sample"
+        ins.picker.value = 0  # the inspector shows the warped image, without its mask channel
+        expected = geometry.warp(digits[:1].cpu(), geometry.affine_grid(torch.tensor(ROT).view(1, 2, 3), (28, 28)))
+        np.testing.assert_allclose(shown(ins.output_view.value, (28, 28)), expected[0, 0].numpy(), atol=1.5 / 255)
+
+    def test_driven_through_another_method(self, digits, device):
+        model = GlimpseGuide().to(device).eval()
+        with torch.no_grad(), capture(model) as rec:
+            model.guide(digits)
+        assert len(rec) == 3 and all(r.role == "image" and r.family == "affine" for r in rec)
+        for r in rec:
+            reproduces(r)
+            theta_in_stnviz_convention(r)
+        fig = render.plot_batch(list(rec), n=1)
+        assert len(fig.axes) == 9 and all(ax.lines for ax in fig.axes[::3])  # a region per glimpse
+        _look(fig, "image_guide")
+        inspects(model, digits, forward=lambda m, x: m.guide(x))
+
+    def test_flow_and_masks_drawn_when_asked(self, digits, device):
+        torch.manual_seed(0)
+        model = DenseFlow().to(device).eval()
+        fixed = digits.roll(2, -1)
+        with torch.no_grad(), capture(model) as rec:
+            model(digits, fixed)
+        fig = render.plot_batch(rec, n=1, auxiliary=True)
+        assert [ax.get_title().split("\n")[1] for ax in fig.axes[::3]] == ["field + sampled region"] * 3 + [
+            "input + sampled region"]
+        _look(fig, "flow_dense")
+        ins = inspects(model, digits, forward=lambda m, x: m(x, fixed), auxiliary=True)
+        assert [label for label, _ in ins.which.options][1:] == [f"DenseFlow:grid_sample{k} (flow)" for k in ("", "#1", "#2")]
+        model = MaskAndImage().to(device).eval()
+        with torch.no_grad(), capture(model) as rec:
+            model(digits)
+        assert len(render.plot_batch(rec, n=1).axes) == 3  # the image warp only
+        fig = render.plot_batch(rec, n=1, auxiliary=True)
+        mask = fig.axes[0].images[0].get_array()
+        assert set(np.unique(mask)) == {0.0, 1.0} and fig.axes[0].get_title().startswith("MaskAndImage:grid_sample\n")
+        _look(fig, "auxiliary_mask")

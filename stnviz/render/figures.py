@@ -17,13 +17,6 @@ from .raster import BOX_COLOR, LATTICE_COLOR, OUTLINE_COLOR, _np, lattice_points
 __all__ = ["draw_box", "draw_image", "draw_lattice", "draw_outline", "format_theta", "plot_batch", "plot_record"]
 
 
-def _require_2d(record) -> None:
-    """A clear error for records of 3-D (volume) samplers, which these 2-D drawings can't show."""
-    if getattr(record, "spatial_dims", 2) != 2:
-        raise ValueError(f"stnviz.render draws 2-D samplers only; record {getattr(record, 'key', '?')!r} is a 3-D "
-                         f"(volume) sampling with input shape {tuple(record.input.shape)}")
-
-
 def _record_align_corners(record) -> bool:
     return bool(getattr(record, "sampling", {}).get("align_corners", geometry.ALIGN_CORNERS))
 
@@ -199,10 +192,72 @@ def format_theta(theta, decomposed: bool = True, *, layout: str = "block") -> st
     return "\n".join([f"[{r}]" for r in rows] + [f"{n:<12}{v}" for n, v in parts] + ([note] if note else []))
 
 
-def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = None, box=None, lattice: int = 8):
-    """Input with the sampled region (outline + lattice) | output, for sample ``index`` of a
-    capture record (anything with ``input``, ``output``, ``grid`` and ``sampled_outline()``).
+#: how each role of a record is drawn (:mod:`stnviz.capture.roles`); ``None``: refused by name
+_DRAWN_AS = {"image": "region", "auxiliary": "region", "flow": "field", "points": "points", "lookup": None}
+#: the roles plot_batch picks from a capture or a list unless ``auxiliary=True`` adds flow and masks
+_PICKED = ("image", "points")
 
+
+def _summary(record) -> str:
+    """One line: what a record sampled, by shape."""
+    b, c = record.input.shape[:2]
+    out = " x ".join(map(str, record.grid.shape[1:-1]))
+    return (f"{b} look-ups of {out} points each into a ({', '.join(map(str, record.input.shape))}) input "
+            f"of {c} channel{'s' if c != 1 else ''}")
+
+
+def _require_drawable(record, what: str) -> None:
+    """A clear error for what the 2-D drawings can't show: 3-D (volume) samplers and look-ups."""
+    key = getattr(record, "key", "?")
+    if getattr(record, "spatial_dims", 2) != 2:
+        raise ValueError(f"{what} draws 2-D samplers only; record {key!r} is a 3-D (volume) sampling with input "
+                         f"shape {tuple(record.input.shape)} and grid {tuple(record.grid.shape)}")
+    role = getattr(record, "role", "image")
+    if role not in _DRAWN_AS:
+        raise ValueError(f"{what} draws records of roles {sorted(_DRAWN_AS)}; record {key!r} has role {role!r}")
+    if _DRAWN_AS[role] is None:
+        raise ValueError(f"{what} does not draw record {key!r}: it is a {role} (a correlation or attention look-up "
+                         f"whose batch is not the image batch): {_summary(record)}")
+
+
+def _picture(record, t: torch.Tensor) -> torch.Tensor:
+    """The channels of ``t (C, H, W)`` that are the picture (without a fill-mask channel)."""
+    k = getattr(record, "image_channels", None)
+    return t if k is None else t[:k]
+
+
+def _draw_field(field, ax, title: str):
+    """An offset / flow field ``(2, H, W)``: its magnitude (brighter: longer) and sparse arrows."""
+    f = _np(field).astype(np.float32)
+    mag = np.hypot(f[0], f[1])
+    ax.imshow(mag / mag.max() if mag.max() > 0 else mag, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    h, w = mag.shape
+    step = max(1, max(h, w) // 8)
+    ys, xs = np.mgrid[step // 2 : h : step, step // 2 : w : step]
+    ax.quiver(xs, ys, f[0][ys, xs], f[1][ys, xs], color="#9fd8ff", angles="xy", width=0.005)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return ax
+
+
+def _points(record, index: int) -> np.ndarray:
+    """Sample ``index``'s sampled points in input pixels, ``(P, 2)``."""
+    pts = geometry.grid_to_pixels(record.grid[index].float(), record.input_size,
+                                  align_corners=_record_align_corners(record))
+    return _np(pts.reshape(-1, 2))
+
+
+def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = None, box=None, lattice: int = 8):
+    """Sample ``index`` of a capture record drawn as its role says (:mod:`stnviz.capture.roles`):
+
+    * ``"image"`` (and ``"auxiliary"`` masks): input with the sampled region (outline + lattice) | output
+      (of an image with a fill-mask channel, the image channels only);
+    * ``"flow"``: the field sampled (magnitude and arrows) with the region | the warped field;
+    * ``"points"``: the input with every sampled point; no output panel (that axes is turned off);
+    * ``"lookup"`` and 3-D records: refused by name with a one-line summary (``ValueError``).
+
+    ``record``: anything with ``input``, ``output``, ``grid``, ``role`` and ``sampled_outline()``.
     ``box``: an annotated box in input pixel-edge coordinates, drawn beside the region.
     Returns the two axes.
 
@@ -218,19 +273,34 @@ def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = N
         ('input + sampled region', 'output: 7', 2)
         >>> plt.close("all")
     """
+    _require_drawable(record, "plot_record")
     if axes is None:
         import matplotlib.pyplot as plt
 
         _, axes = plt.subplots(1, 2, figsize=(5, 2.6))
-    _require_2d(record)
     ax_in, ax_out = axes
-    draw_image(record.input[index], ax_in, title="input + sampled region")
+    how = _DRAWN_AS[getattr(record, "role", "image")]
+    if how == "points":
+        draw_image(_picture(record, record.input[index]), ax_in, title="input + sampled points")
+        pts = _points(record, index)
+        ax_in.scatter(pts[:, 0], pts[:, 1], s=9, c=LATTICE_COLOR, edgecolors="black", linewidths=0.3)
+        _fit_view(ax_in, pts[np.isfinite(pts).all(1)] if np.isfinite(pts).any() else np.zeros((1, 2)))
+        ax_out.set_axis_off()
+        return axes
+    if how == "field":
+        _draw_field(record.input[index], ax_in, "field + sampled region")
+    else:
+        draw_image(_picture(record, record.input[index]), ax_in, title="input + sampled region")
     if box is not None:
         draw_box(box, ax_in, label="annotated")
     draw_lattice(lattice_points(record.grid[index], record.input_size, lattice,
                                 align_corners=_record_align_corners(record)), ax_in)
     draw_outline(record.sampled_outline()[index], ax_in)
-    draw_image(record.output[index], ax_out, title="output" + (f": {prediction}" if prediction else ""))
+    out_title = "output" + (f": {prediction}" if prediction else "")
+    if how == "field":
+        _draw_field(record.output[index], ax_out, "warped field" + (f": {prediction}" if prediction else ""))
+    else:
+        draw_image(_picture(record, record.output[index]), ax_out, title=out_title)
     theta = record.theta
     if theta is not None:
         ax_out.text(1.03, 0.5, format_theta(theta[index]), transform=ax_out.transAxes, fontsize=7,
@@ -238,8 +308,53 @@ def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = N
     return axes
 
 
-def plot_batch(record, *, predictions=None, labels=None, n: int = 8, boxes=None, title: str | None = None):
-    """A figure of ``n`` samples of a record: input + region | output | theta, one row each.
+def _records(records, auxiliary: bool) -> list:
+    """What plot_batch draws: a record itself (whatever its role: asked for by name), else the
+    drawable records of a list, a mapping (a collection's ``records``) or a capture (its latest
+    record of each key), in order."""
+    if hasattr(records, "input") and hasattr(records, "grid"):
+        return [records]
+    if hasattr(records, "keys") and hasattr(records, "pick"):  # a capture: the latest of each key
+        given = [records.pick(k) for k in records.keys()]
+    elif hasattr(records, "values"):
+        given = list(records.values())
+    else:
+        given = list(records)
+    roles = _PICKED + (("flow", "auxiliary") if auxiliary else ())
+    picked = [r for r in given if getattr(r, "role", "image") in roles and getattr(r, "spatial_dims", 2) == 2]
+    if not picked:
+        seen = ", ".join(f"{getattr(r, 'key', '?')!r} ({getattr(r, 'role', '?')}, {getattr(r, 'spatial_dims', 2)}-D)"
+                         for r in given) or "no records"
+        raise ValueError(f"plot_batch found nothing it can draw: it draws 2-D records of roles {list(roles)}"
+                         f"{'' if auxiliary else ' (flow and auxiliary with auxiliary=True)'}; got {seen}")
+    return picked
+
+
+def _square_view(ax, pts: np.ndarray, size) -> None:
+    """A square view of the input with a grey margin (as in the widgets) and all of ``pts``, so the
+    input panel has the output panel's size and no white strips."""
+    h, w = size
+    pts = pts[np.isfinite(pts).all(1)]
+    x0, x1 = min(-0.5 - 0.15 * w, pts[:, 0].min() if len(pts) else 0), max(w - 0.5 + 0.15 * w, pts[:, 0].max() if len(pts) else 0)
+    y0, y1 = min(-0.5 - 0.15 * h, pts[:, 1].min() if len(pts) else 0), max(h - 0.5 + 0.15 * h, pts[:, 1].max() if len(pts) else 0)
+    side = max(x1 - x0, y1 - y0) * 1.03
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    ax.set_xlim(cx - side / 2, cx + side / 2)
+    ax.set_ylim(cy + side / 2, cy - side / 2)
+    ax.set_facecolor("#48484c")
+
+
+def plot_batch(records, *, predictions=None, labels=None, n: int = 8, boxes=None, title: str | None = None,
+               auxiliary: bool = False):
+    """A figure of ``n`` samples of each record, one row each: input + region | output | theta,
+    each record drawn as its role says (see :func:`plot_record`: points on the input and no output
+    panel for ``"points"``, a field for ``"flow"``).
+
+    ``records``: one record (drawn whatever its role; a ``"lookup"`` or 3-D record is refused by
+    name), a list of records, a collection's ``records`` or a whole capture (its latest record of
+    each key): of those, the ``"image"`` and ``"points"`` records (and with ``auxiliary=True``
+    the ``"flow"`` and ``"auxiliary"`` ones); a ``ValueError`` names what came when none can be
+    drawn. With several records each row's input title starts with the record's key.
 
     The input and output panels have the same size; around the input a grey margin (as in the
     widgets) shows where the sampled region leaves the image.
@@ -252,38 +367,39 @@ def plot_batch(record, *, predictions=None, labels=None, n: int = 8, boxes=None,
         >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
         >>> digits = stnviz.data.sample("mnist").get(torch.arange(2))
         >>> logits, rec = collect_batch(model, digits.images)
-        >>> fig = plot_batch(rec.pick(), predictions=logits.argmax(1), labels=digits.labels)
+        >>> fig = plot_batch(rec, predictions=logits.argmax(1), labels=digits.labels)  # the capture's image records
         >>> len(fig.axes), fig.axes[1].get_title()  # a row per image: input | output | theta
         (6, 'output: pred 7 (true 7)')
         >>> plt.close("all")
     """
     import matplotlib.pyplot as plt
 
-    n = min(n, record.input.shape[0])
+    picked = _records(records, auxiliary)
+    for r in picked:
+        _require_drawable(r, "plot_batch")
+    rows = [(r, i) for r in picked for i in range(min(n, r.input.shape[0]))]
     # both panels of a row the same size; the theta text gets the last column
-    fig, axes = plt.subplots(n, 3, figsize=(7.8, 2.4 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 1, 0.9]})
-    h, w = record.input_size
-    for i in range(n):
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.8, 2.4 * len(rows)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 0.9]})
+    for (r, i), (ax_in, ax_out, ax_text) in zip(rows, axes):
         pred = None
         if predictions is not None:
             pred = f"pred {int(predictions[i])}" + (f" (true {int(labels[i])})" if labels is not None else "")
-        ax_in, ax_out, ax_text = axes[i]
-        plot_record(record, i, (ax_in, ax_out), prediction=pred, box=None if boxes is None else boxes[i])
-        # The input panel: the image with a grey margin (as in the widgets) and the whole region,
-        # in a square view, so it has the output panel's size and no white strips.
-        pts = _np(record.sampled_outline()[i])
-        pts = pts[np.isfinite(pts).all(1)]
-        x0, x1 = min(-0.5 - 0.15 * w, pts[:, 0].min() if len(pts) else 0), max(w - 0.5 + 0.15 * w, pts[:, 0].max() if len(pts) else 0)
-        y0, y1 = min(-0.5 - 0.15 * h, pts[:, 1].min() if len(pts) else 0), max(h - 0.5 + 0.15 * h, pts[:, 1].max() if len(pts) else 0)
-        side = max(x1 - x0, y1 - y0) * 1.03
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        ax_in.set_xlim(cx - side / 2, cx + side / 2)
-        ax_in.set_ylim(cy + side / 2, cy - side / 2)
-        ax_in.set_facecolor("#48484c")
+        plot_record(r, i, (ax_in, ax_out), prediction=pred, box=None if boxes is None else boxes[i])
+        ax_text.set_axis_off()
+        if len(picked) > 1:
+            ax_in.set_title(f"{r.key}\n{ax_in.get_title()}", fontsize=8)
+        if r.role == "points":  # no output image: the summary takes the output's place
+            _square_view(ax_in, _points(r, i), r.input_size)
+            ax_text.remove()
+            p = int(np.prod(r.grid.shape[1:-1]))
+            ax_out.text(0.05, 0.5, f"{p} points sampled\n({' x '.join(map(str, r.grid.shape[1:-1]))} grid)"
+                        + (f"\n{pred}" if pred else ""), transform=ax_out.transAxes, fontsize=8, va="center")
+            continue
+        _square_view(ax_in, _np(r.sampled_outline()[i]), r.input_size)
         for t in list(ax_out.texts):  # plot_record's theta text moves to its own column
             t.remove()
-        ax_text.set_axis_off()
-        theta = record.theta
+        theta = r.theta
         if theta is not None:
             ax_text.text(0.0, 0.5, format_theta(theta[i]), transform=ax_text.transAxes, fontsize=7.5,
                          family="monospace", va="center")

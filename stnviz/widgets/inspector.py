@@ -52,12 +52,24 @@ class InspectorState:
 
     @classmethod
     def for_collection(cls, collection, count: int, *, auxiliary: bool = False) -> "InspectorState":
-        """The image transformers of a :class:`stnviz.capture.Collection` (and, with ``auxiliary``,
-        the auxiliary samplings; all of them when every sampling is auxiliary)."""
-        keys = collection.keys("image") + (collection.keys("auxiliary") if auxiliary else [])
-        if not keys:  # every sampling is auxiliary: show them rather than nothing
-            keys = collection.keys()
-        return cls(keys, count, batches={k: collection.records[k].input.shape[0] for k in keys})
+        """What the inspector can show of a :class:`stnviz.capture.Collection`: its 2-D image
+        warps with one sample per image (and, with ``auxiliary``, the flow fields and masks; those
+        alone when there is no image warp). Points, look-ups, 3-D samplings and batches of another
+        size are not listed (``stnviz.render.plot_batch`` draws points); a ``ValueError`` names
+        what came when nothing can be shown."""
+        records = collection.records
+
+        def showable(roles) -> list[str]:
+            return [k for k in collection.keys() if records[k].role in roles and records[k].spatial_dims == 2
+                    and records[k].input.shape[0] == count]
+
+        images, others = showable(("image",)), showable(("flow", "auxiliary"))
+        keys = images + others if auxiliary else images or others
+        if not keys:
+            seen = ", ".join(f"{k!r} ({r.role}, {r.spatial_dims}-D, batch {r.input.shape[0]})" for k, r in records.items())
+            raise ValueError(f"the inspector shows 2-D image warps with one sample per image ({count}); the model "
+                             f"recorded none: {seen or 'no records'} (stnviz.render.plot_batch draws points)")
+        return cls(keys, count, batches={k: records[k].input.shape[0] for k in keys})
 
     def select(self, *, index: int | None = None, key: str | None = None) -> None:
         """Pick image ``index`` and / or transformer ``key``."""
@@ -132,9 +144,10 @@ def render_inspector(record, index: int, *, box=None, prediction: int | None = N
     align = bool(record.sampling.get("align_corners"))
     outline = record.sampled_outline(8)[index]
     lattice = render.lattice_points(record.grid[index], record.input_size, 8, align_corners=align)
-    ref = record.input[index]
+    picture = slice(None, record.image_channels)  # without a fill-mask channel
+    ref = record.input[index, picture]
     shown_in, stretched = _for_display(ref, ref, denormalize)
-    shown_out, _ = _for_display(record.output[index], ref, denormalize)
+    shown_out, _ = _for_display(record.output[index, picture], ref, denormalize)
     input_rgb, output_rgb = render.region_panels(shown_in, shown_out, outline, lattice, box, scale=scale, margin=margin)
 
     def name(c: int) -> str:
@@ -187,7 +200,8 @@ class STNInspector(_Widget):
         mean, std: per-channel values the model's data pipeline normalised with; the views undo
             them (display only). ``denormalize``: a callable doing the same, for other schemes.
             Without either, inputs outside [0, 1] are stretched to their own range for display.
-        auxiliary: also list auxiliary samplings (masks, offset fields, flow steps) in the picker.
+        auxiliary: also list flow fields and masks (roles ``"flow"``, ``"auxiliary"``) in the picker.
+            Points and look-ups are never listed (see :mod:`stnviz.capture.roles`).
 
     A thin shell over :class:`InspectorState` (``inspector.state``) and :func:`render_inspector`.
 
@@ -285,7 +299,7 @@ class STNInspector(_Widget):
 
     def _label(self, key: str) -> str:
         r = self.records[key]
-        return key if r.role == "image" else f"{key} (auxiliary)"
+        return key if r.role == "image" else f"{key} ({r.role})"
 
     def theta_table(self, index: int):
         """Every transformer's theta (raw and decomposed) for image ``index``, one row each."""
