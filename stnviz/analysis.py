@@ -285,7 +285,9 @@ def run_sequence(model, source, *, key: str | None = None, device=None, batch_si
     table["confidence"] = prob.max(1).values.numpy()
     if label is not None:
         table["correct"] = table["prediction"] == label
-    return SequenceRun(frames, outputs, outlines, box_px, logits.argmax(1), table, name)
+    run = SequenceRun(frames, outputs, outlines, box_px, logits.argmax(1), table, name)
+    run.stnviz_display = getattr(model, "stnviz_display", None)  # how the model's pictures are shown (stnviz.render.set_display)
+    return run
 
 
 def stability_per_frame(model, source, **kwargs) -> pd.DataFrame:

@@ -110,6 +110,9 @@ class ProgressRecorder(Callback):
         max_snapshots: memory bound; when exceeded, every other snapshot is dropped and the
             recording interval doubles, keeping the history evenly spaced.
         key: which transformer (its capture record's key); default the first one that runs.
+        display: how the frames show the pixels (a :class:`stnviz.render.Display`: normalisation
+            undone, channel order, contrast); default the one remembered on the recorded model
+            (:func:`stnviz.render.set_display`), else out-of-range inputs stretched.
 
     Use: ``rec = ProgressRecorder(probe, labels, every=50); fit(..., callbacks=[rec]);
     rec.save_gif("progress.gif")``.
@@ -125,7 +128,7 @@ class ProgressRecorder(Callback):
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, every: int = 50,
-                 max_snapshots: int = 200, key: str | None = None):
+                 max_snapshots: int = 200, key: str | None = None, display: render.Display | None = None):
         if images.dim() != 4 or images.shape[0] == 0:
             raise ValueError(f"probe images must be (N, C, H, W) with N >= 1, got shape {tuple(images.shape)}")
         if every < 1 or max_snapshots < 2:
@@ -136,8 +139,11 @@ class ProgressRecorder(Callback):
         self.max_snapshots = max_snapshots
         self.key = key
         self.snapshots: list[Snapshot] = []
+        render.set_display(self, display)
 
     def record(self, model: nn.Module, step: int, epoch: float = 0.0, train_loss: float = math.nan) -> None:
+        if self.stnviz_display is None:  # the model's own, once known
+            render.set_display(self, getattr(model, "stnviz_display", None))
         snap = probe_snapshot(model, self.inputs, self.labels, step=step, epoch=epoch,
                               train_loss=train_loss, key=self.key)
         self.snapshots.append(snap)
@@ -156,7 +162,8 @@ class ProgressRecorder(Callback):
 
     # exports
     def frames(self, **kwargs) -> list[np.ndarray]:
-        """One RGB frame per snapshot (see :func:`compose_frame`)."""
+        """One RGB frame per snapshot (see :func:`compose_frame`), shown by the recorder's display."""
+        kwargs.setdefault("display", render.display_of(self))
         return [compose_frame(self.inputs, s, **kwargs) for s in self.snapshots]
 
     # the path and fps are checked before any frame is composed
@@ -171,6 +178,7 @@ class ProgressRecorder(Callback):
         return save_mp4(self.frames(**kwargs), path, fps=fps)
 
     def save_contact_sheet(self, path, rows: int = 8, **kwargs) -> Path:
+        kwargs.setdefault("display", render.display_of(self))
         return save_contact_sheet(self.inputs, self.snapshots, path, rows=rows, **kwargs)
 
 
@@ -215,9 +223,10 @@ def _caption(draw, xy, text: str) -> None:
 
 
 def compose_frame(inputs: torch.Tensor, snap: Snapshot, *, columns: int = 4, tile: int = 112,
-                  caption: str | None = None) -> np.ndarray:
+                  caption: str | None = None, display: render.Display | None = None) -> np.ndarray:
     """``(H, W, 3)`` uint8: for each probe image, input + sampled region | output, in a grid of
-    ``columns`` pairs, with a caption (step, epoch, probe loss and accuracy).
+    ``columns`` pairs, with a caption (step, epoch, probe loss and accuracy). ``display``: how the
+    pixels are shown (:class:`stnviz.render.Display`; default: out-of-range inputs stretched).
 
     Example:
         >>> import stnviz
@@ -246,8 +255,11 @@ def compose_frame(inputs: torch.Tensor, snap: Snapshot, *, columns: int = 4, til
     pair_w = 2 * tile + pad
     canvas = Image.new("RGB", (cols * pair_w + (cols + 1) * pad, head + rows * (tile + pad) + pad),
                        render.FRAME_BACKGROUND)
+    shown = render.display_of(display=display)
+    inputs_shown = shown.apply(inputs, where="stnviz.animate")
+    outputs_shown = shown.apply(snap.outputs, inputs, where="stnviz.animate")
     for i in range(n):
-        pair = render.region_tile(inputs[i], snap.outputs[i], snap.outlines[i], margin=0.15, size=tile, gap=pad)
+        pair = render.region_tile(inputs_shown[i], outputs_shown[i], snap.outlines[i], margin=0.15, size=tile, gap=pad)
         r, c = divmod(i, cols)
         canvas.paste(Image.fromarray(pair), (pad + c * (pair_w + pad), head + pad + r * (tile + pad)))
     text = caption if caption is not None else (
@@ -458,9 +470,10 @@ def write_animation(frames, path, *, fps: float = 8) -> Path:
 
 
 def save_contact_sheet(inputs: torch.Tensor, snapshots: Sequence[Snapshot], path, *, rows: int = 8,
-                       images: int | None = None, tile: int = 64) -> Path:
+                       images: int | None = None, tile: int = 64, display: render.Display | None = None) -> Path:
     """A PNG grid: one row per snapshot (``rows`` evenly spaced), one column per probe image,
-    each cell that image's transformer output at that step.
+    each cell that image's transformer output at that step, shown by ``display``
+    (:class:`stnviz.render.Display`; default: out-of-range inputs stretched).
 
     Example:
         >>> import tempfile
@@ -490,19 +503,26 @@ def save_contact_sheet(inputs: torch.Tensor, snapshots: Sequence[Snapshot], path
     label_w, pad = 120, 2
     sheet = Image.new("RGB", (label_w + n * (tile + pad), len(idx) * (tile + pad) + pad), render.FRAME_BACKGROUND)
     draw = ImageDraw.Draw(sheet)
+    shown = render.display_of(display=display)
     for r, k in enumerate(idx):
         s = snapshots[k]
         _caption(draw, (4, r * (tile + pad) + tile // 2 - 8), f"step {s.step}")
+        outputs = shown.apply(s.outputs[:n], inputs[:n], where="stnviz.animate")
         for c in range(n):
-            img = render.overlay_square(s.outputs[c], tile)
+            img = render.overlay_square(outputs[c], tile)
             sheet.paste(Image.fromarray(img), (label_w + c * (tile + pad), r * (tile + pad) + pad))
     arr = np.asarray(sheet)
     return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
 
 
-def sequence_frames(run, *, tile: int = 160, caption: bool = True) -> list[np.ndarray]:
+def sequence_frames(run, *, tile: int = 160, caption: bool = True,
+                    display: render.Display | None = None) -> list[np.ndarray]:
     """Side-by-side frames of a :class:`stnviz.analysis.SequenceRun`: the input with its sampled
     region (and the annotated box) | the transformer's output: the Moodstocks post-training view.
+
+    ``display``: how the pixels are shown and the predictions named (a
+    :class:`stnviz.render.Display`); default: the run's (remembered from its model by
+    :func:`stnviz.render.set_display`), else out-of-range inputs stretched.
 
     Example:
         >>> import stnviz
@@ -518,14 +538,17 @@ def sequence_frames(run, *, tile: int = 160, caption: bool = True) -> list[np.nd
     out = []
     t_total = run.frames.shape[0]
     head = 22 if caption else 0
+    shown = render.display_of(run, display=display)
+    frames = shown.apply(run.frames, where="stnviz.animate")
+    outputs = shown.apply(run.outputs, run.frames, where="stnviz.animate")
     for t in range(t_total):
         box = run.boxes[t] if run.boxes is not None else None
-        pair = render.region_tile(run.frames[t], run.outputs[t], run.outlines[t], box=box, margin=0.15, size=tile, gap=4)
+        pair = render.region_tile(frames[t], outputs[t], run.outlines[t], box=box, margin=0.15, size=tile, gap=4)
         canvas = Image.new("RGB", (2 * tile + 12, tile + head + 4), render.FRAME_BACKGROUND)
         canvas.paste(Image.fromarray(pair), (4, head))
         if caption:
             row = run.table.iloc[t]
-            text = f"frame {t + 1}/{t_total}  pred {int(row['prediction'])} ({row['confidence']:.2f})"
+            text = f"frame {t + 1}/{t_total}  pred {shown.name(row['prediction'])} ({row['confidence']:.2f})"
             if "iou" in row:
                 text += f"  IoU {row['iou']:.2f}"
             _caption(ImageDraw.Draw(canvas), (4, 3), text)

@@ -314,3 +314,136 @@ def test_family_table_is_the_one_list():
         torch.testing.assert_close(grid, geometry.affine_grid(torch.eye(2, 3).unsqueeze(0), (5, 7)), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="family must be one of"):
         geometry.family_info("similarity")
+
+
+# --------------------------------------------------------------------------- issue 20 item 2: one display pipeline
+
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def _photo(size: int = 32) -> torch.Tensor:
+    """A smooth colour picture ``(1, 3, size, size)`` spanning exactly [0, 1]."""
+    ii, jj = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    x = torch.stack([0.6 * ii + 0.4 * jj, 0.3 * ii + 0.7 * jj, 1 - 0.5 * ii - 0.5 * jj])
+    return ((x - x.min()) / (x.max() - x.min())).unsqueeze(0)
+
+
+def _imagenet(x: torch.Tensor) -> torch.Tensor:
+    return (x - torch.tensor(IMAGENET["mean"]).view(1, 3, 1, 1)) / torch.tensor(IMAGENET["std"]).view(1, 3, 1, 1)
+
+
+def _clipped(picture) -> float:
+    """The fraction of a drawn picture's values at 0 or 1 (float) or 0 or 255 (uint8)."""
+    a = np.asarray(picture, dtype=np.float64)
+    top = 255 if np.asarray(picture).dtype == np.uint8 else 1
+    return float(((a <= 0) | (a >= top)).mean())
+
+
+class TestDisplay:
+    def test_undoes_a_normalisation(self):
+        x = _photo()
+        assert _clipped(_imagenet(x)) > 0.3  # what plot_batch drew before: most pixels clipped
+        np.testing.assert_allclose(render.Display(**IMAGENET).apply(_imagenet(x)), x, atol=1e-5)
+        np.testing.assert_allclose(render.Display(mean=[0.5], std=[0.5]).apply(x * 2 - 1), x, atol=1e-6)
+        undo = render.Display(denormalize=lambda t: (t + 1) / 2)
+        np.testing.assert_allclose(undo.apply(x * 2 - 1), x, atol=1e-6)
+
+    def test_out_of_range_is_stretched_once_with_a_note(self):
+        from stnviz.render import display
+
+        x = _photo()
+        display._noted.discard("a test")
+        with pytest.warns(UserWarning, match="a test: images outside \\[0, 1\\] .* shown stretched"):
+            shown = render.Display().apply(x * 2 - 1, where="a test")
+        np.testing.assert_allclose(shown, x, atol=1e-6)  # [-1, 1] spanning the range: the picture again
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            render.Display().apply(x * 2 - 1, where="a test")  # once
+            assert torch.equal(render.Display().apply(x), x)  # in range: untouched
+        # the output follows its input's range, so both panels agree
+        out = render.Display().apply(torch.zeros(1, 3, 4, 4), x * 2 - 1, where="a test")
+        np.testing.assert_allclose(out, 0.5)
+        assert render.Display().stretches(x * 2 - 1).tolist() == [True]
+        assert render.Display(mean=[0.5], std=[0.5]).stretches(x * 2 - 1).tolist() == [False]
+
+    def test_bgr_and_feature_maps(self):
+        red_in_bgr = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+        assert render.Display(channels="bgr").apply(red_in_bgr)[0, :, 0, 0].tolist() == [1.0, 0.0, 0.0]
+        features = torch.randn(2, 16, 4, 4) * 5
+        assert torch.equal(render.Display(**IMAGENET).apply(features), features)  # shown by their channel mean
+
+    def test_contrast_and_class_names(self):
+        dark = _photo() * 0.1
+        shown = render.Display(contrast=True).apply(dark)
+        assert float(shown.max()) == 1.0 and float(shown.min()) == 0.0
+        assert render.Display(class_names=["zero", "one"]).name(1) == "one"
+        assert render.class_name(3) == "3" and render.class_name(None) == "?"
+
+    def test_bad_settings(self):
+        with pytest.raises(ValueError, match="pass both mean and std"):
+            render.Display(mean=[0.5])
+        with pytest.raises(ValueError, match="pass mean/std or denormalize, not both"):
+            render.Display(mean=[0.5], std=[0.5], denormalize=lambda t: t)
+        with pytest.raises(ValueError, match="channels must be 'rgb' or 'bgr', got 'hsv'"):
+            render.Display(channels="hsv")
+        with pytest.raises(ValueError, match="mean and std must have one value per channel each, got 3 and 2"):
+            render.Display(mean=[0.1, 0.2, 0.3], std=[0.5, 0.5])
+        with pytest.raises(ValueError, match="display must be a stnviz.render.Display, got dict"):
+            render.display_of(display={"mean": [0.5]})
+
+    def test_remembered_per_model_and_capture(self, device):
+        from stnviz.capture import collect_batch
+
+        model = get_model("stn_gtsrb", device=device).eval()
+        assert render.display_of(model) == render.Display()
+        render.set_display(model, **IMAGENET)
+        _, rec = collect_batch(model, _imagenet(_photo()))
+        assert render.display_of(rec).mean == IMAGENET["mean"]  # the capture took the model's
+        render.set_display(model)  # forgotten
+        assert render.display_of(model) == render.Display()
+
+
+class TestPlotBatchDisplay:
+    """plot_batch draws normalised inputs unclipped and BGR inputs in RGB."""
+
+    @pytest.fixture
+    def model(self, device):
+        return get_model("stn_gtsrb", device=device).eval()  # untrained: the identity
+
+    def _drawn(self, model, images, **kwargs):
+        from stnviz.capture import collect_batch
+
+        _, rec = collect_batch(model, images)
+        fig = render.plot_batch(rec.pick("transformer"), n=1, **kwargs)
+        pictures = [np.asarray(fig.axes[k].images[0].get_array()) for k in (0, 1)]
+        plt.close(fig)
+        return pictures
+
+    @pytest.mark.parametrize("how", ["imagenet", "minus_one_to_one"])
+    def test_normalised_inputs_are_not_clipped(self, model, how):
+        x = _photo()
+        given = _imagenet(x) if how == "imagenet" else x * 2 - 1
+        for display in (None, render.Display(**IMAGENET) if how == "imagenet" else render.Display(mean=[0.5], std=[0.5])):
+            for picture in self._drawn(model, given, display=display):
+                assert _clipped(picture) < 0.01, (how, display)
+        inp, out = self._drawn(model, given, display=render.Display(**IMAGENET) if how == "imagenet" else None)
+        np.testing.assert_allclose(inp, x[0].permute(1, 2, 0).numpy(), atol=1e-4)  # the true colours
+        np.testing.assert_allclose(out, inp, atol=0.02)  # the identity warp
+
+    def test_bgr_is_drawn_rgb(self, model):
+        red = torch.zeros(1, 3, 32, 32)
+        red[:, 2] = 0.9  # red, in BGR order
+        inp, _ = self._drawn(model, red, display=render.Display(channels="bgr"))
+        assert inp[..., 0].min() > 0.85 and inp[..., 2].max() < 0.05
+
+    def test_class_names_and_contrast(self, model):
+        from stnviz.capture import collect_batch
+
+        _, rec = collect_batch(model, _photo() * 0.1)
+        fig = render.plot_batch(rec.pick("transformer"), predictions=torch.tensor([14]), labels=torch.tensor([14]),
+                                display=render.Display(contrast=True, class_names={14: "stop"}))
+        assert fig.axes[1].get_title() == "output: pred stop (true stop)"
+        assert np.asarray(fig.axes[0].images[0].get_array()).max() == 1.0  # a dark frame, stretched
+        plt.close(fig)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stnviz import geometry, get_model
+from stnviz import geometry, get_model, render
 from stnviz.data import sample
 from stnviz.widgets import (
     ExplorerState, STNInspector, ThetaExplorer, compose_parts, render_explorer, slider_value,
@@ -546,7 +546,7 @@ class TestRenderInspector:
         v = render_inspector(rec, 1)
         assert "shown stretched to its own range" in v.message
         assert v.input_rgb.max() == 255 and v.output_rgb.min() == 0
-        undone = render_inspector(rec, 1, denormalize=lambda x: (x + 0.5) / 2)
+        undone = render_inspector(rec, 1, display=render.Display(denormalize=lambda x: (x + 0.5) / 2))
         assert undone.message == ""
         assert all(np.array_equal(a, b) for a, b in zip(_panels(undone), _panels(render_inspector(record, 1))))
 
@@ -568,12 +568,12 @@ class TestRenderInspector:
         ins = STNInspector(model, s, boxes=boxes)
         ins.picker.value = 1
         assert ins.state.index == 1
-        v = render_inspector(ins.records["transformer"], 1, box=boxes[1], label=int(s.labels[1]),
+        v = render_inspector(ins.record(1, "transformer"), 0, box=boxes[1], label=int(s.labels[1]),
                              prediction=int(ins.predictions[1]), scale=8)
         assert ins.input_view.format == "jpeg" and ins.info.value == v.info
         ins.which.value = "body.1"  # not the input the boxes belong to: no box
         assert ins.state.key == "body.1" and ins.input_view.format == "png"
-        v = render_inspector(ins.records["body.1"], 1, scale=8)
+        v = render_inspector(ins.record(1, "body.1"), 0, scale=8)
         assert np.array_equal(_pixels(ins.input_view.value), v.input_rgb)
         assert np.array_equal(_pixels(ins.output_view.value), v.output_rgb)
 

@@ -84,9 +84,12 @@ def _detach(out):
 
 
 def collect(model: nn.Module, images: torch.Tensor, *, forward: Callable | None = None,
-            batch_size: int | None = None) -> Collection:
+            batch_size: int | None = None, keep: Callable | None = None) -> Collection:
     """Run ``images (N, C, H, W)`` through ``model`` in batches (all at once when ``batch_size``
     is ``None``) and join each key's records over the batches.
+
+    ``keep(record) -> record``: what is kept of each batch's records before they are joined (e.g.
+    the inspector keeps shapes and parameters only, so memory grows with the batch, not the images).
 
     A key that is missing from some batch, or whose shapes differ between batches, can't be joined:
     it is left out and listed in ``skipped`` with the reason. A model that samples nothing gives an
@@ -115,7 +118,7 @@ def collect(model: nn.Module, images: torch.Tensor, *, forward: Callable | None 
             if r.key in seen:
                 continue  # one record per key and batch (a key repeats only if the model ran twice)
             seen.add(r.key)
-            per_key.setdefault(r.key, []).append(r)
+            per_key.setdefault(r.key, []).append(r if keep is None else keep(r))
     records, skipped = {}, {}
     for key, recs in per_key.items():
         if len(recs) != batches:

@@ -60,6 +60,7 @@ def capture(
     if isinstance(batch_slice, int):
         batch_slice = slice(0, batch_slice)
     rec = Capture(keep_last)
+    rec.stnviz_display = getattr(model, "stnviz_display", None)  # the model's display travels (stnviz.render.set_display)
     session = _Session(model, rec, batch_slice, to_cpu)
     if not foreign:
         session_record = session._record

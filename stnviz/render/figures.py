@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .. import geometry
+from .display import Display, display_of
 from .raster import BOX_COLOR, LATTICE_COLOR, OUTLINE_COLOR, _np, lattice_points, to_display
 
 __all__ = ["draw_box", "draw_image", "draw_lattice", "draw_outline", "format_theta", "plot_batch", "plot_record"]
@@ -248,7 +249,8 @@ def _points(record, index: int) -> np.ndarray:
     return _np(pts.reshape(-1, 2))
 
 
-def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = None, box=None, lattice: int = 8):
+def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = None, box=None, lattice: int = 8,
+                display: Display | None = None):
     """Sample ``index`` of a capture record drawn as its role says (:mod:`stnviz.capture.roles`):
 
     * ``"image"`` (and ``"auxiliary"`` masks): input with the sampled region (outline + lattice) | output
@@ -259,7 +261,9 @@ def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = N
 
     ``record``: anything with ``input``, ``output``, ``grid``, ``role`` and ``sampled_outline()``.
     ``box``: an annotated box in input pixel-edge coordinates, drawn beside the region.
-    Returns the two axes.
+    ``display``: how the pixels are shown (:class:`stnviz.render.Display`: normalisation undone,
+    channel order, contrast); default: the one remembered on the record (:func:`set_display`), else
+    out-of-range inputs stretched to their own range. Returns the two axes.
 
     Example:
         >>> import matplotlib; matplotlib.use("Agg")
@@ -280,8 +284,13 @@ def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = N
         _, axes = plt.subplots(1, 2, figsize=(5, 2.6))
     ax_in, ax_out = axes
     how = _DRAWN_AS[getattr(record, "role", "image")]
+    shown = display_of(record, display=display)
+    reference = _picture(record, record.input[index])  # one range for both panels
+    if how != "field":
+        picture_in = shown.apply(reference, where="plot_record")
+        picture_out = shown.apply(_picture(record, record.output[index]), reference, where="plot_record")
     if how == "points":
-        draw_image(_picture(record, record.input[index]), ax_in, title="input + sampled points")
+        draw_image(picture_in, ax_in, title="input + sampled points")
         pts = _points(record, index)
         ax_in.scatter(pts[:, 0], pts[:, 1], s=9, c=LATTICE_COLOR, edgecolors="black", linewidths=0.3)
         _fit_view(ax_in, pts[np.isfinite(pts).all(1)] if np.isfinite(pts).any() else np.zeros((1, 2)))
@@ -290,7 +299,7 @@ def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = N
     if how == "field":
         _draw_field(record.input[index], ax_in, "field + sampled region")
     else:
-        draw_image(_picture(record, record.input[index]), ax_in, title="input + sampled region")
+        draw_image(picture_in, ax_in, title="input + sampled region")
     if box is not None:
         draw_box(box, ax_in, label="annotated")
     draw_lattice(lattice_points(record.grid[index], record.input_size, lattice,
@@ -300,7 +309,7 @@ def plot_record(record, index: int = 0, axes=None, *, prediction: str | None = N
     if how == "field":
         _draw_field(record.output[index], ax_out, "warped field" + (f": {prediction}" if prediction else ""))
     else:
-        draw_image(_picture(record, record.output[index]), ax_out, title=out_title)
+        draw_image(picture_out, ax_out, title=out_title)
     theta = record.theta
     if theta is not None:
         ax_out.text(1.03, 0.5, format_theta(theta[index]), transform=ax_out.transAxes, fontsize=7,
@@ -345,7 +354,7 @@ def _square_view(ax, pts: np.ndarray, size) -> None:
 
 
 def plot_batch(records, *, predictions=None, labels=None, n: int = 8, boxes=None, title: str | None = None,
-               auxiliary: bool = False):
+               auxiliary: bool = False, display: Display | None = None):
     """A figure of ``n`` samples of each record, one row each: input + region | output | theta,
     each record drawn as its role says (see :func:`plot_record`: points on the input and no output
     panel for ``"points"``, a field for ``"flow"``).
@@ -358,6 +367,11 @@ def plot_batch(records, *, predictions=None, labels=None, n: int = 8, boxes=None
 
     The input and output panels have the same size; around the input a grey margin (as in the
     widgets) shows where the sampled region leaves the image.
+
+    ``display`` (a :class:`stnviz.render.Display`): how the pixels are shown (``mean`` / ``std``
+    undone, BGR, contrast stretch for dark frames) and the class names of ``predictions`` /
+    ``labels``; default: the one remembered on ``records`` (a capture, :func:`set_display`), else
+    out-of-range inputs stretched to their own range with a one-time note.
 
     Example:
         >>> import matplotlib; matplotlib.use("Agg")
@@ -375,6 +389,7 @@ def plot_batch(records, *, predictions=None, labels=None, n: int = 8, boxes=None
     import matplotlib.pyplot as plt
 
     picked = _records(records, auxiliary)
+    shown = display_of(records, display=display)
     for r in picked:
         _require_drawable(r, "plot_batch")
     rows = [(r, i) for r in picked for i in range(min(n, r.input.shape[0]))]
@@ -384,8 +399,8 @@ def plot_batch(records, *, predictions=None, labels=None, n: int = 8, boxes=None
     for (r, i), (ax_in, ax_out, ax_text) in zip(rows, axes):
         pred = None
         if predictions is not None:
-            pred = f"pred {int(predictions[i])}" + (f" (true {int(labels[i])})" if labels is not None else "")
-        plot_record(r, i, (ax_in, ax_out), prediction=pred, box=None if boxes is None else boxes[i])
+            pred = f"pred {shown.name(predictions[i])}" + (f" (true {shown.name(labels[i])})" if labels is not None else "")
+        plot_record(r, i, (ax_in, ax_out), prediction=pred, box=None if boxes is None else boxes[i], display=shown)
         ax_text.set_axis_off()
         if len(picked) > 1:
             ax_in.set_title(f"{r.key}\n{ax_in.get_title()}", fontsize=8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .display import class_name, stretch_contrast
 from .figures import _axes, draw_image
 from .raster import OUTLINE_COLOR, _np
 
@@ -159,13 +160,6 @@ def plot_stability_summary(summary, ax=None, title: str | None = None):
     return ax
 
 
-def _stretch(image, low: float = 1.0, high: float = 99.0):
-    """Contrast stretch: the ``low`` / ``high`` percentiles (over all channels) to 0 / 1."""
-    arr = _np(image).astype(np.float32)
-    lo, hi = np.percentile(arr, [low, high])
-    return np.clip((arr - lo) / (hi - lo), 0, 1) if hi > lo else arr
-
-
 def plot_canonical_means(means: dict, class_names=None, max_classes: int = 12, *, stretch: bool = False):
     """Two rows: the mean input and the mean transformer output of each class
     (from ``stnviz.analysis.canonical_means``). ``class_names``: a sequence or dict, class -> name.
@@ -192,8 +186,8 @@ def plot_canonical_means(means: dict, class_names=None, max_classes: int = 12, *
     for j, k in enumerate(keys):
         mean_in, mean_out = means[k]
         if stretch:
-            mean_in, mean_out = _stretch(mean_in), _stretch(mean_out)
-        name = str(class_names[k]) if class_names is not None else str(k)
+            mean_in, mean_out = stretch_contrast(_np(mean_in)), stretch_contrast(_np(mean_out))
+        name = class_name(k, class_names)
         draw_image(mean_in, axes[0, j])
         axes[0, j].set_title("\n".join(textwrap.wrap(name, 14)[:3]), fontsize=7)
         draw_image(mean_out, axes[1, j])

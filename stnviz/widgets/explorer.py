@@ -209,16 +209,18 @@ def _degenerate(params: torch.Tensor, family: str, grid: torch.Tensor, component
 
 
 def render_explorer(image: torch.Tensor, params, family: str, *, output_size=None, point: int | None = None,
-                    scale: int = 8, margin: float = 0.25) -> ExplorerViews:
+                    scale: int = 8, margin: float = 0.25, display: render.Display | None = None) -> ExplorerViews:
     """The explorer's pictures and text for one image and one set of parameters; no widgets.
 
     Args:
-        image: ``(C, H, W)`` float in [0, 1].
+        image: ``(C, H, W)`` float, as the model sees it (warped as it is, shown by ``display``).
         params: flat parameters of ``family`` (see :class:`ExplorerState`).
         family: ``"affine"``, ``"projective"`` or ``"tps"``.
         output_size: ``(H, W)`` of the output (default: the input size).
         point: TPS only, the control point to highlight.
         scale, margin: display magnification and grey margin (fraction of the image per side).
+        display: how the pixels are shown (:class:`stnviz.render.Display`); default: an image
+            outside [0, 1] stretched to its own range.
 
     Example:
         >>> views = render_explorer(torch.zeros(1, 28, 28), [0.5, 0, 0, 0, 0.5, 0], "affine", scale=4)
@@ -238,18 +240,22 @@ def render_explorer(image: torch.Tensor, params, family: str, *, output_size=Non
     t = torch.tensor(p, dtype=torch.float32).unsqueeze(0)
     t = t.view(1, 2, 3) if family == "affine" else t.view(1, -1, 2) if family == "tps" else t
     text = _theta_text(p, family, point)
+    shown = render.display_of(display=display)
     try:
         grid = geometry.make_grid(t, family, out_size)
         out = geometry.warp(image.unsqueeze(0), grid)[0]
         outline = geometry.sampled_outline(t, family, size, points_per_side=8)[0]
     except ValueError as e:  # non-finite parameters, a point sent to infinity ...
-        return ExplorerViews(render.overlay_rgb(image, scale=scale, margin=margin), np.zeros((8, 8, 3), np.uint8),
+        return ExplorerViews(render.overlay_rgb(shown.apply(image, where="ThetaExplorer"), scale=scale, margin=margin),
+                             np.zeros((8, 8, 3), np.uint8),
                              f"cannot sample: {e}", text)
     lattice = render.lattice_points(grid[0], size, 8)
     points = None
     if family == "tps":
         points = geometry.grid_to_pixels(torch.as_tensor(p, dtype=torch.float64).reshape(-1, 2), size).numpy()
-    input_rgb, output_rgb = render.region_panels(image, out, outline, lattice, scale=scale, margin=margin,
+    input_rgb, output_rgb = render.region_panels(shown.apply(image, where="ThetaExplorer"),
+                                                 shown.apply(out, image, where="ThetaExplorer"), outline, lattice,
+                                                 scale=scale, margin=margin,
                                                  points=points, selected=point)
     message = _degenerate(t, family, grid[:, ::4, ::4], None) or ""
     return ExplorerViews(input_rgb, output_rgb, message, text)
@@ -281,6 +287,9 @@ class ThetaExplorer(_Widget):
         forward: how to run ``model`` on the images, ``forward(model, images)`` (default
             ``model(images)``), e.g. ``lambda m, x: m(x, fixed)`` for a model with two inputs; all
             images run as one batch, once.
+        display: how the pixels are shown (a :class:`stnviz.render.Display`: ``mean`` / ``std``
+            undone, BGR, contrast); default the one remembered on ``model``
+            (:func:`stnviz.render.set_display`), else images outside [0, 1] stretched to their range.
 
     Attributes for scripting and tests: ``state``, ``params`` (the state's exact parameters),
     ``input_view`` / ``output_view`` (``ipywidgets.Image``), ``theta_view``, ``entries`` (the raw
@@ -298,8 +307,9 @@ class ThetaExplorer(_Widget):
     """
 
     def __init__(self, images, model=None, *, family: str | None = None, params=None, output_size=None,
-                 control_points: int = 9, scale: int = 8, forward=None):
-        self.images = _as_images(images)
+                 control_points: int = 9, scale: int = 8, forward=None, display: render.Display | None = None):
+        self.display = render.display_of(model, display=display)
+        self.images = _as_images(images, where=None if self.display.knows_range else "stnviz.widgets")
         self.model = model
         self.forward = forward
         self._collection = None
@@ -469,7 +479,7 @@ class ThetaExplorer(_Widget):
         st = self.state
         with _one_thread():
             v = render_explorer(self.images[st.index], st.params, st.family, output_size=self.output_size,
-                                point=st.point if st.family == "tps" else None, scale=self.scale)
+                                point=st.point if st.family == "tps" else None, scale=self.scale, display=self.display)
             _show_pair(self.input_view, self.output_view, v.input_rgb, v.output_rgb, self.format)
         colour = "#c00" if v.message.startswith("cannot") else "#c60"
         self.message.value = f"<span style='color:{colour}'>{html.escape(v.message)}</span>" if v.message else ""

@@ -5,6 +5,7 @@ it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import typing
 
@@ -103,29 +104,21 @@ class InspectorViews(typing.NamedTuple):
     message: str  # "" or what is wrong with the picture (plain text)
 
 
-def _for_display(x: torch.Tensor, ref: torch.Tensor, denormalize=None) -> tuple[torch.Tensor, bool]:
-    """What to draw for ``x (C, H, W)``: undone by ``denormalize``, else stretched to the range of
-    ``ref`` (the record's input) when that leaves [0, 1]; and whether it was stretched."""
-    x = x.float()
-    if denormalize is not None:
-        return denormalize(x.unsqueeze(0))[0].float(), False
-    lo, hi = float(ref.min()), float(ref.max())
-    if x.shape[0] in (1, 3) and (lo < -0.02 or hi > 1.02) and hi > lo:
-        return (x - lo) / (hi - lo), True
-    return x, False
-
-
 def render_inspector(record, index: int, *, box=None, prediction: int | None = None, label: int | None = None,
-                     class_names=None, denormalize=None, scale: int = 8, margin: float = 0.25) -> InspectorViews:
+                     class_names=None, display: render.Display | None = None, scale: int = 8,
+                     margin: float = 0.25) -> InspectorViews:
     """The inspector's pictures and text for sample ``index`` of one capture record; no widgets.
 
     Args:
         record: a :class:`stnviz.capture` record (``input (B, C, H, W)``, ``output``, ``grid``,
             ``sampling``, ``sampled_outline()``), 2-D.
         box: an annotated box ``(x1, y1, x2, y2)`` in input pixel-edge coordinates, or ``None``.
-        prediction, label: the model's and the true class, shown by ``class_names`` if given.
-        denormalize: ``f((1, C, H, W)) -> (1, C, H, W)`` in [0, 1], for display; without it an
-            input outside [0, 1] is stretched to its own range (and the message says so).
+        prediction, label: the model's and the true class, shown by ``class_names`` (default the
+            display's) if given.
+        display: how the pixels are shown (a :class:`stnviz.render.Display`: ``mean`` / ``std``
+            or ``denormalize`` undone, BGR, contrast); default: the record's
+            (:func:`stnviz.render.set_display`), else an input outside [0, 1] stretched to its own
+            range (and the message says so).
         scale, margin: display magnification and grey margin (see :func:`stnviz.render.region_panels`).
 
     Example:
@@ -146,12 +139,15 @@ def render_inspector(record, index: int, *, box=None, prediction: int | None = N
     lattice = render.lattice_points(record.grid[index], record.input_size, 8, align_corners=align)
     picture = slice(None, record.image_channels)  # without a fill-mask channel
     ref = record.input[index, picture]
-    shown_in, stretched = _for_display(ref, ref, denormalize)
-    shown_out, _ = _for_display(record.output[index, picture], ref, denormalize)
-    input_rgb, output_rgb = render.region_panels(shown_in, shown_out, outline, lattice, box, scale=scale, margin=margin)
+    shown = render.display_of(record, display=display)
+    stretched = bool(shown.stretches(ref)[0])
+    input_rgb, output_rgb = render.region_panels(shown.apply(ref, where="STNInspector"),
+                                                 shown.apply(record.output[index, picture], ref, where="STNInspector"),
+                                                 outline, lattice, box, scale=scale, margin=margin)
+    names = class_names if class_names is not None else shown.class_names
 
     def name(c: int) -> str:
-        return html.escape(str(class_names[c]) if class_names is not None else str(c))
+        return html.escape(render.class_name(c, names))
 
     lines = []
     if prediction is not None:
@@ -167,8 +163,21 @@ def render_inspector(record, index: int, *, box=None, prediction: int | None = N
     if _samples_only_outside(record.grid[index]):
         problems.append("this transformer samples entirely outside its input")
     if stretched:
-        problems.append("input outside [0, 1]: shown stretched to its own range (pass mean/std or denormalize)")
+        problems.append("input outside [0, 1]: shown stretched to its own range (pass mean/std, denormalize or "
+                        "display)")
     return InspectorViews(input_rgb, output_rgb, "<br>".join(lines), "; ".join(problems))
+
+
+#: the inspector runs the images in chunks of about this many input bytes (at least one image):
+#: each chunk's full records exist only while it runs
+_CHUNK_BYTES = 8 * 2**20
+
+
+def _shape_only(record):
+    """``record`` without its pixels: input, grid and output become shape-only ("meta") tensors;
+    the parameters, sampling and role stay. What the inspector keeps of every image."""
+    return dataclasses.replace(record, input=record.input.to("meta"), grid=record.grid.to("meta"),
+                               output=record.output.to("meta"))
 
 
 def _default_predict(output) -> torch.Tensor | None:
@@ -197,15 +206,26 @@ class STNInspector(_Widget):
             images run as one batch unless ``batch_size`` is given.
         predict: ``predict(output) -> (N,) labels or None``; default: argmax over the last dim of a
             ``(N, classes)`` output (the first tensor of a tuple); anything else shows no prediction.
-        mean, std: per-channel values the model's data pipeline normalised with; the views undo
-            them (display only). ``denormalize``: a callable doing the same, for other schemes.
-            Without either, inputs outside [0, 1] are stretched to their own range for display.
+        mean, std, denormalize: short for ``display=stnviz.render.Display(mean=..., std=...)``
+            (or ``denormalize=``): the values the model's data pipeline normalised with; the views
+            undo them (display only).
+        display: how the pixels are shown (a :class:`stnviz.render.Display`: normalisation
+            undone, BGR, contrast, class names); default the one remembered on ``model``
+            (:func:`stnviz.render.set_display`), else inputs outside [0, 1] stretched to their own
+            range.
         auxiliary: also list flow fields and masks (roles ``"flow"``, ``"auxiliary"``) in the picker.
             Points and look-ups are never listed (see :mod:`stnviz.capture.roles`).
 
     A thin shell over :class:`InspectorState` (``inspector.state``) and :func:`render_inspector`.
 
-    Attributes for scripting and tests: ``state``, ``records`` (key -> record over all images),
+    Memory: the images run in chunks (``batch_size``, default about 8 MB of input each; with a
+    custom ``forward`` and no ``batch_size``, one batch), and of every record only shapes and
+    parameters are kept (``records``); the picked image's full record is made again when it is
+    picked, by running its chunk once more (:meth:`record`; the last chunk's records are kept).
+    128 images of 3 x 224 x 224 hold well under 200 MB (``bench/bench_widgets.py``).
+
+    Attributes for scripting and tests: ``state``, ``records`` (key -> record over all images,
+    its ``input``, ``grid`` and ``output`` shape-only), ``display``,
     ``predictions``, ``picker``, ``which`` (the transformer dropdown), ``input_view``,
     ``output_view``, ``info``, ``table``, ``message``, ``log``.
 
@@ -222,10 +242,14 @@ class STNInspector(_Widget):
 
     def __init__(self, model, images, labels=None, *, class_names=None, boxes=None, forward=None, predict=None,
                  mean=None, std=None, denormalize=None, auxiliary: bool = False, scale: int = 8,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, display: render.Display | None = None):
         self.model = model
-        display_range_given = mean is not None or denormalize is not None
-        self.images = _as_images(images, where=None if display_range_given else "STNInspector")
+        if mean is not None or std is not None or denormalize is not None:
+            if display is not None:
+                raise ValueError("pass display or its mean/std/denormalize, not both")
+            display = render.Display(mean=mean, std=std, denormalize=denormalize)
+        self.display = render.display_of(model, display=display)
+        self.images = _as_images(images, where=None if self.display.knows_range else "STNInspector")
         n = self.images.shape[0]
         if labels is None and hasattr(images, "labels"):
             labels = images.labels
@@ -237,21 +261,15 @@ class STNInspector(_Widget):
             if boxes.shape != (n, 4):
                 raise ValueError(f"boxes must be (N, 4) = ({n}, 4) (x1, y1, x2, y2 in input pixels), got {tuple(boxes.shape)}")
         self.boxes = boxes
-        if (mean is None) != (std is None):
-            raise ValueError("pass both mean and std (the values the inputs were normalised with), or neither")
-        if denormalize is not None and mean is not None:
-            raise ValueError("pass mean/std or denormalize, not both")
-        if mean is not None:
-            m = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-            s = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
-            denormalize = lambda x: x.float() * s.to(x.device) + m.to(x.device)  # noqa: E731
-        self.denormalize = denormalize
         self.scale = scale
         self._init_common()
         if batch_size is None and forward is None:
-            batch_size = 256
-        self.collection = collect(model, self.images, forward=forward, batch_size=batch_size)
+            per_image = self.images[0].numel() * self.images.element_size()
+            batch_size = max(1, min(256, _CHUNK_BYTES // per_image))
+        self.forward, self.batch_size = forward, batch_size or n
+        self.collection = collect(model, self.images, forward=forward, batch_size=batch_size, keep=_shape_only)
         self.records = self.collection.records
+        self._chunk: tuple[int, dict] | None = None  # (first image, key -> full record) of the last chunk made
         if not self.records:
             raise CaptureError(f"the model's forward made no sampler call that could be shown; "
                                f"left out: {self.collection.skipped or 'none'}")
@@ -261,6 +279,8 @@ class STNInspector(_Widget):
         if all(p is not None for p in preds):
             p = torch.cat([torch.as_tensor(x).reshape(-1).cpu() for x in preds])
             self.predictions = p if p.numel() == n else None
+        if class_names is None:
+            class_names = self.display.class_names
         self._check_class_names(class_names)
         self.class_names = class_names
         self.state = InspectorState.for_collection(self.collection, n, auxiliary=auxiliary)
@@ -308,6 +328,21 @@ class STNInspector(_Widget):
         frames = [theta_table([r], index) for r in self.records.values() if r.input.shape[0] == self.images.shape[0]]
         return pd.concat(frames, ignore_index=True)
 
+    def record(self, index: int, key: str | None = None):
+        """The full record of image ``index`` (one sample: input, grid, output) for transformer
+        ``key`` (default the selected one): its chunk is run again, as it was collected, and kept
+        until another chunk is needed."""
+        key = self.state.key if key is None else key
+        start = index // self.batch_size * self.batch_size
+        if self._chunk is None or self._chunk[0] != start:
+            self._chunk = None  # the old chunk goes before the new one is made
+            chunk = self.images[start : start + self.batch_size]
+            self._chunk = (start, collect(self.model, chunk, forward=self.forward).records)
+        full = self._chunk[1].get(key)
+        if full is None:
+            raise ValueError(f"transformer {key!r} was not recorded when image {index}'s batch ran again")
+        return full.sample(index - start)
+
     def _select(self, selection: dict) -> None:
         self.state.select(**selection)
         self.update()
@@ -316,13 +351,13 @@ class STNInspector(_Widget):
         """Re-render the views from the state."""
         st = self.state
         st.require_one_per_image()
-        i, rec = st.index, self.records[st.key]
+        i, rec = st.index, self.record(st.index)
         box = None
         if self.boxes is not None and st.shows_box and rec.input_size == tuple(self.images.shape[-2:]):
             box = self.boxes[i]
-        v = render_inspector(rec, i, box=box, label=None if self.labels is None else int(self.labels[i]),
+        v = render_inspector(rec, 0, box=box, label=None if self.labels is None else int(self.labels[i]),
                              prediction=None if self.predictions is None else int(self.predictions[i]),
-                             class_names=self.class_names, denormalize=self.denormalize, scale=self.scale)
+                             class_names=self.class_names, display=self.display, scale=self.scale)
         _show_pair(self.input_view, self.output_view, v.input_rgb, v.output_rgb,
                    "png" if rec.input.shape[1] != 3 else self.format)
         self.info.value = v.info

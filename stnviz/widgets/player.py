@@ -17,7 +17,10 @@ class TrainingPlayer(_Widget):
     """Scrub through a training run: a slider over the recorded steps of a
     :class:`stnviz.animate.ProgressRecorder` (or a list of snapshots and the probe inputs).
 
-    Frames are composed once, on first view of each step, and cached.
+    Frames are composed once, on first view of each step, and cached. ``display``: how the pixels
+    are shown (a :class:`stnviz.render.Display`); default the recorder's
+    (:class:`stnviz.animate.ProgressRecorder`'s ``display``, or its model's), else out-of-range
+    inputs stretched.
 
     Example:
         >>> import stnviz, torch
@@ -32,7 +35,8 @@ class TrainingPlayer(_Widget):
         'step 50 · epoch 0.00 · probe acc 1.00'
     """
 
-    def __init__(self, recorder=None, *, snapshots=None, inputs=None, columns: int = 4, tile: int = 112):
+    def __init__(self, recorder=None, *, snapshots=None, inputs=None, columns: int = 4, tile: int = 112,
+                 display: render.Display | None = None):
         from ..animate import compose_frame
 
         if recorder is not None:
@@ -46,7 +50,8 @@ class TrainingPlayer(_Widget):
             raise ValueError(f"TrainingPlayer got {inputs.shape[0]} probe inputs but the snapshots hold {n_out} outputs; "
                              "pass the recorder's own inputs (recorder=...)")
         self.snapshots, self.inputs = list(snapshots), inputs
-        self._compose = lambda s: compose_frame(self.inputs, s, columns=columns, tile=tile)
+        self.display = render.display_of(recorder, display=display)
+        self._compose = lambda s: compose_frame(self.inputs, s, columns=columns, tile=tile, display=self.display)
         self._cache: dict = {}
         self._init_common()
         self.slider = W.IntSlider(0, 0, len(self.snapshots) - 1, description="snapshot", continuous_update=True)

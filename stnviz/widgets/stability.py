@@ -62,12 +62,6 @@ class StabilityState:
         self.frame = int(t)
 
 
-def _class_name(c, class_names=None) -> str:
-    if c is None:
-        return "class ?"
-    return str(class_names[int(c)]) if class_names is not None else f"class {int(c)}"
-
-
 class StabilityViews(typing.NamedTuple):
     """What :func:`render_stability` returns."""
 
@@ -76,8 +70,13 @@ class StabilityViews(typing.NamedTuple):
     info: str  # HTML: prediction and confidence, IoU with the box, the learned transform
 
 
-def render_stability(run, t: int, *, class_names=None, scale: int = 6, margin: float = 0.15) -> StabilityViews:
+def render_stability(run, t: int, *, class_names=None, scale: int = 6, margin: float = 0.15,
+                     display: render.Display | None = None) -> StabilityViews:
     """Frame ``t`` of a :class:`stnviz.analysis.SequenceRun`: the pictures and the text; no widgets.
+
+    ``display``: how the pixels are shown (a :class:`stnviz.render.Display`); default the run's
+    (remembered from its model), else frames outside [0, 1] stretched. ``class_names``: names of
+    the predictions (default the display's).
 
     Example:
         >>> import stnviz
@@ -92,10 +91,14 @@ def render_stability(run, t: int, *, class_names=None, scale: int = 6, margin: f
     if not 0 <= t < run.frames.shape[0]:
         raise ValueError(f"frame must be in [0, {run.frames.shape[0]}), got {t}")
     box = run.boxes[t] if run.boxes is not None else None
-    input_rgb, output_rgb = render.region_panels(run.frames[t], run.outputs[t], run.outlines[t], box=box,
-                                                 scale=scale, margin=margin)
+    shown = render.display_of(run, display=display)
+    frame = run.frames[t]
+    input_rgb, output_rgb = render.region_panels(shown.apply(frame, where="StabilityViewer"),
+                                                 shown.apply(run.outputs[t], frame, where="StabilityViewer"),
+                                                 run.outlines[t], box=box, scale=scale, margin=margin)
+    names = class_names if class_names is not None else shown.class_names
     row = run.table.iloc[t]
-    parts = [f"frame {t}: prediction <b>{html.escape(_class_name(row['prediction'], class_names))}</b> "
+    parts = [f"frame {t}: prediction <b>{html.escape(render.class_name(row['prediction'], names))}</b> "
              f"({row['confidence']:.2f})"]
     if "iou" in row:
         parts.append(f"IoU with box {row['iou']:.2f}")
@@ -178,7 +181,10 @@ class StabilityViewer(_Widget):
         ``stnviz.data.sample_tracks()``) or other frame sources accepted by
         :func:`stnviz.analysis.run_sequence`.
         key: which transformer (its capture record's key); default the first image transformer.
-        class_names: optional names for the labels and predictions.
+        class_names: optional names for the labels and predictions (default the display's).
+        display: how the pixels are shown (a :class:`stnviz.render.Display`); default the one
+            remembered on ``model`` (:func:`stnviz.render.set_display`), else frames outside [0, 1]
+            stretched to their own range.
         prefetch: run the other tracks in a background thread after the first one is shown, so
             a track change finds its run ready (one run at a time, under a lock). The runs then use
             a private eval-mode copy of ``model`` made once, here (same device; it costs one more
@@ -205,13 +211,16 @@ class StabilityViewer(_Widget):
     """
 
     def __init__(self, model, tracks, *, key: str | None = None, scale: int = 6, class_names=None,
-                 prefetch: bool = True):
+                 prefetch: bool = True, display: render.Display | None = None):
         from ..analysis import run_sequence
 
         self.model, self.tracks = model, list(tracks)
         if not self.tracks:
             raise ValueError("StabilityViewer needs at least one track")
         self._run_sequence = run_sequence
+        self.display = render.display_of(model, display=display)
+        if class_names is None:
+            class_names = self.display.class_names
         self.key, self.scale, self.class_names = key, scale, class_names
         self._tracks: dict = {}  # i -> (SequenceRun, plot raster, marker geometry)
         self._lock = threading.Lock()  # one run_sequence at a time (eval_mode is not re-entrant)
@@ -222,7 +231,7 @@ class StabilityViewer(_Widget):
         prefetch = self._runner is not model
         self.state = StabilityState(len(self.tracks))
         self._init_common()
-        labels = [f"{i}: track {getattr(t, 'track_id', i)} ({_class_name(getattr(t, 'label', None), class_names)})"
+        labels = [f"{i}: track {getattr(t, 'track_id', i)} ({render.class_name(getattr(t, 'label', None), class_names)})"
                   for i, t in enumerate(self.tracks)]
         self.track = W.Dropdown(options=list(zip(labels, range(len(self.tracks)))), value=0, description="track",
                                 layout=W.Layout(width="30em"))
@@ -314,7 +323,7 @@ class StabilityViewer(_Widget):
         i, t = self.state.track, self.state.frame
         run, png, shape, markers = self._get(i)
         with _one_thread():
-            v = render_stability(run, t, class_names=self.class_names, scale=self.scale)
+            v = render_stability(run, t, class_names=self.class_names, scale=self.scale, display=self.display)
         _show_pair(self.input_view, self.output_view, v.input_rgb, v.output_rgb, "png")
         if self.plots.value is not png:
             self.plots.value = png
