@@ -374,3 +374,58 @@ class TestBadFramesAndSizes:
         run = run_sequence(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[0].images[:2])
         with pytest.raises(ValueError, match=r"tile must be a whole number >= 1, got 0"):
             sequence_frames(run, tile=0)
+
+
+# --------------------------------------------------------------------------- issue 20 item 2: one display pipeline
+
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def _photo(n: int = 4, size: int = 32) -> torch.Tensor:
+    """Smooth colour pictures ``(n, 3, size, size)``, each spanning exactly [0, 1]."""
+    ii, jj = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    x = torch.stack([0.6 * ii + 0.4 * jj, 0.3 * ii + 0.7 * jj, 1 - 0.5 * ii - 0.5 * jj])
+    x = (x - x.min()) / (x.max() - x.min())
+    return torch.stack([x.roll(k, dims=-1) for k in range(n)])
+
+
+def _imagenet(x: torch.Tensor) -> torch.Tensor:
+    return (x - torch.tensor(IMAGENET["mean"]).view(1, 3, 1, 1)) / torch.tensor(IMAGENET["std"]).view(1, 3, 1, 1)
+
+
+class TestDisplayInFrames:
+    """GIF / MP4 frames, contact sheets and sequence frames show a normalised input as the
+    [0, 1] picture it came from: by the display given, or the model's, remembered."""
+
+    def test_progress_frames_and_contact_sheet(self, tmp_path, device):
+        x = _photo()
+        model = get_model("stn_gtsrb", device=device).eval()
+        truth = probe_snapshot(model, x, None)
+        snap = probe_snapshot(model, _imagenet(x), None)
+        want = compose_frame(x, truth, tile=48)
+        got = compose_frame(_imagenet(x), snap, tile=48, display=render.Display(**IMAGENET))
+        assert np.abs(got.astype(int) - want).max() <= 1
+        raw = compose_frame(_imagenet(x), snap, tile=48, display=render.Display(**IMAGENET, channels="bgr"))
+        assert np.abs(raw.astype(int) - want).max() > 50  # the channel order is applied
+        rec = ProgressRecorder(_imagenet(x))
+        rec.record(render.set_display(model, **IMAGENET), step=0)
+        assert np.abs(rec.frames(tile=48)[0].astype(int) - want).max() <= 1  # the model's display, remembered
+        from PIL import Image
+
+        sheet = np.asarray(Image.open(rec.save_contact_sheet(tmp_path / "sheet.png", tile=32)).convert("RGB"))
+        plain = ProgressRecorder(x)
+        plain.record(render.set_display(model), step=0)
+        expected = np.asarray(Image.open(plain.save_contact_sheet(tmp_path / "plain.png", tile=32)).convert("RGB"))
+        assert np.abs(sheet.astype(int) - expected).max() <= 1
+
+    def test_sequence_frames_of_a_normalised_model(self, device):
+        x = _photo(6)
+        model = get_model("stn_gtsrb", device=device).eval()
+        want = sequence_frames(run_sequence(model, x), tile=48, caption=False)
+        render.set_display(model, **IMAGENET, class_names={k: f"sign {k}" for k in range(43)})
+        run = run_sequence(model, _imagenet(x))
+        got = sequence_frames(run, tile=48, caption=False)  # the run remembers the model's display
+        assert all(np.abs(g.astype(int) - w).max() <= 1 for g, w in zip(got, want))
+        stretched = sequence_frames(run, tile=48, caption=False, display=render.Display())  # [0, 1] by its own range
+        outputs = [f[:48, 56:104] for f in stretched]  # the output panels
+        assert max(float(((o == 0) | (o == 255)).mean()) for o in outputs) < 0.01

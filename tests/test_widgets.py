@@ -650,3 +650,110 @@ class TestRenderStability:
         assert (v.state.track, v.state.frame, v.state.frames) == (0, 21, 30)
         want = render_stability(v.run(0), 21)
         assert np.array_equal(_pixels(v.input_view.value), want.input_rgb) and v.info.value == want.info
+
+
+# --------------------------------------------------------------------------- issue 20 item 2: one display pipeline
+
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def _photo(n: int = 2, size: int = 32) -> torch.Tensor:
+    """Smooth colour pictures ``(n, 3, size, size)``, each spanning exactly [0, 1]."""
+    ii, jj = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    x = torch.stack([0.6 * ii + 0.4 * jj, 0.3 * ii + 0.7 * jj, 1 - 0.5 * ii - 0.5 * jj])
+    x = (x - x.min()) / (x.max() - x.min())
+    return torch.stack([x.roll(k, dims=-1) for k in range(n)])
+
+
+def _imagenet(x: torch.Tensor) -> torch.Tensor:
+    return (x - torch.tensor(IMAGENET["mean"]).view(1, 3, 1, 1)) / torch.tensor(IMAGENET["std"]).view(1, 3, 1, 1)
+
+
+def _clipped(rgb: np.ndarray) -> float:
+    """The fraction of an RGB panel's values at 0 or 255."""
+    return float(((rgb == 0) | (rgb == 255)).mean())
+
+
+class TestDisplayInWidgets:
+    """A normalised input is drawn unclipped, in its true colours when the display knows the
+    normalisation, by the explorer, the inspector, the stability viewer and the player."""
+
+    def test_explorer(self, device):
+        x = _photo(1)[0]
+        truth = render_explorer(x, [1, 0, 0, 0, 1, 0], "affine", scale=2)
+        undone = render_explorer(_imagenet(x[None])[0], [1, 0, 0, 0, 1, 0], "affine", scale=2,
+                                 display=render.Display(**IMAGENET))
+        assert np.abs(undone.output_rgb.astype(int) - truth.output_rgb).max() <= 1
+        assert np.abs(undone.input_rgb.astype(int) - truth.input_rgb).max() <= 1
+        assert _clipped(render_explorer(_imagenet(x[None])[0], [1, 0, 0, 0, 1, 0], "affine").output_rgb) < 0.01
+        stretched = render_explorer(x * 2 - 1, [1, 0, 0, 0, 1, 0], "affine", scale=2)  # [-1, 1], no display
+        assert _clipped(stretched.output_rgb) < 0.01
+        model = render.set_display(get_model("stn_gtsrb", device=device), **IMAGENET)
+        explorer = ThetaExplorer(_imagenet(x[None]), model)  # the model's display, remembered
+        assert explorer.display.mean == IMAGENET["mean"]
+
+    def test_bgr_in_the_explorer(self):
+        red = torch.zeros(3, 16, 16)
+        red[2] = 0.9  # red, in BGR order
+        rgb = render_explorer(red, [1, 0, 0, 0, 1, 0], "affine", scale=1, display=render.Display(channels="bgr")).output_rgb
+        assert rgb[..., 0].min() > 220 and rgb[..., 2].max() < 10
+
+    def test_inspector(self, device):
+        from stnviz.widgets.inspector import render_inspector
+
+        x = _photo(3)
+        model = get_model("stn_gtsrb", device=device).eval()
+        truth = STNInspector(model, x)
+        render.set_display(model, **IMAGENET)
+        ins = STNInspector(model, _imagenet(x))  # the model's display
+        assert ins.display.mean == IMAGENET["mean"] and ins.message.value == ""
+        got = render_inspector(ins.record(1), 0, display=ins.display)
+        want = render_inspector(truth.record(1), 0)
+        assert np.abs(got.output_rgb.astype(int) - want.output_rgb).max() <= 1
+        render.set_display(model)
+        minus_one = STNInspector(model, x * 2 - 1)  # no display: stretched, and the message says so
+        assert "shown stretched" in minus_one.message.value
+        assert _clipped(render_inspector(minus_one.record(1), 0).output_rgb) < 0.01
+        with pytest.raises(ValueError, match="pass display or its mean/std/denormalize, not both"):
+            STNInspector(model, x, mean=[0.5], std=[0.5], display=render.Display())
+
+    def test_stability_viewer_and_player(self, device):
+        from stnviz.animate import ProgressRecorder
+        from stnviz.widgets import StabilityViewer, TrainingPlayer
+
+        x = _photo(4)
+        model = get_model("stn_gtsrb", device=device).eval()
+        plain = ProgressRecorder(x)
+        plain.record(model, step=0)
+        render.set_display(model, **IMAGENET, class_names={k: f"c{k}" for k in range(43)})
+        normalised = ProgressRecorder(_imagenet(x))
+        normalised.record(model, step=0)  # the recorder takes the model's display
+        a = TrainingPlayer(plain, tile=32).view.value
+        b = TrainingPlayer(normalised, tile=32).view.value
+        assert np.abs(_pixels(a).astype(int) - _pixels(b)).max() <= 1
+        viewer = StabilityViewer(model, [_imagenet(x)], prefetch=False)
+        assert viewer.display.mean == IMAGENET["mean"] and "prediction <b>c" in viewer.info.value
+        assert _clipped(_pixels(viewer.output_view.value)) < 0.01
+
+
+# --------------------------------------------------------------------------- issue 20 item 7: the inspector's memory
+
+
+class TestInspectorMemory:
+    def test_keeps_shapes_and_parameters_and_remakes_the_picked_record(self, device):
+        from stnviz.capture import collect_batch
+
+        model = get_model("stn_gtsrb", device=device).eval()
+        images = torch.rand(5, 3, 32, 32)
+        ins = STNInspector(model, images, batch_size=2)  # 3 chunks
+        kept = ins.records["transformer"]
+        assert kept.input.is_meta and kept.grid.is_meta and kept.output.is_meta  # no pixels kept
+        assert tuple(kept.input.shape) == (5, 3, 32, 32) and tuple(kept.theta.shape) == (5, 2, 3)
+        _, full = collect_batch(model, images)
+        for i in (4, 1):  # another chunk each time
+            ins.picker.value = i
+            got, want = ins.record(i), full.pick("transformer").sample(i)
+            assert ins._chunk[0] == i // 2 * 2
+            torch.testing.assert_close(got.output.cpu(), want.output.cpu(), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(got.theta.cpu(), kept.theta[i : i + 1].cpu(), atol=1e-5, rtol=1e-5)
+        assert ins.message.value == "" and len(ins.theta_table(3)) == 2
