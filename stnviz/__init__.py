@@ -8,6 +8,7 @@ The verbs a user needs first live here; everything else is in a submodule named 
         model(images)
     stnviz.STNInspector(model, images)                    # browse it; ThetaExplorer to slide theta
     stnviz.fit(model, train, val, epochs=10)              # train; stnviz.evaluate(model, test)
+    stnviz.diagnose(model, images, labels)                # what is wrong with its transformers, and the fix
 
 Conventions (details in :mod:`stnviz.geometry`): images are float ``(B, C, H, W)`` in ``[0, 1]``;
 transform parameters map *output* to *input* in normalised coordinates with
@@ -25,6 +26,9 @@ from .models import SpatialTransformer
 # the package, and this line binds it to the function ``capture`` once, before anything else can
 # import the package (the package stays importable: ``from stnviz.capture import collect``).
 from .capture import capture, collect
+
+# The same for the verb ``diagnose`` and its package (light: pandas and matplotlib load on use).
+from .diagnose import Diagnosis, diagnose
 
 # Loaded on first use, so ``import stnviz`` stays light.
 _LAZY = {
@@ -47,6 +51,7 @@ def __getattr__(name):
 
 __all__ = [
     "CheckpointError",
+    "Diagnosis",
     "STNInspector",
     "SpatialTransformer",
     "StabilityViewer",
@@ -59,6 +64,7 @@ __all__ = [
     "capture",
     "collect",
     "data",
+    "diagnose",
     "evaluate",
     "fit",
     "geometry",
