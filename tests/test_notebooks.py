@@ -23,7 +23,7 @@ PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 CELL_TIMEOUT = 180  # seconds; kernel start + `import torch` is slow on a busy 2-core machine
-CLEAR = "strip it with `python3 scripts/strip_notebook.py notebooks/*.ipynb` (README, "Where to go next")"
+CLEAR = "strip it with `python3 scripts/strip_notebook.py notebooks/*.ipynb` (README, 'Where to go next')"
 PROBE = "import json as _j, sys as _s; print('STNVIZ-KERNEL ' + _j.dumps({'prefix': _s.prefix}))"
 
 
