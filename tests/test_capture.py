@@ -1,4 +1,5 @@
 import dataclasses
+import functools
 import gc
 import subprocess
 import sys
@@ -506,3 +507,197 @@ class TestCaptureNeverBreaksTheForward:
         assert torch.equal(out, plain) and rec.skipped == 0
         r = rec.last()
         assert r.family == "affine" and r.theta[0, 0, 2] == pytest.approx(0.1)
+
+
+# --------------------------------------------------------------------------- issue 20 items 3, 4, 5, 7:
+# keys that never collide, warnings at the user's line, honest theta, memory in bytes, overhead
+
+
+class Queried(nn.Module):
+    """Features made once, then queried through ``query`` (LIIF) or glimpsed through ``guide``
+    (a Pyro guide): sampler calls made outside ``forward``."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Conv2d(1, 2, 3, padding=1)
+
+    def gen_feat(self, x):
+        self.feat = self.encoder(x)
+
+    def query(self, coord):  # (B, Q, 2) -> (B, C, 1, Q)
+        return F.grid_sample(self.feat, coord.unsqueeze(1), align_corners=False)
+
+    def guide(self, x, steps=3):
+        for _ in range(steps):
+            x = F.grid_sample(x, F.affine_grid(ZOOM.expand(x.shape[0], 2, 3).to(x), x.size(), align_corners=False),
+                              align_corners=False)
+        return x
+
+
+ZOOM = torch.tensor([[[0.8, 0.0, 0.1], [0.0, 0.8, 0.0]]])
+
+
+class TestKeysNeverCollide:
+    def test_queries_through_a_method_each_get_their_own_key(self, device):
+        model = Queried().to(device)
+        x = torch.rand(2, 1, 8, 8, device=device)
+        with torch.no_grad(), capture(model) as rec:
+            model.gen_feat(x)
+            for _ in range(4):
+                model.query(torch.rand(2, 5, 2, device=device) * 2 - 1)
+        assert [r.key for r in rec] == ["Queried.query:grid_sample"] + [f"Queried.query:grid_sample#{k}" for k in (1, 2, 3)]
+
+    def test_steps_of_a_guide_and_guides_called_again(self, device):
+        model = Queried().to(device)
+        x = torch.rand(2, 1, 8, 8, device=device)
+        with torch.no_grad(), capture(model) as rec:
+            model.guide(x)
+            model.guide(x)
+        keys = [r.key for r in rec]
+        assert keys == ["Queried.guide:grid_sample"] + [f"Queried.guide:grid_sample#{k}" for k in range(1, 6)]
+        assert all(r.family == "affine" for r in rec)
+
+    def test_a_forward_starts_a_new_pass(self, device):
+        net = TutorialNet().to(device)
+        x = torch.rand(2, 1, 28, 28, device=device)
+        with torch.no_grad(), capture(net) as rec:
+            net(x)
+            net(x)
+        assert [r.key for r in rec] == ["TutorialNet:grid_sample"] * 2  # a helper method called from forward is forward
+
+
+class TestWarningsAndTheta:
+    def test_torch_warnings_point_at_the_users_line(self, device):
+        class Defaults(nn.Module):
+            def forward(self, x):
+                grid = F.affine_grid(ZOOM.expand(x.shape[0], 2, 3).to(x), x.size())  # align_corners not given
+                return F.grid_sample(x, grid)
+
+        net = Defaults().to(device)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            with torch.no_grad(), capture(net):
+                net(torch.rand(1, 1, 8, 8, device=device))
+        assert len(w) == 2 and all("align_corners" in str(x.message) for x in w)
+        assert {x.filename for x in w} == {__file__}
+
+    def test_a_grid_changed_in_place_keeps_no_stale_theta(self, device):
+        class FlowOnAffine(nn.Module):
+            def forward(self, x):
+                grid = F.affine_grid(ZOOM.expand(x.shape[0], 2, 3).to(x), x.size(), align_corners=False)
+                grid += 0.2  # flow code: a residual flow added in place
+                return F.grid_sample(x, grid, align_corners=False)
+
+        net = FlowOnAffine().to(device)
+        with torch.no_grad(), capture(net) as rec:
+            net(torch.rand(2, 1, 8, 8, device=device))
+        r = rec.last()
+        assert r.family is None and r.theta is None and r.params is None
+        pixel = r.pixel_grid()
+        torch.testing.assert_close(r.sampled_outline(2)[:, 0], pixel[:, 0, 0])  # the outline comes from the grid
+
+    def test_a_wrapped_sampler_is_recognised(self, device, monkeypatch):
+        """A tracing tool's wrapper that dispatches torch functions itself (as TorchLens' decorated
+        functions do), bound in the model's code: the mode sees the wrapper, not ``F.grid_sample``."""
+        from torch.overrides import handle_torch_function, has_torch_function
+
+        orig = F.grid_sample
+
+        @functools.wraps(orig)
+        def traced(input, grid, *args, **kwargs):
+            if has_torch_function((input, grid)):
+                return handle_torch_function(traced, (input, grid), input, grid, *args, **kwargs)
+            return orig(input, grid, *args, **kwargs)
+
+        class UsesTraced(nn.Module):
+            def forward(self, x):
+                return traced(x, F.affine_grid(ZOOM.expand(x.shape[0], 2, 3).to(x), x.size(), align_corners=False),
+                              align_corners=False)
+
+        net = UsesTraced().to(device)
+        with torch.no_grad(), capture(net) as rec:
+            net(torch.rand(2, 1, 8, 8, device=device))
+        assert rec.keys() == ["UsesTraced:grid_sample"] and rec.last().family == "affine"
+        monkeypatch.setattr(F, "grid_sample", functools.wraps(orig)(lambda *a, **k: orig(*a, **k)))  # installed in torch
+        tutorial = TutorialNet().to(device)
+        with torch.no_grad(), capture(tutorial) as rec:
+            tutorial(torch.rand(2, 1, 28, 28, device=device))
+        assert rec.keys() == ["TutorialNet:grid_sample"] and rec.last().family == "affine"
+
+
+class LookupPyramid(nn.Module):
+    """A correlation volume (batch = pixels x images) looked up ``iters`` times, and an image
+    warped once: the volume is one tensor sampled many times."""
+
+    def __init__(self, iters=3):
+        super().__init__()
+        self.iters = iters
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        corr = torch.rand(b * h * w, 1, h, w, device=x.device)
+        for i in range(self.iters):
+            F.grid_sample(corr, torch.rand(b * h * w, 3, 3, 2, device=x.device) * 2 - 1, align_corners=True)
+        return F.grid_sample(x, torch.rand(b, h, w, 2, device=x.device) * 2 - 1, align_corners=True)
+
+
+class TestMemoryInBytes:
+    def test_records_sampling_one_tensor_share_one_copy(self, device):
+        net = LookupPyramid().to(device)
+        with torch.no_grad(), capture(net) as rec:
+            net(torch.rand(2, 1, 6, 6, device=device))
+        lookups = rec[:3]
+        assert len({r.input.untyped_storage().data_ptr() for r in lookups}) == 1
+        corr, grids = lookups[0].input, sum(r.grid.nbytes + r.output.nbytes for r in lookups)
+        image = rec.last()
+        assert rec.kept_bytes == corr.nbytes + grids + image.input.nbytes + image.grid.nbytes + image.output.nbytes
+
+    def test_oldest_records_dropped_to_stay_under_the_budget(self, device):
+        net = LookupPyramid(iters=6).to(device)
+        x = torch.rand(2, 1, 6, 6, device=device)
+        with torch.no_grad(), capture(net, max_bytes=None) as full:
+            net(x)
+        budget = full.kept_bytes // 2
+        with torch.no_grad(), capture(net, max_bytes=budget) as rec:
+            net(x)
+        assert 0 < len(rec) < len(full) and rec.dropped == len(full) - len(rec)
+        assert rec.kept_bytes <= budget and rec.last().input.shape == x.shape
+        assert f"dropped={rec.dropped}" in repr(rec)
+        with pytest.raises(ValueError, match="max_bytes must be a positive number of bytes or None, got 0"):
+            with capture(net, max_bytes=0):
+                pass
+
+    def test_batch_slice_cuts_images_of_a_pixels_by_images_batch(self, device):
+        net = LookupPyramid(iters=1).to(device)
+        x = torch.rand(3, 1, 4, 5, device=device)
+        torch.manual_seed(0)
+        with torch.no_grad(), capture(net) as full:
+            net(x)
+        torch.manual_seed(0)
+        with torch.no_grad(), capture(net, batch_slice=slice(1, 2)) as cut:
+            net(x)
+        lookup, whole = cut[0], full[0]
+        assert lookup.input.shape[0] == lookup.grid.shape[0] == 4 * 5  # the pixels of image 1
+        torch.testing.assert_close(lookup.grid, whole.grid[20:40])
+        torch.testing.assert_close(lookup.output, whole.output[20:40])
+        assert cut.last().input.shape[0] == 1
+        torch.testing.assert_close(cut.last().input, x[1:2].cpu() if full.last().input.device.type == "cpu" else x[1:2])
+
+
+class TestOverhead:
+    def test_grids_are_forgotten_with_them_and_many_stay_correct(self, device):
+        class ManyGrids(nn.Module):
+            def forward(self, x):
+                grids = [F.affine_grid((ZOOM * (1 + i / 1000)).expand(x.shape[0], 2, 3).to(x), x.size(),
+                                       align_corners=False) for i in range(600)]
+                return [F.grid_sample(x, g, align_corners=False) for g in grids[::100]]
+
+        net = ManyGrids().to(device)
+        with torch.no_grad(), capture(net, keep_last=None) as rec:
+            net(torch.rand(1, 1, 4, 4, device=device))
+            from stnviz.capture._mode import _local
+            session = _local.dispatcher.sessions[-1]
+            assert len(session.grids) == 0  # every grid is gone, and its entry with it
+        assert len(rec) == 6
+        for i, r in zip(range(0, 600, 100), rec):
+            torch.testing.assert_close(r.theta, (ZOOM * (1 + i / 1000)).cpu().to(r.theta.dtype))

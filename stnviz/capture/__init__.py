@@ -16,15 +16,22 @@ Every sampler call is seen, however the code reaches it: ``F.grid_sample``, a na
   looked up by identity (an unhashable helper calling ``grid_sample`` is fine), and a call that
   can't be recorded is left out, counted in ``Capture.skipped`` and named in one
   :class:`CaptureWarning`; the forward's own result is returned unchanged;
-* memory is bounded: records are detached copies (on the CPU by default), at most ``keep_last`` of
-  them, each cut to ``batch_slice``; the thetas waiting for their ``grid_sample`` are held only as
-  long as the grid they made is alive.
+* memory is bounded in records and bytes: records are detached copies (on the CPU by default), at
+  most ``keep_last`` of them holding at most ``max_bytes`` (256 MB by default; the oldest go first,
+  counted in ``Capture.dropped``), each cut to ``batch_slice``; a tensor sampled by several calls
+  in one forward is copied once and shared; the thetas waiting for their ``grid_sample`` are held
+  only as long as the grid they made is alive and unchanged (a grid changed in place, ``grid +=
+  flow``, loses its theta);
+* warnings raised by the samplers (torch's ``align_corners`` notes) point at the user's line, and
+  a sampler wrapped by another tool (``functools.wraps``, ``__wrapped__``) is still recognised.
 
 Each :class:`TransformRecord` says how it was sampled (``sampling``: ``mode``, ``padding_mode``,
 ``align_corners``, so ``geometry.warp(r.input, r.grid, **r.sampling)`` reproduces ``r.output``),
 gives its theta in stnviz's convention (``align_corners=False``, converted when the code used
-``True``), has a stable ``key`` (the module's name, plus ``#k`` for its k-th sampler call in one
-forward of the model) and a ``role`` saying what was sampled, judged from shapes and lineage by
+``True``), has a stable ``key`` (the module's name, plus ``.method`` when the module was driven through
+a method other than ``forward`` (``"LIIF.query_rgb:grid_sample"``), plus ``#k`` for its k-th
+sampler call in one capture pass: one forward of the model, or, outside a forward, the calls
+until the next forward) and a ``role`` saying what was sampled, judged from shapes and lineage by
 :mod:`stnviz.capture.roles` (one rule per role there): ``"image"`` for a warp of images or feature
 maps of the model's batch (an image with a fill-mask channel included: ``image_channels`` says
 which channels are the picture), ``"points"`` for point or query look-ups (``(N, P, 1, 2)`` or

@@ -3,7 +3,11 @@ place on the (per-thread) torch function mode stack."""
 
 from __future__ import annotations
 
+import inspect
+import os
+import sys
 import threading
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -56,6 +60,76 @@ def _on_stack(mode: TorchFunctionMode) -> bool:
     return any(m is mode for m in _get_current_function_mode_stack())
 
 
+#: the samplers, by what they are: a function is one of them when it is, or wraps (``__wrapped__``,
+#: as ``functools.wraps`` leaves it), ``torch.nn.functional``'s function of that name, or carries
+#: its module and qualified name; so a tool that wrapped torch's functions before (or while) a
+#: capture runs doesn't hide the calls.
+_SAMPLERS = {"grid_sample": F.grid_sample, "affine_grid": F.affine_grid}
+_kinds: dict = {}  # func -> "grid_sample" | "affine_grid" | None, judged once per function
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def _judge_kind(func) -> str | None:
+    with_unwrapped = [func]
+    try:
+        with_unwrapped.append(inspect.unwrap(func))
+    except Exception:  # a cycle of __wrapped__, an odd object
+        pass
+    for f in with_unwrapped:
+        for kind, original in _SAMPLERS.items():
+            if f is original or f is getattr(F, kind, None):
+                return kind
+            if getattr(f, "__module__", None) == "torch.nn.functional" and getattr(f, "__qualname__", None) == kind:
+                return kind
+    return None
+
+
+def sampler_kind(func) -> str | None:
+    """``"grid_sample"``, ``"affine_grid"`` or ``None``: which sampler function ``func`` is."""
+    try:
+        return _kinds[func]
+    except KeyError:
+        kind = _kinds[func] = _judge_kind(func)
+        return kind
+    except TypeError:  # an unhashable callable
+        return _judge_kind(func)
+
+
+def _caller(func):
+    """The frame that called ``func`` (the user's line, where torch's own ``stacklevel=2``
+    warnings point without a mode), or ``None``."""
+    code = getattr(inspect.unwrap(func), "__code__", None)
+    f = sys._getframe(2)
+    first_outside = None  # else the first frame in neither torch nor this file (a wrapper's caller)
+    while f is not None:
+        if f.f_code is code:
+            return f.f_back
+        if first_outside is None and not f.f_code.co_filename.startswith((_TORCH_DIR, __file__)):
+            first_outside = f
+        f = f.f_back
+    return first_outside
+
+
+def _run_keeping_warning_origins(func, args, kwargs):
+    """``func(*args, **kwargs)``; the warnings it gives that would point at this file (torch warns
+    at its caller's line, which under a mode is this dispatcher) are given again at the line that
+    called ``func``, so filters and the reported file/line are those of the user's code."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = func(*args, **kwargs)
+    if caught:
+        frame = _caller(func)
+        for w in caught:
+            if frame is not None and w.filename == __file__:
+                registry = frame.f_globals.setdefault("__warningregistry__", {})
+                warnings.warn_explicit(w.message, w.category, frame.f_code.co_filename, frame.f_lineno,
+                                       module=frame.f_globals.get("__name__"), registry=registry,
+                                       module_globals=frame.f_globals)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return out
+
+
 class _Dispatcher(TorchFunctionMode):
     """One per thread while any capture is open there: hands sampler calls to each open capture.
     With no capture left it only passes calls on (until its thread's next capture removes it)."""
@@ -67,10 +141,12 @@ class _Dispatcher(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func is F.grid_sample or func is F.affine_grid:
-            for s in self.sessions:
-                s.on_call(func, args, kwargs, out)
+        kind = sampler_kind(func)
+        if kind is None:
+            return func(*args, **kwargs)
+        out = _run_keeping_warning_origins(func, args, kwargs)
+        for s in self.sessions:
+            s.on_call(kind, args, kwargs, out)
         return out
 
 

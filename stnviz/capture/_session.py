@@ -57,6 +57,18 @@ def _modules_by_id(model: nn.Module) -> dict[int, tuple[nn.Module, str]]:
 
 
 
+#: the code names of a module's own forward (and of torch's call machinery around it)
+_FORWARD_NAMES = frozenset({"forward", "_call_impl", "_wrapped_call_impl", "__call__"})
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """``t``'s in-place version counter (``None`` for inference tensors, which keep none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 def _never_raises(what: str):
     """For a capture hook: an exception is counted and warned about, never raised into the forward."""
     def wrap(method):
@@ -81,18 +93,19 @@ class _Session:
     and those of stnviz's grid generators (their parameters) are registered. Nothing here raises
     into the model's forward: a failure is counted in ``rec.skipped`` and warned about once."""
 
-    def __init__(self, model: nn.Module, rec: Capture, batch_slice, to_cpu: bool):
+    def __init__(self, model: nn.Module, rec: Capture, batch_slice: slice | None, to_cpu: bool):
         self.model, self.rec, self.batch_slice, self.to_cpu = model, rec, batch_slice, to_cpu
         self.thread = threading.get_ident()
         self.root_name = type(model._orig_mod if _is_compiled(model) else model).__name__
         self.modules = _modules_by_id(model)  # id -> (module, name): held, so no id is reused meanwhile
         self.running = 0  # depth of the model's own forward in this thread
-        self.per_forward: dict[str, int] = {}
+        self.per_pass: dict[str, int] = {}  # key base -> sampler calls so far in this capture pass
+        self.copies: dict[tuple, tuple] = {}  # tensor's (storage, view, version) -> weakrefs (tensor, its copy)
+        self.copies_limit = 64
         self.model_inputs: list[torch.Tensor] = []
         self.generated: dict[int, tuple] = {}  # id(SpatialTransformer) -> its generator's last output
         self.parent = {id(m.grid_generator): m for m, _ in self.modules.values() if isinstance(m, SpatialTransformer)}
-        self.grids: dict[int, tuple] = {}  # id(grid) -> (weakref(grid), provenance)
-        self.finalizers: list[weakref.finalize] = []
+        self.grids: dict[int, tuple] = {}  # id(grid) -> (weakref(grid), provenance, grid._version)
         self.handles: list = []
         self.dispatcher: _Dispatcher | None = None
         self.warned = False
@@ -128,8 +141,8 @@ class _Session:
     @_never_raises("the start of the model's forward")
     def root_pre(self, module, args):
         if self._mine():
-            if not self.running:  # a new forward of the model: per-forward call indices start again
-                self.per_forward.clear()
+            if not self.running:  # a new forward of the model: a new capture pass
+                self._new_pass()
                 self.model_inputs = [a for a in args if isinstance(a, torch.Tensor)]
             self.running += 1
 
@@ -149,64 +162,107 @@ class _Session:
                 self.generated[id(st)] = prov
 
     def _owner(self):
-        """The innermost module of the model whose code is running (from the call stack), and
-        the innermost stnviz SpatialTransformer among them (or ``None``)."""
-        owner = st = None
+        """The innermost module of the model whose code is running (from the call stack), the
+        innermost stnviz SpatialTransformer among them (or ``None``), and the owner's method the
+        call was reached through (its outermost one on the stack: ``"query_rgb"``, ``"guide"``),
+        ``None`` when that is ``forward`` (a helper method called from ``forward``, or a free
+        function called from a method, counts as the method it was called from)."""
+        owner = st = method = None
         f = sys._getframe(1)
         while f is not None:
             obj = f.f_locals.get("self")
             if obj is not None and self.name(obj) is not None:
                 if owner is None:
                     owner = obj
+                if obj is owner:  # the outermost method of the owner: the one it was entered through
+                    method = None if f.f_code.co_name in _FORWARD_NAMES else f.f_code.co_name
                 if isinstance(obj, SpatialTransformer):
                     st = obj
                     break
             f = f.f_back
-        return owner, st
+        return owner, st, method
+
+    def _new_pass(self) -> None:
+        """A capture pass starts (a forward of the model): call indices count from 0 again, and
+        the copies of the last pass are no longer shared (the records keep them)."""
+        self.per_pass.clear()
+        self.copies.clear()
 
     def _remember(self, grid: torch.Tensor, prov: tuple) -> None:
-        key = id(grid)
-        self.grids[key] = (weakref.ref(grid), prov)
-        self.finalizers.append(weakref.finalize(grid, self.grids.pop, key, None))
-        if len(self.finalizers) > 256:  # forget finalizers of grids already gone
-            self.finalizers = [f for f in self.finalizers if f.alive]
+        """Note where ``grid`` came from while it is alive: O(1), the entry leaves with the grid
+        (the weak reference's callback; a dropped reference calls nothing, so closing is free)."""
+        key, grids = id(grid), self.grids
+        grids[key] = (weakref.ref(grid, lambda _, key=key: grids.pop(key, None)), prov, _version(grid))
 
     def _provenance(self, grid: torch.Tensor):
+        """What made ``grid``, while it still describes it: ``None`` once the grid was changed in
+        place after it was made (``grid += flow``: its version counter moved on)."""
         entry = self.grids.get(id(grid))
-        if entry is not None and entry[0]() is grid:
+        if entry is not None and entry[0]() is grid and entry[2] == _version(grid):
             return entry[1]
         return None
 
-    def on_call(self, func, args, kwargs, out) -> None:
+    def on_call(self, kind: str, args, kwargs, out) -> None:
+        """A call of the sampler ``kind`` (``"grid_sample"`` or ``"affine_grid"``) returned ``out``."""
         if not self._mine():
             return
         try:
-            self._on_call(func, args, kwargs, out)
+            self._on_call(kind, args, kwargs, out)
         except Exception as e:
             where = ""
             with contextlib.suppress(Exception):
                 owner = self._owner()[0]
                 where = "" if owner is None else f" in {self.name(owner) or self.root_name!r}"
-            self.failed(f"a {func.__name__} call{where}", e)
+            self.failed(f"a {kind} call{where}", e)
 
-    def _on_call(self, func, args, kwargs, out) -> None:
-        if func is F.affine_grid:
+    def _on_call(self, kind: str, args, kwargs, out) -> None:
+        if kind == "affine_grid":
             theta = _arg(args, kwargs, 0, "theta", None)
             if isinstance(theta, torch.Tensor) and theta.dim() == 3 and theta.shape[1:] == (2, 3):
                 ac = _arg(args, kwargs, 2, "align_corners", None)
                 self._remember(out, ("affine", theta.detach(), None, bool(ac)))
             return
-        owner, st = self._owner()
+        owner, st, method = self._owner()
         if owner is not None:  # a sampler call of this model (not of other code in the context)
-            self._record(args, kwargs, out, owner, st)
+            self._record(args, kwargs, out, owner, st, method)
+
+    def _sliced(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` cut to ``batch_slice`` of the model's images. A batch of ``B`` (the model's first
+        input's batch, known while its forward runs) is cut as it is; a batch of ``k * B`` (pixels
+        x images of a correlation look-up, heads x images) is taken as ``k`` consecutive entries
+        per image, the layout ``reshape(B * k, ...)`` of a ``(B, k, ...)`` tensor gives, and the
+        ``k`` entries of each kept image are kept; any other batch is cut as it is."""
+        sl, n = self.batch_slice, t.shape[0] if t.dim() else 0
+        b = next((x.shape[0] for x in self.model_inputs if x.dim()), 0) if self.running else 0
+        if sl is None or not b or n == b or n % b:
+            return t if sl is None else t[sl]
+        k = n // b
+        start, stop, step = sl.indices(b)
+        if step == 1:
+            return t[start * k: max(start, stop) * k]
+        idx = torch.arange(n, device=t.device).view(b, k)[sl].reshape(-1)
+        return t.index_select(0, idx)
 
     def _copy(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.detach()
-        if self.batch_slice is not None:
-            t = t[self.batch_slice]
-        return t.to("cpu", copy=True) if self.to_cpu else t.clone()
+        """A detached copy of ``t`` (cut to ``batch_slice``): made once per tensor and version in a
+        capture pass, and shared by every record that sampled the same tensor (copy once, refer many)."""
+        orig, t = t, t.detach()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t.device,
+               _version(t))
+        # a hit needs the tensor first copied still alive (else its memory, so its address, may
+        # hold another tensor now) and the copy still kept by a record
+        entry = self.copies.get(key)
+        copy = entry[1]() if entry is not None and entry[0]() is not None else None
+        if copy is None:
+            cut = self._sliced(t)
+            copy = cut.to("cpu", copy=True) if self.to_cpu else cut.clone()
+            self.copies[key] = (weakref.ref(orig), weakref.ref(copy))
+            if len(self.copies) > self.copies_limit:  # forget the dead entries: amortised O(1)
+                self.copies = {k: e for k, e in self.copies.items() if e[0]() is not None and e[1]() is not None}
+                self.copies_limit = max(64, 2 * len(self.copies))
+        return copy
 
-    def _record(self, args, kwargs, out, owner: nn.Module, st: nn.Module | None) -> None:
+    def _record(self, args, kwargs, out, owner: nn.Module, st: nn.Module | None, method: str | None = None) -> None:
         inp = _arg(args, kwargs, 0, "input", None)
         grid = _arg(args, kwargs, 1, "grid", None)
         if not isinstance(inp, torch.Tensor) or not isinstance(grid, torch.Tensor):
@@ -218,11 +274,12 @@ class _Session:
             owner = st
             base = self.name(st) or self.root_name
         else:
-            base = (self.name(owner) or self.root_name) + ":grid_sample"
-        if not self.running:
-            self.per_forward.clear()  # a submodule called on its own: each call is its own forward
-        k = self.per_forward.get(base, 0)
-        self.per_forward[base] = k + 1
+            name = self.name(owner) or self.root_name
+            base = (name if method is None else f"{name}.{method}") + ":grid_sample"
+        # counted per capture pass: one forward of the model; outside a forward (a method such
+        # as ``guide()`` or a submodule called on its own) the calls go on counting until the next
+        k = self.per_pass.get(base, 0)
+        self.per_pass[base] = k + 1
         key = base if k == 0 else f"{base}#{k}"
         dims = grid.dim() - 2
         prov = self._provenance(grid)
@@ -257,9 +314,7 @@ class _Session:
             h.remove()
         self.handles.clear()
         _dispatcher_leave(self)
-        for f in self.finalizers:
-            f.detach()
-        self.finalizers.clear()
         self.grids.clear()
+        self.copies.clear()
         self.generated.clear()
         self.model_inputs = []

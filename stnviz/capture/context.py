@@ -11,7 +11,7 @@ from torch import nn
 
 from ..models import SpatialTransformer
 from ._session import _Session, _is_compiled, _is_scripted
-from .records import Capture, CaptureError
+from .records import _MAX_BYTES, Capture, CaptureError
 
 __all__ = ["capture"]
 
@@ -26,6 +26,7 @@ def capture(
     model: nn.Module,
     *,
     keep_last: int | None = 64,
+    max_bytes: int | None = _MAX_BYTES,
     batch_slice: slice | int | None = None,
     to_cpu: bool = True,
     foreign: bool = True,
@@ -36,11 +37,24 @@ def capture(
     Args:
         model: any ``nn.Module`` (stnviz's or not; a ``torch.compile``\\ d one runs eagerly inside).
         keep_last: keep only the latest N records (bounded memory); ``None`` keeps all.
-        batch_slice: keep only these samples of each batch (``slice(0, 8)``, or an int ``n`` for
-            the first ``n``).
+        max_bytes: keep the latest records holding at most this many bytes together (default
+            256 MB, ``None``: no limit); the oldest are dropped first (``rec.dropped``), the newest
+            is always kept.
+        batch_slice: keep only these images of each batch (``slice(0, 8)``, or an int ``n`` for
+            the first ``n``). A sampler whose batch is a multiple ``k * B`` of the model's batch
+            ``B`` (pixels x images of a correlation look-up, heads x images) is taken as ``k``
+            consecutive entries per image, and the entries of the kept images are kept.
         to_cpu: move the copies to the CPU (default) or keep them on the model's device.
         foreign: also record sampler calls outside stnviz transformers (``False``: stnviz's only).
         allow_empty: don't raise :class:`CaptureError` when nothing was captured.
+
+    What is kept: for each sampler call a :class:`TransformRecord` holding detached copies (on the
+    CPU unless ``to_cpu=False``) of its input, grid, output and parameters, cut to
+    ``batch_slice``. Copies are made once per tensor in a capture pass (one forward of the model;
+    outside a forward, until the next): records that sample the same tensor (a correlation
+    pyramid looked up 12 times, a feature map queried in chunks), or the output of one warp that
+    is the input of the next, share one copy. Nothing else outlives the records: the thetas
+    waiting for their ``grid_sample`` go with their grid.
 
     Example:
         >>> import torch, stnviz
@@ -59,15 +73,15 @@ def capture(
             "(unscripted) nn.Module")
     if isinstance(batch_slice, int):
         batch_slice = slice(0, batch_slice)
-    rec = Capture(keep_last)
+    rec = Capture(keep_last, max_bytes)
     rec.stnviz_display = getattr(model, "stnviz_display", None)  # the model's display travels (stnviz.render.set_display)
     session = _Session(model, rec, batch_slice, to_cpu)
     if not foreign:
         session_record = session._record
 
-        def stnviz_only(args, kwargs, out, owner, st):
+        def stnviz_only(args, kwargs, out, owner, st, method=None):
             if st is not None:
-                session_record(args, kwargs, out, owner, st)
+                session_record(args, kwargs, out, owner, st, method)
 
         session._record = stnviz_only
     modules = [m for m, _ in session.modules.values()]

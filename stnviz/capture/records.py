@@ -42,9 +42,11 @@ class TransformRecord:
 
     Attributes:
         key: stable name to pick the record by: the transformer's module name for stnviz
-            transformers (``"transformer"``), else the module running the call plus
-            ``":grid_sample"`` (``"stn:grid_sample"``); the k-th call of the same module in one
-            forward of the model gets ``"#k"`` (``"stn:grid_sample#1"``).
+            transformers (``"transformer"``), else the module running the call, ``.method``
+            when it was driven through a method other than ``forward``, and ``":grid_sample"``
+            (``"stn:grid_sample"``, ``"LIIF.query_rgb:grid_sample"``); the k-th call of the same
+            one in a capture pass (one forward of the model; outside a forward, the calls until
+            the next forward) gets ``"#k"`` (``"stn:grid_sample#1"``).
         module: qualified name of that module in the model (``""`` names the model itself shown
             as its class name); ``_orig_mod.`` of compiled models is dropped.
         call: order of this call among all records of the capture (0, 1, ...).
@@ -174,8 +176,23 @@ def _first_call_order(records: Iterable[TransformRecord], role: str | None = Non
     return sorted(first, key=first.__getitem__)
 
 
+#: the default byte budget of a capture's records: 256 MB of copies
+_MAX_BYTES = 256 * 2**20
+
+
+def _storages(r: TransformRecord) -> dict[int, int]:
+    """``{storage address: bytes}`` of the tensors a record holds (input, grid, output, params)."""
+    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+            for t in (r.input, r.grid, r.output, r.params) if t is not None}
+
+
 class Capture:
     """The records of one ``capture`` context: a sequence in call order, addressable by key.
+
+    Memory is bounded twice: at most ``keep_last`` records, holding at most ``max_bytes`` together
+    (a tensor shared by several records, copied once, counts once); the oldest records go first,
+    counted in ``dropped`` (the newest record is always kept, even alone over the budget).
+    ``kept_bytes`` is what the kept records hold now.
 
     Example:
         >>> import stnviz
@@ -185,22 +202,46 @@ class Capture:
         ...     _ = model(torch.rand(2, 1, 28, 28))
         >>> rec, rec.pick().key, len(rec.of("transformer"))
         (Capture(1 records, keys=['transformer'], dropped=0), 'transformer', 1)
+        >>> rec.kept_bytes  # input, grid and output of 2 images at 28 x 28, and the thetas
+        25136
     """
 
-    def __init__(self, keep_last: int | None):
+    def __init__(self, keep_last: int | None, max_bytes: int | None = _MAX_BYTES):
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be a positive number of records or None, got {keep_last}")
-        self._records: deque = deque(maxlen=keep_last)
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive number of bytes or None, got {max_bytes}")
+        self.keep_last, self.max_bytes = keep_last, max_bytes
+        self._records: deque = deque()
         self._counter = itertools.count()
+        self._storages: dict[int, list] = {}  # storage address -> [bytes, records holding it]
+        #: the bytes the kept records hold (each shared copy counted once)
+        self.kept_bytes = 0
+        #: how many of the oldest records were dropped to stay within ``keep_last`` and ``max_bytes``
         self.dropped = 0
         #: how many times recording failed (a sampler call left out, a hook that could not note its
         #: state); the forwards themselves ran unchanged, see the :class:`CaptureWarning`
         self.skipped = 0
 
     def _add(self, rec: TransformRecord) -> None:
-        if self._records.maxlen is not None and len(self._records) == self._records.maxlen:
-            self.dropped += 1
         self._records.append(rec)
+        for ptr, nbytes in _storages(rec).items():
+            entry = self._storages.setdefault(ptr, [nbytes, 0])
+            self.kept_bytes += nbytes if entry[1] == 0 else 0
+            entry[1] += 1
+        while len(self._records) > 1 and (
+                (self.keep_last is not None and len(self._records) > self.keep_last)
+                or (self.max_bytes is not None and self.kept_bytes > self.max_bytes)):
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        for ptr in _storages(self._records.popleft()):
+            entry = self._storages[ptr]
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.kept_bytes -= entry[0]
+                del self._storages[ptr]
+        self.dropped += 1
 
     def __len__(self) -> int:
         return len(self._records)
