@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import functools
 import gc
@@ -701,3 +702,34 @@ class TestOverhead:
         assert len(rec) == 6
         for i, r in zip(range(0, 600, 100), rec):
             torch.testing.assert_close(r.theta, (ZOOM * (1 + i / 1000)).cpu().to(r.theta.dtype))
+
+    def test_interception_only_while_the_model_runs(self, device):
+        seen = []
+
+        class Probe(nn.Module):
+            def forward(self, x):
+                seen.append(len(_stnviz_modes()))
+                return x
+
+        class WithProbe(Queried):
+            def __init__(self):
+                super().__init__()
+                self.probe = Probe()
+
+            def forward(self, x):
+                return self.guide(self.probe(x), steps=1)
+
+        model = WithProbe().to(device)
+        x = torch.rand(2, 1, 8, 8, device=device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with capture(model) as rec:
+            model.gen_feat(x)
+            (model(x).sum() + model.feat.sum()).backward()
+            assert _stnviz_modes() == []  # an optimizer step, a loss: no torch call goes through Python
+            opt.step()
+            model.probe(x)  # a submodule on its own
+            model.query(torch.zeros(2, 3, 2, device=device))  # a method other than forward
+            del model.feat  # (a non-leaf tensor can't be deep-copied)
+            assert "query" in model.__dict__ and copy.deepcopy(model).query.__func__ is Queried.query
+        assert seen == [1, 1] and _stnviz_modes() == [] and "query" not in model.__dict__
+        assert [r.key for r in rec] == ["WithProbe:grid_sample", "WithProbe.query:grid_sample"]

@@ -6,11 +6,13 @@ Every sampler call is seen, however the code reaches it: ``F.grid_sample``, a na
 (nothing in ``torch.nn.functional`` is patched), so
 
 * a capture records only the calls of its own thread, made while a module of *its* model runs;
-  several threads, nested or overlapping captures each keep their own records;
-* everything is restored on exit, also on an exception (the few hooks, on the model itself and on
-  stnviz's grid generators, are removed in ``finally``; which module made a call is read from the
-  call stack, so no hook runs on every module call); a capture entered and never exited is closed
-  when it is garbage-collected;
+  several threads, nested or overlapping captures each keep their own records; the mode is on the
+  stack only then (switched by forward hooks on the model's modules, and by its own methods such as
+  ``guide()``, wrapped on the instance while the context is open), so the loss, backward and the
+  optimizer's ``.grad`` reads never go through Python;
+* everything is restored on exit, also on an exception (the hooks and method wrappers are removed
+  in ``finally``; which module made a call is read from the call stack); a capture entered and
+  never exited is closed when it is garbage-collected;
 * it never breaks a forward that works without it: only its own mode is taken off the torch
   function mode stack (the user's modes stay, in any order of entering and exiting), objects are
   looked up by identity (an unhashable helper calling ``grid_sample`` is fine), and a call that

@@ -138,6 +138,7 @@ class _Dispatcher(TorchFunctionMode):
         super().__init__()
         self.thread = threading.get_ident()
         self.sessions: list[_Session] = []  # replaced, never mutated: a GC in another thread may drop one
+        self.active = 0  # how many model modules or methods of its captures are running in its thread
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -160,10 +161,28 @@ def _dispatcher_join(session: "_Session") -> None:
             _remove_mode(m)
     if d is None:
         d = _local.dispatcher = _Dispatcher()
-    if not _on_stack(d):  # new, or taken off the stack by someone else: (re)inserted
-        _insert_mode(d)
     d.sessions = [*d.sessions, session]
     session.dispatcher = d
+
+
+def _intercept(session: "_Session", on: bool) -> None:
+    """A module or method of ``session``'s model starts (``on``) or ends running in this thread:
+    the dispatcher is on the torch function mode stack only while one of its captures' models
+    runs, so torch calls made elsewhere (an optimizer's ``.grad`` reads, a loss, data loading)
+    never go through Python."""
+    d = session.dispatcher
+    if d is None:
+        return
+    if on:
+        session.active += 1
+        d.active += 1
+        if not _on_stack(d):  # first to start, or taken off the stack by someone else: (re)inserted
+            _insert_mode(d)
+    elif session.active:
+        session.active -= 1
+        d.active -= 1
+        if not d.active:
+            _remove_mode(d)
 
 
 def _dispatcher_leave(session: "_Session") -> None:
@@ -175,7 +194,12 @@ def _dispatcher_leave(session: "_Session") -> None:
     if d is None:
         return
     d.sessions = [s for s in d.sessions if s is not session]
-    if d.sessions or threading.get_ident() != d.thread:
+    d.active -= session.active  # closed while its model ran (an exception, a dropped context)
+    session.active = 0
+    if (d.sessions and d.active) or threading.get_ident() != d.thread:
+        return
+    if d.sessions:  # others stay open, none of their models running: off the stack until one runs
+        _remove_mode(d)
         return
     if _remove_mode(d) and getattr(_local, "dispatcher", None) is d:
         _local.dispatcher = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import sys
 import threading
 import warnings
@@ -17,7 +18,7 @@ from torch import nn
 from .. import geometry
 from ..models import GridGenerator, SpatialTransformer
 from . import roles
-from ._mode import _Dispatcher, _dispatcher_join, _dispatcher_leave
+from ._mode import _Dispatcher, _dispatcher_join, _dispatcher_leave, _intercept
 from .records import Capture, CaptureWarning, TransformRecord
 
 
@@ -69,6 +70,42 @@ def _version(t: torch.Tensor) -> int | None:
         return None
 
 
+def _own_methods(model: nn.Module) -> list[str]:
+    """The names of the methods ``model``'s own classes define (not torch's, not ``forward``, no
+    dunders, not set on the instance): those a user may drive the model through."""
+    names = []
+    for cls in type(model).__mro__:
+        if cls.__module__.startswith("torch.") or cls is object:
+            continue
+        for name, value in vars(cls).items():
+            if (inspect.isfunction(value) and not inspect.isgeneratorfunction(value)
+                    and not inspect.iscoroutinefunction(value) and name not in _FORWARD_NAMES
+                    and not name.startswith("__") and name not in names and name not in model.__dict__):
+                names.append(name)
+    return names
+
+
+class _Intercepting:
+    """A method of the model, set on the instance while a capture is open: the interception is on
+    while it runs. Deep-copied with the model it becomes the plain method of the copy again (an
+    EMA copy made inside the context calls its own code)."""
+
+    def __init__(self, session: "_Session", method):
+        self.session, self.method = session, method
+        functools.update_wrapper(self, method)
+
+    def __call__(self, *args, **kwargs):
+        self.session.enter()
+        try:
+            return self.method(*args, **kwargs)
+        finally:
+            self.session.leave()
+
+    def __deepcopy__(self, memo):
+        owner = self.method.__self__
+        return getattr(memo.get(id(owner), owner), self.method.__name__)
+
+
 def _never_raises(what: str):
     """For a capture hook: an exception is counted and warned about, never raised into the forward."""
     def wrap(method):
@@ -88,9 +125,9 @@ class _Session:
     running in this capture's thread, the grids waiting for a sampler call, and the records.
 
     Which module made a sampler call is read from the Python call stack at that call (the
-    innermost frame whose ``self`` is a module of the model), so no hook runs on every module
-    call: only the model's own forward hooks (a new forward starts the per-forward call indices)
-    and those of stnviz's grid generators (their parameters) are registered. Nothing here raises
+    innermost frame whose ``self`` is a module of the model). Hooks: on every module, switching
+    the interception on and off (:meth:`open`); on the model itself (a new forward starts a
+    capture pass); on stnviz's grid generators (their parameters). Nothing here raises
     into the model's forward: a failure is counted in ``rec.skipped`` and warned about once."""
 
     def __init__(self, model: nn.Module, rec: Capture, batch_slice: slice | None, to_cpu: bool):
@@ -107,6 +144,8 @@ class _Session:
         self.parent = {id(m.grid_generator): m for m, _ in self.modules.values() if isinstance(m, SpatialTransformer)}
         self.grids: dict[int, tuple] = {}  # id(grid) -> (weakref(grid), provenance, grid._version)
         self.handles: list = []
+        self.wrapped: list[str] = []  # the model's methods wrapped on the instance
+        self.active = 0  # how many of the model's modules or methods are running in this thread
         self.dispatcher: _Dispatcher | None = None
         self.warned = False
         self.closed = False
@@ -129,15 +168,44 @@ class _Session:
                           CaptureWarning, stacklevel=2)
 
     def open(self) -> None:
-        """Register the hooks and join this thread's dispatcher."""
+        """Register the hooks, wrap the model's own methods and join this thread's dispatcher.
+
+        Sampler calls are intercepted only while a module of the model runs: every module's
+        forward (the model's, or a submodule called on its own) and every method of the model's
+        own class other than ``forward`` (``guide()``, ``query_rgb()``; wrapped on the instance for
+        the capture's life) switch the interception on and off again."""
+        _dispatcher_join(self)
         self.handles.append(self.model.register_forward_pre_hook(self.root_pre))
         self.handles.append(self.model.register_forward_hook(self.root_post, always_call=True))
         for m, _ in self.modules.values():
+            self.handles.append(m.register_forward_pre_hook(self.module_pre))
+            self.handles.append(m.register_forward_hook(self.module_post, always_call=True))
             if isinstance(m, GridGenerator):
                 self.handles.append(m.register_forward_hook(self.generator_post, with_kwargs=True))
-        _dispatcher_join(self)
+        for name in _own_methods(self.model):
+            self.model.__dict__[name] = self._intercepting(getattr(self.model, name))
+            self.wrapped.append(name)
 
-    # hooks on the model itself and on stnviz's grid generators
+    def _intercepting(self, method):
+        return _Intercepting(self, method)
+
+    def enter(self) -> None:
+        if self._mine():
+            _intercept(self, True)
+
+    def leave(self) -> None:
+        if self._mine():
+            _intercept(self, False)
+
+    # hooks on the model itself, on every module and on stnviz's grid generators
+    @_never_raises("the start of a module's forward")
+    def module_pre(self, module, args):
+        self.enter()
+
+    @_never_raises("the end of a module's forward")
+    def module_post(self, module, args, output):
+        self.leave()
+
     @_never_raises("the start of the model's forward")
     def root_pre(self, module, args):
         if self._mine():
@@ -313,6 +381,10 @@ class _Session:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+        for name in self.wrapped:
+            if isinstance(self.model.__dict__.get(name), _Intercepting):
+                del self.model.__dict__[name]
+        self.wrapped.clear()
         _dispatcher_leave(self)
         self.grids.clear()
         self.copies.clear()
