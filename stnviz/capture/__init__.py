@@ -7,9 +7,9 @@ Every sampler call is seen, however the code reaches it: ``F.grid_sample``, a na
 
 * a capture records only the calls of its own thread, made while a module of *its* model runs;
   several threads, nested or overlapping captures each keep their own records; the mode is on the
-  stack only then (switched by forward hooks on the model's modules, and by its own methods such as
-  ``guide()``, wrapped on the instance while the context is open), so the loss, backward and the
-  optimizer's ``.grad`` reads never go through Python;
+  stack only then (switched by global forward hooks around the model's modules, and by the model's
+  own methods such as ``guide()``, wrapped on the instance while the context is open), so the
+  loss, backward and the optimizer's ``.grad`` reads never go through Python;
 * everything is restored on exit, also on an exception (the hooks and method wrappers are removed
   in ``finally``; which module made a call is read from the call stack); a capture entered and
   never exited is closed when it is garbage-collected;

@@ -176,7 +176,7 @@ def _intercept(session: "_Session", on: bool) -> None:
     if on:
         session.active += 1
         d.active += 1
-        if not _on_stack(d):  # first to start, or taken off the stack by someone else: (re)inserted
+        if d.active == 1 and not _on_stack(d):  # the first to start (a nested one finds it there)
             _insert_mode(d)
     elif session.active:
         session.active -= 1

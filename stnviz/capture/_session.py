@@ -14,6 +14,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from .. import geometry
 from ..models import GridGenerator, SpatialTransformer
@@ -125,8 +126,8 @@ class _Session:
     running in this capture's thread, the grids waiting for a sampler call, and the records.
 
     Which module made a sampler call is read from the Python call stack at that call (the
-    innermost frame whose ``self`` is a module of the model). Hooks: on every module, switching
-    the interception on and off (:meth:`open`); on the model itself (a new forward starts a
+    innermost frame whose ``self`` is a module of the model). Hooks: a global pair seeing every
+    module call, switching the interception on and off around the model's modules (:meth:`open`); on the model itself (a new forward starts a
     capture pass); on stnviz's grid generators (their parameters). Nothing here raises
     into the model's forward: a failure is counted in ``rec.skipped`` and warned about once."""
 
@@ -177,9 +178,14 @@ class _Session:
         _dispatcher_join(self)
         self.handles.append(self.model.register_forward_pre_hook(self.root_pre))
         self.handles.append(self.model.register_forward_hook(self.root_post, always_call=True))
+        if any(_is_compiled(m) for m, _ in self.modules.values()):  # torch.compile warns about global hooks
+            for m, _ in self.modules.values():
+                self.handles.append(m.register_forward_pre_hook(self.module_pre))
+                self.handles.append(m.register_forward_hook(self.module_post, always_call=True))
+        else:  # one pair of global hooks: two registrations, not two per module; a dict look-up per call
+            self.handles.append(register_module_forward_pre_hook(self.module_pre))
+            self.handles.append(register_module_forward_hook(self.module_post, always_call=True))
         for m, _ in self.modules.values():
-            self.handles.append(m.register_forward_pre_hook(self.module_pre))
-            self.handles.append(m.register_forward_hook(self.module_post, always_call=True))
             if isinstance(m, GridGenerator):
                 self.handles.append(m.register_forward_hook(self.generator_post, with_kwargs=True))
         for name in _own_methods(self.model):
@@ -200,11 +206,13 @@ class _Session:
     # hooks on the model itself, on every module and on stnviz's grid generators
     @_never_raises("the start of a module's forward")
     def module_pre(self, module, args):
-        self.enter()
+        if self.name(module) is not None and self._mine():
+            _intercept(self, True)
 
     @_never_raises("the end of a module's forward")
     def module_post(self, module, args, output):
-        self.leave()
+        if self.name(module) is not None and self._mine():
+            _intercept(self, False)
 
     @_never_raises("the start of the model's forward")
     def root_pre(self, module, args):
