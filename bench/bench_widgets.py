@@ -13,13 +13,24 @@ websocket hop to the browser (measured by ``tests/test_browser.py::test_slider_s
   plots computed on the spot: ``prefetch=False``) and as a user meets it (``prefetch=True``: the
   other tracks were run in the background while the first one was looked at).
 
+* ``STNInspector`` memory (issue 20 item 7): the peak RSS an inspector on 128 images at 3x224x224
+  adds (``stn_gtsrb`` built for 224 px: a 224-px image transformer and a feature-map transformer),
+  side by side with what the same records cost kept whole (one ``collect`` of the 128 images, as
+  the inspector did before); each measured in a fresh Python process: peak RSS (``ru_maxrss``)
+  after building it and picking 10 images, less the RSS before (model and images made, and the
+  same path run once on 2 images first, so the code it pages in is not counted).
+
 Goals (issues 4 and 11): explorer update <= 10 ms at 1x28x28 and <= 30 ms at 3x224x224; picker
 change <= 30 ms at 3x224x224 (explorer, inspector); scrub <= 30 ms; track change <= 200 ms.
+Issue 20: the inspector on 128 images at 224 px adds < 200 MB.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -64,6 +75,48 @@ def _row(rows, what, image, times, **extra):
     return med
 
 
+_MEMORY_PROBE = r"""
+import json, resource, sys, torch
+sys.path.insert(0, {bench!r})
+from bench_widgets import _images
+from stnviz import get_model
+from stnviz.capture import collect
+from stnviz.widgets import STNInspector
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+
+torch.manual_seed(0)
+model = get_model("stn_gtsrb", num_classes=43, input_size=(3, 224, 224)).eval()
+images = _images((3, 224, 224), 128)
+# the process's one-time costs (threads, code paged in from libtorch, ipywidgets, pandas, Pillow)
+# are not the images': the same path runs once on 2 images first
+STNInspector(model, images[:2]) if {how!r} == "inspector" else collect(model, images[:2])
+before = rss_mb()
+if {how!r} == "inspector":
+    ins = STNInspector(model, images)
+    for i in range(0, 128, 13):
+        ins.picker.value = i
+    kept = "shapes, parameters, each image's pictures as shown (uint8)"
+else:
+    col = collect(model, images, batch_size=256)
+    kept = f"{{len(col.records)}} records of 128 images"
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"before": before, "peak": peak, "after": rss_mb(), "kept": kept}}))
+"""
+
+
+def _memory(how: str) -> dict:
+    """Peak RSS added by ``how`` ("inspector" or "collect") on 128 images at 3x224x224, in a fresh process."""
+    from pathlib import Path
+
+    code = _MEMORY_PROBE.format(bench=str(Path(__file__).parent), how=how)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "PYTHONWARNINGS": "ignore"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run(quick: bool = False) -> dict:
     from stnviz import get_model
     from stnviz.data import sample_tracks
@@ -96,6 +149,16 @@ def run(quick: bool = False) -> dict:
     picks = [p if p != q else (p + 1) % 8 for p, q in zip(picks, [0] + picks[:-1])]
     med = _row(rows, "STNInspector: picker change", "3x224x224", _time_sets(ins.picker, ins.input_view, picks))
     goal("STNInspector picker change, 3x224x224, median ms", med, 30.0)
+
+    for how in ("collect", "inspector"):
+        m = _memory(how)
+        added = m["peak"] - m["before"]
+        rows.append({"widget": "STNInspector" if how == "inspector" else "collect (records kept whole)",
+                     "event": "memory: 128 images, peak RSS added (MB)", "image": "3x224x224",
+                     "median ms": None, "peak MB added": round(added, 1), "held after MB": round(m["after"] - m["before"], 1),
+                     "kept": m["kept"]})
+        if how == "inspector":
+            goal("STNInspector on 128 images at 3x224x224, peak RSS added, MB", added, 200.0)
 
     gtsrb = get_model("stn_gtsrb").eval()
     tracks = sample_tracks()[: 6 if quick else 12]

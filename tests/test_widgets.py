@@ -753,7 +753,11 @@ class TestInspectorMemory:
         for i in (4, 1):  # another chunk each time
             ins.picker.value = i
             got, want = ins.record(i), full.pick("transformer").sample(i)
-            assert ins._chunk[0] == i // 2 * 2
+            assert ins._chunk[0] == i  # the picked image, run alone
             torch.testing.assert_close(got.output.cpu(), want.output.cpu(), atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(got.theta.cpu(), kept.theta[i : i + 1].cpu(), atol=1e-5, rtol=1e-5)
         assert ins.message.value == "" and len(ins.theta_table(3)) == 2
+        batched = STNInspector(model, images, forward=lambda m, x: m(x), batch_size=2)  # its batch, as collected
+        torch.testing.assert_close(batched.record(3).output.cpu(), full.pick("transformer").sample(3).output.cpu(),
+                                   atol=1e-4, rtol=1e-4)
+        assert batched._chunk[0] == 2

@@ -133,18 +133,52 @@ def render_inspector(record, index: int, *, box=None, prediction: int | None = N
         >>> views.info.split("<br>")[:2]
         ['prediction: <b>2</b>', 'true: 2 ✓']
     """
+    shown = render.display_of(record, display=display)
+    names = class_names if class_names is not None else shown.class_names
+    return _views(_display_size(record, index, shown), record, box=box, prediction=prediction, label=label,
+                  class_names=names, scale=scale, margin=margin)
+
+
+class _Shown(typing.NamedTuple):
+    """What the inspector keeps of one image for one transformer: the pictures as shown (uint8,
+    ``(C, H, W)``, C 1 or 3: a feature map as its channel mean) and the marks, in input pixels."""
+
+    input: np.ndarray
+    output: np.ndarray
+    outline: np.ndarray  # (P, 2)
+    lattice: np.ndarray  # (64, 2)
+    outside: bool  # samples entirely outside its input
+    stretched: bool  # shown stretched to its own range
+
+
+def _as_uint8(picture: torch.Tensor) -> np.ndarray:
+    """A picture ``(C, H, W)`` in [0, 1] -> ``(C', H, W)`` uint8, C' 1 or 3 (feature maps by
+    :func:`stnviz.render.to_display`'s channel mean)."""
+    arr = render.to_display(picture)  # (H, W) or (H, W, 3) in [0, 1]
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return np.ascontiguousarray((arr * 255 + 0.5).astype(np.uint8))
+
+
+def _display_size(record, index: int, display: render.Display) -> _Shown:
+    """Sample ``index`` of a full record, as the inspector shows it (see :class:`_Shown`)."""
     record.require_2d("STNInspector")
     align = bool(record.sampling.get("align_corners"))
-    outline = record.sampled_outline(8)[index]
-    lattice = render.lattice_points(record.grid[index], record.input_size, 8, align_corners=align)
     picture = slice(None, record.image_channels)  # without a fill-mask channel
     ref = record.input[index, picture]
-    shown = render.display_of(record, display=display)
-    stretched = bool(shown.stretches(ref)[0])
-    input_rgb, output_rgb = render.region_panels(shown.apply(ref, where="STNInspector"),
-                                                 shown.apply(record.output[index, picture], ref, where="STNInspector"),
-                                                 outline, lattice, box, scale=scale, margin=margin)
-    names = class_names if class_names is not None else shown.class_names
+    return _Shown(_as_uint8(display.apply(ref, where="STNInspector")),
+                  _as_uint8(display.apply(record.output[index, picture], ref, where="STNInspector")),
+                  record.sampled_outline(8)[index].cpu().numpy(),
+                  render.lattice_points(record.grid[index], record.input_size, 8, align_corners=align),
+                  _samples_only_outside(record.grid[index]), bool(display.stretches(ref)[0]))
+
+
+def _views(shown: _Shown, record, *, box, prediction, label, class_names, scale, margin) -> InspectorViews:
+    """The inspector's pictures and text from what it keeps of one image (``record``: its
+    sampling and family)."""
+    input_rgb, output_rgb = render.region_panels(torch.from_numpy(shown.input).float() / 255,
+                                                 torch.from_numpy(shown.output).float() / 255,
+                                                 shown.outline, shown.lattice, box, scale=scale, margin=margin)
+    names = class_names
 
     def name(c: int) -> str:
         return html.escape(render.class_name(c, names))
@@ -160,9 +194,9 @@ def render_inspector(record, index: int, *, box=None, prediction: int | None = N
     lines.append(f"<span style='color:#666'>{html.escape(record.family or 'grid only')} · {html.escape(s['mode'])}, "
                  f"{html.escape(s['padding_mode'])}, align_corners={s['align_corners']}</span>")
     problems = []
-    if _samples_only_outside(record.grid[index]):
+    if shown.outside:
         problems.append("this transformer samples entirely outside its input")
-    if stretched:
+    if shown.stretched:
         problems.append("input outside [0, 1]: shown stretched to its own range (pass mean/std, denormalize or "
                         "display)")
     return InspectorViews(input_rgb, output_rgb, "<br>".join(lines), "; ".join(problems))
@@ -170,14 +204,36 @@ def render_inspector(record, index: int, *, box=None, prediction: int | None = N
 
 #: the inspector runs the images in chunks of about this many input bytes (at least one image):
 #: each chunk's full records exist only while it runs
-_CHUNK_BYTES = 8 * 2**20
+_CHUNK_BYTES = 2 * 2**20
 
 
 def _shape_only(record):
     """``record`` without its pixels: input, grid and output become shape-only ("meta") tensors;
-    the parameters, sampling and role stay. What the inspector keeps of every image."""
+    the parameters (copied into their own small storage: a long-lived view would pin the
+    allocator's pages of the batch it came from), sampling and role stay. What the inspector
+    keeps of every image."""
     return dataclasses.replace(record, input=record.input.to("meta"), grid=record.grid.to("meta"),
-                               output=record.output.to("meta"))
+                               output=record.output.to("meta"),
+                               params=None if record.params is None else record.params.clone())
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by the last chunk back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere): glibc keeps freed batch-sized blocks in its heap, and with a few small tensors
+    kept per chunk the process grows by a chunk's worth each time."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 def _default_predict(output) -> torch.Tensor | None:
@@ -218,15 +274,16 @@ class STNInspector(_Widget):
 
     A thin shell over :class:`InspectorState` (``inspector.state``) and :func:`render_inspector`.
 
-    Memory: the images run in chunks (``batch_size``, default about 8 MB of input each; with a
-    custom ``forward`` and no ``batch_size``, one batch), and of every record only shapes and
-    parameters are kept (``records``); the picked image's full record is made again when it is
-    picked, by running its chunk once more (:meth:`record`; the last chunk's records are kept).
+    Memory: the images run in chunks (``batch_size``, default about 2 MB of input each; with a
+    custom ``forward`` and no ``batch_size``, one batch). Of every record only shapes and
+    parameters are kept (``records``), and of every image what the views show (the pictures as
+    uint8 at their size, the region and lattice); an image's full record is made again when asked
+    for (:meth:`record`: that image runs once more; with a custom ``forward``, its batch).
     128 images of 3 x 224 x 224 hold well under 200 MB (``bench/bench_widgets.py``).
 
     Attributes for scripting and tests: ``state``, ``records`` (key -> record over all images,
-    its ``input``, ``grid`` and ``output`` shape-only), ``display``,
-    ``predictions``, ``picker``, ``which`` (the transformer dropdown), ``input_view``,
+    its ``input``, ``grid`` and ``output`` shape-only; :meth:`record` gives one image's full one),
+    ``display``, ``predictions``, ``picker``, ``which`` (the transformer dropdown), ``input_view``,
     ``output_view``, ``info``, ``table``, ``message``, ``log``.
 
     Example:
@@ -267,14 +324,32 @@ class STNInspector(_Widget):
             per_image = self.images[0].numel() * self.images.element_size()
             batch_size = max(1, min(256, _CHUNK_BYTES // per_image))
         self.forward, self.batch_size = forward, batch_size or n
-        self.collection = collect(model, self.images, forward=forward, batch_size=batch_size, keep=_shape_only)
+        predict = predict or _default_predict
+        run = forward or (lambda m, x: m(x))
+
+        chunk = [0]  # the size of the chunk running
+        self._shown: dict[str, list[_Shown]] = {}  # key -> what is shown of each image
+
+        def predicted(m, x):  # only the labels outlive a chunk, not the model's output
+            _release_freed_memory()  # the last chunk's
+            chunk[0] = x.shape[0]
+            p = predict(run(m, x))
+            return None if p is None else torch.as_tensor(p).reshape(-1).cpu().clone()
+
+        def keep(record):  # what is shown of each image, and the record without pixels
+            if record.spatial_dims == 2 and record.role in ("image", "flow", "auxiliary") \
+                    and record.input.shape[0] == chunk[0]:
+                self._shown.setdefault(record.key, []).extend(
+                    _display_size(record, i, self.display) for i in range(chunk[0]))
+            return _shape_only(record)
+
+        self.collection = collect(model, self.images, forward=predicted, batch_size=batch_size, keep=keep)
         self.records = self.collection.records
-        self._chunk: tuple[int, dict] | None = None  # (first image, key -> full record) of the last chunk made
+        self._chunk: tuple[int, dict] | None = None  # (first image, key -> full record) of the last run
         if not self.records:
             raise CaptureError(f"the model's forward made no sampler call that could be shown; "
                                f"left out: {self.collection.skipped or 'none'}")
-        predict = predict or _default_predict
-        preds = [predict(o) for o in self.collection.outputs]
+        preds = self.collection.outputs  # the labels per chunk (predicted)
         self.predictions = None
         if all(p is not None for p in preds):
             p = torch.cat([torch.as_tensor(x).reshape(-1).cpu() for x in preds])
@@ -330,14 +405,16 @@ class STNInspector(_Widget):
 
     def record(self, index: int, key: str | None = None):
         """The full record of image ``index`` (one sample: input, grid, output) for transformer
-        ``key`` (default the selected one): its chunk is run again, as it was collected, and kept
-        until another chunk is needed."""
+        ``key`` (default the selected one), made when asked: the image runs through the model
+        again (alone; with a custom ``forward``, in its batch as it was collected), and its records
+        are kept until another image is asked for."""
         key = self.state.key if key is None else key
-        start = index // self.batch_size * self.batch_size
+        start = index if self.forward is None else index // self.batch_size * self.batch_size
         if self._chunk is None or self._chunk[0] != start:
-            self._chunk = None  # the old chunk goes before the new one is made
-            chunk = self.images[start : start + self.batch_size]
-            self._chunk = (start, collect(self.model, chunk, forward=self.forward).records)
+            self._chunk = None  # the old records go before the new ones are made
+            _release_freed_memory()
+            stop = index + 1 if self.forward is None else start + self.batch_size
+            self._chunk = (start, collect(self.model, self.images[start:stop], forward=self.forward).records)
         full = self._chunk[1].get(key)
         if full is None:
             raise ValueError(f"transformer {key!r} was not recorded when image {index}'s batch ran again")
@@ -351,13 +428,13 @@ class STNInspector(_Widget):
         """Re-render the views from the state."""
         st = self.state
         st.require_one_per_image()
-        i, rec = st.index, self.record(st.index)
+        i, rec = st.index, self.records[st.key]
         box = None
         if self.boxes is not None and st.shows_box and rec.input_size == tuple(self.images.shape[-2:]):
             box = self.boxes[i]
-        v = render_inspector(rec, 0, box=box, label=None if self.labels is None else int(self.labels[i]),
-                             prediction=None if self.predictions is None else int(self.predictions[i]),
-                             class_names=self.class_names, display=self.display, scale=self.scale)
+        v = _views(self._shown[st.key][i], rec, box=box, label=None if self.labels is None else int(self.labels[i]),
+                   prediction=None if self.predictions is None else int(self.predictions[i]),
+                   class_names=self.class_names, scale=self.scale, margin=0.25)
         _show_pair(self.input_view, self.output_view, v.input_rgb, v.output_rgb,
                    "png" if rec.input.shape[1] != 3 else self.format)
         self.info.value = v.info
