@@ -92,10 +92,11 @@ class Display:
         class_names: names of the classes (a sequence or dict), for captions and titles.
 
     Example:
-        >>> imagenet = Display(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-        >>> x = (torch.rand(2, 3, 8, 8) - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-        >>> shown = imagenet.apply(x)  # back in [0, 1], nothing clipped
-        >>> tuple(shown.shape), bool((shown > 0).all() and (shown < 1).all())
+        >>> mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        >>> photo = torch.rand(2, 3, 8, 8) * 0.98 + 0.01
+        >>> normalised = (photo - mean.view(3, 1, 1)) / std.view(3, 1, 1)  # what an ImageNet model sees
+        >>> shown = Display(mean=mean, std=std).apply(normalised)  # back in [0, 1], nothing clipped
+        >>> tuple(shown.shape), bool(torch.allclose(shown, photo, atol=1e-5))
         ((2, 3, 8, 8), True)
         >>> Display(channels="bgr").apply(torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1)).flatten().tolist()
         [1.0, 0.5, 0.0]
