@@ -65,6 +65,7 @@ def _on_stack(mode: TorchFunctionMode) -> bool:
 #: its module and qualified name; so a tool that wrapped torch's functions before (or while) a
 #: capture runs doesn't hide the calls.
 _SAMPLERS = {"grid_sample": F.grid_sample, "affine_grid": F.affine_grid}
+_ALIGN_CORNERS_AT = {"grid_sample": 4, "affine_grid": 2}  # its position among the arguments
 _kinds: dict = {}  # func -> "grid_sample" | "affine_grid" | None, judged once per function
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
@@ -145,7 +146,11 @@ class _Dispatcher(TorchFunctionMode):
         kind = sampler_kind(func)
         if kind is None:
             return func(*args, **kwargs)
-        out = _run_keeping_warning_origins(func, args, kwargs)
+        i = _ALIGN_CORNERS_AT[kind]
+        if (args[i] if len(args) > i else kwargs.get("align_corners")) is None:  # torch warns only then
+            out = _run_keeping_warning_origins(func, args, kwargs)
+        else:
+            out = func(*args, **kwargs)
         for s in self.sessions:
             s.on_call(kind, args, kwargs, out)
         return out
