@@ -19,6 +19,10 @@ The checks (stable ids): ``zoom_out``, ``outside_image``, ``over_zoom``, ``input
 ``padding_not_background``, ``low_precision_grid``, ``non_finite`` and, with labels,
 ``no_effect`` (the accuracy with one transformer's grid swapped for the identity inside the
 forward, by a torch function mode: no change to the user's code).
+
+Over training, :class:`DiagnoseCallback` (a :class:`stnviz.train.Callback`, or
+``monitor.update(model, step)`` in any loop) tracks the same figures on a probe batch and adds
+``exploding`` and ``collapsing``, each warned once with the step (:mod:`stnviz.diagnose.monitor`).
 """
 
 from .checks import CHECKS, Subject, no_effect, run_checks
@@ -28,14 +32,33 @@ from .run import diagnose, identity_grid_swapped
 
 __all__ = [
     "CHECKS",
+    "COLLAPSING",
+    "DiagnoseCallback",
     "Diagnosis",
+    "EXPLODING_GRAD",
+    "EXPLODING_THETA",
     "Finding",
     "Measures",
+    "MonitorWarning",
     "SEVERITIES",
     "Subject",
     "diagnose",
     "identity_grid_swapped",
+    "localisation_params",
     "measure",
     "no_effect",
     "run_checks",
 ]
+
+# The monitor loads on first use: it is a stnviz.train.Callback, and stnviz.train brings pandas,
+# which ``import stnviz`` (that imports this package) does not need.
+_MONITOR = ("COLLAPSING", "EXPLODING_GRAD", "EXPLODING_THETA", "DiagnoseCallback", "MonitorWarning",
+            "localisation_params")
+
+
+def __getattr__(name):
+    if name in _MONITOR:
+        from . import monitor
+
+        return getattr(monitor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

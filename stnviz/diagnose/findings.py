@@ -30,6 +30,7 @@ class Finding:
         message: what it means, one sentence with the numbers.
         fix: the usual remedy, concrete (which argument, which line of a typical STN).
         samples: indices of the offending samples in the batch (for :meth:`Diagnosis.plot`).
+        step: the training step a dynamic check (:class:`~stnviz.diagnose.DiagnoseCallback`) found it at.
 
     Example:
         >>> f = Finding("identity", "stn", "warning", 0.01, 0.25, "the grid is 0.010 px from the identity")
@@ -45,6 +46,7 @@ class Finding:
     message: str
     fix: str = ""
     samples: tuple = ()
+    step: int | None = None
 
     def __post_init__(self):
         if self.severity not in _RANK:

@@ -285,7 +285,9 @@ class _Run:
                 f"the training images of {self._where()} hold non-finite values (NaN or inf) in {len(bad)} of "
                 f"{images.shape[0]} samples (data set positions {positions}); expected finite images in [0, 1]"
             ) from None
-        raise TrainingDiverged(f"training diverged at {self._where()}: {what}; {self._kept()}") from None
+        raise TrainingDiverged(f"training diverged at {self._where()}: {what}; {self._kept()}; "
+                               "stnviz.diagnose.DiagnoseCallback(probe_images) in callbacks= warns, with the step, "
+                               "when theta starts to explode or the region to collapse, before a run diverges") from None
 
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self) -> None:
