@@ -12,7 +12,6 @@ import warnings
 import weakref
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
