@@ -322,8 +322,12 @@ class _Session:
         """A detached copy of ``t`` (cut to ``batch_slice``): made once per tensor and version in a
         capture pass, and shared by every record that sampled the same tensor (copy once, refer many)."""
         orig, t = t, t.detach()
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t.device,
-               _version(t))
+        try:
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype,
+                   t.device, _version(t))
+        except (RuntimeError, NotImplementedError):  # no plain storage (sparse, a subclass): not shared
+            cut = self._sliced(t)
+            return cut.to("cpu", copy=True) if self.to_cpu else cut.clone()
         # a hit needs the tensor first copied still alive (else its memory, so its address, may
         # hold another tensor now) and the copy still kept by a record
         entry = self.copies.get(key)

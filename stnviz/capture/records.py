@@ -180,10 +180,18 @@ def _first_call_order(records: Iterable[TransformRecord], role: str | None = Non
 _MAX_BYTES = 256 * 2**20
 
 
+def _storage(t: torch.Tensor) -> tuple[int, int]:
+    """``(storage address, bytes)`` of ``t``; a tensor without a plain storage counts alone."""
+    try:
+        s = t.untyped_storage()
+        return s.data_ptr(), s.nbytes()
+    except (RuntimeError, NotImplementedError):
+        return id(t), t.numel() * t.element_size()
+
+
 def _storages(r: TransformRecord) -> dict[int, int]:
     """``{storage address: bytes}`` of the tensors a record holds (input, grid, output, params)."""
-    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-            for t in (r.input, r.grid, r.output, r.params) if t is not None}
+    return dict(_storage(t) for t in (r.input, r.grid, r.output, r.params) if t is not None)
 
 
 class Capture:
