@@ -1,4 +1,4 @@
-"""Command line: ``python -m stnviz train|eval|demo|models``."""
+"""Command line: ``python -m stnviz train|eval|diagnose|demo|models``."""
 
 from __future__ import annotations
 
@@ -151,6 +151,22 @@ def _eval(args) -> int:
     return 0
 
 
+def _diagnose(args) -> int:
+    """Exit status 1 when a finding is an error, so CI fails on a broken transformer."""
+    from .diagnose import diagnose
+    from .diagnose.report import diagnosis_json, diagnosis_table, named_batch
+    from .hub import load_pretrained
+
+    model = load_pretrained(args.model, device=args.device)
+    batch = named_batch(args.data, args.n, root=args.data_root, download=args.download)
+    d = diagnose(model, batch.images, batch.labels)
+    if args.json:
+        print(json.dumps(diagnosis_json(d, model=args.model, data=args.data), indent=2))
+    else:
+        print(diagnosis_table(d))
+    return 1 if d.worst == "error" else 0
+
+
 def _option(name: str):
     """``type=`` of the numeric option ``--NAME``: parsed and checked against
     :data:`stnviz.train.OPTION_RANGES`, the table ``fit`` checks its arguments with, so argparse
@@ -207,6 +223,19 @@ def _parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.add_argument("--splits", nargs="+", default=["test"], choices=["train", "val", "test"])
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("diagnose", help="check a trained model's transformers on a data set (stnviz.diagnose); "
+                                        "exit status 1 on an error-level finding")
+    p.add_argument("--model", required=True, help="trained weights name (stn_cnn.mnist_rts) or a .pt path")
+    p.add_argument("--data", required=True, help="data set name: mnist, mnist_<kind> (e.g. mnist_rts) or gtsrb from the "
+                                                 "samples shipped with stnviz; any other needs --data-root")
+    p.add_argument("--data-root", default=None, help="folder with torchvision's files: diagnose its test split "
+                                                     "(default: the shipped samples, offline)")
+    p.add_argument("--download", action="store_true", help="let torchvision download missing files (the test split)")
+    p.add_argument("--n", type=int, default=256, help="images to diagnose, spread over the set (default 256)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON (for CI) instead of a table")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps")
+    p.set_defaults(func=_diagnose)
 
     p = sub.add_parser("demo", help="headless showcase on built-in data; writes PNGs, GIFs, MP4s and tables")
     p.add_argument("--out", default="out", help="output folder (default: out)")

@@ -447,3 +447,53 @@ class TestShippedRecipes:
                     assert getattr(config, name) == value, (args, name)
             if "augment" in given:
                 assert config.augment in ("jitter", "reframe")
+
+
+# --------------------------------------------------------------------------- diagnose
+
+
+class TestDiagnose:
+    def test_shipped_model_on_shipped_data_is_clean(self, capsys, device):
+        code = main(["diagnose", "--model", "stn_cnn.mnist_rts", "--data", "mnist_rts", "--n", "128", "--device", str(device)])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert out.startswith("stnviz diagnose on 128 samples: no problem found")
+        assert re.search(r"^ok\s+zoom_out\s+transformer\s+0\.3\d*\s+1\.2$", out, re.M)  # the table, one row per check
+        assert "no_effect" in out and "error" not in out
+
+    def test_a_zoom_out_checkpoint_exits_1(self, tmp_path, capsys, device):
+        model = get_model("stn_tutorial", device=device)
+        model.transformers[0].set_constant_params(torch.tensor([2.0, 0, 0, 0, 2.0, 0]))  # 4x the input's area
+        path = save_checkpoint(model, tmp_path / "stn_tutorial.zoomed.pt")
+        code = main(["diagnose", "--model", str(path), "--data", "mnist", "--n", "64", "--device", str(device)])
+        out = capsys.readouterr().out
+        assert code == 1
+        assert re.search(r"^error\s+zoom_out\s+transformer\s+4\s+2$", out, re.M)
+        assert "error zoom_out on 'transformer': the sampled region is 4.00x the input's area" in out
+        assert "fix: bring the area ratio from 4.00 under 1.2" in " ".join(out.split())
+
+    def test_json(self, tmp_path, capsys, device):
+        model = get_model("stn_tutorial", device=device)
+        model.transformers[0].set_constant_params(torch.tensor([2.0, 0, 0, 0, 2.0, 0]))
+        path = save_checkpoint(model, tmp_path / "stn_tutorial.zoomed.pt")
+        code = main(["diagnose", "--model", str(path), "--data", "mnist", "--n", "32", "--json", "--device", str(device)])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 1 and report["worst"] == "error" and report["samples"] == 32
+        assert report["model"] == str(path) and report["data"] == "mnist"
+        first = report["findings"][0]
+        assert first["severity"] == "error" and first["check"] in ("zoom_out", "outside_image")
+        zoom = next(f for f in report["findings"] if f["check"] == "zoom_out")
+        assert zoom["value"] == pytest.approx(4.0, rel=1e-3) and zoom["samples"] == 32
+        assert report["figures"]["transformer"]["area"] == pytest.approx(4.0, rel=1e-3)
+
+    def test_data_without_a_shipped_sample_needs_a_root(self, capsys, device):
+        code = main(["diagnose", "--model", "stn_cnn.mnist_rts", "--data", "cifar10", "--device", str(device)])
+        line = one_error_line(capsys.readouterr().err)
+        assert code == 2 and "shipped samples hold mnist, mnist_<kind> and gtsrb, got 'cifar10'" in line
+        assert "--data-root" in line
+
+    def test_data_root_gives_its_test_split(self, mnist_root, capsys, device):
+        code = main(["diagnose", "--model", "stn_tutorial.mnist", "--data", "mnist", "--data-root", str(mnist_root),
+                     "--n", "32", "--json", "--device", str(device)])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0 and report["samples"] == 32

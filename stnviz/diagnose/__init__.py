@@ -28,6 +28,7 @@ Over training, :class:`DiagnoseCallback` (a :class:`stnviz.train.Callback`, or
 from .checks import CHECKS, Subject, no_effect, run_checks
 from .findings import SEVERITIES, Diagnosis, Finding
 from .measures import Measures, measure
+from .report import diagnosis_json, diagnosis_table, named_batch
 from .run import diagnose, identity_grid_swapped
 
 __all__ = [
@@ -43,9 +44,12 @@ __all__ = [
     "SEVERITIES",
     "Subject",
     "diagnose",
+    "diagnosis_json",
+    "diagnosis_table",
     "identity_grid_swapped",
     "localisation_params",
     "measure",
+    "named_batch",
     "no_effect",
     "run_checks",
 ]
