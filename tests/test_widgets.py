@@ -282,6 +282,25 @@ class TestSTNInspector:
         t = ins.theta_table(4)
         assert len(t) == 1 and t.loc[0, "scale x"] == pytest.approx(1.0)
 
+    def test_findings_of_the_picked_transformer_once_shown(self, device, monkeypatch):
+        import sys
+
+        package = sys.modules["stnviz.diagnose"]  # stnviz.diagnose is the function
+        model = get_model("stn_tutorial", device=device).eval()
+        model.transformers[0].set_constant_params(torch.tensor([1.6, 0, 0, 0, 1.6, 0]))  # 2.56x the input's area
+        runs = []
+        real = package.diagnose
+        monkeypatch.setattr(package, "diagnose", lambda *a, **k: runs.append(1) or real(*a, **k))
+        ins = STNInspector(model, sample("mnist").subset(torch.arange(8)))
+        assert ins.diagnosis is None and ins.diagnosis_view.value == "" and not runs  # not before it is shown
+        ins._repr_mimebundle_()
+        view = ins.diagnosis_view.value
+        assert "error</b> <code>zoom_out</code> (2.56)" in view and "on <code>transformer</code>" in view
+        assert "<code>identity</code>" not in view  # only what is wrong
+        ins.picker.value = 5
+        ins._repr_mimebundle_()
+        assert len(runs) == 1 and ins.diagnosis_view.value == view  # once per batch, never per slider move
+
 
 class TestTrainingPlayer:
     def test_scrub(self, device):

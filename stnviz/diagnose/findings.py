@@ -142,6 +142,23 @@ class Diagnosis:
         parts.append("</div>")
         return "".join(parts)
 
+    def html_list(self, key: str | None = None) -> str:
+        """A compact HTML list of the problems (on ``key`` if given), worst first, each with its
+        figure and message; or one line saying no problem was found (the inspector's view).
+
+        Example:
+            >>> d = Diagnosis([Finding("zoom_out", "stn", "warning", 1.44, 1.2, "the region is 1.44x the input")])
+            >>> d.html_list("stn").count("<li>"), "no problem" in d.html_list("other")
+            (1, True)
+        """
+        problems = [f for f in self.problems if key is None or f.key == key]
+        where = f" on <code>{html.escape(key)}</code>" if key is not None else ""
+        if not problems:
+            return f"<span style='color:{_COLOURS['ok']}'>stnviz.diagnose: no problem found{where}</span>"
+        items = "".join(f"<li><b style='color:{_COLOURS[f.severity]}'>{f.severity}</b> <code>{f.check}</code> "
+                        f"({_number(f.value)}): {html.escape(f.message)}</li>" for f in problems)
+        return f"<b>stnviz.diagnose</b>{where}:<ul class='stnviz-findings'>{items}</ul>"
+
     def plot(self, check: str, key: str | None = None, n: int = 6):
         """A figure of up to ``n`` offending samples of ``check`` (on ``key``; default the worst
         such finding): each row the input with its sampled region | the output, titled with the

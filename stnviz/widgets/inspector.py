@@ -284,7 +284,9 @@ class STNInspector(_Widget):
     Attributes for scripting and tests: ``state``, ``records`` (key -> record over all images,
     its ``input``, ``grid`` and ``output`` shape-only; :meth:`record` gives one image's full one),
     ``display``, ``predictions``, ``picker``, ``which`` (the transformer dropdown), ``input_view``,
-    ``output_view``, ``info``, ``table``, ``message``, ``log``.
+    ``output_view``, ``info``, ``table``, ``message``, ``log``; ``diagnosis`` (:meth:`diagnose`, run when
+    the widget is first shown, never per slider move) and ``diagnosis_view`` (its problems for the
+    picked transformer).
 
     Example:
         >>> import stnviz
@@ -374,12 +376,15 @@ class STNInspector(_Widget):
         self.table = W.HTML()
         self.table.add_class("stnviz-table")
         self._tables: dict[int, str] = {}
+        self.diagnosis, self._predict = None, predict  # diagnosed once, when the widget is first shown
+        self.diagnosis_view = W.HTML()
+        self.diagnosis_view.add_class("stnviz-diagnosis")
         self.picker.observe(lambda ch: self._safe(self._select, {"index": ch["new"]}), names="value")
         self.which.observe(lambda ch: self._safe(self._select, {"key": ch["new"]}), names="value")
         self.root = W.VBox([
             W.HBox([self.picker, self.which]),
             _views_row(self.input_view, self.output_view, self.info),
-            self.table, self.message, self.log,
+            self.table, self.diagnosis_view, self.message, self.log,
         ])
         self.root.add_class("stnviz-inspector")
         self._safe(self.update)
@@ -420,6 +425,26 @@ class STNInspector(_Widget):
             raise ValueError(f"transformer {key!r} was not recorded when image {index}'s batch ran again")
         return full.sample(index - start)
 
+    def diagnose(self):
+        """:func:`stnviz.diagnose.diagnose` of the first chunk of images (``batch_size``, with the
+        labels when there are predictions), run once (the first time the widget is shown) and kept."""
+        if self.diagnosis is None:
+            from ..diagnose import diagnose
+
+            n = self.batch_size
+            labels = self.labels[:n] if self.labels is not None and self.predictions is not None else None
+            self.diagnosis = diagnose(self.model, self.images[:n], labels, forward=self.forward, predict=self._predict)
+            self.update()
+        return self.diagnosis
+
+    def _repr_mimebundle_(self, **kwargs):
+        self._safe(self.diagnose)
+        return super()._repr_mimebundle_(**kwargs)
+
+    def show(self):
+        self._safe(self.diagnose)
+        super().show()
+
     def _select(self, selection: dict) -> None:
         self.state.select(**selection)
         self.update()
@@ -442,4 +467,6 @@ class STNInspector(_Widget):
             self._tables[i] = self.theta_table(i).to_html(index=False, float_format=lambda v: f"{v:.3f}",
                                                           classes="stnviz-theta-table")
         self.table.value = self._tables[i]
+        if self.diagnosis is not None:
+            self.diagnosis_view.value = self.diagnosis.html_list(st.key)
         self.message.value = f"<span style='color:#c60'>{html.escape(v.message)}</span>" if v.message else ""
