@@ -35,8 +35,8 @@ _LAZY = {
     "fit": "train", "evaluate": "train", "TrainConfig": "train",
     "ThetaExplorer": "widgets", "STNInspector": "widgets", "TrainingPlayer": "widgets", "StabilityViewer": "widgets",
 }
-_SUBMODULES = ("analysis", "animate", "checkpoints", "data", "device", "hub", "models", "render", "train",
-               "widgets")
+_SUBMODULES = ("analysis", "animate", "checkpoints", "data", "device", "hub", "integrations", "models", "render",
+               "train", "widgets")
 
 
 def __getattr__(name):

@@ -66,7 +66,7 @@ def test_notebooks_import_only_public_names():
 
 PUBLIC_MODULES = ["stnviz", "stnviz.geometry", "stnviz.capture", "stnviz.render", "stnviz.analysis", "stnviz.animate",
                   "stnviz.widgets", "stnviz.train", "stnviz.checkpoints", "stnviz.hub", "stnviz.device", "stnviz.cli",
-                  "stnviz.demo", "stnviz.models", "stnviz.data", "stnviz.diagnose"]
+                  "stnviz.demo", "stnviz.models", "stnviz.data", "stnviz.diagnose", "stnviz.integrations"]
 
 
 def _defined_public(module) -> set[str]:
