@@ -79,6 +79,108 @@ class TestProgressRecorder:
             ProgressRecorder(torch.rand(0, 1, 28, 28))
 
 
+class TestAnyLoop:
+    """The recorder as a plain PyTorch loop calls it, and what it hands to loggers (issue 23 item 2)."""
+
+    def test_plain_pytorch_loop(self, probe, device):
+        model = get_model("stn_tutorial", device=device)
+        digits = sample("mnist").subset(torch.arange(96))
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
+        rec = ProgressRecorder(*probe)
+        before = [p.detach().clone() for p in model.parameters()]
+        for step, (images, labels) in enumerate(digits.batches(32, device=device)):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            rec.record(model, step, train_loss=loss.item())
+        assert model.training  # the user's modes are left as they were
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+        assert [s.step for s in rec.snapshots] == [0, 1, 2]
+        table = rec.to_frame()
+        assert list(table.columns) == ["step", "epoch", "train_loss", "loss", "accuracy", "area", "outside", "spread",
+                                       "identity_distance", *(f"theta_{i}" for i in range(6))]
+        assert table["step"].tolist() == [0, 1, 2] and table.notna().all().all()
+        assert rec.latest() == {k: float(v) for k, v in table.iloc[-1].items()}
+        assert all(isinstance(v, float) for v in rec.latest().values())
+
+    def test_video_and_image(self, probe, device):
+        model = get_model("stn_tutorial", device=device)
+        rec = ProgressRecorder(*probe)
+        for step in (0, 10, 20):
+            rec.record(model, step)
+        frames = rec.frames(tile=48)
+        video = rec.video(tile=48)
+        assert video.dtype == np.uint8 and video.shape == (3, 3, *frames[0].shape[:2])
+        np.testing.assert_array_equal(video[1], frames[1].transpose(2, 0, 1))
+        image = rec.image(tile=48)
+        assert image.dtype == np.uint8 and image.shape == video.shape[1:]
+        np.testing.assert_array_equal(image, video[-1])
+        np.testing.assert_array_equal(rec.image(0, tile=48), video[0])
+        with pytest.raises(ValueError, match=r"index must be a whole number in \[-3, 2\].*got 3"):
+            rec.image(3)
+
+    def test_nothing_recorded(self, probe):
+        rec = ProgressRecorder(*probe)
+        for export in (rec.video, rec.image, rec.latest):
+            with pytest.raises(ValueError, match="holds no snapshots: call recorder.record"):
+                export()
+        assert rec.to_frame().empty
+
+    @pytest.mark.parametrize("scale, area", [(0.5, 0.25), (1.5, 2.25)])
+    def test_health_figures_follow_theta(self, probe, device, scale, area):
+        model = get_model("stn_tutorial", device=device)
+        model.transformers[0].set_constant_params(torch.tensor([scale, 0, 0, 0, scale, 0.1]))
+        rec = ProgressRecorder(*probe)
+        rec.record(model, 0)
+        row = rec.latest()
+        assert row["area"] == pytest.approx(area, rel=0.05)
+        assert (row["area"] < 1) == (scale < 1)
+        assert row["outside"] == pytest.approx(0.0, abs=1e-9) if scale < 1 else row["outside"] > 0.4
+        assert row["spread"] == pytest.approx(0.0, abs=1e-6)  # the same theta for every probe image
+        assert row["identity_distance"] > 1
+        assert [row[f"theta_{i}"] for i in range(6)] == pytest.approx([scale, 0, 0, 0, scale, 0.1], abs=1e-6)
+
+    def test_two_input_model_through_forward(self, probe, device):
+        class TwoInputs(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = get_model("stn_tutorial", device=device)
+
+            def forward(self, images, brightness):
+                return self.net(images * brightness)
+
+        images, labels = probe
+        with pytest.raises(TypeError):  # as it is, the recorder cannot call it
+            ProgressRecorder(images, labels).record(TwoInputs(), 0)
+        rec = ProgressRecorder(images, labels, forward=lambda m, x: m(x, 1.0))
+        rec.record(TwoInputs(), 0)
+        assert rec.snapshots[0].params.shape == (6, 2, 3) and math.isfinite(rec.latest()["loss"])
+        with pytest.raises(ValueError, match="forward must be callable"):
+            ProgressRecorder(images, forward="model")
+
+    def test_normalised_probe_with_mean_and_std(self, probe, device):
+        class IdentitySTN(torch.nn.Module):  # a model fed normalised pixels: samples them as they are
+            def forward(self, x):
+                grid = torch.nn.functional.affine_grid(torch.eye(2, 3, device=x.device).expand(len(x), 2, 3),
+                                                       list(x.shape), align_corners=False)
+                return torch.nn.functional.grid_sample(x, grid, align_corners=False).flatten(1)[:, :10]
+
+        images, _ = probe
+        model = IdentitySTN().to(device)
+        plain = ProgressRecorder(images)
+        normalised = ProgressRecorder((images - 0.1307) / 0.3081, mean=[0.1307], std=[0.3081])
+        for rec in (plain, normalised):
+            rec.record(model, 0)
+        assert render.display_of(normalised).mean == (0.1307,)
+        shown, expected = normalised.image(tile=48).astype(int), plain.image(tile=48).astype(int)
+        assert np.abs(shown - expected).max() <= 2  # the normalisation undone: the same picture
+        with pytest.raises(ValueError, match="pass display or its mean/std/denormalize, not both"):
+            ProgressRecorder(images, display=render.Display(), mean=[0.5], std=[0.5])
+        with pytest.raises(ValueError, match="pass both mean and std"):
+            ProgressRecorder(images, mean=[0.5])
+
+
 class TestExports:
     def test_gif_mp4_contact_sheet(self, probe, tmp_path, device):
         rec = _trained_recorder(probe, device)
@@ -295,7 +397,7 @@ class TestOutputPaths:
 
     @pytest.mark.parametrize("kind", sorted(WRITERS))
     def test_read_only_folder(self, tmp_path, kind, monkeypatch):
-        import stnviz.animate as animate
+        import stnviz.animate.files as animate
 
         write, suffix, option = WRITERS[kind]
         monkeypatch.setattr(animate.os, "access", lambda path, mode: False)  # as for a non-root user in a 0555 folder

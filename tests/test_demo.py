@@ -55,7 +55,7 @@ class TestBadOutputFolder:
             run_demo(tmp_path / "notes" / under if under else tmp_path / "notes", device=device, quick=True)
 
     def test_read_only_folder(self, tmp_path, monkeypatch, device):
-        import stnviz.animate as animate
+        import stnviz.animate.files as animate
 
         monkeypatch.setattr(animate.os, "access", lambda path, mode: False)  # as for a non-root user in a 0555 folder
         monkeypatch.setattr(demo, "families_figure", lambda *a, **k: pytest.fail("work started before out was checked"))

@@ -21,17 +21,27 @@ class Batch:
     """``images (B, C, H, W)`` float in [0, 1] on the device, ``labels (B,)`` int64, ``index (B,)``
     (positions in the source set) and ``extras``: per-sample tensors such as ground-truth theta.
 
+    A batch unpacks as ``images, labels``, as a DataLoader's batches do, so a plain PyTorch loop
+    takes it as it is: ``for images, labels in train.batches(64): ...``.
+
     Example:
         >>> from stnviz.data import sample
         >>> batch = sample("mnist").get(torch.tensor([0, 1, 2]))
         >>> tuple(batch.images.shape), batch.images.dtype, batch.labels.tolist(), batch.index.tolist()
         ((3, 1, 28, 28), torch.float32, [7, 2, 1], [0, 1, 2])
+        >>> images, labels = batch
+        >>> images is batch.images, labels.tolist()
+        (True, [7, 2, 1])
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     index: torch.Tensor
     extras: dict = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        """``images, labels``: what a training loop unpacks (``index`` and ``extras`` stay attributes)."""
+        return iter((self.images, self.labels))
 
 
 def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
