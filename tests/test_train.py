@@ -1007,3 +1007,64 @@ class TestResumeConfig:
             line = str(err.value)
             assert "written by an older stnviz" in line and "init" in line and "start a new run" in line
             assert len(line.splitlines()) == 1 and not isinstance(err.value, KeyError)
+
+
+class _TutorialNet(torch.nn.Module):
+    """The PyTorch STN tutorial's network, written the tutorial's way (``.view`` on conv outputs)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.conv2 = nn.Conv2d(1, 10, kernel_size=5), nn.Conv2d(10, 20, kernel_size=5)
+        self.fc1, self.fc2 = nn.Linear(320, 50), nn.Linear(50, 10)
+        self.localization = nn.Sequential(nn.Conv2d(1, 8, kernel_size=7), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
+                                          nn.Conv2d(8, 10, kernel_size=5), nn.MaxPool2d(2, stride=2), nn.ReLU(True))
+        self.fc_loc = nn.Sequential(nn.Linear(10 * 3 * 3, 32), nn.ReLU(True), nn.Linear(32, 3 * 2))
+        self.fc_loc[2].weight.data.zero_()
+        self.fc_loc[2].bias.data.copy_(torch.tensor([1, 0, 0, 0, 1, 0], dtype=torch.float))
+
+    def forward(self, x):
+        theta = self.fc_loc(self.localization(x).view(-1, 10 * 3 * 3)).view(-1, 2, 3)
+        x = torch.nn.functional.grid_sample(x, torch.nn.functional.affine_grid(theta, x.size(), align_corners=False),
+                                            align_corners=False)
+        x = torch.relu(torch.max_pool2d(self.conv1(x), 2))
+        x = torch.relu(torch.max_pool2d(self.conv2(x), 2))
+        return torch.log_softmax(self.fc2(torch.relu(self.fc1(x.view(-1, 320)))), dim=1)
+
+
+class TestChannelsLastFallback:
+    """Issue 23 item 1: fit's default channels_last layout meets the tutorial's ``.view``."""
+
+    def test_tutorial_net_trains_contiguous_with_a_note(self, device, capsys):
+        torch.manual_seed(0)
+        model = _TutorialNet().to(device)
+        digits = sample("mnist").subset(torch.arange(64))
+        history = fit(model, digits, epochs=2, batch_size=32, device=device)
+        assert history["step"].tolist() == [2, 4] and history["train_loss"].notna().all()
+        out = capsys.readouterr().out
+        assert out.count("training in the contiguous layout") == 1 and "channels_last=False" in out
+        assert model.conv1.weight.is_contiguous()  # the model was switched back
+
+    def test_contiguous_by_choice_makes_no_note(self, device, capsys):
+        model = _TutorialNet().to(device)
+        fit(model, sample("mnist").subset(torch.arange(32)), epochs=1, batch_size=32, device=device, channels_last=False)
+        assert "contiguous layout" not in capsys.readouterr().out
+
+    def test_the_fallback_is_the_same_training(self, device):
+        digits = sample("mnist").subset(torch.arange(64))
+        weights = []
+        for channels_last in (True, False):
+            torch.manual_seed(0)
+            model = _TutorialNet().to(device)
+            fit(model, digits, epochs=1, batch_size=32, device=device, progress=False, channels_last=channels_last)
+            weights.append(model.fc_loc[2].bias.detach().cpu())
+        torch.testing.assert_close(weights[0], weights[1], atol=1e-5, rtol=1e-4)
+
+    def test_other_errors_are_not_swallowed(self, device):
+        class Broken(_TutorialNet):
+            def forward(self, x):
+                raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+        with pytest.raises(RuntimeError, match="mat1 and mat2"):
+            fit(Broken().to(device), sample("mnist").subset(torch.arange(32)), epochs=1, batch_size=32, device=device,
+                progress=False)

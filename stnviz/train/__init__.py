@@ -47,7 +47,8 @@ from .config import (
 from .evaluate import evaluate
 from .export import compare, export_best
 from .folder import CannotWrite, RunFolderBusy, run_lock
-from .loop import DIVERGED_LOSS_FACTOR, Callback, TrainingDiverged, TrainState, fit
+from .callbacks import Callback, TrainState
+from .loop import DIVERGED_LOSS_FACTOR, TrainingDiverged, fit
 from .optim import make_optimizer, make_schedule
 from .settings import RUN_SETTINGS, check_same_settings, run_settings
 from .surgery import ArchitectureMismatch, freeze, frozen_parts, init_from, load_matching, prepare_model, reinit_transformers

@@ -16,7 +16,7 @@ import random
 import time
 import uuid
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,6 +30,7 @@ from .._io import atomic_write
 from ..checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from ..device import resolve_device
 from ..models import eval_mode
+from .callbacks import Callback, TrainState
 from .config import TrainConfig
 from .distributed import _dist_info, _maybe_init_distributed, _uses_amp
 from .evaluate import _check_data, evaluate
@@ -38,7 +39,7 @@ from .optim import make_optimizer, make_schedule
 from .settings import check_same_settings, run_settings
 from .surgery import prepare_model
 
-__all__ = ["DIVERGED_LOSS_FACTOR", "Callback", "TrainState", "TrainingDiverged", "fit"]
+__all__ = ["DIVERGED_LOSS_FACTOR", "TrainingDiverged", "fit"]
 
 
 #: A checkpoint is written only if its weights' loss is at most this many times the run's loss
@@ -60,54 +61,6 @@ class TrainingDiverged(RuntimeError):
         ...
         stnviz.train.loop.TrainingDiverged: training diverged at step ... (epoch 1): ...; no checkpoints are written ...
     """
-
-
-class Callback:
-    """Hooks called by :func:`fit`; override what you need. ``state`` is the live :class:`TrainState`.
-
-    Example:
-        >>> import stnviz
-        >>> class LastStep(Callback):
-        ...     def on_train_end(self, state):
-        ...         self.step, self.epoch = state.step, state.epoch
-        >>> cb, model = LastStep(), stnviz.get_model("stn_tutorial", device="cpu")
-        >>> _ = fit(model, stnviz.data.sample("mnist").subset(torch.arange(32)), epochs=2, batch_size=16,
-        ...         device="cpu", progress=False, callbacks=[cb])
-        >>> cb.step, cb.epoch  # 2 epochs of 2 batches
-        (4, 2)
-    """
-
-    def on_train_begin(self, state: "TrainState") -> None: ...
-
-    def on_step_end(self, state: "TrainState") -> None: ...
-
-    def on_epoch_end(self, state: "TrainState") -> None: ...
-
-    def on_train_end(self, state: "TrainState") -> None: ...
-
-
-@dataclass
-class TrainState:
-    """What callbacks see: the (unwrapped) model, position, last loss and the metrics so far.
-
-    Example:
-        >>> state = TrainState(model=torch.nn.Linear(2, 2), device=torch.device("cpu"))
-        >>> state.epoch, state.step, state.history, state.world_size
-        (0, 0, [], 1)
-    """
-
-    model: nn.Module
-    device: torch.device
-    epoch: int = 0
-    step: int = 0  # optimizer steps taken in total
-    batch_in_epoch: int = 0
-    steps_per_epoch: int = 0
-    loss: float = float("nan")
-    accuracy: float = float("nan")
-    history: list = field(default_factory=list)
-    rank: int = 0
-    world_size: int = 1
-    run_id: str = ""  # stored in the run's checkpoints; a resumed run keeps its id
 
 
 @dataclass
@@ -233,18 +186,12 @@ class _Run:
             images = self.augment(batch.images, batch.labels, self.gen)
         else:
             images = batch.images
-        if images.dim() == 4:
-            images = images.contiguous(memory_format=self.layout)
-        self.grids.clear()
         try:
-            with self._autocast():
-                logits = self.net(images)
-                loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=s.label_smoothing)
-                if s.region_penalty and self.grids:
-                    outside = sum((g.float().abs() - 1).clamp(min=0).pow(2).mean() for g in self.grids)
-                    loss = loss + s.region_penalty * outside
-        except TrainingDiverged as e:
-            self._diverged(str(e), images, batch)
+            logits, loss, images = self._forward(images, batch)
+        except RuntimeError as e:
+            if not self._fall_back_to_contiguous(e):
+                raise
+            logits, loss, images = self._forward(images, batch)
         if not bool(torch.isfinite(loss)):
             self._diverged(f"loss is {float(loss.detach())}", images, batch)
         if self.loss_scale is None:
@@ -263,6 +210,37 @@ class _Run:
         t.correct += int((logits.argmax(1) == batch.labels).sum())
         st.loss, st.accuracy = float(loss.detach()), t.correct / max(t.seen, 1)
         self.last_batch = (images.detach(), batch.labels)
+
+    def _forward(self, images: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, loss, images)`` of one training batch, the images in the run's memory layout."""
+        if images.dim() == 4:
+            images = images.contiguous(memory_format=self.layout)
+        self.grids.clear()
+        try:
+            with self._autocast():
+                logits = self.net(images)
+                loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=self.config.label_smoothing)
+                if self.config.region_penalty and self.grids:
+                    outside = sum((g.float().abs() - 1).clamp(min=0).pow(2).mean() for g in self.grids)
+                    loss = loss + self.config.region_penalty * outside
+        except TrainingDiverged as e:
+            self._diverged(str(e), images, batch)
+        return logits, loss, images
+
+    def _fall_back_to_contiguous(self, error: RuntimeError) -> bool:
+        """After a forward failed in the channels-last layout on a ``.view`` (as the PyTorch STN
+        tutorial's ``x.view(-1, 320)`` does: a view needs the contiguous layout), switch the run to
+        the contiguous layout, once, with a note; ``False`` for any other error. Nothing was updated:
+        the step is simply run again."""
+        if self.layout != torch.channels_last or "view size is not compatible" not in str(error):
+            return False
+        self.layout = torch.contiguous_format
+        self.model.to(memory_format=self.layout)
+        if self.progress and self.rank == 0:
+            print(f"note: {type(self.model).__name__} calls .view on a tensor that the channels-last layout "
+                  "makes non-contiguous; training in the contiguous layout (pass channels_last=False to skip this "
+                  "try, or use .reshape / .flatten in the model for the faster layout)", flush=True)
+        return True
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
@@ -532,6 +510,9 @@ def fit(
     step's loss; else :class:`TrainingDiverged` names the last good checkpoint kept. The
     returned table's ``attrs["run_id"]`` is the run's id, stored in its checkpoints (a resumed
     run keeps it): pass it to :func:`export_best`.
+
+    ``channels_last`` (the default) is tried first; a model whose forward fails on a ``.view`` in that
+    layout (the PyTorch STN tutorial's ``x.view(-1, 320)``) is trained contiguous, with a note.
 
     ``seed`` fixes the data order, augmentation and dropout; the model's initial weights come
     from wherever it was built, so call ``torch.manual_seed(seed)`` before building it for a fully
