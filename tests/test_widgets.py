@@ -267,13 +267,30 @@ class TestSTNInspector:
         ins = STNInspector(model, sub)
         assert list(ins.records) == ["transformer", "body.1"]
         assert "prediction" in ins.info.value and "true" in ins.info.value
-        assert "body.1" in ins.table.value and "rotation (deg)" in ins.table.value
+        assert "transformer 2 of 2, on feature maps" in ins.table.value and "turned (degrees)" in ins.table.value
         before = ins.input_view.value
         ins.picker.value = 5
         assert ins.input_view.value != before
         ins.which.value = "body.1"  # feature-map transformer: grey view of 32 channels
         assert ins.input_view.format == "png"
         assert len(ins.predictions) == 6
+
+    def test_speaks_to_people(self, device):
+        """Issue 22 item 4: the picker, the table and the text name things in words, never by
+        code (no "body.1", no align_corners, no bare family / role columns), and the pictures fit
+        a laptop screen."""
+        model = get_model("stn_gtsrb", device=device).eval()
+        ins = STNInspector(model, sample("gtsrb").subset(torch.arange(3)))
+        labels = [label for label, _ in ins.which.options]
+        assert labels == ["transformer 1 of 2, on the input image", "transformer 2 of 2, on feature maps (32 × 16 × 16)"]
+        assert ins.which.layout.width == f"{len(labels[1]) + 16}ch"  # the longest name is never cut
+        for key in ins.state.keys:
+            ins.which.value = key
+            shown = ins.table.value + ins.info.value
+            assert "body.1" not in shown and "align_corners" not in shown, shown
+            assert "<th>family</th>" not in shown and "<th>role</th>" not in shown
+            assert max(_pixels(ins.input_view.value).shape[:2]) <= 336
+        assert "What every transformer does to this image" in ins.table.value
 
     def test_table_per_image(self, device):
         model = get_model("stn_tutorial", device=device).eval()
@@ -295,7 +312,7 @@ class TestSTNInspector:
         assert ins.diagnosis is None and ins.diagnosis_view.value == "" and not runs  # not before it is shown
         ins._repr_mimebundle_()
         view = ins.diagnosis_view.value
-        assert "error</b> <code>zoom_out</code> (2.56)" in view and "on <code>transformer</code>" in view
+        assert "error</b> <code>zoom_out</code> (2.56)" in view and "on transformer 1 of 1, on the input image" in view
         assert "<code>identity</code>" not in view  # only what is wrong
         ins.picker.value = 5
         ins._repr_mimebundle_()
@@ -313,14 +330,74 @@ class TestTrainingPlayer:
         rec.record(model, 10, 1.0)
         from stnviz.widgets import TrainingPlayer
 
-        p = TrainingPlayer(rec)
-        first = p.view.value
-        p.slider.value = 1
-        assert p.view.value != first and "step 10" in p.caption.value
-        p.slider.value = 0
-        assert p.view.value == first  # cached frames
+        p = TrainingPlayer(rec, tile=32)
+        from stnviz.animate import compose_frame
+
+        # every step composed once, in the kernel, and sent to the page in one list
+        assert p.frames_rendered == 2 and p.view.count == 2 and p.view.label == "step"
+        for i, snap in enumerate(rec.snapshots):
+            assert np.array_equal(_pixels(p.view.frames[0][i]), compose_frame(rec.inputs, snap, tile=32))
+        assert p.view.captions == ["step 0 · epoch 0.00", "step 10 · epoch 1.00"]
+        p.frame = 1  # as the page's slider reports it
+        assert p.caption == "step 10 · epoch 1.00" and p.frames_rendered == 2  # nothing composed again
+        with pytest.raises(Exception, match=r"frame must be in \[0, 2\), got 2"):
+            p.frame = 2
         with pytest.raises(ValueError, match="holds none"):
             TrainingPlayer(ProgressRecorder(torch.rand(1, 1, 8, 8)))
+
+    def test_static_picture_is_the_frame_shown(self, device):
+        """A notebook converted to HTML without widget state shows the frame on screen as a PNG."""
+        import base64
+
+        from stnviz.animate import ProgressRecorder
+        from stnviz.widgets import TrainingPlayer
+
+        model = get_model("stn_tutorial", device=device).eval()
+        rec = ProgressRecorder(sample("mnist").get(torch.arange(2)).images, every=1)
+        rec.record(model, 0)
+        rec.record(model, 5)
+        p = TrainingPlayer(rec, tile=32)
+        p.frame = 1
+        bundle = p._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in bundle
+        assert base64.b64decode(bundle["image/png"]) == p.view.frames[0][1]
+
+
+class TestFramePlayer:
+    def _pictures(self, n):
+        return [render.encode(np.full((4, 6, 3), 20 * i, np.uint8)) for i in range(n)]
+
+    def test_frames_captions_and_frame(self):
+        from stnviz.widgets import FramePlayer
+
+        p = FramePlayer(frames=[self._pictures(3), self._pictures(3)], titles=["a", "b"], captions=["x", "y", "z"])
+        assert (p.count, p.frame, p.caption) == (3, 0, "x")
+        p.frame = 2
+        assert p.caption == "z"
+        state = p.get_state()
+        assert len(state["frames"]) == 2 and len(state["frames"][1]) == 3  # sent as binary buffers, once
+        p.show_frames([self._pictures(5)], captions=list("abcde"), frame=4, plot=b"\x89PNG", markers=[[[1.0] * 5, 0, 9]])
+        assert (p.count, p.frame, p.caption, p.plot) == (5, 4, "e", b"\x89PNG")
+
+    def test_refuses(self):
+        import traitlets
+
+        from stnviz.widgets import FramePlayer
+
+        with pytest.raises(traitlets.TraitError, match=r"same number of frames \(at least one\), got \[2, 3\]"):
+            FramePlayer(frames=[self._pictures(2), self._pictures(3)])
+        p = FramePlayer(frames=[self._pictures(2)])
+        with pytest.raises(traitlets.TraitError, match=r"frame must be in \[0, 2\), got -1"):
+            p.frame = -1
+
+    def test_front_end_ships_with_the_package(self):
+        from stnviz.widgets import FramePlayer
+
+        from importlib.resources import files
+
+        web = files("stnviz.widgets") / "web"
+        assert str(FramePlayer._esm) == (web / "player.js").read_text() and "export default" in str(FramePlayer._esm)
+        assert str(FramePlayer._css) == (web / "player.css").read_text()
 
 
 class TestStabilityViewer:
@@ -330,23 +407,22 @@ class TestStabilityViewer:
 
         model = get_model("stn_gtsrb", device=device).eval()
         v = StabilityViewer(model, sample_tracks()[:3])
-        assert v.frame.max == 29 and "IoU with box" in v.info.value
-        plots, before, marker = v.plots.value, v.input_view.value, v.marker.value
-        assert plots[:4] == b"\x89PNG"
-        from PIL import Image
-        import io
-
-        w, h = Image.open(io.BytesIO(plots)).size
-        assert v.plots.layout.width == f"{w}px"  # shown at the size it was drawn
-        assert f"width='{w}' height='{h}'" in marker and marker.count("<line") == 4  # 3 transform panels + change
-        v.frame.value = 20
-        assert v.input_view.value != before and v.marker.value != marker
-        assert v.plots.value == plots  # a scrub does not redraw the plots
+        assert v.view.count == 30 and "IoU with box" in v.info
+        plots, frames = v.view.plot, v.view.frames
+        assert plots[:4] == b"\x89PNG" and len(frames) == 2  # input + region, output
+        w, h = _pixels(plots).shape[1::-1]
+        assert v.view.plot_size == [w, h]  # shown at the size it was drawn
+        assert len(v.view.markers) == 4 and all(len(xs) == 30 and 0 <= top < bottom <= h
+                                                for xs, top, bottom in v.view.markers)  # 3 transform panels + change
+        v.frame = 20  # a scrub only moves the frame: nothing is sent but the index
+        assert v.view.frames is frames and v.view.plot is plots and v.state.frame == 20
         v.track.value = 1
-        assert v.plots.value != plots
+        assert v.view.plot != plots and v.view.frames != frames and v.view.frame == 20  # the frame is kept
         v.track.value = 2  # prefetched in the background meanwhile, or computed now
         assert v.run(2).frames.shape[0] == 30
         v.close()
+        with pytest.raises(ValueError, match=r"frame must be in \[0, 30\) for track 2, got 30"):
+            v.frame = 30
         with pytest.raises(ValueError, match="at least one track"):
             StabilityViewer(model, [])
 
@@ -451,7 +527,7 @@ class TestWidgetMisuse:
         v.track.value = 1
         assert "error" in v.message.value
         v.track.value = 0
-        assert v.message.value == "" and "IoU" in v.info.value
+        assert v.message.value == "" and "IoU" in v.info
         v.close()
 
     def test_player_refuses_more_inputs_than_probes(self, device):
@@ -552,7 +628,7 @@ class TestRenderInspector:
         v = render_inspector(record, 0, prediction=1, label=2, class_names=names)
         lines = v.info.split("<br>")
         assert lines[:2] == ["prediction: <b>one</b>", "true: two &lt;b&gt; ✗"]  # names are escaped
-        assert "affine · bilinear, zeros, align_corners=False" in lines[2]
+        assert "Turns, scales, shears and moves; blends the 4 nearest pixels; black outside the input" in lines[2]
         assert render_inspector(record, 0, label=2, class_names=names).info.startswith("true: two &lt;b&gt;<br>")
 
     def test_inputs_outside_unit_range(self, record):
@@ -588,11 +664,11 @@ class TestRenderInspector:
         ins.picker.value = 1
         assert ins.state.index == 1
         v = render_inspector(ins.record(1, "transformer"), 0, box=boxes[1], label=int(s.labels[1]),
-                             prediction=int(ins.predictions[1]), scale=8)
+                             prediction=int(ins.predictions[1]), scale=7)  # 32 px, 25% margins: 7x fits 336 px
         assert ins.input_view.format == "jpeg" and ins.info.value == v.info
         ins.which.value = "body.1"  # not the input the boxes belong to: no box
         assert ins.state.key == "body.1" and ins.input_view.format == "png"
-        v = render_inspector(ins.record(1, "body.1"), 0, scale=8)
+        v = render_inspector(ins.record(1, "body.1"), 0, scale=8)  # 16 x 16 feature maps: 8x at most
         assert np.array_equal(_pixels(ins.input_view.value), v.input_rgb)
         assert np.array_equal(_pixels(ins.output_view.value), v.output_rgb)
 
@@ -649,15 +725,13 @@ class TestRenderStability:
             render_stability(track_run, 30)
 
     def test_plots_and_marker(self, track_run):
-        from stnviz.widgets.stability import marker_svg, stability_plots
+        from stnviz.widgets.stability import stability_plots
 
         rgb, markers = stability_plots(track_run.table)
         assert rgb.dtype == np.uint8 and rgb.shape == (390, 960, 3)
         assert len(markers) == 4  # rotation, scale, translation, change
         for xs, top, bottom in markers:
             assert len(xs) == 30 and np.all(np.diff(xs) > 0) and 0 <= top < bottom <= 390
-        svg = marker_svg(rgb.shape, markers, 7)
-        assert svg.count("<line") == 4 and f"x1='{markers[0][0][7]:.1f}'" in svg
 
     def test_the_viewer_follows_its_state(self, device):
         from stnviz.data import sample_tracks
@@ -665,10 +739,34 @@ class TestRenderStability:
         from stnviz.widgets.stability import render_stability
 
         v = StabilityViewer(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[:1], prefetch=False)
-        v.frame.value = 21
+        assert v.frames_rendered == 30  # every frame once, when the track is first shown
+        v.view.frame = 21  # what the page's slider sends
         assert (v.state.track, v.state.frame, v.state.frames) == (0, 21, 30)
         want = render_stability(v.run(0), 21)
-        assert np.array_equal(_pixels(v.input_view.value), want.input_rgb) and v.info.value == want.info
+        assert np.array_equal(_pixels(v.view.frames[0][21]), want.input_rgb)
+        assert np.array_equal(_pixels(v.view.frames[1][21]), want.output_rgb) and v.info == want.info
+        assert v.frames_rendered == 30
+
+    def test_static_picture(self, device):
+        """Without a live kernel (nbconvert to HTML) the viewer is a PNG: the frame shown, its
+        output, and the plots with the marker at that frame."""
+        import base64
+
+        from stnviz.data import sample_tracks
+        from stnviz.widgets import StabilityViewer
+        from stnviz.widgets.stability import render_stability
+
+        v = StabilityViewer(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[:1], prefetch=False)
+        v.frame = 12
+        png = _pixels(base64.b64decode(v._repr_mimebundle_()["image/png"]))
+        want = render_stability(v.run(0), 12)
+        h, w = want.input_rgb.shape[:2]
+        assert np.array_equal(png[:h, :w], want.input_rgb)
+        plot = _pixels(v.view.plot)
+        assert png.shape[0] == h + 8 + plot.shape[0]
+        x = round(v.view.markers[0][0][12])
+        top = v.view.markers[0][1]
+        assert tuple(png[h + 8 + top + 5, x]) == (0xFF, 0x3B, 0x30)  # the marker, in the outline colour
 
 
 # --------------------------------------------------------------------------- issue 20 item 2: one display pipeline
@@ -747,12 +845,12 @@ class TestDisplayInWidgets:
         render.set_display(model, **IMAGENET, class_names={k: f"c{k}" for k in range(43)})
         normalised = ProgressRecorder(_imagenet(x))
         normalised.record(model, step=0)  # the recorder takes the model's display
-        a = TrainingPlayer(plain, tile=32).view.value
-        b = TrainingPlayer(normalised, tile=32).view.value
+        a = TrainingPlayer(plain, tile=32).view.frames[0][0]
+        b = TrainingPlayer(normalised, tile=32).view.frames[0][0]
         assert np.abs(_pixels(a).astype(int) - _pixels(b)).max() <= 1
         viewer = StabilityViewer(model, [_imagenet(x)], prefetch=False)
-        assert viewer.display.mean == IMAGENET["mean"] and "prediction <b>c" in viewer.info.value
-        assert _clipped(_pixels(viewer.output_view.value)) < 0.01
+        assert viewer.display.mean == IMAGENET["mean"] and "prediction <b>c" in viewer.info
+        assert _clipped(_pixels(viewer.view.frames[1][0])) < 0.01
 
 
 # --------------------------------------------------------------------------- issue 20 item 7: the inspector's memory

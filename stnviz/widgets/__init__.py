@@ -8,7 +8,7 @@ hand does into state changes:
 * :mod:`~stnviz.widgets.explorer`: :class:`ExplorerState`, :func:`render_explorer`, :class:`ThetaExplorer`
 * :mod:`~stnviz.widgets.inspector`: :class:`InspectorState`, :func:`render_inspector`, :class:`STNInspector`
 * :mod:`~stnviz.widgets.stability`: :class:`StabilityState`, :func:`render_stability`, :class:`StabilityViewer`
-* :mod:`~stnviz.widgets.player`: :class:`TrainingPlayer`; :mod:`~stnviz.widgets.sliders`: :func:`slider_value`
+* :mod:`~stnviz.widgets.player`: :class:`FramePlayer` (frames sent once, scrubbed and played in the page), :class:`TrainingPlayer`; :mod:`~stnviz.widgets.sliders`: :func:`slider_value`
 
 The views are ``ipywidgets.Image`` PNGs of :func:`stnviz.render.region_panels` (the two panels of
 the "input + sampled region | output" tile): a slider change re-renders two small images in a
@@ -21,10 +21,10 @@ Display a widget by leaving it as a cell's last expression (or ``display(explore
 
 from .explorer import ExplorerState, ExplorerViews, ThetaExplorer, compose_parts, render_explorer
 from .inspector import InspectorState, InspectorViews, STNInspector, render_inspector
-from .player import TrainingPlayer
+from .player import FramePlayer, TrainingPlayer
 from .sliders import slider_value
-from .stability import StabilityState, StabilityViewer, StabilityViews, marker_svg, render_stability, stability_plots
+from .stability import StabilityState, StabilityViewer, StabilityViews, render_stability, stability_plots
 
-__all__ = ["ExplorerState", "ExplorerViews", "InspectorState", "InspectorViews", "STNInspector", "StabilityState",
-           "StabilityViewer", "StabilityViews", "ThetaExplorer", "TrainingPlayer", "compose_parts", "marker_svg",
+__all__ = ["ExplorerState", "ExplorerViews", "FramePlayer", "InspectorState", "InspectorViews", "STNInspector",
+           "StabilityState", "StabilityViewer", "StabilityViews", "ThetaExplorer", "TrainingPlayer", "compose_parts",
            "render_explorer", "render_inspector", "render_stability", "slider_value", "stability_plots"]

@@ -3,12 +3,14 @@ re-entrant, per-thread "one intra-op thread" block for small tensor work."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import threading
 import traceback
 
 import ipywidgets as W
+import numpy as np
 import torch
 
 from .. import render
@@ -36,10 +38,23 @@ def _as_images(images, *, where: str | None = "stnviz.widgets") -> torch.Tensor:
     return images.detach().cpu().float()
 
 
-def _views_row(input_view, output_view, *extra) -> W.HBox:
-    """Input + sampled region | transformer output | extra widgets, side by side."""
-    return W.HBox([W.VBox([W.HTML("<b>input + sampled region</b>"), input_view]),
-                   W.VBox([W.HTML("<b>transformer output</b>"), output_view]), *extra])
+def _views_row(input_view, output_view, *extra, titles=("input + sampled region", "transformer output")) -> W.HBox:
+    """Input + sampled region | transformer output | extra widgets, side by side, each picture
+    under its title (plain text)."""
+    return W.HBox([W.VBox([W.HTML(f"<b>{html.escape(t)}</b>", layout=W.Layout(max_width="24em")), view])
+                   for t, view in zip(titles, (input_view, output_view))] + list(extra))
+
+
+#: What each transform family does, in words for people who don't read code (menus, captions).
+FAMILY_WORDS = {"affine": "turns, scales, shears and moves", "attention": "scales and moves",
+                "restricted": "a few chosen movements", "translation": "moves only",
+                "projective": "changes the perspective", "tps": "bends smoothly (thin-plate spline)",
+                None: "samples along a free grid"}
+#: What the sampler does between pixels and outside the input, in words (``grid_sample``'s
+#: ``mode`` and ``padding_mode``).
+SAMPLING_WORDS = {"bilinear": "blends the 4 nearest pixels", "nearest": "takes the nearest pixel",
+                  "bicubic": "blends the 16 nearest pixels", "zeros": "black outside the input",
+                  "border": "the edge repeated outside the input", "reflection": "the input mirrored outside it"}
 
 
 def _image_format(images: torch.Tensor) -> str:
@@ -109,13 +124,45 @@ class _Widget:
             # only captures inside a kernel)
             self.log.append_stderr(traceback.format_exc())
 
+    def _static_png(self) -> bytes | None:
+        """A PNG of what the widget shows now, for pages without a live kernel (a notebook saved
+        with outputs and converted to HTML); ``None``: none."""
+        return None
+
     def _repr_mimebundle_(self, **kwargs):
-        return self.root._repr_mimebundle_(**kwargs)
+        return _with_picture(self.root._repr_mimebundle_(**kwargs), self._static_png())
 
     def show(self):
         from IPython.display import display
 
         display(self.root)
+
+
+def _with_picture(bundle, png: bytes | None):
+    """A widget's mimebundle with ``png`` added as ``image/png``: a live page shows the widget, a
+    static export (nbconvert to HTML, GitHub) that has no widget state shows the picture."""
+    if png is None:
+        return bundle
+    data, metadata = bundle if isinstance(bundle, tuple) else (bundle, None)
+    data = {**data, "image/png": base64.b64encode(png).decode("ascii")}
+    return data if metadata is None else (data, metadata)
+
+
+def _stacked_png(*rows, gap: int = 8) -> bytes:
+    """One PNG of pictures ``(H, W, 3)`` uint8: each row a list of pictures side by side (tops
+    aligned), the rows under each other, on white with ``gap`` pixels between them."""
+    rows = [[np.asarray(p, dtype=np.uint8) for p in row] for row in rows if len(row)]
+    heights = [max(p.shape[0] for p in row) for row in rows]
+    widths = [sum(p.shape[1] for p in row) + gap * (len(row) - 1) for row in rows]
+    canvas = np.full((sum(heights) + gap * (len(rows) - 1), max(widths), 3), 255, np.uint8)
+    y = 0
+    for row, h in zip(rows, heights):
+        x = 0
+        for p in row:
+            canvas[y:y + p.shape[0], x:x + p.shape[1]] = p[..., :3]
+            x += p.shape[1] + gap
+        y += h + gap
+    return render.encode(canvas, "png")
 
 
 def _show_pair(input_view: W.Image, output_view: W.Image, input_rgb, output_rgb, fmt: str) -> None:

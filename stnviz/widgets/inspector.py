@@ -16,7 +16,8 @@ import torch
 from .. import render
 from ..analysis import theta_table
 from ..capture import CaptureError, collect
-from ._base import _as_images, _image_format, _samples_only_outside, _show_pair, _views_row, _Widget
+from ._base import (FAMILY_WORDS, SAMPLING_WORDS, _as_images, _image_format, _samples_only_outside, _show_pair,
+                    _stacked_png, _views_row, _Widget)
 
 __all__ = ["InspectorState", "InspectorViews", "STNInspector", "render_inspector"]
 
@@ -172,6 +173,14 @@ def _display_size(record, index: int, display: render.Display) -> _Shown:
                   _samples_only_outside(record.grid[index]), bool(display.stretches(ref)[0]))
 
 
+def _sampling_text(record) -> str:
+    """What a transformer does and how it samples, in words (no parameter names)."""
+    s = record.sampling
+    words = [FAMILY_WORDS.get(record.family, FAMILY_WORDS[None]).capitalize(),
+             SAMPLING_WORDS.get(s["mode"], s["mode"]), SAMPLING_WORDS.get(s["padding_mode"], s["padding_mode"])]
+    return "; ".join(words)
+
+
 def _views(shown: _Shown, record, *, box, prediction, label, class_names, scale, margin) -> InspectorViews:
     """The inspector's pictures and text from what it keeps of one image (``record``: its
     sampling and family)."""
@@ -190,9 +199,7 @@ def _views(shown: _Shown, record, *, box, prediction, label, class_names, scale,
             lines.append(f"true: {name(label)} {'✓' if label == prediction else '✗'}")
     elif label is not None:
         lines.append(f"true: {name(label)}")
-    s = record.sampling
-    lines.append(f"<span style='color:#666'>{html.escape(record.family or 'grid only')} · {html.escape(s['mode'])}, "
-                 f"{html.escape(s['padding_mode'])}, align_corners={s['align_corners']}</span>")
+    lines.append(f"<span style='color:#666'>{html.escape(_sampling_text(record))}</span>")
     problems = []
     if shown.outside:
         problems.append("this transformer samples entirely outside its input")
@@ -200,6 +207,23 @@ def _views(shown: _Shown, record, *, box, prediction, label, class_names, scale,
         problems.append("input outside [0, 1]: shown stretched to its own range (pass mean/std, denormalize or "
                         "display)")
     return InspectorViews(input_rgb, output_rgb, "<br>".join(lines), "; ".join(problems))
+
+
+#: what records other than image warps are, in words (``record.role``)
+_ROLE_WORDS = {"flow": "an offset field", "auxiliary": "a mask or extra map sampled with the same grid",
+               "points": "points looked up", "lookup": "a look-up"}
+#: the theta table's columns as the widget heads them (:func:`stnviz.analysis.theta_table`'s names)
+_TABLE_HEADINGS = {"rotation (deg)": "turned (degrees)", "scale x": "region width", "scale y": "region height",
+                   "shear": "shear", "translation x": "region centre x", "translation y": "region centre y",
+                   "theta": "theta (the numbers the network gave)"}
+#: the tallest the input picture (with its margins) is drawn by default, in pixels
+_PICTURE_PX = 336
+
+
+def _fitting_scale(size) -> int:
+    """The magnification (1 to 8) that draws an input of ``size = (H, W)`` with its 25% margins
+    at most :data:`_PICTURE_PX` pixels tall and wide."""
+    return max(1, min(8, _PICTURE_PX // round(1.5 * max(size))))
 
 
 #: the inspector runs the images in chunks of about this many input bytes (at least one image):
@@ -269,6 +293,8 @@ class STNInspector(_Widget):
             undone, BGR, contrast, class names); default the one remembered on ``model``
             (:func:`stnviz.render.set_display`), else inputs outside [0, 1] stretched to their own
             range.
+        scale: how many screen pixels per input pixel; default the largest (at most 8) that draws
+            the input with its margins at most 336 pixels tall (so the widget fits a laptop screen).
         auxiliary: also list flow fields and masks (roles ``"flow"``, ``"auxiliary"``) in the picker.
             Points and look-ups are never listed (see :mod:`stnviz.capture.roles`).
 
@@ -300,7 +326,7 @@ class STNInspector(_Widget):
     """
 
     def __init__(self, model, images, labels=None, *, class_names=None, boxes=None, forward=None, predict=None,
-                 mean=None, std=None, denormalize=None, auxiliary: bool = False, scale: int = 8,
+                 mean=None, std=None, denormalize=None, auxiliary: bool = False, scale: int | None = None,
                  batch_size: int | None = None, display: render.Display | None = None):
         self.model = model
         if mean is not None or std is not None or denormalize is not None:
@@ -364,7 +390,10 @@ class STNInspector(_Widget):
         self.picker = W.IntSlider(0, 0, n - 1, description="image", disabled=n == 1)
         self.picker.add_class("stnviz-picker")
         keys = list(self.state.keys)
-        self.which = W.Dropdown(options=[(self._label(k), k) for k in keys], value=keys[0], description="transformer")
+        labels = [self._label(k) for k in keys]
+        self.which = W.Dropdown(options=list(zip(labels, keys)), value=keys[0], description="transformer",
+                                style={"description_width": "initial"},
+                                layout=W.Layout(width=f"{max(len(t) for t in labels) + 16}ch"))  # never cut
         self.which.add_class("stnviz-which")
         self.format = _image_format(self.images)
         self.input_view = W.Image(format=self.format)
@@ -381,9 +410,12 @@ class STNInspector(_Widget):
         self.diagnosis_view.add_class("stnviz-diagnosis")
         self.picker.observe(lambda ch: self._safe(self._select, {"index": ch["new"]}), names="value")
         self.which.observe(lambda ch: self._safe(self._select, {"key": ch["new"]}), names="value")
+        self._shown_views: InspectorViews | None = None  # the last views shown (the static picture)
         self.root = W.VBox([
-            W.HBox([self.picker, self.which]),
-            _views_row(self.input_view, self.output_view, self.info),
+            W.HBox([self.picker, self.which], layout=W.Layout(flex_flow="row wrap")),
+            _views_row(self.input_view, self.output_view, self.info,
+                       titles=("the input, with the region the transformer samples (red) and its sample points",
+                               "what the transformer passes on")),
             self.table, self.diagnosis_view, self.message, self.log,
         ])
         self.root.add_class("stnviz-inspector")
@@ -398,8 +430,30 @@ class STNInspector(_Widget):
             raise ValueError(f"class_names must name every class up to {need - 1} ({need} names), got {len(class_names)}")
 
     def _label(self, key: str) -> str:
+        """What the picker and the table call a record, in words: which transformer (in the order
+        the model runs them) or what else was sampled, and on what."""
         r = self.records[key]
-        return key if r.role == "image" else f"{key} ({r.role})"
+        c, (h, w) = r.image_channels or r.input.shape[1], r.input_size
+        on_input = (c, h, w) == tuple(self.images.shape[1:])
+        where = "on the input image" if on_input else f"on feature maps ({c} × {h} × {w})"
+        if r.role == "image":
+            transformers = [k for k, rec in self.records.items() if rec.role == "image"]
+            return f"transformer {transformers.index(key) + 1} of {len(transformers)}, {where}"
+        return f"{_ROLE_WORDS.get(r.role, r.role)}, {where}"
+
+    def _people_table(self, index: int) -> str:
+        """The theta table of image ``index`` as HTML for people: readable names and headings."""
+        df = self.theta_table(index)
+        df.insert(1, "what it does", [FAMILY_WORDS.get(None if f == "grid only" else f, FAMILY_WORDS[None])
+                                      for f in df["family"]])
+        df["transformer"] = [self._label(k) for k in df["transformer"]]
+        df = df.drop(columns=["family", "role"])
+        if "theta" in df.columns:  # the raw numbers last
+            df = df[[c for c in df.columns if c != "theta"] + ["theta"]]
+        df = df.rename(columns=_TABLE_HEADINGS)
+        table = df.to_html(index=False, float_format=lambda v: f"{v:.3f}", classes="stnviz-theta-table", na_rep="")
+        return ("<b>What every transformer does to this image</b> (the region's size and place are in units of the "
+                f"input: width 1 is the whole input, centre -1 / +1 its left or top / right or bottom edge){table}")
 
     def theta_table(self, index: int):
         """Every transformer's theta (raw and decomposed) for image ``index``, one row each."""
@@ -445,6 +499,10 @@ class STNInspector(_Widget):
         self._safe(self.diagnose)
         super().show()
 
+    def _static_png(self) -> bytes | None:
+        v = self._shown_views
+        return None if v is None else _stacked_png([v.input_rgb, v.output_rgb])
+
     def _select(self, selection: dict) -> None:
         self.state.select(**selection)
         self.update()
@@ -459,14 +517,15 @@ class STNInspector(_Widget):
             box = self.boxes[i]
         v = _views(self._shown[st.key][i], rec, box=box, label=None if self.labels is None else int(self.labels[i]),
                    prediction=None if self.predictions is None else int(self.predictions[i]),
-                   class_names=self.class_names, scale=self.scale, margin=0.25)
+                   class_names=self.class_names, scale=self.scale or _fitting_scale(rec.input_size), margin=0.25)
+        self._shown_views = v
         _show_pair(self.input_view, self.output_view, v.input_rgb, v.output_rgb,
                    "png" if rec.input.shape[1] != 3 else self.format)
         self.info.value = v.info
         if i not in self._tables:
-            self._tables[i] = self.theta_table(i).to_html(index=False, float_format=lambda v: f"{v:.3f}",
-                                                          classes="stnviz-theta-table")
+            self._tables[i] = self._people_table(i)
         self.table.value = self._tables[i]
         if self.diagnosis is not None:
-            self.diagnosis_view.value = self.diagnosis.html_list(st.key)
+            self.diagnosis_view.value = self.diagnosis.html_list(st.key).replace(
+                f"<code>{html.escape(st.key)}</code>", html.escape(self._label(st.key)))
         self.message.value = f"<span style='color:#c60'>{html.escape(v.message)}</span>" if v.message else ""

@@ -1,13 +1,15 @@
 """The stability viewer, in three parts: :class:`StabilityState` (which track, which frame; no
 widgets), pure functions of a :class:`stnviz.analysis.SequenceRun` (:func:`render_stability`
-for one frame, :func:`stability_plots` and :func:`marker_svg` for the track's plots) and
-:class:`StabilityViewer` (a dropdown and a slider that only change the state, views rendered
-from it, and the runs of the tracks, prefetched on a private copy of the model)."""
+for one frame, :func:`stability_plots` for the track's plots) and :class:`StabilityViewer` (a
+track picker and a :class:`~stnviz.widgets.FramePlayer` that gets each track's frames once and
+scrubs and plays them in the page; the runs of the tracks prefetched on a private copy of the
+model)."""
 
 from __future__ import annotations
 
 import copy
 import html
+import io
 import threading
 import typing
 import warnings
@@ -16,9 +18,9 @@ import ipywidgets as W
 import numpy as np
 
 from .. import render
-from ._base import _one_thread, _show_pair, _views_row, _Widget
+from ._base import _one_thread, _stacked_png, _Widget
 
-__all__ = ["StabilityState", "StabilityViews", "StabilityViewer", "marker_svg", "render_stability", "stability_plots"]
+__all__ = ["StabilityState", "StabilityViews", "StabilityViewer", "render_stability", "stability_plots"]
 
 
 class StabilityState:
@@ -112,7 +114,7 @@ def stability_plots(table) -> tuple[np.ndarray, list]:
     """A track's plots (the learned transform and the frame-to-frame change, from
     :func:`stnviz.render.plot_theta_components` and :func:`stnviz.render.plot_change_curves`)
     as an ``(H, W, 3)`` uint8 array at the size it is shown, and per axes the x pixel of every
-    frame and the axes' top and bottom pixel rows (for :func:`marker_svg`).
+    frame and the axes' top and bottom pixel rows (where the player draws its frame marker).
 
     Example:
         >>> table = {"frame": [0, 1, 2], "rotation_deg": [5.0, 4.0, 6.0], "scale_x": [0.8, 0.8, 0.9],
@@ -150,31 +152,29 @@ def stability_plots(table) -> tuple[np.ndarray, list]:
     return rgb, markers
 
 
-def marker_svg(shape, markers, t: int) -> str:
-    """An SVG of ``shape[:2]`` (the plots' raster) with a vertical line at frame ``t`` in each of
-    ``markers`` (from :func:`stability_plots`), laid over the plots: a scrub sends this, a few
-    hundred bytes, instead of a re-encoded raster.
-
-    Example:
-        >>> svg = marker_svg((100, 200, 3), [(np.array([10.0, 20.0]), 5, 95)], 1)
-        >>> svg.split(">")[1]
-        "<line x1='20.0' x2='20.0' y1='5' y2='95'/"
-    """
-    h, w = shape[:2]
-    lines = "".join(f"<line x1='{xs[t]:.1f}' x2='{xs[t]:.1f}' y1='{y0}' y2='{y1}'/>" for xs, y0, y1 in markers)
-    return (f"<svg class='stnviz-marker-svg' width='{w}' height='{h}' viewBox='0 0 {w} {h}' "
-            f"stroke='{render.OUTLINE_COLOR}' stroke-width='2' stroke-opacity='0.85'>{lines}</svg>")
+def _track_label(i: int, track, class_names, count: int) -> str:
+    """What the track picker calls track ``i``: its sign (or label) first, the data set's track
+    number after it."""
+    what = render.class_name(getattr(track, "label", None), class_names)
+    number = getattr(track, "track_id", None)
+    return f"{i + 1} of {count}: {what}" + (f" (track {number})" if number is not None else "")
 
 
-_MARKER_CSS = ("<style>.stnviz-plots-box{position:relative;align-self:flex-start}"
-               ".stnviz-plots-box>.stnviz-marker{position:absolute;left:0;top:0;pointer-events:none}"
-               ".stnviz-marker svg{display:block}</style>")
+def _with_markers(rgb: np.ndarray, markers, t: int) -> np.ndarray:
+    """The plots' raster ``(H, W, 3)`` with a vertical line at frame ``t`` in each axes (as the page
+    draws it), for the static picture."""
+    out = rgb.copy()
+    color = np.array([int(render.OUTLINE_COLOR[i:i + 2], 16) for i in (1, 3, 5)], np.uint8)
+    for xs, top, bottom in markers:
+        x = int(round(float(xs[t])))
+        out[top:bottom, max(0, x - 1):x + 1] = color
+    return out
 
 
 class StabilityViewer(_Widget):
-    """Pick a track, scrub its frames: input with the sampled region (and annotated box) | the
-    transformer's output, with the learned transform and the frame-to-frame change of the
-    track, a marker at the current frame.
+    """Pick a track, scrub or play its frames: the frame with the sampled region (and annotated
+    box) | the transformer's output, the prediction, and the learned transform and the
+    frame-to-frame change of the whole track, a marker at the frame shown.
 
     Args:
         model: the model to analyse; ``tracks``: a list of :class:`stnviz.data.Track` (e.g.
@@ -185,34 +185,41 @@ class StabilityViewer(_Widget):
         display: how the pixels are shown (a :class:`stnviz.render.Display`); default the one
             remembered on ``model`` (:func:`stnviz.render.set_display`), else frames outside [0, 1]
             stretched to their own range.
-        prefetch: run the other tracks in a background thread after the first one is shown, so
-            a track change finds its run ready (one run at a time, under a lock). The runs then use
-            a private eval-mode copy of ``model`` made once, here (same device; it costs one more
-            model in memory): the model you hold is never switched to eval mode, run or hooked by
-            the background thread, so it can go on training meanwhile; the tracks show the model
+        prefetch: prepare the other tracks in a background thread after the first one is shown, so
+            a track change finds its frames ready (one run at a time, under a lock). The runs then
+            use a private eval-mode copy of ``model`` made once, here (same device; it costs one
+            more model in memory): the model you hold is never switched to eval mode, run or hooked
+            by the background thread, so it can go on training meanwhile; the tracks show the model
             as it was when the viewer was made (make a new viewer to see later weights). Without
             prefetch, each track runs ``model`` itself when it is first picked.
+        interval: milliseconds per frame when playing at 1x.
 
-    A thin shell over :class:`StabilityState` (``viewer.state``), :func:`render_stability`,
-    :func:`stability_plots` and :func:`marker_svg`. The plots are drawn once per track at the size
-    they are shown (no browser rescaling); a scrub only moves the frame marker, an SVG laid over
-    them.
+    A track's pictures (every frame, by :func:`render_stability`) and its plots
+    (:func:`stability_plots`, drawn at the size they are shown) are made once, in the kernel, and
+    sent to the page once (a :class:`FramePlayer`, ``viewer.view``); scrubbing and playing happen
+    in the page, which moves the plots' marker itself.
+
+    Attributes: ``state`` (a :class:`StabilityState`, following the page), ``track`` (the track
+    picker), ``view``, ``frame`` (read or set), ``info`` (the shown frame's text),
+    ``frames_rendered`` (frames rendered in the kernel: one per frame of each track prepared,
+    never more however much the page scrubs or plays).
 
     Example:
         >>> import stnviz
         >>> model = stnviz.load_pretrained("stn_gtsrb.gtsrb", device="cpu")
         >>> names = stnviz.data.GTSRB_CLASS_NAMES
         >>> viewer = StabilityViewer(model, stnviz.data.sample_tracks()[:1], class_names=names, prefetch=False)
-        >>> viewer.frame.max, viewer.track.options[0][0]  # 30 frames of one track
-        (29, '0: track 4 (speed limit 20)')
-        >>> viewer.frame.value = 10  # scrub
-        >>> viewer.info.value.split(" (")[0]
-        'frame 10: prediction <b>speed limit 20</b>'
+        >>> viewer.view.count, viewer.track.options[0][0]  # 30 frames of one track
+        (30, '1 of 1: speed limit 20 (track 4)')
+        >>> viewer.frame = 10  # as the page's slider does
+        >>> viewer.state.frame, viewer.info.split(" (")[0]
+        (10, 'frame 10: prediction <b>speed limit 20</b>')
     """
 
     def __init__(self, model, tracks, *, key: str | None = None, scale: int = 6, class_names=None,
-                 prefetch: bool = True, display: render.Display | None = None):
+                 prefetch: bool = True, display: render.Display | None = None, interval: int = 200):
         from ..analysis import run_sequence
+        from .player import FramePlayer
 
         self.model, self.tracks = model, list(tracks)
         if not self.tracks:
@@ -222,7 +229,8 @@ class StabilityViewer(_Widget):
         if class_names is None:
             class_names = self.display.class_names
         self.key, self.scale, self.class_names = key, scale, class_names
-        self._tracks: dict = {}  # i -> (SequenceRun, plot raster, marker geometry)
+        self.frames_rendered = 0
+        self._tracks: dict = {}  # i -> _Track
         self._lock = threading.Lock()  # one run_sequence at a time (eval_mode is not re-entrant)
         self._futures: dict = {}
         self._pool = None
@@ -231,34 +239,20 @@ class StabilityViewer(_Widget):
         prefetch = self._runner is not model
         self.state = StabilityState(len(self.tracks))
         self._init_common()
-        labels = [f"{i}: track {getattr(t, 'track_id', i)} ({render.class_name(getattr(t, 'label', None), class_names)})"
-                  for i, t in enumerate(self.tracks)]
+        labels = [_track_label(i, t, class_names, len(self.tracks)) for i, t in enumerate(self.tracks)]
+        width = max(24, max(len(s) for s in labels) + 12)  # long sign names are never cut
         self.track = W.Dropdown(options=list(zip(labels, range(len(self.tracks)))), value=0, description="track",
-                                layout=W.Layout(width="30em"))
+                                layout=W.Layout(width=f"{width}ch"), style={"description_width": "initial"})
         self.track.add_class("stnviz-track")
-        self.frame = W.IntSlider(0, 0, 1, description="frame")
-        self.frame.add_class("stnviz-frame-slider")
-        self.input_view = W.Image(format="png")
-        self.input_view.add_class("stnviz-input")
-        self.output_view = W.Image(format="png")
-        self.output_view.add_class("stnviz-output")
-        self.plots = W.Image(format="png", layout=W.Layout(margin="0"))
-        self.plots.add_class("stnviz-plots")
-        # the current-frame marker: an SVG laid over the plots (a scrub sends a few hundred bytes
-        # instead of re-encoding the plots)
-        self.marker = W.HTML(layout=W.Layout(margin="0"))
-        self.marker.add_class("stnviz-marker")
-        plots = W.Box([self.plots, self.marker, W.HTML(_MARKER_CSS, layout=W.Layout(display="none"))])
-        plots.add_class("stnviz-plots-box")
-        self.info = W.HTML()
-        self.info.add_class("stnviz-info")
+        self.view = FramePlayer(titles=["the frame: where the transformer samples (red), the marked sign (green)",
+                                        "what the transformer passes on to the classifier"],
+                                label="frame", interval=interval,
+                                plot_title="the whole track: the transform learned per frame (left) and how much "
+                                           "each frame changed from the one before (right); red line: the frame shown")
+        self.view.add_class("stnviz-stability-frames")
+        self.view.observe(lambda ch: self._safe(self.state.set_frame, ch["new"]), names="frame")
         self.track.observe(lambda ch: self._safe(self._on_track), names="value")
-        self.frame.observe(lambda ch: self._safe(self._on_frame, ch["new"]), names="value")
-        self.root = W.VBox([
-            W.HBox([self.track, self.frame]),
-            _views_row(self.input_view, self.output_view, self.info),
-            plots, self.message, self.log,
-        ])
+        self.root = W.VBox([self.track, self.view, self.message, self.log])
         self.root.add_class("stnviz-stability-viewer")
         self._safe(self._on_track)
         if prefetch and len(self.tracks) > 1:
@@ -281,15 +275,24 @@ class StabilityViewer(_Widget):
             return model
         return runner.eval().requires_grad_(False)
 
-    def _compute(self, i: int):
+    def _compute(self, i: int) -> "_Track":
         with self._lock, _one_thread():
             if i not in self._tracks:
                 run = self._run_sequence(self._runner, self.tracks[i], key=self.key)
                 rgb, markers = stability_plots(run.table)
-                self._tracks[i] = (run, render.encode(rgb, "png"), rgb.shape, markers)
+                inputs, outputs, captions = [], [], []
+                for t in range(run.frames.shape[0]):
+                    v = render_stability(run, t, class_names=self.class_names, scale=self.scale,
+                                         display=self.display)
+                    inputs.append(render.encode(v.input_rgb, "png"))
+                    outputs.append(render.encode(v.output_rgb, "png"))
+                    captions.append(v.info)
+                    self.frames_rendered += 1
+                self._tracks[i] = _Track(run, [inputs, outputs], captions, render.encode(rgb, "png"), rgb.shape,
+                                         [[[round(float(x), 1) for x in xs], top, bottom] for xs, top, bottom in markers])
             return self._tracks[i]
 
-    def _get(self, i: int):
+    def _get(self, i: int) -> "_Track":
         if i in self._tracks:
             return self._tracks[i]
         fut = self._futures.pop(i, None)
@@ -299,7 +302,7 @@ class StabilityViewer(_Widget):
 
     def run(self, i: int):
         """The :class:`stnviz.analysis.SequenceRun` of track ``i`` (computed once)."""
-        return self._get(i)[0]
+        return self._get(i).run
 
     def close(self) -> None:
         """Stop the background runs (they also stop with the kernel)."""
@@ -308,25 +311,43 @@ class StabilityViewer(_Widget):
 
     def _on_track(self) -> None:
         i = self.track.value
-        run = self.run(i)
-        self.state.set_track(i, run.frames.shape[0])
-        self.frame.max = self.state.frames - 1  # may clamp the slider, which reports it (_on_frame)
-        self.frame.value = self.state.frame
-        self.update()
+        tr = self._get(i)
+        self.state.set_track(i, tr.run.frames.shape[0])  # keeps the frame, clamped to this track
+        self.view.show_frames(tr.frames, captions=tr.captions, frame=self.state.frame, plot=tr.plot,
+                              plot_size=[int(tr.shape[1]), int(tr.shape[0])], markers=tr.markers)
 
-    def _on_frame(self, t: int) -> None:
-        self.state.set_frame(t)
-        self.update()
+    @property
+    def frame(self) -> int:
+        return self.state.frame
 
-    def update(self) -> None:
-        """Re-render the views from the state."""
-        i, t = self.state.track, self.state.frame
-        run, png, shape, markers = self._get(i)
-        with _one_thread():
-            v = render_stability(run, t, class_names=self.class_names, scale=self.scale, display=self.display)
-        _show_pair(self.input_view, self.output_view, v.input_rgb, v.output_rgb, "png")
-        if self.plots.value is not png:
-            self.plots.value = png
-            self.plots.layout.width = f"{shape[1]}px"  # shown at the size it was drawn, never rescaled
-        self.marker.value = marker_svg(shape, markers, t)
-        self.info.value = v.info
+    @frame.setter
+    def frame(self, t: int) -> None:
+        self.state.set_frame(t)  # checked against the track's length first
+        self.view.frame = int(t)
+
+    @property
+    def info(self) -> str:
+        """The text of the frame shown (HTML): prediction, IoU with the box, the learned transform."""
+        return self.view.caption
+
+    def _static_png(self) -> bytes:
+        tr, t = self._get(self.state.track), self.state.frame
+        inp, out, plot = (_decoded(b) for b in (tr.frames[0][t], tr.frames[1][t], tr.plot))
+        return _stacked_png([inp, out], [_with_markers(plot, tr.markers, t)])
+
+
+class _Track(typing.NamedTuple):
+    """What the viewer makes once per track."""
+
+    run: object  # the SequenceRun
+    frames: list  # [input pictures, output pictures], PNG bytes, one per frame
+    captions: list  # HTML, one per frame
+    plot: bytes  # PNG of stability_plots
+    shape: tuple  # the plot's (H, W, 3)
+    markers: list  # per axes [xs, top, bottom], JSON-ready
+
+
+def _decoded(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
