@@ -34,25 +34,39 @@ def _is_compiled(m: nn.Module) -> bool:
     return "_orig_mod" in m._modules  # torch.compile's wrapper holds the module under that name
 
 
-def _clean_name(name: str) -> str:
-    """Drop the ``_orig_mod`` level that ``torch.compile`` adds."""
-    if "_orig_mod" not in name:
-        return name
-    return ".".join(p for p in name.split(".") if p != "_orig_mod")
+def _wrapped_name(m: nn.Module) -> str | None:
+    """The child name under which ``m`` wraps a model, for the wrappers that add a level and nothing
+    else: ``torch.compile``'s ``_orig_mod``, (Distributed)DataParallel's ``module``; else ``None``."""
+    if _is_compiled(m):
+        return "_orig_mod"
+    if isinstance(m, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return "module"
+    return None
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """``model`` without its wrappers (see :func:`_wrapped_name`)."""
+    while (inner := _wrapped_name(model)) is not None:
+        model = model._modules[inner]
+    return model
 
 
 def _modules_by_id(model: nn.Module) -> dict[int, tuple[nn.Module, str]]:
     """``id(module) -> (module, qualified name)`` for ``model`` and every submodule, in the order of
-    ``named_modules`` (a module reachable twice keeps its first name). Walked by identity: torch's
-    ``named_modules`` keeps a ``set`` of modules, which fails for a module class without ``__hash__``."""
+    ``named_modules`` (a module reachable twice keeps its first name). A wrapper's model takes the
+    wrapper's name, so the keys of a compiled or DDP model are those of the model ("transformer",
+    not "module.transformer"). Walked by identity: torch's ``named_modules`` keeps a ``set`` of
+    modules, which fails for a module class without ``__hash__``."""
     found: dict[int, tuple[nn.Module, str]] = {}
     todo = [(model, "")]
     while todo:
         m, name = todo.pop()
         if id(m) in found:
             continue
-        found[id(m)] = (m, _clean_name(name))
-        children = [(c, f"{name}.{n}" if name else n) for n, c in m._modules.items() if c is not None]
+        found[id(m)] = (m, name)
+        inner = _wrapped_name(m)
+        children = [(c, name if n == inner else f"{name}.{n}" if name else n) for n, c in m._modules.items()
+                    if c is not None]
         todo.extend(reversed(children))
     return found
 
@@ -133,7 +147,7 @@ class _Session:
     def __init__(self, model: nn.Module, rec: Capture, batch_slice: slice | None, to_cpu: bool):
         self.model, self.rec, self.batch_slice, self.to_cpu = model, rec, batch_slice, to_cpu
         self.thread = threading.get_ident()
-        self.root_name = type(model._orig_mod if _is_compiled(model) else model).__name__
+        self.root_name = type(_unwrapped(model)).__name__
         self.modules = _modules_by_id(model)  # id -> (module, name): held, so no id is reused meanwhile
         self.running = 0  # depth of the model's own forward in this thread
         self.per_pass: dict[str, int] = {}  # key base -> sampler calls so far in this capture pass

@@ -28,6 +28,8 @@ def collect_batch(model: nn.Module, images: torch.Tensor, *, forward: Callable |
     ``images (B, C, H, W)`` go to the model's device and floating dtype first (half, bf16), so
     a CPU float batch works with any model. The one "run a model on a batch and collect records"
     loop of the package: the widgets, :mod:`stnviz.analysis` and :mod:`stnviz.animate` use it.
+    A ``DistributedDataParallel`` (or ``DataParallel``) model runs its wrapped module: DDP's own
+    forward would sync buffers with ranks that are not running this batch (one rank records).
 
     Example:
         >>> import stnviz
@@ -38,6 +40,8 @@ def collect_batch(model: nn.Module, images: torch.Tensor, *, forward: Callable |
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a tensor (B, C, H, W), got {type(images).__name__}")
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
     device, dtype = model_device_dtype(model)
     if images.is_floating_point():
         images = images.to(device=device, dtype=dtype)
