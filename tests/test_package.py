@@ -20,6 +20,23 @@ def test_readme_quickstart_runs(tmp_path):
     assert "quickstart ok" in proc.stdout
 
 
+def test_readme_your_own_stn_runs(tmp_path):
+    """README's "Your own STN": the PyTorch tutorial's Net, as written there, trained by fit, recorded
+    and written as a GIF (issue 23 item 1)."""
+    from PIL import Image
+
+    section = (REPO / "README.md").read_text().split("## Your own STN", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training in the contiguous layout" in proc.stdout  # the tutorial's .view met channels_last
+    assert "theta_5" in proc.stdout  # the table printed
+    with Image.open(tmp_path / "my_stn.gif") as gif:
+        assert gif.n_frames == 7  # steps 0, 8, ..., 48
+    shown = re.search(r"!\[[^]]*\]\(([^)]+\.gif)\)", section).group(1)
+    assert (REPO / shown).is_file(), f"the section shows {shown}, which is not in the repository"
+
+
 def test_submodules_are_lazy_attributes():
     code = (
         "import sys, stnviz\n"

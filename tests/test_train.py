@@ -1045,6 +1045,15 @@ class TestChannelsLastFallback:
         assert out.count("training in the contiguous layout") == 1 and "channels_last=False" in out
         assert model.conv1.weight.is_contiguous()  # the model was switched back
 
+    def test_callbacks_see_the_layout_that_runs(self, device):
+        from stnviz.animate import ProgressRecorder
+
+        probe = sample("mnist").get(torch.arange(4))
+        recorder = ProgressRecorder(probe.images, probe.labels, every=1)  # records before the first step too
+        fit(_TutorialNet().to(device), sample("mnist").subset(torch.arange(64)), epochs=1, batch_size=32,
+            device=device, progress=False, callbacks=[recorder])
+        assert [s.step for s in recorder.snapshots] == [0, 1, 2]
+
     def test_contiguous_by_choice_makes_no_note(self, device, capsys):
         model = _TutorialNet().to(device)
         fit(model, sample("mnist").subset(torch.arange(32)), epochs=1, batch_size=32, device=device, channels_last=False)

@@ -186,12 +186,18 @@ class _Run:
             images = self.augment(batch.images, batch.labels, self.gen)
         else:
             images = batch.images
+        if images.dim() == 4:
+            images = images.contiguous(memory_format=self.layout)
+        self.grids.clear()
         try:
-            logits, loss, images = self._forward(images, batch)
-        except RuntimeError as e:
-            if not self._fall_back_to_contiguous(e):
-                raise
-            logits, loss, images = self._forward(images, batch)
+            with self._autocast():
+                logits = self.net(images)
+                loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=s.label_smoothing)
+                if s.region_penalty and self.grids:
+                    outside = sum((g.float().abs() - 1).clamp(min=0).pow(2).mean() for g in self.grids)
+                    loss = loss + s.region_penalty * outside
+        except TrainingDiverged as e:
+            self._diverged(str(e), images, batch)
         if not bool(torch.isfinite(loss)):
             self._diverged(f"loss is {float(loss.detach())}", images, batch)
         if self.loss_scale is None:
@@ -210,37 +216,6 @@ class _Run:
         t.correct += int((logits.argmax(1) == batch.labels).sum())
         st.loss, st.accuracy = float(loss.detach()), t.correct / max(t.seen, 1)
         self.last_batch = (images.detach(), batch.labels)
-
-    def _forward(self, images: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logits, loss, images)`` of one training batch, the images in the run's memory layout."""
-        if images.dim() == 4:
-            images = images.contiguous(memory_format=self.layout)
-        self.grids.clear()
-        try:
-            with self._autocast():
-                logits = self.net(images)
-                loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=self.config.label_smoothing)
-                if self.config.region_penalty and self.grids:
-                    outside = sum((g.float().abs() - 1).clamp(min=0).pow(2).mean() for g in self.grids)
-                    loss = loss + self.config.region_penalty * outside
-        except TrainingDiverged as e:
-            self._diverged(str(e), images, batch)
-        return logits, loss, images
-
-    def _fall_back_to_contiguous(self, error: RuntimeError) -> bool:
-        """After a forward failed in the channels-last layout on a ``.view`` (as the PyTorch STN
-        tutorial's ``x.view(-1, 320)`` does: a view needs the contiguous layout), switch the run to
-        the contiguous layout, once, with a note; ``False`` for any other error. Nothing was updated:
-        the step is simply run again."""
-        if self.layout != torch.channels_last or "view size is not compatible" not in str(error):
-            return False
-        self.layout = torch.contiguous_format
-        self.model.to(memory_format=self.layout)
-        if self.progress and self.rank == 0:
-            print(f"note: {type(self.model).__name__} calls .view on a tensor that the channels-last layout "
-                  "makes non-contiguous; training in the contiguous layout (pass channels_last=False to skip this "
-                  "try, or use .reshape / .flatten in the model for the faster layout)", flush=True)
-        return True
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
@@ -427,6 +402,29 @@ class _Run:
         return pd.DataFrame(self.state.history)
 
 
+def _layout_that_runs(model: nn.Module, train, layout, dev, *, note: bool):
+    """``layout``, or the contiguous one when the model's forward fails on a ``.view`` in the
+    channels-last layout (a view needs contiguous memory; the PyTorch STN tutorial's
+    ``x.view(-1, 320)``): tried once on two training images, in eval mode without gradients, before
+    any callback or step runs. The model is then switched back, with a note."""
+    if layout != torch.channels_last:
+        return layout
+    images = next(iter(train.batches(2, device=dev))).images
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(images.contiguous(memory_format=layout))
+    except RuntimeError as e:  # any other failure shows, with its own message, in the first step
+        if "view size is not compatible" not in str(e):
+            return layout
+        model.to(memory_format=torch.contiguous_format)
+        if note:
+            print(f"note: {type(model).__name__} calls .view on a tensor that the channels-last layout makes "
+                  "non-contiguous; training in the contiguous layout (channels_last=False skips this try; "
+                  ".reshape or .flatten in the model allow the faster layout)", flush=True)
+        return torch.contiguous_format
+    return layout
+
+
 #: The arguments of :func:`fit` that are not run settings: where it runs, where it writes, what it
 #: resumes, what it calls and tells.
 FIT_ARGUMENTS = ("device", "out_dir", "resume", "callbacks", "meta", "progress")
@@ -558,6 +556,7 @@ def fit(
             layout = torch.channels_last if config.channels_last else torch.contiguous_format
             model.to(dev)
             model.to(memory_format=layout)
+            layout = _layout_that_runs(model, train, layout, dev, note=progress and rank == 0)
             run = _Run(model, train, val, config=config, settings=settings, dev=dev, rank=rank, world=world, out=out,
                        callbacks=callbacks, meta=meta, progress=progress, augment=augment, layout=layout)
             if resume:
