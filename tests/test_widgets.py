@@ -7,7 +7,7 @@ import torch
 from stnviz import geometry, get_model, render
 from stnviz.data import sample
 from stnviz.widgets import (
-    ExplorerState, STNInspector, ThetaExplorer, compose_parts, render_explorer, slider_value,
+    ExplorerState, STNInspector, ThetaExplorer, affine_as, compose_parts, render_explorer, slider_value,
 )
 
 
@@ -99,149 +99,130 @@ class TestRenderExplorer:
         assert v.message.startswith("cannot sample")
 
 
+@pytest.fixture(scope="module")
+def rts():
+    from stnviz.data import distorted_test_set
+
+    return distorted_test_set(sample("mnist"), "rts").get(torch.arange(4)).images
+
+
 class TestThetaExplorer:
-    def test_repro_rotation_to_5_and_back_shows_the_identity(self, digits):
-        """The bug of issue 11: a user value equal to an earlier pushed one was dropped as an echo."""
-        ex = ThetaExplorer(digits)
-        identity = ex.input_view.value, ex.output_view.value, ex.theta_view.value
-        for name, out in (("rotation_deg", 5.0), ("scale_x", 1.3), ("shear", 0.4), ("tx", -0.25)):
-            back = ex.parts[name].value
-            ex.parts[name].value = out
-            assert ex.output_view.value != identity[1]
-            ex.parts[name].value = back
-            assert ex.params.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], name
-            assert (ex.input_view.value, ex.output_view.value, ex.theta_view.value) == identity, name
-        assert "rotation      +0.0°" in ex.theta_view.value
+    """The kernel side of the browser explorer: the page's params become the state, the state's
+    params go to the page, each image its own learned theta, presets, prediction, export."""
 
-    def test_repeated_values_are_never_dropped(self, digits):
+    def test_page_params_become_the_state_and_back(self, digits):
         ex = ThetaExplorer(digits)
-        for angle in (1.0, 2.0, 3.0, 2.0, 1.0, 2.0, 0.0, 3.0):
-            ex.parts["rotation_deg"].value = angle
-            c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-            np.testing.assert_allclose(ex.params, [c, -s, 0, s, c, 0], atol=1e-15)
-        for v in (0.5, 0.6, 0.5, 1.0):  # the entries too
-            ex.entries[0].value = v
-            assert ex.params[0] == v
-        assert ex.edits["rotation °"] == 8 and ex.edits["θ a11"] == 4
-
-    def test_decomposed_and_entries_stay_in_sync(self, digits):
-        ex = ThetaExplorer(digits)
-        before = ex.input_view.value, ex.output_view.value
-        ex.parts["rotation_deg"].value = 30
+        assert ex.view.params == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0] and ex.view.family == "affine"
+        ex.view.params = [0.5, 0.1, 0.2, -0.1, 0.5, 0.0]  # what the page sends while a hand drags
+        assert ex.params.tolist() == [0.5, 0.1, 0.2, -0.1, 0.5, 0.0]
+        assert ex.state.parts["scale_x"] == pytest.approx(math.hypot(0.5, 0.1))
+        ex.set_params(compose_parts({"rotation_deg": 30.0, "scale_x": 1, "scale_y": 1, "shear": 0, "tx": 0, "ty": 0}))
         c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
-        np.testing.assert_allclose(ex.params, [c, -s, 0, s, c, 0], atol=1e-12)  # exact, not slider-rounded
-        assert [e.value for e in ex.entries] == pytest.approx([0.87, -0.5, 0.0, 0.5, 0.87, 0.0], abs=1e-12)
-        assert ex.input_view.value != before[0] and ex.output_view.value != before[1]
-        ex.entries[0].value = 0.5  # entries -> decomposed: only a11 changes
-        np.testing.assert_allclose(ex.params, [0.5, -s, 0, s, c, 0], atol=1e-12)
-        parts = geometry.decompose_affine(torch.tensor(ex.params).view(1, 2, 3))
-        assert ex.parts["scale_x"].value == pytest.approx(float(parts.scale_x), abs=0.005)
-        assert ex.parts["rotation_deg"].value == pytest.approx(math.degrees(float(parts.rotation)), abs=0.05)
+        assert ex.view.params == pytest.approx([c, -s, 0, s, c, 0], abs=1e-15)  # the page follows, exactly
+        ex.params = [1, 0, 0.25, 0, 1, 0]
+        assert ex.view.params == [1.0, 0.0, 0.25, 0.0, 1.0, 0.0]
 
-    def test_pushed_values_are_the_ones_the_page_holds(self, digits):
-        """Every value the explorer shows is a fixed point of the browser slider's snapping, so the
-        page has nothing to send back; and what it does send back unchanged is a no-op."""
+    def test_the_image_is_sent_once_as_rgba(self, digits):
         ex = ThetaExplorer(digits)
-        for angle in (1.0, 2.3, -17.9, 0.1):
-            ex.parts["rotation_deg"].value = angle
-            for sl in list(ex.entries) + list(ex.parts.values()):
-                assert slider_value(sl.value, sl.min, sl.max, sl.step) == sl.value, sl.description
-        exact = ex.params.copy()
-        for _ in range(3):  # the page echoing what it shows, with or without JS rounding noise
-            for sl in list(ex.entries) + list(ex.parts.values()):
-                sl.value = round(round(sl.value / sl.step) * sl.step, 10)
-        np.testing.assert_allclose(ex.params, exact, atol=1e-15)
-        assert ex.edits["θ a11"] == 0 and ex.edits["rotation °"] == 4
+        h, w = digits.shape[-2:]
+        assert ex.view.image_shape == [h, w] and len(ex.view.image) == h * w * 4
+        rgba = np.frombuffer(ex.view.image, np.uint8).reshape(h, w, 4)
+        expected = (digits[0, 0] * 255).round().numpy()
+        np.testing.assert_array_equal(rgba[..., 0], expected)  # grey: the same value in R, G, B
+        np.testing.assert_array_equal(rgba[..., 1], rgba[..., 2])
+        assert (rgba[..., 3] == 255).all() and ex.view.pad == [0, 0, 0]
+        image = ex.view.image
+        ex.view.params = [0.5, 0, 0, 0, 0.5, 0]
+        assert ex.view.image is image  # a move sends parameters, never pixels
+        ex.view.index = 2
+        assert ex.view.image != image and ex.index == 2
 
-    def test_slider_value_matches_nouislider(self):
-        # the value a browser's FloatSlider (ipywidgets 8, noUiSlider 15, Chromium) sent back for a pushed -0.09
-        assert slider_value(-0.09, -2.0, 2.0, 0.01) == -0.09000000000000008
-        assert slider_value(0.87, -2.0, 2.0, 0.01) == pytest.approx(0.87, abs=1e-12)
-        assert slider_value(5.0, -180.0, 180.0, 0.1) == pytest.approx(5.0, abs=1e-9)
-        assert slider_value(7.0, -2.0, 2.0, 0.01) == 2.0 and slider_value(-7.0, -2.0, 2.0, 0.01) == -2.0
+    def test_zero_padding_is_the_colour_of_a_zero_pixel(self):
+        display = render.Display(mean=(0.6, 0.4, 0.2), std=(0.2, 0.2, 0.2))
+        ex = ThetaExplorer(torch.zeros(1, 3, 8, 8), display=display)
+        assert ex.view.pad == [153, 102, 51]
 
-    def test_finer_control(self, digits):
-        ex = ThetaExplorer(digits)
-        rot = ex.parts["rotation_deg"]
-        assert (rot.step, rot.readout_format) == (0.1, ".1f")
-        assert (ex.parts["scale_x"].step, ex.parts["scale_x"].readout_format) == (0.01, ".2f")
-        rot.value = 12.34  # typed into the readout: the state takes the slider's step
-        assert ex.state.parts["rotation_deg"] == 12.3
-        ex.set_params(compose_parts({"rotation_deg": -0.6123, "scale_x": 0.9, "scale_y": 0.9, "shear": 0, "tx": 0, "ty": 0}))
-        assert f"{rot.value:.1f}" == "-0.6" and "rotation      -0.6°" in ex.theta_view.value
-        ex.set_params([3.5, 0, 0, 0, 3.5, 0])  # out of the scale slider's range: it widens, it does not lie
-        assert ex.parts["scale_x"].value == pytest.approx(3.5) and ex.parts["scale_x"].max >= 3.5
+    def test_each_image_its_own_learned_theta(self, rts, device):
+        from stnviz import load_pretrained
 
-    def test_presets_identity_reset_learned(self, digits, device):
+        digits = rts
+        model = load_pretrained("stn_cnn.mnist_rts", device=device)
+        ex = ThetaExplorer(digits, model=model, params="learned")
+        learned = [ex.learned_params(i) for i in range(len(digits))]
+        assert not np.allclose(learned[0], learned[1], atol=1e-3)  # the images differ: so do their thetas
+        np.testing.assert_allclose(ex.params, learned[0])
+        assert ex.view.learned == pytest.approx(learned[0].tolist())  # the ghost outline
+        ex.view.index = 1  # the picker
+        np.testing.assert_allclose(ex.params, learned[1])
+        ex.set_params([1, 0, 0, 0, 1, 0])
+        ex.reset()  # "reset" is this image's learned theta
+        np.testing.assert_allclose(ex.params, learned[1])
+        ex.set_params([0.5, 0, 0, 0, 0.5, 0])
+        ex.view.index = 2  # a hand-made theta stays when the image changes
+        assert ex.params.tolist() == [0.5, 0, 0, 0, 0.5, 0]
+        names = [p["name"] for p in ex.view.presets]
+        assert names == ["identity", "snap to learned", "zoom 2x", "rotate 30°", "model's mean"]
+        mean = next(p for p in ex.view.presets if p["name"] == "model's mean")["params"]
+        np.testing.assert_allclose(mean, np.mean(learned, axis=0))
+        snap = next(p for p in ex.view.presets if p["name"] == "snap to learned")["params"]
+        np.testing.assert_allclose(snap, learned[2])
+
+    def test_family_switch(self, digits, device):
         model = get_model("stn_tutorial", device=device).eval()
         model.transformers[0].set_constant_params(torch.tensor([0.8, 0.1, 0.0, -0.1, 0.8, 0.2]))
         ex = ThetaExplorer(digits, model=model)
-        assert set(ex.buttons) == {"identity", "learned"}  # opened at the identity: no separate reset
-        identity = ex.output_view.value
-        ex.buttons["learned"].click()
-        np.testing.assert_allclose(ex.params, [0.8, 0.1, 0.0, -0.1, 0.8, 0.2], atol=1e-6)
-        assert ex.entries[5].value == pytest.approx(0.2)
-        learned_rot = ex.parts["rotation_deg"].value
-        ex.parts["rotation_deg"].value = learned_rot + 5
-        ex.parts["rotation_deg"].value = 0.0
-        assert "rotation      +0.0°" in ex.theta_view.value and ex.state.parts["rotation_deg"] == 0.0
-        ex.buttons["identity"].click()
-        assert ex.params.tolist() == [1, 0, 0, 0, 1, 0] and ex.output_view.value == identity
-        ex.picker.value = 2
-        ex.buttons["learned"].click()
-        assert ex.params[0] == pytest.approx(0.8)
+        ex.view.family = "tps"  # the switch in the page
+        assert ex.family == "tps" and ex.view.params == ex.state.identity.tolist() and len(ex.params) == 18
+        ghost = torch.tensor(ex.view.learned, dtype=torch.float64).view(1, 9, 2)  # the learned theta as control points
+        theta = torch.tensor([[[0.8, 0.1, 0.0], [-0.1, 0.8, 0.2]]], dtype=torch.float64)
+        torch.testing.assert_close(geometry.make_grid(ghost, "tps", (8, 8)), geometry.affine_grid(theta, (8, 8)), atol=1e-6, rtol=0)
+        ex.family = "projective"
+        assert ex.view.family == "projective" and len(ex.view.params) == 8
+        assert ex.view.learned == pytest.approx([0.8, 0.1, 0.0, -0.1, 0.8, 0.2, 0.0, 0.0])
 
-        opened = ThetaExplorer(digits, model=model, params="learned")
-        assert set(opened.buttons) == {"identity", "reset", "learned"}
-        assert "opened with" in opened.buttons["reset"].tooltip
-        opened.buttons["identity"].click()
-        opened.buttons["reset"].click()
-        np.testing.assert_allclose(opened.params, [0.8, 0.1, 0.0, -0.1, 0.8, 0.2], atol=1e-6)
+    def test_prediction_for_the_region_on_screen(self, rts, device):
+        from stnviz import load_pretrained
 
-    def test_learned_comes_from_the_capture(self, digits, device):
-        cnn = get_model("cnn_tutorial", device=device).eval()  # no transformer: nothing recorded, no "learned"
-        ex = ThetaExplorer(digits, model=cnn)
-        assert "learned" not in ex.buttons and ex.family == "affine"
-        with pytest.raises(ValueError, match="recorded no image transformer"):
-            ex.learned_params()
+        digits = rts
 
-    def test_degenerate_inputs_show_messages(self, digits):
+        model = load_pretrained("stn_cnn.mnist_rts", device=device).train()
+        ex = ThetaExplorer(digits, model=model, params="learned")
+        with torch.no_grad():
+            own = model.eval()(digits[:1].to(device)).softmax(1)[0]
+        model.train()
+        (label, p), *_ = ex.prediction
+        assert label == str(int(own.argmax())) and p == pytest.approx(float(own.max()), abs=1e-4)
+        assert len(ex.view.prediction) == 3 and model.training  # the user's mode is left alone
+        ex.view.params = [0.05, 0, 0.9, 0, 0.05, 0.9]  # a tiny corner of the image: another answer
+        assert ex.prediction[0][1] != pytest.approx(p, abs=1e-3)
+
+    def test_static_export_carries_a_png(self, digits):
         ex = ThetaExplorer(digits)
-        ex.set_params([0, 0, 0, 0, 0, 0])
-        assert "singular" in ex.message.value
-        ex.set_params([1, 0, 5, 0, 1, 5])
-        assert "entirely outside" in ex.message.value
-        ex.set_params([float("nan"), 0, 0, 0, 1, 0])
-        assert "cannot sample" in ex.message.value and "finite" in ex.message.value
-        ex.set_params([1, 0, 0, 0, 1, 0])  # and it recovers
-        assert ex.message.value == ""
+        ex.set_params([0.5, 0, 0, 0, 0.5, 0])
+        bundle = ex._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in bundle
+        png = _pixels(bundle["image/png"])
+        assert png.shape[1] > png.shape[0] and "zoom" not in bundle["text/plain"]
+        np.testing.assert_array_equal(png, ex.picture())
 
-    def test_callback_exception_goes_to_output_area(self, digits, monkeypatch):
+    def test_errors_are_shown_not_raised(self, digits, monkeypatch):
         ex = ThetaExplorer(digits)
 
-        def boom():
-            raise RuntimeError("render exploded")
+        def boom(*_):
+            raise RuntimeError("state exploded")
 
-        monkeypatch.setattr(ex, "update", boom)
-        ex.parts["shear"].value = 0.3  # must not raise out of the callback
-        assert "render exploded" in ex.message.value
-        assert any("render exploded" in o.get("text", "") for o in ex.log.outputs)
+        monkeypatch.setattr(ex.state, "set_params", boom)
+        ex.view.params = [0.5, 0, 0, 0, 0.5, 0]  # must not raise out of the callback
+        assert "state exploded" in ex.view.message
+        assert any("state exploded" in o.get("text", "") for o in ex.log.outputs)
 
-    def test_projective_and_tps(self, digits):
-        ep = ThetaExplorer(digits, family="projective")
-        assert len(ep.entries) == 8
-        before = ep.output_view.value
-        ep.entries[6].value = 0.4
-        assert ep.output_view.value != before and ep.params[6] == pytest.approx(0.4)
-        et = ThetaExplorer(digits, family="tps", control_points=9)
-        et.point.value = 4  # the centre point
-        assert et.entries[0].value == pytest.approx(0.0)
-        before, before_input = et.output_view.value, et.input_view.value
-        et.entries[0].value = 0.3
-        assert et.params[8] == pytest.approx(0.3) and et.output_view.value != before
-        et.point.value = 0
-        assert (et.entries[0].value, et.entries[1].value) == (-1.0, -1.0)
-        assert et.input_view.value != before_input  # the highlighted point moved
+    def test_affine_as_samples_the_same(self):
+        theta = [0.7, -0.2, 0.1, 0.3, 0.6, -0.1]
+        ref = geometry.affine_grid(torch.tensor(theta, dtype=torch.float64).view(1, 2, 3), (6, 7))
+        for family in ("projective", "tps"):
+            p = torch.tensor(affine_as(family, theta, 16)).unsqueeze(0)
+            p = p.view(1, -1, 2) if family == "tps" else p
+            torch.testing.assert_close(geometry.make_grid(p, family, (6, 7)), ref)
 
     def test_bad_arguments(self, digits):
         with pytest.raises(ValueError, match=r"family must be one of \('affine', 'projective', 'tps'\), got 'swirl'"):
@@ -253,10 +234,16 @@ class TestThetaExplorer:
             ex.set_params([1, 0, 0, 1])
         with pytest.raises(ValueError, match="needs one"):
             ex.learned_params()
+        with pytest.raises(ValueError, match=r"image index must be in \[0, 4\), got 7"):
+            ex.index = 7
 
-    def test_colour_images_use_jpeg(self):
-        ex = ThetaExplorer(torch.rand(2, 3, 40, 40))
-        assert ex.input_view.format == "jpeg" and ex.input_view.value[:2] == b"\xff\xd8"
+
+def test_slider_value_matches_nouislider():
+    # the value a browser's FloatSlider (ipywidgets 8, noUiSlider 15, Chromium) sent back for a pushed -0.09
+    assert slider_value(-0.09, -2.0, 2.0, 0.01) == -0.09000000000000008
+    assert slider_value(0.87, -2.0, 2.0, 0.01) == pytest.approx(0.87, abs=1e-12)
+    assert slider_value(5.0, -180.0, 180.0, 0.1) == pytest.approx(5.0, abs=1e-9)
+    assert slider_value(7.0, -2.0, 2.0, 0.01) == 2.0 and slider_value(-7.0, -2.0, 2.0, 0.01) == -2.0
 
 
 class TestSTNInspector:

@@ -5,7 +5,8 @@ One file per widget, each split the same way: a plain state object (no widgets),
 function (arrays in, arrays and text out) and the widget that shows the state and turns what a
 hand does into state changes:
 
-* :mod:`~stnviz.widgets.explorer`: :class:`ExplorerState`, :func:`render_explorer`, :class:`ThetaExplorer`
+* :mod:`~stnviz.widgets.explorer_state`: :class:`ExplorerState`, :func:`render_explorer`;
+  :mod:`~stnviz.widgets.explorer`: :class:`ThetaExplorer` (an ``anywidget``: the page warps the image itself)
 * :mod:`~stnviz.widgets.inspector`: :class:`InspectorState`, :func:`render_inspector`, :class:`STNInspector`
 * :mod:`~stnviz.widgets.stability`: :class:`StabilityState`, :func:`render_stability`, :class:`StabilityViewer`
 * :mod:`~stnviz.widgets.player`: :class:`FramePlayer` (frames sent once, scrubbed and played in the page), :class:`TrainingPlayer`; :mod:`~stnviz.widgets.sliders`: :func:`slider_value`
@@ -19,12 +20,13 @@ shows a message; the widget stays live.
 Display a widget by leaving it as a cell's last expression (or ``display(explorer)``).
 """
 
-from .explorer import ExplorerState, ExplorerViews, ThetaExplorer, compose_parts, render_explorer
+from .explorer import ExplorerView, ThetaExplorer, affine_as
+from .explorer_state import ExplorerState, ExplorerViews, compose_parts, render_explorer
 from .inspector import InspectorState, InspectorViews, STNInspector, render_inspector
 from .player import FramePlayer, TrainingPlayer
 from .sliders import slider_value
 from .stability import StabilityState, StabilityViewer, StabilityViews, render_stability, stability_plots
 
-__all__ = ["ExplorerState", "ExplorerViews", "FramePlayer", "InspectorState", "InspectorViews", "STNInspector",
-           "StabilityState", "StabilityViewer", "StabilityViews", "ThetaExplorer", "TrainingPlayer", "compose_parts",
+__all__ = ["ExplorerState", "ExplorerView", "ExplorerViews", "FramePlayer", "InspectorState", "InspectorViews", "STNInspector",
+           "StabilityState", "StabilityViewer", "StabilityViews", "ThetaExplorer", "TrainingPlayer", "affine_as", "compose_parts",
            "render_explorer", "render_inspector", "render_stability", "slider_value", "stability_plots"]
