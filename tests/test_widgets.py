@@ -321,7 +321,7 @@ class TestTrainingPlayer:
         from stnviz.animate import compose_frame
 
         # every step composed once, in the kernel, and sent to the page in one list
-        assert p.frames_rendered == 2 and p.view.count == 2 and p.view.label == "step"
+        assert p.frames_rendered == 2 and p.view.count == 2 and p.view.label == "snapshot"
         for i, snap in enumerate(rec.snapshots):
             assert np.array_equal(_pixels(p.view.frames[0][i]), compose_frame(rec.inputs, snap, tile=32))
         assert p.view.captions == ["step 0 · epoch 0.00", "step 10 · epoch 1.00"]
@@ -715,10 +715,10 @@ class TestRenderStability:
         from stnviz.widgets.stability import stability_plots
 
         rgb, markers = stability_plots(track_run.table)
-        assert rgb.dtype == np.uint8 and rgb.shape == (390, 960, 3)
+        assert rgb.dtype == np.uint8 and rgb.shape == (340, 960, 3)
         assert len(markers) == 4  # rotation, scale, translation, change
         for xs, top, bottom in markers:
-            assert len(xs) == 30 and np.all(np.diff(xs) > 0) and 0 <= top < bottom <= 390
+            assert len(xs) == 30 and np.all(np.diff(xs) > 0) and 0 <= top < bottom <= 340
 
     def test_the_viewer_follows_its_state(self, device):
         from stnviz.data import sample_tracks
@@ -865,3 +865,33 @@ class TestInspectorMemory:
         torch.testing.assert_close(batched.record(3).output.cpu(), full.pick("transformer").sample(3).output.cpu(),
                                    atol=1e-4, rtol=1e-4)
         assert batched._chunk[0] == 2
+
+
+class TestStaticExport:
+    """Issue 22 item 6: a notebook saved with its outputs and converted to HTML (no widget state,
+    as nbconvert and GitHub see it) shows each widget's picture, not nothing."""
+
+    def test_nbconvert_html_shows_a_png_per_widget(self, device):
+        import base64
+
+        import nbformat
+        from nbconvert import HTMLExporter
+
+        from stnviz.animate import ProgressRecorder
+        from stnviz.data import sample_tracks
+        from stnviz.widgets import StabilityViewer, TrainingPlayer
+
+        model = get_model("stn_tutorial", device=device).eval()
+        rec = ProgressRecorder(sample("mnist").get(torch.arange(2)).images, every=1)
+        rec.record(model, 0)
+        widgets = [TrainingPlayer(rec, tile=32),
+                   StabilityViewer(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[:1], prefetch=False),
+                   STNInspector(model, sample("mnist").subset(torch.arange(2)))]
+        cells = []
+        for w in widgets:  # what Jupyter stores for a displayed widget: its mimebundle
+            out = nbformat.v4.new_output("display_data", data=w._repr_mimebundle_())
+            cells.append(nbformat.v4.new_code_cell("w", outputs=[out]))
+        html, _ = HTMLExporter().from_notebook_node(nbformat.v4.new_notebook(cells=cells))
+        for w in widgets:
+            assert base64.b64encode(w._static_png()).decode() in html, type(w).__name__
+        assert html.count("src=\"data:image/png;base64,") == 3

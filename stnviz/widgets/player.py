@@ -159,7 +159,7 @@ class TrainingPlayer(_Widget):
         self.view = FramePlayer(frames=[pictures], captions=[html.escape(_caption(s)) for s in self.snapshots],
                                 titles=["each probe image: the input with the region the transformer samples (red) "
                                         "| what the transformer passes on"],
-                                label="step", interval=interval)
+                                label="snapshot", interval=interval)
         self.view.add_class("stnviz-training-frames")
         self.root = W.VBox([self.view, self.message, self.log])
         self.root.add_class("stnviz-training-player")

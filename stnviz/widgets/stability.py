@@ -122,14 +122,14 @@ def stability_plots(table) -> tuple[np.ndarray, list]:
         ...          "output_change": [float("nan"), 0.02, 0.03], "input_change": [float("nan"), 0.08, 0.06]}
         >>> rgb, markers = stability_plots(table)  # run_sequence's columns
         >>> rgb.shape, len(markers), [len(xs) for xs, top, bottom in markers]  # 3 transform panels + change
-        ((390, 960, 3), 4, [3, 3, 3, 3])
+        ((340, 960, 3), 4, [3, 3, 3, 3])
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     # fixed margins (room for the legends on the right of each block): a constrained layout
     # would draw the figure several times
-    fig = Figure(figsize=(9.6, 3.9), dpi=100)
+    fig = Figure(figsize=(9.6, 3.4), dpi=100)  # 340 px tall: the viewer fits a laptop screen
     canvas = FigureCanvasAgg(fig)
     left, right = fig.add_gridspec(1, 2, width_ratios=[1.15, 1], left=0.075, right=0.86, bottom=0.115,
                                    top=0.925, wspace=0.62).subplots()
@@ -247,8 +247,7 @@ class StabilityViewer(_Widget):
         self.view = FramePlayer(titles=["the frame: where the transformer samples (red), the marked sign (green)",
                                         "what the transformer passes on to the classifier"],
                                 label="frame", interval=interval,
-                                plot_title="the whole track: the transform learned per frame (left) and how much "
-                                           "each frame changed from the one before (right); red line: the frame shown")
+                                plot_title="the whole track, frame by frame (red line: the frame shown)")
         self.view.add_class("stnviz-stability-frames")
         self.view.observe(lambda ch: self._safe(self.state.set_frame, ch["new"]), names="frame")
         self.track.observe(lambda ch: self._safe(self._on_track), names="value")

@@ -36,8 +36,9 @@ function render({ model, el }) {
     opt.textContent = `${s}x`;
   }
   speed.value = "1";
-  const caption = make("div", "stnviz-player-caption", el);
   const panels = make("div", "stnviz-player-panels", el);
+  const figures = make("div", "stnviz-player-figures", panels);
+  const caption = make("div", "stnviz-player-caption", panels);
   const plotBox = make("div", "stnviz-player-plot", el);
   const plotTitle = make("div", "stnviz-player-title", plotBox);
   const plotStack = make("div", "stnviz-player-plot-stack", plotBox);
@@ -92,7 +93,7 @@ function render({ model, el }) {
       drawMarker(i);
     }
     slider.value = String(i);
-    position.textContent = `${model.get("label")} ${i + 1} / ${n}`;
+    position.textContent = `${model.get("label")} ${i} (of 0\u2013${n - 1})`;
     el.dataset.frame = String(i);
     if (send) sendFrame(i);
   }
@@ -128,9 +129,9 @@ function render({ model, el }) {
     const titles = model.get("titles") || [];
     const format = model.get("format");
     urls = frames.map((list) => list.map((view) => blobUrl(view, format)));
-    panels.replaceChildren();
+    figures.replaceChildren();
     images = urls.map((_, p) => {
-      const figure = make("figure", "stnviz-player-panel", panels);
+      const figure = make("figure", "stnviz-player-panel", figures);
       const title = make("figcaption", "stnviz-player-title", figure);
       title.textContent = titles[p] || "";
       const img = make("img", "stnviz-player-frame", figure);
