@@ -39,7 +39,7 @@ def mnist_root(tmp_path_factory) -> Path:
     """A torchvision MNIST folder built from the shipped 1,000 digits: 800 train, 200 test."""
     root = tmp_path_factory.mktemp("mnist_root")
     s = sample("mnist")
-    images, labels = s.images[:, 0].numpy(), s.labels.numpy()
+    images, labels = s.pixels[:, 0].numpy(), s.labels.numpy()
     rng = np.random.default_rng(0)
     order = rng.permutation(len(labels))
     tr, te = order[:800], order[800:]

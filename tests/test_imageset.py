@@ -25,6 +25,28 @@ class TestImageSet:
         ds = ImageSet(torch.full((2, 1, 2, 2), 255, dtype=torch.uint8), torch.zeros(2))
         assert torch.equal(ds.get(torch.arange(2)).images, torch.ones(2, 1, 2, 2))
 
+    @pytest.mark.parametrize("name", ["mnist", "gtsrb"])
+    def test_images_are_float_in_unit_range_everywhere(self, name):
+        """Issue 23 item 1: sample(...).images was uint8 0-255 while .get(i).images was float in [0, 1]."""
+        s = sample(name)
+        assert s.pixels.dtype == torch.uint8  # stored compactly
+        assert s.images.dtype == torch.float32 and 0 <= s.images.min() and s.images.max() == 1
+        assert torch.equal(s.images[:5], s.get(torch.arange(5)).images)
+        assert torch.equal(s.subset(torch.arange(5)).images, s.images[:5])
+        assert torch.equal(next(iter(s.batches(5))).images, s.images[:5])
+
+    def test_float_images_stay_as_given(self):
+        images = torch.rand(3, 1, 4, 4)
+        ds = ImageSet(images, torch.zeros(3))
+        assert ds.pixels is images and torch.equal(ds.images, images)
+
+    def test_batch_unpacks_as_images_and_labels(self):
+        ds = sample("mnist").subset(torch.arange(10))
+        for batch, (images, labels) in zip(ds.batches(4), ds.batches(4)):
+            assert torch.equal(images, batch.images) and torch.equal(labels, batch.labels)
+        images, labels = ds.get(torch.tensor([3, 1]))
+        assert images.shape == (2, 1, 28, 28) and labels.tolist() == ds.labels[[3, 1]].tolist()
+
     def test_bad_input(self):
         with pytest.raises(ValueError, match=r"labels must be \(N,\) with N=3"):
             ImageSet(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(4))

@@ -495,7 +495,7 @@ class TestUpFrontChecks:
 
     def test_nan_pixel_is_reported_as_bad_input_not_divergence(self, device):
         train, _ = tiny_sets(64, 32)
-        images = train.images.float() / 255
+        images = train.images.clone()  # float in [0, 1]
         images[5, 0, 3, 3] = float("nan")
         poisoned = ImageSet(images, train.labels)
         with pytest.raises(ValueError, match=r"training images of step \d \(epoch 1\) hold non-finite values .* positions \[5\]\); expected finite") as err:

@@ -547,7 +547,7 @@ def tracks_of(ds: ImageSet) -> Iterator[Track]:
         yield Track(
             track_id=int(tid),
             label=int(ds.labels[idx[0]]),
-            images=ds.to_float(ds.images[idx]),
+            images=ds.to_float(ds.pixels[idx]),
             boxes=ds.extras["roi"][idx],
             frames=ds.extras["frame"][idx],
         )

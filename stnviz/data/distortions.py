@@ -271,7 +271,7 @@ class DistortedMNIST:
     def _digits(self, device) -> torch.Tensor:
         key = str(torch.device(device) if device is not None else "cpu")
         if key not in self._on_device:
-            self._on_device = {key: self.source.images.to(device)}  # one device at a time
+            self._on_device = {key: self.source.pixels.to(device)}  # one device at a time
         return self._on_device[key]
 
     def get(self, index: torch.Tensor, device=None, *, epoch: int = 0) -> Batch:

@@ -1,7 +1,8 @@
 """An image set held in memory as one uint8 tensor, batched straight onto the training device.
 
 Epochs never decode images one by one: a batch is an index into the tensor, moved to the device
-and scaled to ``[0, 1]`` there. Shuffling is a permutation from ``(seed, epoch)``, so a run that
+and scaled to ``[0, 1]`` there. Wherever a user meets images (``ImageSet.images``, a
+:class:`Batch`) they are float in ``[0, 1]``; the stored uint8 pixels are ``ImageSet.pixels``. Shuffling is a permutation from ``(seed, epoch)``, so a run that
 resumes mid-epoch sees exactly the batches it would have seen, and distributed ranks take
 disjoint slices of the same permutation (distributed sampling without a DataLoader).
 """
@@ -91,14 +92,18 @@ def _check_batch_size(batch_size) -> None:
 
 
 class ImageSet:
-    """Images ``(N, C, H, W)`` uint8 (or float in [0, 1]) with labels ``(N,)`` and optional
-    per-sample columns (``extras``: tensors with first dimension N, e.g. GTSRB track ids).
+    """Images ``(N, C, H, W)`` with labels ``(N,)`` and optional per-sample columns (``extras``:
+    tensors with first dimension N, e.g. GTSRB track ids).
+
+    ``pixels`` holds the images as given: uint8 0-255 (a quarter of float's memory: the data sets
+    and shipped samples) or float in [0, 1]. ``images`` is always float in [0, 1], as in every
+    :class:`Batch`: a converted copy of all of them (for a few samples of a large set, :meth:`get`).
 
     Example:
-        >>> ds = ImageSet(torch.zeros(6, 1, 28, 28, dtype=torch.uint8), torch.arange(6) % 3, name="toy")
-        >>> len(ds), ds.image_size
-        (6, (1, 28, 28))
-        >>> [tuple(b.images.shape) for b in ds.batches(4)]  # float in [0, 1], batched on the device
+        >>> ds = ImageSet(torch.full((6, 1, 28, 28), 255, dtype=torch.uint8), torch.arange(6) % 3, name="toy")
+        >>> len(ds), ds.image_size, ds.pixels.dtype, ds.images.dtype, ds.images.max().item()
+        (6, (1, 28, 28), torch.uint8, torch.float32, 1.0)
+        >>> [tuple(images.shape) for images, labels in ds.batches(4)]  # float in [0, 1], on the device
         [(4, 1, 28, 28), (2, 1, 28, 28)]
     """
 
@@ -117,33 +122,39 @@ class ImageSet:
         for k, v in extras.items():
             if v.dim() == 0 or v.shape[0] != images.shape[0]:
                 raise ValueError(f"{name}: extra column {k!r} must have {images.shape[0]} rows, got shape {tuple(v.shape)}")
-        self.images = images
+        self.pixels = images
         self.labels = labels.long()
         self.extras = extras
         self.name = name
         self.classes = classes
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return self.pixels.shape[0]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """``(N, C, H, W)`` float in [0, 1]: every image, converted from :attr:`pixels` (a new tensor)."""
+        return self.to_float(self.pixels)
 
     @property
     def image_size(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])
+        return tuple(self.pixels.shape[1:])
 
     def subset(self, index: torch.Tensor, name: str | None = None) -> "ImageSet":
         """The samples at ``index`` (a LongTensor or bool mask), as a new set sharing no storage."""
         return ImageSet(
-            self.images[index], self.labels[index], name=name or self.name, classes=self.classes,
+            self.pixels[index], self.labels[index], name=name or self.name, classes=self.classes,
             **{k: v[index] for k, v in self.extras.items()},
         )
 
     def to_float(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` (pixels of this set: uint8 0-255, or float) as float in [0, 1]."""
         return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
 
     def get(self, index: torch.Tensor, device=None) -> Batch:
         """One batch of the samples at ``index`` on ``device``."""
         index = torch.as_tensor(index, dtype=torch.long)
-        images = self.to_float(to_device(self.images[index], device))
+        images = self.to_float(to_device(self.pixels[index], device))
         extras = {k: to_device(v[index], device) for k, v in self.extras.items()}
         return Batch(images, to_device(self.labels[index], device), index, extras)
 

@@ -98,12 +98,17 @@ def _load(name: str) -> dict:
 
 
 def sample(name: str = "mnist") -> ImageSet:
-    """The shipped sample ``name`` (``"mnist"`` or ``"gtsrb"``) as an :class:`ImageSet`.
+    """The shipped sample ``name`` (``"mnist"`` or ``"gtsrb"``) as an :class:`ImageSet`: its
+    ``images`` float in [0, 1] (as every batch of it), stored as uint8 ``pixels``.
 
     Example:
         >>> digits = sample("mnist")
-        >>> len(digits), digits.image_size, digits.images.dtype, digits.labels.bincount().tolist() == [100] * 10
-        (1000, (1, 28, 28), torch.uint8, True)
+        >>> len(digits), digits.image_size, digits.labels.bincount().tolist() == [100] * 10
+        (1000, (1, 28, 28), True)
+        >>> digits.images.dtype, digits.images.max().item(), digits.pixels.dtype
+        (torch.float32, 1.0, torch.uint8)
+        >>> torch.equal(digits.images[:3], digits.get(torch.arange(3)).images)  # one convention
+        True
         >>> sample("gtsrb")
         ImageSet('sample-gtsrb', n=600, image_size=(3, 32, 32), extras=['frame', 'roi', 'track'])
     """
@@ -147,7 +152,7 @@ def build_samples(root=None, out_dir: str | Path | None = None) -> list[Path]:
         atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
         written.append(path)
 
-    save(out / SAMPLES["mnist"], {"images": test.images[idx].numpy(), "labels": test.labels[idx].numpy()})
+    save(out / SAMPLES["mnist"], {"images": test.pixels[idx].numpy(), "labels": test.labels[idx].numpy()})
     held_out = load_splits("gtsrb", root=root).test  # tracks no shipped checkpoint saw
     track, labels = held_out.extras["track"], held_out.labels
     chosen = []
@@ -159,7 +164,7 @@ def build_samples(root=None, out_dir: str | Path | None = None) -> list[Path]:
     sel = torch.isin(track, torch.tensor(picks))
     sub = held_out.subset(sel)
     save(out / SAMPLES["gtsrb"], {
-        "images": sub.images.numpy(), "labels": sub.labels.numpy(), "track": sub.extras["track"].numpy(),
+        "images": sub.pixels.numpy(), "labels": sub.labels.numpy(), "track": sub.extras["track"].numpy(),
         "frame": sub.extras["frame"].numpy(), "roi": sub.extras["roi"].numpy(),
     })
     return written
