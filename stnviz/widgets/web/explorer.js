@@ -187,28 +187,25 @@ export function makeGrid(family, p, h, w, k, out) {
  * of an RGBA uint8 image (H, W) at a grid (flat 2 * Ho * Wo) into `dst` (RGBA, Ho * Wo * 4).
  * Zero padding is the colour `pad` (RGBA): the display of a zero pixel. */
 export function gridSample(src, h, w, grid, dst, pad) {
-  const n = grid.length / 2;
+  const n = grid.length / 2, p0 = pad[0], p1 = pad[1], p2 = pad[2];
   for (let o = 0; o < n; o++) {
-    const gx = grid[2 * o], gy = grid[2 * o + 1];
     const d = 4 * o;
-    const ix = ((gx + 1) * w - 1) / 2, iy = ((gy + 1) * h - 1) / 2;
-    if (!(Number.isFinite(ix) && Number.isFinite(iy))) {
-      dst[d] = pad[0]; dst[d + 1] = pad[1]; dst[d + 2] = pad[2]; dst[d + 3] = 255;
+    const ix = ((grid[2 * o] + 1) * w - 1) / 2, iy = ((grid[2 * o + 1] + 1) * h - 1) / 2;
+    if (!(ix > -1 && iy > -1 && ix < w && iy < h)) { // no corner inside (or NaN): all padding
+      dst[d] = p0; dst[d + 1] = p1; dst[d + 2] = p2; dst[d + 3] = 255;
       continue;
     }
-    const x0 = Math.floor(ix), y0 = Math.floor(iy);
-    const fx = ix - x0, fy = iy - y0;
-    let r = 0, g = 0, b = 0, padW = 0;
-    for (let c = 0; c < 4; c++) {
-      const xx = x0 + (c & 1), yy = y0 + (c >> 1);
-      const wt = ((c & 1) ? fx : 1 - fx) * ((c >> 1) ? fy : 1 - fy);
-      if (xx < 0 || yy < 0 || xx >= w || yy >= h) { padW += wt; continue; }
-      const s = 4 * (yy * w + xx);
-      r += wt * src[s]; g += wt * src[s + 1]; b += wt * src[s + 2];
-    }
-    dst[d] = r + padW * pad[0];
-    dst[d + 1] = g + padW * pad[1];
-    dst[d + 2] = b + padW * pad[2];
+    const x0 = Math.floor(ix), y0 = Math.floor(iy), fx = ix - x0, fy = iy - y0;
+    const okx0 = x0 >= 0, okx1 = x0 + 1 < w, oky0 = y0 >= 0, oky1 = y0 + 1 < h;
+    const w00 = (1 - fx) * (1 - fy), w10 = fx * (1 - fy), w01 = (1 - fx) * fy, w11 = fx * fy;
+    let r = 0, g = 0, b = 0, padW = 0, s;
+    if (oky0 && okx0) { s = 4 * (y0 * w + x0); r += w00 * src[s]; g += w00 * src[s + 1]; b += w00 * src[s + 2]; } else padW += w00;
+    if (oky0 && okx1) { s = 4 * (y0 * w + x0 + 1); r += w10 * src[s]; g += w10 * src[s + 1]; b += w10 * src[s + 2]; } else padW += w10;
+    if (oky1 && okx0) { s = 4 * ((y0 + 1) * w + x0); r += w01 * src[s]; g += w01 * src[s + 1]; b += w01 * src[s + 2]; } else padW += w01;
+    if (oky1 && okx1) { s = 4 * ((y0 + 1) * w + x0 + 1); r += w11 * src[s]; g += w11 * src[s + 1]; b += w11 * src[s + 2]; } else padW += w11;
+    dst[d] = r + padW * p0;
+    dst[d + 1] = g + padW * p1;
+    dst[d + 2] = b + padW * p2;
     dst[d + 3] = 255;
   }
 }
