@@ -1,6 +1,7 @@
-"""The Voila dashboard (``make dashboard``) in a real Chromium: the page builds the theta explorer
-and the inspector, a key press on the rotation slider reaches the kernel, and the kernel's
-re-rendered pictures reach the page.
+"""The Voila dashboard (``make dashboard``) in a real Chromium: the page builds the theta explorer,
+the inspectors and the signs' stability viewer, a key press on the rotation slider reaches the
+kernel, and the kernel's re-rendered pictures reach the page; the inspectors speak in words, the
+viewer plays, and no widget is taller than a laptop screen.
 
 Needs /usr/bin/chromium and Playwright (skipped without them; a failure under ``CI=true``).
 Voila serves a temp-dir copy of ``notebooks/dashboard.ipynb`` on a free ``127.0.0.1`` port with a
@@ -48,6 +49,8 @@ MAKEFILE = REPO / "Makefile"
 EXPLORER = ".stnviz-theta-explorer"
 INSPECTOR = ".stnviz-inspector:not(.stnviz-signs)"  # the digits' inspector
 SIGNS = ".stnviz-inspector.stnviz-signs"  # the traffic signs' inspector (stn_gtsrb.gtsrb_loc)
+STABILITY = ".stnviz-stability-viewer"  # the signs' tracks, a player
+MAX_HEIGHT = 800  # px: no widget taller than a laptop screen
 
 # The pictures and readouts of one widget, found inside its root (the inspector also has
 # .stnviz-input / .stnviz-output images). An Image widget renders as <img class="... stnviz-input">;
@@ -225,6 +228,7 @@ def dashboard(server, browser, tmp_path_factory):
         page.wait_for_function(RENDERED_JS, arg=[EXPLORER, None], timeout=LOAD_TIMEOUT)
         page.wait_for_function(RENDERED_JS, arg=[INSPECTOR, None], timeout=LOAD_TIMEOUT)
         page.wait_for_function(RENDERED_JS, arg=[SIGNS, None], timeout=LOAD_TIMEOUT)
+        page.wait_for_function(PLAYER_READY_JS, arg=STABILITY, timeout=LOAD_TIMEOUT)
         _note_kernels(server)
         print(f"\ndashboard rendered in {time.monotonic() - t0:.1f} s")
     except BaseException:
@@ -233,6 +237,20 @@ def dashboard(server, browser, tmp_path_factory):
         raise
     yield page, errors
     page.close()
+
+
+# A player's pictures are on the page (frames sent once, shown from blob: URLs).
+PLAYER_READY_JS = """(sel) => { const r = document.querySelector(sel);
+  const imgs = r ? r.querySelectorAll('img.stnviz-player-frame') : [];
+  return imgs.length > 0 && [...imgs].every(i => i.complete && i.naturalWidth > 0); }"""
+
+
+def _look(path: Path) -> None:
+    """A copy of a screenshot in $STNVIZ_LOOK, when set (to look at)."""
+    look = os.environ.get("STNVIZ_LOOK")
+    if look:
+        Path(look).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, Path(look) / path.name)
 
 
 def _state(page, sel: str = EXPLORER) -> dict:
@@ -321,6 +339,7 @@ def test_inspector_rendered_without_errors(dashboard, server, tmp_path):
         inspector.evaluate("(el) => el.scrollIntoView({block: 'start'})")
         shot = tmp_path / "dashboard_inspector.png"
         page.screenshot(path=str(shot))
+        _look(shot)
         print(f"inspector: {' '.join(info.split())}; screenshot: {shot}")
     except BaseException:
         _on_failure(page, server, tmp_path)
@@ -341,7 +360,59 @@ def test_sign_inspector_shows_the_localising_model(dashboard, server, tmp_path):
         signs.evaluate("(el) => el.scrollIntoView({block: 'start'})")
         shot = tmp_path / "dashboard_signs.png"
         page.screenshot(path=str(shot))
+        _look(shot)
         print(f"signs: {info}; screenshot: {shot}")
+    except BaseException:
+        _on_failure(page, server, tmp_path)
+        raise
+
+
+def test_inspectors_speak_to_people(dashboard, server):
+    """Issue 22 item 4: the inspectors name transformers and settings in words (no code names
+    such as ``body.1``, no ``align_corners``, no bare family / role columns), every picture has a
+    title, and each inspector fits a laptop screen."""
+    page, _ = dashboard
+    for sel in (INSPECTOR, SIGNS):
+        root = page.locator(sel)
+        text = root.inner_text()
+        for code in ("body.1", "align_corners", "padding_mode"):
+            assert code not in text, f"{sel} shows {code!r}: {text[:400]}"
+        headings = [h.strip() for h in root.locator(".stnviz-table th").all_inner_texts()]
+        assert headings and "family" not in headings and "role" not in headings, headings
+        assert "what the transformer passes on" in text and "the region the transformer samples" in text
+        options = [o.replace("\xa0", " ") for o in root.locator(".stnviz-which select option").all_inner_texts()]
+        assert options and all(o.startswith(("the transformer, ", "transformer ")) for o in options), options
+        height = root.bounding_box()["height"]
+        assert height <= MAX_HEIGHT, f"{sel} is {height:.0f} px tall"
+        print(f"{sel}: {height:.0f} px tall; transformers: {options}")
+
+
+def test_stability_viewer_plays(dashboard, server, tmp_path):
+    """The signs' stability viewer plays in the page (at 4x): the frame moves on by itself and
+    the plot's marker follows; it fits a laptop screen, and its long sign names are not cut."""
+    page, errors = dashboard
+    try:
+        root = page.locator(STABILITY)
+        root.scroll_into_view_if_needed()
+        player = root.locator(".stnviz-player")
+        start, marker = int(player.get_attribute("data-frame")), root.locator(".stnviz-player-marker line").first
+        x0 = float(marker.get_attribute("x1"))
+        root.locator(".stnviz-player-speed").select_option("4")
+        root.locator(".stnviz-player-play").click()
+        page.wait_for_function(
+            """([sel, start]) => Number(document.querySelector(sel).querySelector('.stnviz-player').dataset.frame)
+                                 >= start + 5""", arg=[STABILITY, start], timeout=UPDATE_TIMEOUT)
+        root.locator(".stnviz-player-play").click()  # pause
+        assert float(marker.get_attribute("x1")) > x0, "the marker did not follow the frame"
+        height = root.bounding_box()["height"]
+        assert height <= MAX_HEIGHT, f"the stability viewer is {height:.0f} px tall"
+        select = root.locator(".stnviz-track select")
+        assert select.evaluate("(s) => s.scrollWidth <= s.clientWidth + 1"), "the track names are cut"
+        assert not errors, f"uncaught errors in the page: {errors}"
+        shot = tmp_path / "dashboard_stability.png"
+        root.screenshot(path=str(shot))
+        _look(shot)
+        print(f"played from frame {start} to {player.get_attribute('data-frame')}; {height:.0f} px tall; {shot}")
     except BaseException:
         _on_failure(page, server, tmp_path)
         raise

@@ -299,7 +299,7 @@ class TestSTNInspector:
         assert ins.diagnosis is None and ins.diagnosis_view.value == "" and not runs  # not before it is shown
         ins._repr_mimebundle_()
         view = ins.diagnosis_view.value
-        assert "error</b> <code>zoom_out</code> (2.56)" in view and "on transformer 1 of 1, on the input image" in view
+        assert "error</b> <code>zoom_out</code> (2.56)" in view and "on the transformer, on the input image" in view
         assert "<code>identity</code>" not in view  # only what is wrong
         ins.picker.value = 5
         ins._repr_mimebundle_()
@@ -394,7 +394,7 @@ class TestStabilityViewer:
 
         model = get_model("stn_gtsrb", device=device).eval()
         v = StabilityViewer(model, sample_tracks()[:3])
-        assert v.view.count == 30 and "IoU with box" in v.info
+        assert v.view.count == 30 and "overlap of the region with the marked sign (IoU)" in v.info
         plots, frames = v.view.plot, v.view.frames
         assert plots[:4] == b"\x89PNG" and len(frames) == 2  # input + region, output
         w, h = _pixels(plots).shape[1::-1]
@@ -705,9 +705,10 @@ class TestRenderStability:
                                     box=track_run.boxes[12], scale=4, margin=0.15)
         assert all(np.array_equal(a, b) for a, b in zip(_panels(v), want))
         row = track_run.table.iloc[12]
-        assert v.info.startswith(f"frame 12: prediction <b>c{int(row['prediction'])}</b> ({row['confidence']:.2f})")
-        assert f"IoU with box {row['iou']:.2f}" in v.info and f"rotation {round(row['rotation_deg'], 1) + 0.0:+.1f}°" in v.info
-        assert f"[{row['theta_00']:+.3f} " in v.info  # the theta the record holds, as format_theta writes it
+        assert v.info.startswith(f"frame 12: prediction <b>c{int(row['prediction'])}</b> ({row['confidence']:.0%} sure)")
+        assert f"(IoU): {row['iou']:.2f}" in v.info and f"turned {row['rotation_deg']:+.1f}°" in v.info
+        assert f"{row['scale_x']:.2f} × {row['scale_y']:.2f} of the frame" in v.info
+        assert f"theta [{row['theta_00']:+.3f} " in v.info  # the theta the record holds, as format_theta writes it
         with pytest.raises(ValueError, match=r"frame must be in \[0, 30\), got 30"):
             render_stability(track_run, 30)
 

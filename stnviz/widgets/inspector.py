@@ -438,6 +438,8 @@ class STNInspector(_Widget):
         where = "on the input image" if on_input else f"on feature maps ({c} × {h} × {w})"
         if r.role == "image":
             transformers = [k for k, rec in self.records.items() if rec.role == "image"]
+            if len(transformers) == 1:
+                return f"the transformer, {where}"
             return f"transformer {transformers.index(key) + 1} of {len(transformers)}, {where}"
         return f"{_ROLE_WORDS.get(r.role, r.role)}, {where}"
 

@@ -101,12 +101,16 @@ def render_stability(run, t: int, *, class_names=None, scale: int = 6, margin: f
     names = class_names if class_names is not None else shown.class_names
     row = run.table.iloc[t]
     parts = [f"frame {t}: prediction <b>{html.escape(render.class_name(row['prediction'], names))}</b> "
-             f"({row['confidence']:.2f})"]
+             f"({row['confidence']:.0%} sure)"]
     if "iou" in row:
-        parts.append(f"IoU with box {row['iou']:.2f}")
+        parts.append(f"overlap of the region with the marked sign (IoU): {row['iou']:.2f}")
+    if "rotation_deg" in row:  # the table's decomposition, in words
+        parts.append(f"the region: turned {row['rotation_deg']:+.1f}°, {row['scale_x']:.2f} × {row['scale_y']:.2f} "
+                     f"of the frame, centre at ({row['tx']:+.2f}, {row['ty']:+.2f})")
     if "theta_00" in row:
         theta = row[[f"theta_{r}{c}" for r in range(2) for c in range(3)]].to_numpy(dtype=np.float64)
-        parts.append(html.escape(render.format_theta(theta, layout="line")))
+        parts.append(f"<span style='color:#666'>theta {html.escape(render.format_theta(theta, False, layout='line'))}"
+                     "</span>")
     return StabilityViews(input_rgb, output_rgb, "<br>".join(parts))
 
 
