@@ -89,7 +89,7 @@ class STNCallback(pl.Callback):
         probe_images: ``(N, C, H, W)`` as the module takes them (e.g. 8 validation images);
             ``probe_labels (N,)`` optional (probe loss and accuracy).
         every_n_steps: record (and log the figures and the picture) every this many optimizer
-            steps (``trainer.global_step``), and once before training.
+            steps (``trainer.global_step``), once before training and once at its end.
         log_video_every_n_steps: also log the video so far every this many steps (default: at
             the end only).
         forward: ``forward(module, images) -> logits`` when the module's ``forward`` is not that.
@@ -177,6 +177,7 @@ class STNCallback(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero or not self.recorder.snapshots:
             return
+        self._record(trainer, pl_module, float(trainer.current_epoch))  # the weights training ends with
         if self._video_step != trainer.global_step:
             self._video(trainer)
         for logger in self._loggers:
