@@ -227,6 +227,13 @@ def test_page_warps_exactly_as_geometry_for_every_family(explorer_page, lab, tmp
             held = _set_from_kernel(page, code)
             assert held["family"] == family, held
             diffs[family] = _assert_pixels_are_warp(page, family)
+        # tilted past its horizon: the page greys the region and says why, the kernel agrees
+        _set_from_kernel(page, "explorer.family = 'projective'; explorer.params = [1, 0, 0, 0, 1, 0, 1.5, 0]")
+        root = page.locator(EXPLORER)
+        assert "stnviz-invalid" in root.get_attribute("class")
+        assert "horizon crosses the output" in root.locator(".stnviz-message").text_content()
+        look = Path("/tmp/look") if Path("/tmp/look").is_dir() else tmp_path
+        root.screenshot(path=str(look / "explorer_folded_homography.png"))
         print(f"max |page - geometry.warp| per family (in 1/255): {diffs}")
     except BaseException:
         _on_failure(page, lab, tmp_path)

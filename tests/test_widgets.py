@@ -205,6 +205,36 @@ class TestThetaExplorer:
         assert png.shape[1] > png.shape[0] and "zoom" not in bundle["text/plain"]
         np.testing.assert_array_equal(png, ex.picture())
 
+    def test_saved_notebook_shows_the_last_state(self, tmp_path):
+        """A notebook run top to bottom and saved (nbclient, as nbconvert --execute): the explorer's
+        output carries a PNG of its state after the last cell, and the HTML export shows it."""
+        import base64
+
+        import nbformat
+        from nbclient import NotebookClient
+        from nbconvert import HTMLExporter
+
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_code_cell("import torch\nfrom stnviz.widgets import ThetaExplorer\n"
+                                      "explorer = ThetaExplorer(torch.rand(2, 3, 16, 16))\nexplorer"),
+            nbformat.v4.new_code_cell("explorer.set_params([0.5, 0, 0.2, 0, 0.5, 0])"),
+            nbformat.v4.new_code_cell("import base64\nprint(base64.b64encode(explorer._bundle()['image/png']).decode())"),
+        ])
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
+                       store_widget_state=False).execute()  # saved as JupyterLab saves by default: no widget state
+        last = nb.cells[2].outputs[0]["text"].strip()
+        shown = nb.cells[0].outputs[0]["data"]
+        assert shown["image/png"] == last and "application/vnd.jupyter.widget-view+json" in shown
+        assert "0.5" in shown["text/plain"]
+        html, _ = HTMLExporter().from_notebook_node(nb)
+        assert f'src="data:image/png;base64,{last}"' in html  # the last state's picture, not nothing
+        assert base64.b64decode(last)[:4] == b"\x89PNG"
+
+    def test_a_folded_homography_is_named(self, digits):
+        v = render_explorer(digits[0], [1, 0, 0, 0, 1, 0, 1.5, 0], "projective")
+        assert "horizon crosses the output" in v.message
+        assert render_explorer(digits[0], [1, 0, 0, 0, 1, 0, 0.5, 0], "projective").message == ""
+
     def test_errors_are_shown_not_raised(self, digits, monkeypatch):
         ex = ThetaExplorer(digits)
 

@@ -10,8 +10,8 @@ prediction for the region on screen and the model's own ("learned") transform fo
 
 from __future__ import annotations
 
-import html
 import traceback
+import weakref
 from pathlib import Path
 
 import anywidget
@@ -436,20 +436,68 @@ class ThetaExplorer:
         pad = lambda x: np.pad(x, ((0, h - x.shape[0]), (0, 0), (0, 0)), constant_values=255)  # noqa: E731
         return np.concatenate([pad(a), gap, pad(b)], axis=1)
 
-    def _repr_mimebundle_(self, **kwargs):
-        """The live widget, and a PNG of the state for a static export (nbconvert to HTML shows it
-        where the widget cannot run)."""
+    def _bundle(self, **kwargs) -> dict:
+        """The live widget, a PNG of the state (what nbconvert to HTML shows where the widget
+        cannot run) and a line of text."""
         bundle = self.root._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
-        data = dict(data)
+        data = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
         data["image/png"] = render.encode(self.picture(), "png")
         data["text/plain"] = f"ThetaExplorer({self.state.family}, params={np.round(self.params, 3).tolist()})"
         return data
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self._bundle(**kwargs)
+
+    def _ipython_display_(self):
+        """Shown with a display id: after each cell a person runs, the output's PNG is brought up to
+        the state (a notebook saved afterwards shows the last state in a static export)."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        data = self._bundle()
+        self._exported = data["image/png"]
+        self._handle = display(data, raw=True, display_id=True)
+        _follow_cells(get_ipython(), self)
+
+    def refresh_export(self) -> None:
+        """Bring the displayed output's PNG (the static export) up to the state now; the page's
+        live view is drawn again from the same widget."""
+        handle = getattr(self, "_handle", None)
+        if handle is None:
+            return
+        data = self._bundle()
+        if data["image/png"] != self._exported:
+            self._exported = data["image/png"]
+            handle.update(data, raw=True)
 
     def show(self):
         from IPython.display import display
 
         display(self)
+
+
+_displayed: weakref.WeakSet = weakref.WeakSet()  # explorers shown with a display id
+
+
+def _after_cell(result=None) -> None:
+    """IPython's post_run_cell: refresh the export of every displayed explorer after a person's
+    cell (not after a silent request, e.g. a front end's or a test's probe)."""
+    info = getattr(result, "info", None)
+    if info is not None and (getattr(info, "silent", False) or not getattr(info, "store_history", True)):
+        return
+    for explorer in list(_displayed):
+        try:
+            explorer.refresh_export()
+        except Exception:  # an export is a convenience: never break the user's cell
+            pass
+
+
+def _follow_cells(ip, explorer) -> None:
+    if ip is None:
+        return
+    _displayed.add(explorer)
+    if _after_cell not in ip.events.callbacks.get("post_run_cell", []):
+        ip.events.register("post_run_cell", _after_cell)
 
 
 def _check_family(family) -> None:

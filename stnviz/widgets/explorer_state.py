@@ -188,7 +188,22 @@ def _theta_text(params: np.ndarray, family: str, point: int | None) -> str:
     return f"point {p} of {k}\nx {_num(params[2 * p])}\ny {_num(params[2 * p + 1])}"
 
 
-def _degenerate(params: torch.Tensor, family: str, grid: torch.Tensor, components) -> str | None:
+#: What the explorer says (in the kernel and in the page) about a homography whose w changes sign.
+HORIZON_MESSAGE = ("this homography sends part of the output to infinity (its horizon crosses the output): "
+                   "lower the perspective entries h31, h32")
+
+
+def _horizon_crosses(h8, out_size) -> bool:
+    """True when ``w = h31 x + h32 y + 1`` of a homography (flat, ``h33 = 1``) is 0 or changes sign
+    over the output's pixel centres ``out_size = (H, W)``: part of the output samples "behind the
+    camera", a folded picture. ``w`` is affine in ``(x, y)``: its corners decide."""
+    h, w = out_size
+    ex, ey = 1 - 1 / w, 1 - 1 / h
+    ws = [float(h8[6]) * x + float(h8[7]) * y + 1 for x in (-ex, ex) for y in (-ey, ey)]
+    return min(abs(v) for v in ws) <= 1e-7 or (min(ws) < 0 < max(ws))
+
+
+def _degenerate(params: torch.Tensor, family: str, grid: torch.Tensor, components, out_size=None) -> str | None:
     """A human message when the transform is degenerate, else None. ``grid`` may be a sparse
     subset of the sampling grid ``(..., 2)``."""
     if geometry.family_info(family).matrix is not None:
@@ -197,6 +212,8 @@ def _degenerate(params: torch.Tensor, family: str, grid: torch.Tensor, component
         if bool(geometry.is_singular(m)[0]):
             det = float(torch.linalg.det(m[0, :, :2] if m.shape[1] == 2 else m[0]))
             return f"singular transform (det = {det:.2g}): the output collapses onto a line or a point"
+    if family == "projective" and _horizon_crosses(params.reshape(-1)[:8], tuple(grid.shape[1:3]) if out_size is None else out_size):
+        return HORIZON_MESSAGE
     if _samples_only_outside(grid):
         return "the sampled region lies entirely outside the input: the output is all padding"
     return None
@@ -251,5 +268,5 @@ def render_explorer(image: torch.Tensor, params, family: str, *, output_size=Non
                                                  shown.apply(out, image, where="ThetaExplorer"), outline, lattice,
                                                  scale=scale, margin=margin,
                                                  points=points, selected=point)
-    message = _degenerate(t, family, grid[:, ::4, ::4], None) or ""
+    message = _degenerate(t, family, grid[:, ::4, ::4], None, out_size) or ""
     return ExplorerViews(input_rgb, output_rgb, message, text)

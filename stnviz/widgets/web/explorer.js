@@ -125,6 +125,7 @@ export function invalidReason(family, p, h, w) {
     const ex = 1 - 1 / w, ey = 1 - 1 / h;
     const ws = [[-ex, -ey], [ex, -ey], [ex, ey], [-ex, ey]].map(([x, y]) => p[6] * x + p[7] * y + 1);
     if (ws.some((v) => Math.abs(v) <= TOL) || (Math.min(...ws) < 0 && Math.max(...ws) > 0)) {
+      // the same words as explorer_state.HORIZON_MESSAGE
       return "this homography sends part of the output to infinity (its horizon crosses the output): " +
         "lower the perspective entries h31, h32";
     }
