@@ -41,8 +41,22 @@ def _as_images(images, *, where: str | None = "stnviz.widgets") -> torch.Tensor:
 def _views_row(input_view, output_view, *extra, titles=("input + sampled region", "transformer output")) -> W.HBox:
     """Input + sampled region | transformer output | extra widgets, side by side, each picture
     under its title (plain text)."""
-    return W.HBox([W.VBox([W.HTML(f"<b>{html.escape(t)}</b>", layout=W.Layout(max_width="24em")), view])
+    return W.HBox([W.VBox([_compact(W.HTML(f"<b>{html.escape(t)}</b>", layout=W.Layout(max_width="24em"))), view])
                    for t, view in zip(titles, (input_view, output_view))] + list(extra))
+
+
+def _compact(widget: W.HTML) -> W.HTML:
+    """``widget``'s text at text line height (with :func:`_compact_style` in the same root): an
+    ``ipywidgets.HTML`` gives every line the height of a slider row (28 px), which makes a
+    wrapped title, table or list several times taller."""
+    widget.add_class("stnviz-compact")
+    return widget
+
+
+def _compact_style() -> W.HTML:
+    """The style :func:`_compact` needs: put it once in a widget's root (it shows nothing)."""
+    return W.HTML("<style>.jupyter-widgets.stnviz-compact > .widget-html-content"
+                  "{line-height:1.35 !important}</style>", layout=W.Layout(display="none"))
 
 
 #: What each transform family does, in words for people who don't read code (menus, captions).

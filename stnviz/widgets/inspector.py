@@ -16,8 +16,8 @@ import torch
 from .. import render
 from ..analysis import theta_table
 from ..capture import CaptureError, collect
-from ._base import (FAMILY_WORDS, SAMPLING_WORDS, _as_images, _image_format, _samples_only_outside, _show_pair,
-                    _stacked_png, _views_row, _Widget)
+from ._base import (FAMILY_WORDS, SAMPLING_WORDS, _as_images, _compact, _compact_style, _image_format,
+                    _samples_only_outside, _show_pair, _stacked_png, _views_row, _Widget)
 
 __all__ = ["InspectorState", "InspectorViews", "STNInspector", "render_inspector"]
 
@@ -416,8 +416,10 @@ class STNInspector(_Widget):
             _views_row(self.input_view, self.output_view, self.info,
                        titles=("the input, with the region the transformer samples (red) and its sample points",
                                "what the transformer passes on")),
-            self.table, self.diagnosis_view, self.message, self.log,
+            self.table, self.diagnosis_view, self.message, self.log, _compact_style(),
         ])
+        for text in (self.info, self.table, self.diagnosis_view):
+            _compact(text)
         self.root.add_class("stnviz-inspector")
         self._safe(self.update)
 
