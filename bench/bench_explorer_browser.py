@@ -17,7 +17,13 @@ Both run in one private JupyterLab (``tests/browser_support.py``: temp config, r
 one headless Chromium (``/usr/bin/chromium`` with Playwright); the images are the same smooth
 colour pictures. Needs Chromium and Playwright (skipped with a note without them) and git.
 
-Goals (issue 22): new median <= 16 ms and p95 <= 33 ms at 3x224x224, median <= 33 ms at 3x512x512.
+* **The model's answer** (new, a third explorer with ``stn_cnn.mnist_rts`` on RTS digits): short
+  drags of the region, let go; the ``pointerup``'s ``timeStamp`` to the prediction panel's change
+  (the page tells the kernel the hand stopped; the kernel runs the model with its transformer's
+  grid replaced by the explorer's and sends the top 3 back).
+
+Goals (issue 22): new median <= 16 ms and p95 <= 33 ms at 3x224x224, median <= 33 ms at 3x512x512;
+the model's answer <= 150 ms after the hand stops (median).
 """
 
 from __future__ import annotations
@@ -44,6 +50,20 @@ SETUP = (
     "    r = torch.sqrt(x * x + y * y)\n"
     "    return torch.stack([torch.stack([0.5 + 0.5 * torch.sin(12 * r + k), 0.5 + 0.5 * x, 0.5 + 0.5 * y]) for k in range(n)])\n"
 )
+# A third explorer, with the dashboard's model: the model's answer after the hand stops.
+MODEL_CELL = (
+    "import stnviz\n"
+    "from stnviz.data import distorted_test_set, sample\n"
+    "digits = distorted_test_set(sample('mnist'), 'rts').get(torch.arange(8)).images\n"
+    "display(ThetaExplorer(digits, model=stnviz.load_pretrained('stn_cnn.mnist_rts'), params='learned'))"
+)
+ANSWER_HOOK_JS = """(sel) => {
+  const root = document.querySelector(sel);
+  const t = window.__answer = {up: null, changes: []};
+  root.addEventListener('pointerup', (e) => { t.up = e.timeStamp; }, true);
+  new MutationObserver(() => { if (t.up !== null) { t.changes.push(performance.now() - t.up); t.up = null; } })
+    .observe(root.querySelector('.stnviz-prediction'), {childList: true, subtree: true, characterData: true});
+}"""
 # The page's timing hooks on the explorer root `sel`: pointer events' timeStamps, paint marks, frames.
 NEW_HOOK_JS = """(sel) => {
   const root = document.querySelector(sel);
@@ -119,6 +139,24 @@ def _measure_new(page, sel: str, steps: int) -> tuple[dict, dict]:
     return _stats(t["frames"]), _stats(t["paints"])
 
 
+def _measure_answer(page, sel: str, repeats: int) -> dict:
+    """Short drags of the region, let go: from the pointerup to the model's new answer on the page."""
+    root = page.locator(sel)
+    root.scroll_into_view_if_needed()
+    page.wait_for_function("(sel) => !!document.querySelector(sel + ' .stnviz-pred-row')", arg=sel)
+    page.evaluate(ANSWER_HOOK_JS, sel)
+    for i in range(repeats):
+        box = root.locator(".stnviz-region").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + (6 if i % 2 == 0 else -6), y, steps=3)
+        page.mouse.up()
+        page.wait_for_function("(n) => window.__answer.changes.length > n", arg=i, timeout=30_000)
+        time.sleep(0.3)
+    return _stats(page.evaluate("() => window.__answer.changes"))
+
+
 def _measure_old(page, sel: str, steps: int) -> dict:
     root = page.locator(sel)
     handle = root.locator(".stnviz-part-rotation_deg .noUi-handle")
@@ -130,7 +168,7 @@ def _measure_old(page, sel: str, steps: int) -> dict:
     page.mouse.down()
     lat = []
     for i in range(steps):
-        x += 3
+        x += 3 if i < steps // 2 else -3  # out and back: the handle stays on the track
         before = page.evaluate("() => window.__bench.changes.length")
         page.mouse.move(x, y)
         page.wait_for_function("(n) => window.__bench.changes.length > n", arg=before, timeout=60_000)
@@ -157,7 +195,7 @@ def run(quick: bool = False) -> dict:
         root = tmp / "nb"
         root.mkdir()
         shows = "\n".join(f"display(ThetaExplorer(photos({s})))" for s in SIZES)
-        _notebook(root / "new.ipynb", [SETUP + "from stnviz.widgets import ThetaExplorer\n" + shows])
+        _notebook(root / "new.ipynb", [SETUP + "from stnviz.widgets import ThetaExplorer\n" + shows + "\n" + MODEL_CELL])
         _notebook(root / "old.ipynb", [f"import sys\nsys.path.insert(0, {str(old)!r})\nimport stnviz\n"
                                        f"assert stnviz.__file__.startswith({str(old)!r}), stnviz.__file__\n"
                                        + SETUP + "from stnviz.widgets import ThetaExplorer\n" + shows])
@@ -170,7 +208,7 @@ def run(quick: bool = False) -> dict:
                     page.goto(lab.notebook_url(f"{which}.ipynb"), wait_until="domcontentloaded")
                     _run_all(page, f"{which}.ipynb", PANEL_JS, WITH_TIMEOUT_JS)
                     sel = ".stnviz-theta-explorer" + (" .stnviz-explorer" if which == "new" else "")
-                    page.wait_for_function(f"(sel) => document.querySelectorAll(sel).length >= {len(SIZES)}", arg=sel)
+                    page.wait_for_function(f"(sel) => document.querySelectorAll(sel).length >= {len(SIZES) + (which == 'new')}", arg=sel)
                     if which == "old":
                         page.wait_for_function("() => [...document.querySelectorAll('img.stnviz-output')]"
                                                ".filter(i => (i.getAttribute('src') || '').startsWith('blob:')).length >= 2")
@@ -197,6 +235,15 @@ def run(quick: bool = False) -> dict:
                             rows.append({"explorer": f"old ({OLD_COMMIT}, kernel warps + encodes)",
                                          "image": f"3x{size}x{size}", "gesture": "drag the rotation slider",
                                          **old_stats, "to_canvas_median_ms": None, "to_canvas_p95_ms": None})
+                    if which == "new":
+                        page.evaluate("([sel, i]) => document.querySelectorAll(sel).forEach((e, j) => "
+                                      "e.classList.toggle('bench-target', j === i))", [sel, len(SIZES)])
+                        answer = _measure_answer(page, f"{sel}.bench-target", 5 if quick else 20)
+                        rows.append({"explorer": "new, with stn_cnn.mnist_rts", "image": "1x42x42",
+                                     "gesture": "let go of the region: the model's answer on the page", **answer,
+                                     "to_canvas_median_ms": None, "to_canvas_p95_ms": None})
+                        goals.append({"goal": "new: hand stops -> the model's answer on the page, median (ms)",
+                                      "value": answer["median_ms"], "target": "<= 150", "met": answer["median_ms"] <= 150})
                     page.close()
             finally:
                 browser.close()

@@ -2,11 +2,12 @@
 
 Observers run synchronously in the kernel when a widget's ``value`` is set, so the time of
 ``slider.value = v`` is the time until the views hold new encoded images; what remains is the
-websocket hop to the browser (measured by ``tests/test_browser.py::test_slider_step_to_image_latency``).
+websocket hop to the browser (the explorer's page: ``bench_explorer_browser``).
 
-* ``ThetaExplorer``: the decomposed rotation slider (state -> 12 sliders shown -> grid -> warp ->
-  overlay -> encode), a raw theta entry, and a picker change (another image), at 1x28x28 (shipped
-  MNIST digits) and 3x224x224.
+* ``ThetaExplorer``: the kernel's cost of one drag step (the page warps the image itself and sends
+  ``params``: the kernel's state takes them; with a model, also the model's top 3 for the region)
+  and of a picker change (the new image sent as RGBA), at 1x28x28 (shipped MNIST digits) and
+  3x224x224. The page's own latency is ``bench_explorer_browser``.
 * ``STNInspector``: a picker change at 3x224x224 (``stn_gtsrb`` built for 3x224x224: an image
   transformer and a feature-map transformer, untrained).
 * ``StabilityViewer``: a track change both cold (the track's sequence run, plots and 30 frames
@@ -30,6 +31,7 @@ Issue 20: the inspector on 128 images at 224 px adds < 200 MB.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -67,6 +69,31 @@ def _time_sets(widget, view, values, warmup: int = 3) -> list[float]:
         if i >= warmup:
             times.append(dt * 1000)
     return times
+
+
+class _Trait:
+    """An attribute as the ``value`` :func:`_time_sets` sets or watches (``params_list``: a
+    :class:`~stnviz.widgets.ThetaExplorer`'s parameters as a list)."""
+
+    def __init__(self, obj, name):
+        self.obj, self.name = obj, name
+
+    @property
+    def value(self):
+        return self.obj.params.tolist() if self.name == "params_list" else getattr(self.obj, self.name)
+
+    @value.setter
+    def value(self, v):
+        setattr(self.obj, self.name, v)
+
+
+class _DragAndStop(_Trait):
+    """An explorer page's drag step followed by the hand stopping: ``params``, then ``settled``."""
+
+    @_Trait.value.setter
+    def value(self, v):
+        self.obj.params = v
+        self.obj.settled += 1
 
 
 class _Sent:
@@ -144,18 +171,22 @@ def run(quick: bool = False) -> dict:
 
     for shape, target in (((1, 28, 28), 10.0), ((3, 224, 224), 30.0)):
         name = "x".join(map(str, shape))
-        ex = ThetaExplorer(_images(shape))
-        rot = [((i * 7) % 340) - 170 + 0.5 for i in range(n)]
-        entry = [0.5 + 0.5 * ((i * 13) % 97) / 97 for i in range(n)]
-        med = _row(rows, "ThetaExplorer: rotation slider (decomposed)", name, _time_sets(ex.parts["rotation_deg"], ex.output_view, rot))
+        ex = ThetaExplorer(_images(shape))  # the page warps; the kernel hears params (bench_explorer_browser)
+        steps = [[math.cos(math.radians(a)), -math.sin(math.radians(a)), 0.0, math.sin(math.radians(a)),
+                  math.cos(math.radians(a)), 0.0] for a in (((i * 7) % 340) - 170 + 0.5 for i in range(n))]
+        med = _row(rows, "ThetaExplorer: a drag step (params from the page)", name,
+                   _time_sets(_Trait(ex.view, "params"), _Trait(ex, "params_list"), steps))
         goal(f"ThetaExplorer update, {name}, median ms", med, target)
-        _row(rows, "ThetaExplorer: theta a11 slider (entry)", name, _time_sets(ex.entries[0], ex.output_view, entry))
-        ex.set_params([0.8, 0.1, 0.05, -0.1, 0.8, 0.0])  # a picture that differs per image
         picks = [(i * 3 + 1) % 8 for i in range(n // 2)]
         picks = [p if p != q else (p + 1) % 8 for p, q in zip(picks, [0] + picks[:-1])]
-        med = _row(rows, "ThetaExplorer: picker change", name, _time_sets(ex.picker, ex.output_view, picks))
+        med = _row(rows, "ThetaExplorer: picker change (image sent)", name,
+                   _time_sets(_Trait(ex.view, "index"), _Trait(ex.view, "image"), picks))
         if shape[1] == 224:
             goal("ThetaExplorer picker change, 3x224x224, median ms", med, 30.0)
+            model = get_model("stn_gtsrb", num_classes=43, input_size=(3, 224, 224)).eval()
+            ex = ThetaExplorer(_images(shape), model=model)
+            _row(rows, "ThetaExplorer with a model: the hand stops (the model's top 3 for the region)", name,
+                 _time_sets(_DragAndStop(ex.view, "params"), _Trait(ex, "prediction"), steps[: n // 4]))
 
     model = get_model("stn_gtsrb", num_classes=43, input_size=(3, 224, 224)).eval()
     ins = STNInspector(model, _images((3, 224, 224)))

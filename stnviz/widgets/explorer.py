@@ -66,16 +66,19 @@ class ExplorerView(anywidget.AnyWidget):
     index = T.Int(0).tag(sync=True)
     count = T.Int(1).tag(sync=True)
     prediction = T.List([]).tag(sync=True)
+    settled = T.Int(0).tag(sync=True)  # counted up by the page when the hand stops (80 ms still, or let go)
     message = T.Unicode("").tag(sync=True)
     view_size = T.Int(VIEW_SIZE).tag(sync=True)
 
 
 def _rgba(shown: torch.Tensor) -> bytes:
     """``(C, H, W)`` float in [0, 1] (C = 1 or 3) -> RGBA uint8 bytes ``(H, W, 4)``."""
-    x = shown.expand(3, -1, -1) if shown.shape[0] == 1 else shown[:3]
-    u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8)
-    alpha = torch.full_like(u8[:1], 255)
-    return torch.cat([u8, alpha]).permute(1, 2, 0).contiguous().numpy().tobytes()
+    with _one_thread():
+        u8 = (shown[:3].clamp(0, 1) * 255).round_().to(torch.uint8).numpy()
+    rgba = np.empty(u8.shape[1:] + (4,), np.uint8)
+    rgba[..., :3] = u8.transpose(1, 2, 0)  # a grey image (C = 1) fills R, G and B
+    rgba[..., 3] = 255
+    return rgba.tobytes()
 
 
 def affine_as(family: str, theta, control_points: int = 9) -> np.ndarray:
@@ -197,6 +200,7 @@ class ThetaExplorer:
         self.view.observe(lambda ch: self._safe(self._on_page_params, ch["new"]), names="params")
         self.view.observe(lambda ch: self._safe(self._on_page_family, ch["new"]), names="family")
         self.view.observe(lambda ch: self._safe(self._select, ch["new"]), names="index")
+        self.view.observe(lambda ch: self._safe(self._on_settled), names="settled")
 
     # ------------------------------------------------------------------ state -> page
     def _open(self, family: str, index: int) -> None:
@@ -254,7 +258,12 @@ class ThetaExplorer:
             return  # the family switch's parameters arrive with the new family
         if not np.array_equal(np.asarray(params, dtype=np.float64), self.state.params):
             self.state.set_params(params)
-            self._predict()
+
+    def _on_settled(self) -> None:
+        """The hand stopped: the model's answer for the region on screen (the model runs once per
+        pause, not once per step of a drag)."""
+        self._on_page_params(self.view.params)
+        self._predict()
 
     def _on_page_family(self, family) -> None:
         if family != self.state.family:

@@ -253,6 +253,7 @@ export function homographyFromCorners(corners) {
 // The page warps locally on every event and sends `params` to the kernel, throttled.
 
 const SEND_MS = 60; // at most one params message per this many ms while the hand moves
+const SETTLE_MS = 80; // the hand is still this long: the kernel is asked for the model's answer
 const SVG = "http://www.w3.org/2000/svg";
 const MARGIN = 0.25; // grey margin around the input, a fraction of its side
 const PARTS = [["rotation_deg", "rotation °", -180, 180, 0.1], ["scale_x", "scale x", 0.05, 3, 0.01],
@@ -466,7 +467,17 @@ function render({ model, el }) {
     st.p = p.map(Number);
     if (st.family === "affine" && !keepParts) st.parts = decompose(st.p) || st.parts;
     paint();
-    if (send) scheduleSend();
+    if (send) { scheduleSend(); clearTimeout(st.settleTimer); st.settleTimer = setTimeout(settle, SETTLE_MS); }
+  }
+
+  /** The hand stopped (let go, or still for SETTLE_MS): send the parameters now and tell the
+   * kernel, which answers with the model's prediction for them. */
+  function settle() {
+    clearTimeout(st.settleTimer); clearTimeout(st.sendTimer);
+    st.lastSent = performance.now();
+    model.set("params", st.p.slice());
+    model.set("settled", model.get("settled") + 1);
+    model.save_changes();
   }
 
   function scheduleSend(now = false) {
@@ -490,8 +501,8 @@ function render({ model, el }) {
       const box = htmlEl("input", "stnviz-number", row);
       Object.assign(box, { type: "number", step });
       range.addEventListener("input", () => set(Number(range.value)));
-      range.addEventListener("change", () => scheduleSend(true));
-      const typed = () => { if (Number.isFinite(box.valueAsNumber)) { set(box.valueAsNumber); scheduleSend(true); } };
+      range.addEventListener("change", settle);
+      const typed = () => { if (Number.isFinite(box.valueAsNumber)) { set(box.valueAsNumber); settle(); } };
       box.addEventListener("change", typed);
       box.addEventListener("keydown", (ev) => { if (ev.key === "Enter") typed(); });
       sliders.push({ range, box, get, set, digits });
@@ -535,7 +546,7 @@ function render({ model, el }) {
     for (const { name, title, params } of model.get("presets")) {
       const b = htmlEl("button", `stnviz-preset stnviz-preset-${name.replace(/[^a-z0-9]+/gi, "-")}`, presetBox, name);
       b.title = title;
-      b.addEventListener("click", () => { setParams(params); scheduleSend(true); });
+      b.addEventListener("click", () => { setParams(params); settle(); });
     }
   }
 
@@ -598,7 +609,7 @@ function render({ model, el }) {
     st.drag = null;
     root.classList.remove("stnviz-dragging");
     if (svg.hasPointerCapture(ev.pointerId)) svg.releasePointerCapture(ev.pointerId);
-    scheduleSend(true);
+    settle();
   };
   svg.addEventListener("pointerup", endDrag);
   svg.addEventListener("pointercancel", endDrag);
@@ -644,7 +655,7 @@ function render({ model, el }) {
   model.on("change:index", () => { picker.value = model.get("index"); pickText.textContent = ` ${model.get("index") + 1} of ${model.get("count")}`; });
 
   loadImage(); buildHeader(); buildControls(); paint(); showPrediction();
-  return () => clearTimeout(st.sendTimer);
+  return () => { clearTimeout(st.sendTimer); clearTimeout(st.settleTimer); };
 }
 
 export default { render };
