@@ -11,9 +11,10 @@ hand does into state changes:
 * :mod:`~stnviz.widgets.stability`: :class:`StabilityState`, :func:`render_stability`, :class:`StabilityViewer`
 * :mod:`~stnviz.widgets.player`: :class:`FramePlayer` (frames sent once, scrubbed and played in the page), :class:`TrainingPlayer`; :mod:`~stnviz.widgets.sliders`: :func:`slider_value`
 
-The views are ``ipywidgets.Image`` PNGs of :func:`stnviz.render.region_panels` (the two panels of
-the "input + sampled region | output" tile): a slider change re-renders two small images in a
-few milliseconds and never creates a figure. An exception in a callback is shown in the widget's
+The explorer's page warps the image itself, exactly as ``grid_sample`` does, on every drag or
+slider step (the kernel hears the parameters); the inspector's views are ``ipywidgets.Image`` PNGs
+of :func:`stnviz.render.region_panels` (the two panels of the "input + sampled region | output"
+tile), re-rendered in a few milliseconds without a figure; the players send their frames once. An exception in a callback is shown in the widget's
 output area, and a degenerate transform (singular, non-finite, sampling only outside the image)
 shows a message; the widget stays live.
 
