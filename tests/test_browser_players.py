@@ -83,7 +83,7 @@ KERNEL_EXEC_JS = """async ([name, code, ms]) => {
 
 # FNV-1a of RGB pixels, the same in the kernel and in the page
 FNV_CODE = (
-    "import io as _io, json as _json, numpy as _np\n"
+    "import html as _html, io as _io, json as _json, re as _re, numpy as _np\n"
     "from PIL import Image as _Image\n"
     "def _fnv(png):\n"
     "    h = 0x811C9DC5\n"
@@ -91,7 +91,7 @@ FNV_CODE = (
     "        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF\n"
     "    return h\n"
 )
-# What the page shows in a player: the frame index, each panel's pixels (hash), the caption, the
+# What the page shows in a player: the frame index, each panel's pixels (hash), the caption's text, the
 # marker's first x, the slider's value.
 SHOWN_JS = """async (sel) => {
   const root = document.querySelector(sel).querySelector('.stnviz-player');
@@ -111,7 +111,7 @@ SHOWN_JS = """async (sel) => {
     hashes.push(h);
   }
   const line = root.querySelector('.stnviz-player-marker line');
-  return {frame: Number(root.dataset.frame), hashes, caption: root.querySelector('.stnviz-player-caption').innerHTML,
+  return {frame: Number(root.dataset.frame), hashes, caption: root.querySelector('.stnviz-player-caption').textContent,
           marker: line ? Number(line.getAttribute('x1')) : null,
           slider: Number(root.querySelector('.stnviz-player-slider').value)};
 }"""
@@ -150,7 +150,8 @@ def _kernel_frame(page, widget: str, t: int) -> dict:
     frame it holds and how many frames it has rendered."""
     return _kernel(page, FNV_CODE + (
         f"_v = {widget}.view\n"
-        f"print(_json.dumps({{'hashes': [_fnv(p[{t}]) for p in _v.frames], 'caption': _v.captions[{t}],"
+        f"print(_json.dumps({{'hashes': [_fnv(p[{t}]) for p in _v.frames],"
+        f" 'caption': _html.unescape(_re.sub('<[^>]+>', '', _v.captions[{t}])),"
         f" 'marker': _v.markers[0][0][{t}] if _v.markers else None, 'frame': _v.frame,"
         f" 'rendered': {widget}.frames_rendered}}))"))
 
