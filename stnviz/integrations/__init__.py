@@ -15,10 +15,9 @@ access, so ``import stnviz.integrations`` imports none of them.
 import importlib
 
 _LAZY = {
-    "Logger": "loggers", "LoggingCallback": "loggers", "MLflow": "loggers", "TensorBoard": "loggers",
-    "Wandb": "loggers", "check_image": "loggers", "check_video": "loggers", "log_progress": "loggers",
-    "log_progress_video": "loggers", "require": "loggers", "scalars_of": "loggers",
-    "STNCallback": "lightning", "lightning_logger": "lightning",
+    **dict.fromkeys(["LOGGED_TILE", "Logger", "LoggingCallback", "MLflow", "TensorBoard", "Wandb", "check_image",
+                     "check_video", "log_progress", "log_progress_video", "require", "scalars_of"], "loggers"),
+    **dict.fromkeys(["STNCallback", "lightning_logger"], "lightning"),
 }
 _SUBMODULES = ("lightning", "loggers")
 

@@ -16,8 +16,10 @@ import math
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
+from ..animate import ProgressRecorder, save_gif
 from .loggers import MLflow, TensorBoard, Wandb, log_progress, log_progress_video, require
 
 pl = require("lightning.pytorch", "lightning")
@@ -94,7 +96,9 @@ class STNCallback(pl.Callback):
             the end only).
         forward: ``forward(module, images) -> logits`` when the module's ``forward`` is not that.
         gif_name: the GIF written at the end into the Trainer's log folder (``None``: none).
-        fps, frame: the video's frames per second and the pictures' options (``{"tile": 64}``).
+        fps, frame: the video's frames per second and the pictures' options
+            (:func:`stnviz.animate.compose_frame`'s; default ``{"tile": LOGGED_TILE}``, see
+            :func:`~stnviz.integrations.loggers.log_progress`).
         key, max_snapshots, display: as :class:`~stnviz.animate.ProgressRecorder`'s.
 
     ``callback.recorder`` holds the snapshots (``.to_frame()``, ``.save_gif()``); ``gif_path``
@@ -128,8 +132,6 @@ class STNCallback(pl.Callback):
                  every_n_steps: int = 50, log_video_every_n_steps: int | None = None,
                  forward: Callable | None = None, gif_name: str | None = "stn_progress.gif", fps: float = 8,
                  frame: dict | None = None, key: str | None = None, max_snapshots: int = 200, display=None):
-        from ..animate import ProgressRecorder
-
         for option, value in (("every_n_steps", every_n_steps), ("log_video_every_n_steps", log_video_every_n_steps)):
             if value is None and option != "every_n_steps":
                 continue
@@ -143,7 +145,8 @@ class STNCallback(pl.Callback):
         self.fps, self.frame = fps, frame
         self.gif_path: Path | None = None
         self._loggers: list = []
-        self._video_step: int | None = None
+        self._video_step: int | None = None  # the step of the last video logged, and its frames
+        self._clip: np.ndarray | None = None
 
     def _record(self, trainer, pl_module, epoch: float, train_loss: float = math.nan) -> None:
         step = trainer.global_step
@@ -152,9 +155,12 @@ class STNCallback(pl.Callback):
         self.recorder.record(pl_module, step, epoch, train_loss)
         log_progress(self.recorder, self._loggers, step, frame=self.frame)
 
-    def _video(self, trainer) -> None:
-        log_progress_video(self.recorder, self._loggers, trainer.global_step, fps=self.fps, frame=self.frame)
-        self._video_step = trainer.global_step
+    def _video(self, trainer) -> np.ndarray:
+        if self._video_step != trainer.global_step:
+            self._video_step = trainer.global_step
+            self._clip = log_progress_video(self.recorder, self._loggers, trainer.global_step, fps=self.fps,
+                                            frame=self.frame)
+        return self._clip
 
     def on_train_start(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -171,20 +177,19 @@ class STNCallback(pl.Callback):
             part = (batch_idx + 1) / batches if isinstance(batches, int) and batches > 0 else 0.0
             self._record(trainer, pl_module, trainer.current_epoch + part, _loss_of(outputs))
         every = self.log_video_every_n_steps
-        if every and step % every == 0 and step not in (0, self._video_step):
+        if every and step % every == 0 and step > 0:
             self._video(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero or not self.recorder.snapshots:
             return
         self._record(trainer, pl_module, float(trainer.current_epoch))  # the weights training ends with
-        if self._video_step != trainer.global_step:
-            self._video(trainer)
+        clip = self._video(trainer)
         for logger in self._loggers:
             logger.close()
         if self.gif_name is not None:
-            self.gif_path = self.recorder.save_gif(_log_folder(trainer) / self.gif_name, fps=self.fps,
-                                                   **(self.frame or {}))
+            self.gif_path = save_gif(list(clip.transpose(0, 2, 3, 1)), _log_folder(trainer) / self.gif_name,
+                                     fps=self.fps)
 
 
 def _log_folder(trainer) -> Path:
