@@ -928,3 +928,36 @@ class TestStaticExport:
         for w in widgets:
             assert base64.b64encode(w._static_png()).decode() in html, type(w).__name__
         assert html.count("src=\"data:image/png;base64,") == 3
+
+    @pytest.mark.slow
+    def test_the_export_follows_the_last_state(self, tmp_path):
+        """In a kernel, a displayed player's output picture is brought up to the widget's state
+        after each cell a person runs: a notebook saved afterwards exports the frame last shown."""
+        import base64
+        import hashlib
+
+        import nbformat
+        from nbclient import NotebookClient
+
+        cells = ["import hashlib, torch, stnviz\n"
+                 "from stnviz.animate import ProgressRecorder\n"
+                 "from stnviz.data import sample, sample_tracks\n"
+                 "from stnviz.widgets import StabilityViewer, TrainingPlayer\n"
+                 "model = stnviz.get_model('stn_tutorial', device='cpu').eval()\n"
+                 "rec = ProgressRecorder(sample('mnist').get(torch.arange(2)).images, every=1)\n"
+                 "for step, s in enumerate([1.0, 0.8, 0.6]):\n"
+                 "    model.transformers[0].set_constant_params(torch.tensor([s, 0, 0, 0, s, 0]))\n"
+                 "    rec.record(model, step)\n"
+                 "player = TrainingPlayer(rec, tile=32)\n"
+                 "player",
+                 "viewer = StabilityViewer(stnviz.get_model('stn_gtsrb', device='cpu').eval(), sample_tracks()[:1],"
+                 " prefetch=False)\n"
+                 "viewer",
+                 "player.frame = 2\nviewer.frame = 17",  # as the page's sliders would
+                 "print(hashlib.sha256(player._static_png()).hexdigest(), hashlib.sha256(viewer._static_png()).hexdigest())"]
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+        want = nb.cells[3].outputs[0]["text"].split()
+        shown = [hashlib.sha256(base64.b64decode(nb.cells[i].outputs[0]["data"]["image/png"])).hexdigest()
+                 for i in (0, 1)]
+        assert shown == want, "the saved pictures are not the last state"

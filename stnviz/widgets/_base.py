@@ -8,6 +8,7 @@ import contextlib
 import html
 import threading
 import traceback
+import weakref
 
 import ipywidgets as W
 import numpy as np
@@ -146,10 +147,57 @@ class _Widget:
     def _repr_mimebundle_(self, **kwargs):
         return _with_picture(self.root._repr_mimebundle_(**kwargs), self._static_png())
 
+    def _ipython_display_(self):
+        """Shown with a display id: after each cell a person runs, the output's picture is brought
+        up to what the widget shows (a notebook saved afterwards exports its last state)."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        data = _bundle_data(self._repr_mimebundle_())
+        self._exported = data.get("image/png")
+        self._export_handle = display(data, raw=True, display_id=True)
+        ip = get_ipython()
+        if ip is not None:
+            _shown.add(self)
+            if _refresh_shown not in ip.events.callbacks.get("post_run_cell", []):
+                ip.events.register("post_run_cell", _refresh_shown)
+
+    def refresh_export(self) -> None:
+        """Bring the displayed output's picture (what a static export shows) up to what the
+        widget shows now; run after each cell a person runs. The page's live view is drawn
+        again from the same widget."""
+        handle = getattr(self, "_export_handle", None)
+        if handle is None:
+            return
+        data = _bundle_data(self._repr_mimebundle_())
+        if data.get("image/png") != self._exported:
+            self._exported = data.get("image/png")
+            handle.update(data, raw=True)
+
     def show(self):
         from IPython.display import display
 
-        display(self.root)
+        display(self)
+
+
+_shown: weakref.WeakSet = weakref.WeakSet()  # widgets displayed with a display id
+
+
+def _refresh_shown(result=None) -> None:
+    """IPython's post_run_cell: refresh the export of every displayed widget after a person's cell
+    (not after a silent request, e.g. a front end's or a test's probe)."""
+    info = getattr(result, "info", None)
+    if info is not None and (getattr(info, "silent", False) or not getattr(info, "store_history", True)):
+        return
+    for widget in list(_shown):
+        try:
+            widget.refresh_export()
+        except Exception:  # an export is a convenience: never break the user's cell
+            pass
+
+
+def _bundle_data(bundle) -> dict:
+    return dict(bundle[0] if isinstance(bundle, tuple) else bundle)
 
 
 def _with_picture(bundle, png: bytes | None):
