@@ -199,13 +199,18 @@ class TestThetaExplorer:
         assert ex.prediction[0][1] != pytest.approx(p, abs=1e-3)  # another answer
 
     def test_static_export_carries_a_png(self, digits):
+        import base64
+
         ex = ThetaExplorer(digits)
         ex.set_params([0.5, 0, 0, 0, 0.5, 0])
         bundle = ex._repr_mimebundle_()
         assert "application/vnd.jupyter.widget-view+json" in bundle
-        png = _pixels(bundle["image/png"])
-        assert png.shape[1] > png.shape[0] and "zoom" not in bundle["text/plain"]
-        np.testing.assert_array_equal(png, ex.picture())
+        png = _pixels(base64.b64decode(bundle["image/png"]))
+        v = render_explorer(digits[0], [0.5, 0, 0, 0, 0.5, 0], "affine", scale=8)
+        assert png.shape == (max(v.input_rgb.shape[0], v.output_rgb.shape[0]),
+                             v.input_rgb.shape[1] + 8 + v.output_rgb.shape[1], 3)  # input + region | output
+        np.testing.assert_array_equal(png[:v.input_rgb.shape[0], :v.input_rgb.shape[1]], v.input_rgb)
+        assert bundle["text/plain"] == "ThetaExplorer(affine, params=[0.5, 0.0, 0.0, 0.0, 0.5, 0.0])"
 
     def test_saved_notebook_shows_the_last_state(self, tmp_path):
         """A notebook run top to bottom and saved (nbclient, as nbconvert --execute): the explorer's
@@ -220,7 +225,7 @@ class TestThetaExplorer:
             nbformat.v4.new_code_cell("import torch\nfrom stnviz.widgets import ThetaExplorer\n"
                                       "explorer = ThetaExplorer(torch.rand(2, 3, 16, 16))\nexplorer"),
             nbformat.v4.new_code_cell("explorer.set_params([0.5, 0, 0.2, 0, 0.5, 0])"),
-            nbformat.v4.new_code_cell("import base64\nprint(base64.b64encode(explorer._bundle()['image/png']).decode())"),
+            nbformat.v4.new_code_cell("print(explorer._repr_mimebundle_()['image/png'])"),
         ])
         NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
                        store_widget_state=False).execute()  # saved as JupyterLab saves by default: no widget state

@@ -11,7 +11,6 @@ prediction for the region on screen and the model's own ("learned") transform fo
 from __future__ import annotations
 
 import traceback
-import weakref
 from pathlib import Path
 
 import anywidget
@@ -25,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 from .. import geometry, render
 from ..capture import collect, model_device_dtype
 from ..models.modes import eval_mode
-from ._base import _as_images, _one_thread
+from ._base import _as_images, _bundle_data, _one_thread, _stacked_png, _Widget
 from .explorer_state import EXPLORER_FAMILIES, ExplorerState, compose_parts, render_explorer
 
 __all__ = ["ExplorerView", "ThetaExplorer", "affine_as"]
@@ -126,7 +125,7 @@ class _GridSwap(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-class ThetaExplorer:
+class ThetaExplorer(_Widget):
     """Move a transform by hand and watch where it samples and what comes out, in the browser.
 
     The page warps the image itself on every slider step or drag, exactly as PyTorch samples
@@ -154,7 +153,8 @@ class ThetaExplorer:
         view_size: side of the input and output views in the page, CSS pixels.
 
     Attributes: ``state``, ``params``, ``family``, ``index``, ``view`` (the :class:`ExplorerView`),
-    ``prediction`` (``[(label, probability)]``), ``log`` (tracebacks of failed callbacks).
+    ``prediction`` (``[(label, probability)]``), ``log`` (tracebacks of failed callbacks). Displayed,
+    its output carries a PNG of the state for static exports, kept up to date after each cell.
 
     Example:
         >>> from stnviz.data import draw_glyphs
@@ -431,82 +431,21 @@ class ThetaExplorer:
             return (h / h[2, 2]).reshape(-1)[:8].numpy().copy()
         return r.params[0].reshape(-1).double().numpy().copy()
 
-    # ------------------------------------------------------------------ display and export
-    def picture(self) -> np.ndarray:
-        """The state as one picture ``(H, W, 3)`` uint8: the input with its sampled region beside
-        the output (:func:`~stnviz.widgets.render_explorer`), what a static export shows."""
+    # ------------------------------------------------------------------ export
+    def _static_png(self) -> bytes:
+        """The state as one PNG, the input with its sampled region beside the output
+        (:func:`~stnviz.widgets.render_explorer`): what a static export shows (kept up to date
+        after each cell a person runs, :meth:`refresh_export`)."""
         st = self.state
         with _one_thread():
             v = render_explorer(self.images[st.index], st.params, st.family, output_size=self.output_size,
-                                point=None, display=self.display, scale=max(1, 224 // max(self.input_size)))
-        a, b = v.input_rgb, v.output_rgb
-        h = max(a.shape[0], b.shape[0])
-        gap = np.full((h, 8, 3), 255, np.uint8)
-        pad = lambda x: np.pad(x, ((0, h - x.shape[0]), (0, 0), (0, 0)), constant_values=255)  # noqa: E731
-        return np.concatenate([pad(a), gap, pad(b)], axis=1)
-
-    def _bundle(self, **kwargs) -> dict:
-        """The live widget, a PNG of the state (what nbconvert to HTML shows where the widget
-        cannot run) and a line of text."""
-        bundle = self.root._repr_mimebundle_(**kwargs)
-        data = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
-        data["image/png"] = render.encode(self.picture(), "png")
-        data["text/plain"] = f"ThetaExplorer({self.state.family}, params={np.round(self.params, 3).tolist()})"
-        return data
+                                display=self.display, scale=max(1, 224 // max(self.input_size)))
+        return _stacked_png([v.input_rgb, v.output_rgb])
 
     def _repr_mimebundle_(self, **kwargs):
-        return self._bundle(**kwargs)
-
-    def _ipython_display_(self):
-        """Shown with a display id: after each cell a person runs, the output's PNG is brought up to
-        the state (a notebook saved afterwards shows the last state in a static export)."""
-        from IPython import get_ipython
-        from IPython.display import display
-
-        data = self._bundle()
-        self._exported = data["image/png"]
-        self._handle = display(data, raw=True, display_id=True)
-        _follow_cells(get_ipython(), self)
-
-    def refresh_export(self) -> None:
-        """Bring the displayed output's PNG (the static export) up to the state now; the page's
-        live view is drawn again from the same widget."""
-        handle = getattr(self, "_handle", None)
-        if handle is None:
-            return
-        data = self._bundle()
-        if data["image/png"] != self._exported:
-            self._exported = data["image/png"]
-            handle.update(data, raw=True)
-
-    def show(self):
-        from IPython.display import display
-
-        display(self)
-
-
-_displayed: weakref.WeakSet = weakref.WeakSet()  # explorers shown with a display id
-
-
-def _after_cell(result=None) -> None:
-    """IPython's post_run_cell: refresh the export of every displayed explorer after a person's
-    cell (not after a silent request, e.g. a front end's or a test's probe)."""
-    info = getattr(result, "info", None)
-    if info is not None and (getattr(info, "silent", False) or not getattr(info, "store_history", True)):
-        return
-    for explorer in list(_displayed):
-        try:
-            explorer.refresh_export()
-        except Exception:  # an export is a convenience: never break the user's cell
-            pass
-
-
-def _follow_cells(ip, explorer) -> None:
-    if ip is None:
-        return
-    _displayed.add(explorer)
-    if _after_cell not in ip.events.callbacks.get("post_run_cell", []):
-        ip.events.register("post_run_cell", _after_cell)
+        data = _bundle_data(super()._repr_mimebundle_(**kwargs))
+        data["text/plain"] = f"ThetaExplorer({self.state.family}, params={np.round(self.params, 3).tolist()})"
+        return data
 
 
 def _check_family(family) -> None:
