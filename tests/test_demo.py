@@ -5,7 +5,9 @@ import pytest
 
 from stnviz import demo
 from stnviz.cli import main
-from stnviz.demo import run_demo
+from stnviz.demo import ATTENTION_RECIPE, region_figures, run_demo
+from stnviz.diagnose import DiagnoseCallback, diagnose
+from stnviz.train import fit
 
 
 class TestDemo:
@@ -26,6 +28,8 @@ class TestDemo:
         assert img[..., :3].std() > 0.1  # a real picture, not a blank canvas
         summary = (tmp_path / "summary.md").read_text()
         assert "stn_tutorial.mnist" in summary
+        assert "stnviz.diagnose on the trained model: " in summary  # the live run's verdict
+        assert "DiagnoseCallback during training: " in summary
 
     def test_bad_device_is_a_clear_error(self, tmp_path, capsys):
         assert main(["demo", "--out", str(tmp_path), "--device", "gpu0"]) == 2
@@ -38,6 +42,46 @@ class TestDemo:
         assert out.stdout.split() == stnviz.list_models("stn_*")
         assert {"stn_cifar", "stn_cnn", "stn_gtsrb", "stn_tutorial"} <= set(out.stdout.split())
         assert all(n.startswith("stn_") for n in out.stdout.split())
+
+
+# --------------------------------------------------------------------------- issue 21.5: a run that closes in
+
+
+@pytest.fixture(scope="module")
+def trained(device):
+    """The demo's live run, trained once: (model, its DiagnoseCallback, 256 test canvases)."""
+    recipe = ATTENTION_RECIPE
+    model = recipe.model(device)
+    monitor = DiagnoseCallback(recipe.probe(64).images, every=80, warn=False)
+    fit(model, recipe.train_set(), None, recipe.config, device=device, progress=False, callbacks=[monitor])
+    return model, monitor, recipe.probe(256, device)
+
+
+class TestAttentionRecipe:
+    """The demo's live run (ATTENTION_RECIPE, as make demo and notebook 03 train it): the window
+    closes in on the digits, inside the canvas, and diagnose finds nothing wrong with it."""
+
+    def test_starts_at_the_whole_canvas(self, device):
+        recipe = ATTENTION_RECIPE
+        assert region_figures(recipe.model(device), recipe.probe(8, device).images) == {"area": 1.0, "overshoot_px": 0.0}
+
+    def test_region_closes_in_on_the_digits(self, trained):
+        model, monitor, check = trained
+        regions = region_figures(model, check.images)
+        assert regions["area"] < 0.5, regions  # from 1.0 (the whole canvas) to under half of it
+        assert regions["overshoot_px"] < 1.5, regions  # the outlines lie inside the 42x42 frame (1.5 px slack)
+        probe = region_figures(model, ATTENTION_RECIPE.probe(8).images)  # the 8 canvases of the GIF
+        assert probe["area"] < 0.5 and probe["overshoot_px"] < 0.5, probe
+        areas = monitor.to_frame()["area"].tolist()
+        assert areas[0] > 0.99 and areas[-1] < 0.5, areas  # it closed in during training
+
+    def test_diagnose_reports_no_zoom_out(self, trained):
+        model, monitor, check = trained
+        d = diagnose(model, check.images, check.labels)
+        assert [f.severity for f in d.of("zoom_out")] == ["ok"], d.summary()
+        assert not d.problems, d.summary()  # no other finding either: it looks at each digit and needs it
+        assert d.figures["transformer"]["accuracy"] > d.figures["transformer"]["accuracy_identity"] + 0.2
+        assert monitor.findings == []  # no collapsing or exploding during training
 
 
 # --------------------------------------------------------------------------- issue 18.7: bad paths and files
