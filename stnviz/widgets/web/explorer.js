@@ -16,6 +16,13 @@ export function tpsRest(k) {
   return out;
 }
 
+/** What the input view's caption tells the hand, per family. */
+const DRAG_HINTS = {
+  affine: "input: drag the region, its corners or the round handle",
+  projective: "input: drag the region or any of its four corners",
+  tps: "input: drag a control point to bend the region, or the region to move it",
+};
+
 /** Identity parameters of a family (affine 6, projective 8, TPS 2K). */
 export function identity(family, k) {
   if (family === "affine") return [1, 0, 0, 0, 1, 0];
@@ -307,7 +314,7 @@ function render({ model, el }) {
   // views: input + region (canvas + svg overlay) | output canvas | numbers and prediction
   const views = htmlEl("div", "stnviz-views", root);
   const inBox = htmlEl("div", "stnviz-view", views);
-  htmlEl("div", "stnviz-caption", inBox, "input: drag the region, its corners or the round handle");
+  const inCaption = htmlEl("div", "stnviz-caption", inBox, "");
   const stage = htmlEl("div", "stnviz-stage", inBox);
   const inCanvas = htmlEl("canvas", "stnviz-input", stage);
   const svg = svgEl("svg", { class: "stnviz-overlay", viewBox: `${-1 - 2 * MARGIN} ${-1 - 2 * MARGIN} ${2 + 4 * MARGIN} ${2 + 4 * MARGIN}`,
@@ -370,6 +377,7 @@ function render({ model, el }) {
     drawOverlay();
     showNumbers();
     if (famSelect.value !== st.family) famSelect.value = st.family;
+    inCaption.textContent = DRAG_HINTS[st.family];
     root.dataset.params = JSON.stringify(st.p);
     root.dataset.family = st.family;
     performance.mark("stnviz-explorer-paint");
