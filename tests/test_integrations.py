@@ -9,7 +9,7 @@ import os
 import struct
 import subprocess
 import sys
-import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +44,12 @@ def _gif_frames(encoded: bytes) -> int:
         return gif.n_frames
 
 
-def _wandb_history(run_dir: Path) -> list[dict]:
-    """The history rows of an offline W&B run, read from its ``.wandb`` file (a LevelDB-style log:
-    a 7-byte header, then 32 KiB blocks of records, each ``crc32, length, type`` and a chunk of a
-    ``wandb_internal_pb2.Record``)."""
+def _wandb_records(path: Path) -> list:
+    """The records of a ``.wandb`` file (a LevelDB-style log: a 7-byte header, then 32 KiB blocks of
+    records, each ``crc32, length, type`` and a chunk of a ``wandb_internal_pb2.Record``)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    (path,) = run_dir.glob("run-*.wandb")
-    data, pos, chunk, rows = path.read_bytes(), 7, b"", []
+    data, pos, chunk, records = path.read_bytes(), 7, b"", []
     block = 32768
     while pos + 7 <= len(data):
         left = block - pos % block
@@ -60,15 +58,30 @@ def _wandb_history(run_dir: Path) -> list[dict]:
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
         pos += 7
+        if pos + length > len(data):  # still being written
+            break
         chunk += data[pos:pos + length]
         pos += length
         if kind in (1, 4):  # a full record, or the last chunk of one
             record = pb.Record()
             record.ParseFromString(chunk)
+            records.append(record)
             chunk = b""
-            if record.WhichOneof("record_type") == "history":
-                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
-    return rows
+    return records
+
+
+def _wandb_history(run_dir: Path, wait: float = 30) -> list[dict]:
+    """The history rows of a finished offline W&B run. W&B's service writes the file after
+    ``finish()`` returns (seen: only the header at first), so this waits for the run's exit record."""
+    (path,) = run_dir.glob("run-*.wandb")
+    deadline = time.monotonic() + wait
+    records = _wandb_records(path)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, f"{path} holds no exit record after {wait} s"
+        time.sleep(0.2)
+        records = _wandb_records(path)
+    return [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+            for r in records if r.WhichOneof("record_type") == "history"]
 
 
 # --------------------------------------------------------------------------- shared
@@ -160,7 +173,8 @@ def test_mlflow_reads_back(tmp_path, monkeypatch, recorder):
     assert any("regions" in p and "step+10" in p and p.endswith(".png") for p in images), images
 
 
-def test_wandb_offline_reads_back(tmp_path, recorder):
+def test_wandb_offline_reads_back(tmp_path, monkeypatch, recorder):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # also for W&B's process-wide settings, made once
     wb = Wandb(mode="offline", dir=str(tmp_path), project="stnviz-test")
     log_progress(recorder, [wb], step=10, frame=FRAME)
     log_progress_video(recorder, [wb], step=10, fps=4, frame=FRAME)
@@ -249,6 +263,7 @@ def test_lightning_logs_to_every_logger(tmp_path, monkeypatch, device, probe, li
     from stnviz.integrations.lightning import STNCallback
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # restored after: WandbLogger(offline=True) sets it for good
     module, _ = lightning_module
     uri = f"file:{tmp_path / 'mlruns'}"
     tensorboard = TensorBoardLogger(tmp_path, name="tb")
