@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..animate import ProgressRecorder, save_gif
-from .loggers import MLflow, TensorBoard, Wandb, log_progress, log_progress_video, require
+from ..animate import ProgressRecorder
+from .loggers import MLflow, TensorBoard, Wandb, _write_gif, log_progress, log_progress_video, require
 
 pl = require("lightning.pytorch", "lightning")
 
@@ -188,8 +188,7 @@ class STNCallback(pl.Callback):
         for logger in self._loggers:
             logger.close()
         if self.gif_name is not None:
-            self.gif_path = save_gif(list(clip.transpose(0, 2, 3, 1)), _log_folder(trainer) / self.gif_name,
-                                     fps=self.fps)
+            self.gif_path = _write_gif(clip, self.fps, _log_folder(trainer) / self.gif_name)
 
 
 def _log_folder(trainer) -> Path:
