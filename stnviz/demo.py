@@ -9,7 +9,7 @@ Writes to ``out/`` and prints each path:
   (``stn_gtsrb.gtsrb_loc``, whose transformer finds the sign): input with the sampled region |
   transformer output | theta;
 * ``training_progress.gif`` / ``.mp4`` / ``training_contact_sheet.png``: a short live run
-  (:data:`ATTENTION_RECIPE`, about 40 s on one CPU core): an attention transformer learning, from
+  (:data:`ATTENTION_RECIPE`, about 45 s on one CPU core): an attention transformer learning, from
   the labels alone, to close in on RTS digits; ``summary.md`` ends with :func:`stnviz.diagnose`'s
   verdict on it;
 * ``stability_track.png`` and ``stability_track.gif``: one GTSRB track, theta and change per
@@ -143,7 +143,7 @@ class TrainingRecipe:
 
 #: The live run of ``make demo`` and notebook 03: the paper's ST-CNN with an attention transformer
 #: (isotropic scale + translation) that *downsamples* the 42x42 RTS canvas to 14x14, trained on the
-#: 1,000 shipped digits with fresh distortions every epoch (40 epochs, 640 steps; ~40 s of one CPU
+#: 1,000 shipped digits with fresh distortions every epoch (40 epochs, 640 steps; ~45 s of one CPU
 #: core). Why each choice (measured on 256 test canvases; area: the sampled region's share of the
 #: input, diagnose's figure):
 #:
