@@ -98,8 +98,8 @@ class TestAnyLoop:
         assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
         assert [s.step for s in rec.snapshots] == [0, 1, 2]
         table = rec.to_frame()
-        assert list(table.columns) == ["step", "epoch", "train_loss", "loss", "accuracy", "area", "outside", "spread",
-                                       "identity_distance", *(f"theta_{i}" for i in range(6))]
+        assert list(table.columns) == ["step", "epoch", "train_loss", "loss", "accuracy", "area", "outside", "identity_px",
+                                       "spread_px", *(f"theta_{i}" for i in range(6))]
         assert table["step"].tolist() == [0, 1, 2] and table.notna().all().all()
         assert rec.latest() == {k: float(v) for k, v in table.iloc[-1].items()}
         assert all(isinstance(v, float) for v in rec.latest().values())
@@ -137,8 +137,8 @@ class TestAnyLoop:
         assert row["area"] == pytest.approx(area, rel=0.05)
         assert (row["area"] < 1) == (scale < 1)
         assert row["outside"] == pytest.approx(0.0, abs=1e-9) if scale < 1 else row["outside"] > 0.4
-        assert row["spread"] == pytest.approx(0.0, abs=1e-6)  # the same theta for every probe image
-        assert row["identity_distance"] > 1
+        assert row["spread_px"] == pytest.approx(0.0, abs=1e-6)  # the same theta for every probe image
+        assert row["identity_px"] > 1
         assert [row[f"theta_{i}"] for i in range(6)] == pytest.approx([scale, 0, 0, 0, scale, 0.1], abs=1e-6)
 
     def test_two_input_model_through_forward(self, probe, device):

@@ -29,11 +29,10 @@ write through a temp file and a rename, so a failure never leaves a half-written
 
 from .files import GIF_MAX_FPS, check_output_folder, check_output_path, save_gif, save_mp4, write_animation
 from .frames import compose_frame, save_contact_sheet, sequence_frames
-from .recorder import HEALTH, THETA_COLUMNS, ProgressRecorder, Snapshot, probe_snapshot, snapshots_from_checkpoints
+from .recorder import THETA_COLUMNS, ProgressRecorder, Snapshot, probe_snapshot, snapshots_from_checkpoints
 
 __all__ = [
     "GIF_MAX_FPS",
-    "HEALTH",
     "ProgressRecorder",
     "Snapshot",
     "THETA_COLUMNS",

@@ -16,20 +16,17 @@ from torch import nn
 
 from .. import render
 from ..capture import collect_batch
-from ..diagnose.run import _figures, _measures
+from ..diagnose.run import HEALTH, health
 from ..train import Callback
 from .files import _check_fps, check_output_path, save_gif, save_mp4
 from .frames import compose_frame, save_contact_sheet
 
-__all__ = ["HEALTH", "THETA_COLUMNS", "ProgressRecorder", "Snapshot", "probe_snapshot", "snapshots_from_checkpoints"]
+__all__ = ["THETA_COLUMNS", "ProgressRecorder", "Snapshot", "probe_snapshot", "snapshots_from_checkpoints"]
 
 
-#: The health figures of a snapshot, as :func:`stnviz.diagnose.diagnose` measures them (the
-#: median over the probe): the sampled area / the input's area, the share of grid points outside
-#: the input, the grid's spread across the probe and its mean distance from the identity grid (both
-#: in input pixels). Then, for affine families, theta's entries averaged over the probe,
-#: row-major: ``theta_0 .. theta_5`` = ``a11 a12 tx a21 a22 ty`` (stnviz's convention).
-HEALTH = {"area": "area", "outside": "outside", "spread": "spread_px", "identity_distance": "identity_px"}
+#: A snapshot's figures are :data:`stnviz.diagnose.HEALTH` (as :func:`stnviz.diagnose.diagnose`
+#: measures them, the median over the probe) and, for affine families, theta's entries averaged
+#: over the probe, row-major: ``theta_0 .. theta_5`` = ``a11 a12 tx a21 a22 ty`` (stnviz's convention).
 THETA_COLUMNS = tuple(f"theta_{i}" for i in range(6))
 
 
@@ -40,7 +37,7 @@ class Snapshot:
     ``inputs (N, C, H, W)`` is the probe (shared by all snapshots of a run); ``outputs`` the first
     transformer's output; ``outlines (N, P, 2)`` its sampled region in input pixels; ``params``
     its parameters; ``loss`` / ``accuracy`` on the probe (``labels`` given) and, if known, the
-    training loss of the step; ``figures``: the health figures (:data:`HEALTH`) and theta's mean
+    training loss of the step; ``figures``: the health figures (:data:`stnviz.diagnose.HEALTH`) and theta's mean
     entries (:data:`THETA_COLUMNS`, affine families only), measured when recorded.
 
     Example:
@@ -64,11 +61,9 @@ class Snapshot:
 
 
 def _snapshot_figures(record) -> dict[str, float]:
-    """:data:`HEALTH` (by :mod:`stnviz.diagnose`'s measures; NaN where it measures nothing: 3-D,
+    """:data:`stnviz.diagnose.HEALTH` (by :mod:`stnviz.diagnose`'s measures; NaN where it measures nothing: 3-D,
     a 1-pixel grid) and, for affine families, :data:`THETA_COLUMNS` of one capture record."""
-    measures = _measures(record)
-    figures = _figures(measures) if measures is not None else {}
-    out = {name: float(figures.get(source, math.nan)) for name, source in HEALTH.items()}
+    out = health(record)
     theta = record.theta
     if theta is not None:
         theta = theta.detach().double().flatten(1)
@@ -146,7 +141,7 @@ class ProgressRecorder(Callback):
         >>> rec.video(tile=32).shape, rec.image(tile=32).dtype  # (T, 3, H, W) and (3, H, W) uint8
         ((2, 3, 64, 292), dtype('uint8'))
         >>> list(rec.to_frame().columns[:9])
-        ['step', 'epoch', 'train_loss', 'loss', 'accuracy', 'area', 'outside', 'spread', 'identity_distance']
+        ['step', 'epoch', 'train_loss', 'loss', 'accuracy', 'area', 'outside', 'identity_px', 'spread_px']
         >>> last = rec.latest()  # the last row as floats
         >>> last["step"], last["train_loss"], round(last["area"], 1)  # the tutorial net's zoom-out
         (50.0, 0.2, 1.4)
@@ -226,8 +221,8 @@ class ProgressRecorder(Callback):
 
     def to_frame(self):
         """A pandas table, one row per snapshot: ``step, epoch, train_loss, loss, accuracy`` (NaN
-        where not known), the health figures ``area, outside, spread, identity_distance``
-        (:data:`HEALTH`) and, for affine families, ``theta_0 .. theta_5`` (:data:`THETA_COLUMNS`)."""
+        where not known), the health figures ``area, outside, identity_px, spread_px``
+        (:data:`stnviz.diagnose.HEALTH`) and, for affine families, ``theta_0 .. theta_5`` (:data:`THETA_COLUMNS`)."""
         import pandas as pd
 
         rows = [{"step": s.step, "epoch": s.epoch, "train_loss": s.train_loss, "loss": s.loss,

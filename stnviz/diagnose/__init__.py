@@ -29,7 +29,7 @@ from .checks import CHECKS, Subject, no_effect, run_checks
 from .findings import SEVERITIES, Diagnosis, Finding
 from .measures import Measures, measure
 from .report import diagnosis_json, diagnosis_table, named_batch
-from .run import diagnose, identity_grid_swapped
+from .run import HEALTH, diagnose, health, identity_grid_swapped
 
 __all__ = [
     "CHECKS",
@@ -39,6 +39,7 @@ __all__ = [
     "EXPLODING_GRAD",
     "EXPLODING_THETA",
     "Finding",
+    "HEALTH",
     "Measures",
     "MonitorWarning",
     "SEVERITIES",
@@ -46,6 +47,7 @@ __all__ = [
     "diagnose",
     "diagnosis_json",
     "diagnosis_table",
+    "health",
     "identity_grid_swapped",
     "localisation_params",
     "measure",

@@ -108,12 +108,34 @@ def _measures(r):
     return measure(r)
 
 
+#: The health figures of a record, by name: median sampled area / input area, median share of grid
+#: points outside the input, median distance of the grid from the identity and the grid's spread
+#: across the batch (both in input pixels). What :class:`Diagnosis.figures`, the monitor's table and
+#: :class:`stnviz.animate.ProgressRecorder`'s table report.
+HEALTH = ("area", "outside", "identity_px", "spread_px")
+
+
 def _figures(m) -> dict:
     def med(t):
         t = t[torch.isfinite(t)]
         return float(t.median()) if t.numel() else float("nan")
-    return {"area": med(m.area_ratio), "outside": med(m.outside_share), "identity_px": med(m.identity_px),
-            "spread_px": m.grid_spread_px}
+    return dict(zip(HEALTH, (med(m.area_ratio), med(m.outside_share), med(m.identity_px), m.grid_spread_px)))
+
+
+def health(record) -> dict[str, float]:
+    """The :data:`HEALTH` figures of one capture record; NaN where nothing is measured (a 3-D,
+    non-image or 1-pixel sampling).
+
+    Example:
+        >>> import stnviz
+        >>> model = stnviz.load_pretrained("stn_tutorial.mnist", device="cpu")
+        >>> with stnviz.capture(model) as rec:
+        ...     _ = model(stnviz.data.sample("mnist").get(torch.arange(8)).images)
+        >>> sorted(health(rec.last()))
+        ['area', 'identity_px', 'outside', 'spread_px']
+    """
+    m = _measures(record)
+    return _figures(m) if m is not None else dict.fromkeys(HEALTH, float("nan"))
 
 
 def diagnose(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None, *,
