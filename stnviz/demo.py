@@ -253,9 +253,16 @@ def run_demo(out: str | Path = "out", *, device: str = "auto", quick: bool = Fal
     model = recipe.model(dev)
     rec = ProgressRecorder(probe.images, probe.labels, every=4 if quick else 20, max_snapshots=60)
     monitor = DiagnoseCallback(recipe.probe(64).images, every=80, warn=False)
-    t0 = time.perf_counter()
-    fit(model, recipe.train_set(), None, recipe.config, epochs=2 if quick else recipe.config.epochs,
-        device=dev, progress=False, callbacks=[rec, monitor])
+    t0, threads = time.perf_counter(), torch.get_num_threads()
+    if dev.type == "cpu":
+        # a net this small gains little from a second thread, and loses 3-4x while another program
+        # keeps a core busy (the thread waits for it): 46 s on one thread, 188 s on two, same machine
+        torch.set_num_threads(1)
+    try:
+        fit(model, recipe.train_set(), None, recipe.config, epochs=2 if quick else recipe.config.epochs,
+            device=dev, progress=False, callbacks=[rec, monitor])
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
     check = recipe.probe(256, dev)
     verdict = diagnose(model, check.images, check.labels)
