@@ -811,8 +811,10 @@ class TestZoo:
         fixed = digits.flip(-1)
         model = TwoInputs().to(device).eval()  # align_corners=True, two inputs
         ex = ThetaExplorer(digits, model=model, forward=lambda m, x: m(x, fixed))
-        assert ex.family == "affine" and "learned" in ex.buttons
-        ex.picker.value = 2
+        presets = lambda e: [p["name"] for p in e.view.presets]  # noqa: E731
+        assert ex.family == "affine" and "snap to learned" in presets(ex)
+        assert ex.prediction == []  # forward= ran on the whole batch (it holds fixed's 6); its output is an image
+        ex.index = 2
         ex.use_learned()
         with torch.no_grad(), capture(model) as rec:
             model(digits, fixed)
@@ -823,7 +825,7 @@ class TestZoo:
                 return x
 
         plain = ThetaExplorer(digits, model=SpatialTransformer())
-        assert "learned" not in plain.buttons and plain.family == "affine"
+        assert "snap to learned" not in presets(plain) and plain.family == "affine"
 
 
 # --------------------------------------------------------------------------- samplings that are not (only) image warps
@@ -945,7 +947,8 @@ class TestRolesInTheZoo:
             "input + sampled region"]
         _look(fig, "flow_dense")
         ins = inspects(model, digits, forward=lambda m, x: m(x, fixed), auxiliary=True)
-        assert [label for label, _ in ins.which.options][1:] == [f"DenseFlow:grid_sample{k} (flow)" for k in ("", "#1", "#2")]
+        assert [label for label, _ in ins.which.options][1:] == [  # in words, each told apart
+            f"an offset field ({k} of 3), on feature maps (2 × 28 × 28)" for k in (1, 2, 3)]
         model = MaskAndImage().to(device).eval()
         with torch.no_grad(), capture(model) as rec:
             model(digits)

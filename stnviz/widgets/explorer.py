@@ -147,7 +147,8 @@ class ThetaExplorer(_Widget):
             its own learned transform); default the identity.
         output_size: ``(H, W)`` of the output (default: the input size).
         control_points: K for TPS (a square number; the model's K when it has a TPS transformer).
-        forward: how to run ``model``, ``forward(model, images)`` (default ``model(images)``).
+        forward: how to run ``model``, ``forward(model, images)`` (default ``model(images)``); it is
+            given the whole batch of ``images`` (one image's answer is read from its row).
         display: how the pixels are shown (:class:`stnviz.render.Display`); default the one
             remembered on ``model``, else images outside [0, 1] stretched to their range.
         view_size: side of the input and output views in the page, CSS pixels.
@@ -318,15 +319,23 @@ class ThetaExplorer(_Widget):
             return
         if not (isinstance(logits, torch.Tensor) and logits.dim() == 2):
             return
-        p = logits[0].float().softmax(0)
+        p = logits[self._row].float().softmax(0)
         top = p.topk(min(3, p.numel()))
         names = self.display.class_names
         self.prediction = [(render.class_name(int(i), names), float(v)) for v, i in zip(top.values, top.indices)]
         self.view.prediction = [[n, v] for n, v in self.prediction]
 
+    @property
+    def _row(self) -> int:
+        """The image's row in what :meth:`_run_swapped` runs: a ``forward=`` gets the whole batch
+        (it may hold tensors of that batch, a registration net's fixed images), as in ``collect``."""
+        return self.state.index if self.forward is not None else 0
+
     def _run_swapped(self, make):
         device, dtype = model_device_dtype(self.model)
-        x = self.images[self.state.index: self.state.index + 1].to(device=device, dtype=dtype)
+        i = self.state.index
+        x = self.images if self.forward is not None else self.images[i: i + 1]
+        x = x.to(device=device, dtype=dtype)
         with torch.no_grad(), eval_mode(self.model), _GridSwap(self._call, lambda size: make(size).to(device)):
             return self.forward(self.model, x) if self.forward is not None else self.model(x)
 

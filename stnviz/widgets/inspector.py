@@ -438,12 +438,12 @@ class STNInspector(_Widget):
         c, (h, w) = r.image_channels or r.input.shape[1], r.input_size
         on_input = (c, h, w) == tuple(self.images.shape[1:])
         where = "on the input image" if on_input else f"on feature maps ({c} × {h} × {w})"
-        if r.role == "image":
-            transformers = [k for k, rec in self.records.items() if rec.role == "image"]
-            if len(transformers) == 1:
-                return f"the transformer, {where}"
-            return f"transformer {transformers.index(key) + 1} of {len(transformers)}, {where}"
-        return f"{_ROLE_WORDS.get(r.role, r.role)}, {where}"
+        word = "transformer" if r.role == "image" else _ROLE_WORDS.get(r.role, r.role)
+        same = [k for k, rec in self.records.items() if rec.role == r.role]  # in the order the model ran them
+        if len(same) == 1:
+            return f"the {word}, {where}" if r.role == "image" else f"{word}, {where}"
+        k = f"{same.index(key) + 1} of {len(same)}"  # never two entries alike
+        return f"{word} {k}, {where}" if r.role == "image" else f"{word} ({k}), {where}"
 
     def _people_table(self, index: int) -> str:
         """The theta table of image ``index`` as HTML for people: readable names and headings."""
