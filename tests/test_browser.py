@@ -314,7 +314,7 @@ def test_typed_values_and_family_switch_reach_the_kernel(explorer_page, lab, tmp
 
 # ------------------------------------------------------------------ every notebook, as a user sees it
 SHOT_NOTEBOOKS = ["01_quickstart.ipynb", "02_theta_explorer.ipynb", "03_training_animation.ipynb",
-                  "04_video_stability.ipynb", "05_inspector.ipynb"]
+                  "04_video_stability.ipynb", "05_inspector.ipynb", "06_diagnose.ipynb", "07_lightning.ipynb"]
 
 # Shuts the notebook's kernel down (each page's kernel holds several hundred MB).
 SHUTDOWN_JS = """async (name) => { const p = (%s)(name); if (p) await p.sessionContext.shutdown(); }""" % PANEL_JS
