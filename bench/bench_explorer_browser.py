@@ -103,18 +103,6 @@ def _old_package(dest: Path) -> Path:
     return dest
 
 
-def _run_all(page, name: str, panel_js: str, with_timeout_js: str) -> None:
-    page.wait_for_function(f"() => !!({panel_js})({json.dumps(name)})", timeout=180_000)
-    page.evaluate(
-        """async ([name, ms]) => {
-             const panel = (%s)(name);
-             const withTimeout = %s;
-             await withTimeout(Promise.all([panel.context.ready, panel.sessionContext.ready]), ms, 'kernel start');
-             window.jupyterapp.shell.activateById(panel.id);
-             await withTimeout(window.jupyterapp.commands.execute('notebook:run-all-cells'), ms, 'run all cells');
-           }""" % (panel_js, with_timeout_js), [name, 300_000])
-
-
 def _stats(values: list[float]) -> dict:
     v = sorted(values)
     p95 = v[min(len(v) - 1, round(0.95 * (len(v) - 1)))]
@@ -184,7 +172,6 @@ def run(quick: bool = False) -> dict:
     try:
         import browser_support as bs
         from playwright.sync_api import sync_playwright
-        from test_browser import PANEL_JS, WITH_TIMEOUT_JS
     except ImportError as e:
         return {"name": NAME, "table": [], "notes": f"skipped: {e}", "goals": [], "warnings": [f"skipped: {e}"]}
     steps_new, steps_old = (30, 8) if quick else (100, 30)
@@ -206,7 +193,7 @@ def run(quick: bool = False) -> dict:
                     page = browser.new_page(viewport={"width": 1400, "height": 1100})
                     page.set_default_timeout(120_000)
                     page.goto(lab.notebook_url(f"{which}.ipynb"), wait_until="domcontentloaded")
-                    _run_all(page, f"{which}.ipynb", PANEL_JS, WITH_TIMEOUT_JS)
+                    bs.run_all(page, f"{which}.ipynb", 300_000)
                     sel = ".stnviz-theta-explorer" + (" .stnviz-explorer" if which == "new" else "")
                     page.wait_for_function(f"(sel) => document.querySelectorAll(sel).length >= {len(SIZES) + (which == 'new')}", arg=sel)
                     if which == "old":

@@ -219,3 +219,55 @@ def copy_notebooks(src: Path, dst: Path) -> Path:
     for nb in src.glob("*.ipynb"):
         shutil.copy2(nb, dst / nb.name)
     return dst
+
+
+# --------------------------------------------------------------------------- JupyterLab, driven from the page
+
+#: The notebook panel showing a notebook, found by path (not "whatever is focused").
+PANEL_JS = """(name) => {
+  const app = window.jupyterapp;
+  if (!app) return null;
+  for (const w of app.shell.widgets('main')) {
+    if (w.context && w.context.path === name && w.sessionContext) return w;
+  }
+  return null;
+}"""
+
+#: page.evaluate has no timeout of its own: every promise awaited in the page is raced against one.
+WITH_TIMEOUT_JS = """(promise, ms, what) => Promise.race([promise, new Promise((_, reject) =>
+  setTimeout(() => reject(new Error(what + ' timed out after ' + ms + ' ms')), ms))])"""
+
+#: Run code in a notebook's kernel through JupyterLab's own connection (no cell is added);
+#: ``page.evaluate(KERNEL_EXEC_JS, [name, code, ms])`` returns ``{stdout, errors}``.
+KERNEL_EXEC_JS = """async ([name, code, ms]) => {
+  const panel = (%s)(name);
+  const future = panel.sessionContext.session.kernel.requestExecute({code, silent: false, store_history: false});
+  const out = {stdout: '', errors: []};
+  future.onIOPub = (msg) => {
+    const t = msg.header.msg_type;
+    if (t === 'stream' && msg.content.name === 'stdout') out.stdout += msg.content.text;
+    if (t === 'error') out.errors.push(msg.content.ename + ': ' + msg.content.evalue);
+  };
+  const reply = await (%s)(future.done, ms, 'kernel request');
+  if (reply.content.status !== 'ok') out.errors.push('status ' + reply.content.status);
+  return out;
+}""" % (PANEL_JS, WITH_TIMEOUT_JS)
+
+_RUN_ALL_JS = """async ([name, ms]) => {
+  const panel = (%s)(name);
+  const withTimeout = %s;
+  await withTimeout(Promise.all([panel.context.ready, panel.sessionContext.ready]), ms, 'kernel start');
+  // run-all acts on the current notebook: make sure it is this one
+  for (let i = 0; i < 50 && window.jupyterapp.shell.currentWidget !== panel; i++) {
+    window.jupyterapp.shell.activateById(panel.id);
+    await new Promise(r => setTimeout(r, 100));
+  }
+  await withTimeout(window.jupyterapp.commands.execute('notebook:run-all-cells'), ms, 'run all cells');
+}""" % (PANEL_JS, WITH_TIMEOUT_JS)
+
+
+def run_all(page, name: str, timeout_ms: int) -> None:
+    """Wait for notebook ``name``'s panel in the open JupyterLab page, its kernel, then Run All
+    (returns when the cells are queued; wait for their outputs, or queue a kernel request behind them)."""
+    page.wait_for_function(f"() => !!({PANEL_JS})({json.dumps(name)})", timeout=timeout_ms)
+    page.evaluate(_RUN_ALL_JS, [name, timeout_ms])

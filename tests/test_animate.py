@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from photos import IMAGENET, imagenet, photo  # shared test pictures
 from stnviz import geometry, get_model, render
 from stnviz.animate import (
     ProgressRecorder,
@@ -480,36 +481,21 @@ class TestBadFramesAndSizes:
 
 # --------------------------------------------------------------------------- issue 20 item 2: one display pipeline
 
-IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-
-
-def _photo(n: int = 4, size: int = 32) -> torch.Tensor:
-    """Smooth colour pictures ``(n, 3, size, size)``, each spanning exactly [0, 1]."""
-    ii, jj = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    x = torch.stack([0.6 * ii + 0.4 * jj, 0.3 * ii + 0.7 * jj, 1 - 0.5 * ii - 0.5 * jj])
-    x = (x - x.min()) / (x.max() - x.min())
-    return torch.stack([x.roll(k, dims=-1) for k in range(n)])
-
-
-def _imagenet(x: torch.Tensor) -> torch.Tensor:
-    return (x - torch.tensor(IMAGENET["mean"]).view(1, 3, 1, 1)) / torch.tensor(IMAGENET["std"]).view(1, 3, 1, 1)
-
-
 class TestDisplayInFrames:
     """GIF / MP4 frames, contact sheets and sequence frames show a normalised input as the
     [0, 1] picture it came from: by the display given, or the model's, remembered."""
 
     def test_progress_frames_and_contact_sheet(self, tmp_path, device):
-        x = _photo()
+        x = photo()
         model = get_model("stn_gtsrb", device=device).eval()
         truth = probe_snapshot(model, x, None)
-        snap = probe_snapshot(model, _imagenet(x), None)
+        snap = probe_snapshot(model, imagenet(x), None)
         want = compose_frame(x, truth, tile=48)
-        got = compose_frame(_imagenet(x), snap, tile=48, display=render.Display(**IMAGENET))
+        got = compose_frame(imagenet(x), snap, tile=48, display=render.Display(**IMAGENET))
         assert np.abs(got.astype(int) - want).max() <= 1
-        raw = compose_frame(_imagenet(x), snap, tile=48, display=render.Display(**IMAGENET, channels="bgr"))
+        raw = compose_frame(imagenet(x), snap, tile=48, display=render.Display(**IMAGENET, channels="bgr"))
         assert np.abs(raw.astype(int) - want).max() > 50  # the channel order is applied
-        rec = ProgressRecorder(_imagenet(x))
+        rec = ProgressRecorder(imagenet(x))
         rec.record(render.set_display(model, **IMAGENET), step=0)
         assert np.abs(rec.frames(tile=48)[0].astype(int) - want).max() <= 1  # the model's display, remembered
         from PIL import Image
@@ -521,11 +507,11 @@ class TestDisplayInFrames:
         assert np.abs(sheet.astype(int) - expected).max() <= 1
 
     def test_sequence_frames_of_a_normalised_model(self, device):
-        x = _photo(6)
+        x = photo(6)
         model = get_model("stn_gtsrb", device=device).eval()
         want = sequence_frames(run_sequence(model, x), tile=48, caption=False)
         render.set_display(model, **IMAGENET, class_names={k: f"sign {k}" for k in range(43)})
-        run = run_sequence(model, _imagenet(x))
+        run = run_sequence(model, imagenet(x))
         got = sequence_frames(run, tile=48, caption=False)  # the run remembers the model's display
         assert all(np.abs(g.astype(int) - w).max() <= 1 for g, w in zip(got, want))
         stretched = sequence_frames(run, tile=48, caption=False, display=render.Display())  # [0, 1] by its own range

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import browser, copy_notebooks, jupyterlab, report_failure, require_browser  # noqa: F401 (fixture)
+from browser_support import (  # noqa: F401 (fixture)
+    KERNEL_EXEC_JS, PANEL_JS, browser, copy_notebooks, jupyterlab, report_failure, require_browser, run_all,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -27,38 +29,6 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOK = "explorer_test.ipynb"
 LOAD_TIMEOUT = 120_000  # ms: page load, kernel start, run all cells (torch import on a busy machine)
 UPDATE_TIMEOUT = 60_000  # ms: one widget round trip
-PRESSES = 3
-
-# The notebook panel showing NOTEBOOK, found by path (not "whatever is focused").
-PANEL_JS = """(name) => {
-  const app = window.jupyterapp;
-  if (!app) return null;
-  for (const w of app.shell.widgets('main')) {
-    if (w.context && w.context.path === name && w.sessionContext) return w;
-  }
-  return null;
-}"""
-
-# page.evaluate has no timeout of its own: every promise awaited in the page is raced against one.
-WITH_TIMEOUT_JS = """(promise, ms, what) => Promise.race([promise, new Promise((_, reject) =>
-  setTimeout(() => reject(new Error(what + ' timed out after ' + ms + ' ms')), ms))])"""
-
-# Run code in the notebook's kernel through JupyterLab's own connection (no cell is added);
-# returns {stdout, errors}.
-KERNEL_EXEC_JS = """async ([name, code, ms]) => {
-  const panel = (%s)(name);
-  const kernel = panel.sessionContext.session.kernel;
-  const future = kernel.requestExecute({code, silent: false, store_history: false});
-  const out = {stdout: '', errors: []};
-  future.onIOPub = (msg) => {
-    const t = msg.header.msg_type;
-    if (t === 'stream' && msg.content.name === 'stdout') out.stdout += msg.content.text;
-    if (t === 'error') out.errors.push(msg.content.ename + ': ' + msg.content.evalue);
-  };
-  const reply = await (%s)(future.done, ms, 'kernel request');
-  if (reply.content.status !== 'ok') out.errors.push('status ' + reply.content.status);
-  return out;
-}""" % (PANEL_JS, WITH_TIMEOUT_JS)
 
 # Every code cell ran (has an execution count) and none has an error output.
 CELL_REPORT_JS = """(name) => {
@@ -188,17 +158,7 @@ def explorer_page(lab, browser, tmp_path_factory):
     try:
         page.goto(lab.notebook_url(NOTEBOOK), wait_until="domcontentloaded", timeout=LOAD_TIMEOUT)
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=LOAD_TIMEOUT)
-        page.wait_for_function(f"() => !!({PANEL_JS})({json.dumps(NOTEBOOK)})", timeout=LOAD_TIMEOUT)
-        page.evaluate(
-            """async ([name, ms]) => {
-                 const panel = (%s)(name);
-                 const withTimeout = %s;
-                 await withTimeout(Promise.all([panel.context.ready, panel.sessionContext.ready]), ms, 'kernel start');
-                 window.jupyterapp.shell.activateById(panel.id);
-                 await withTimeout(window.jupyterapp.commands.execute('notebook:run-all-cells'), ms, 'run all cells');
-               }""" % (PANEL_JS, WITH_TIMEOUT_JS),
-            [NOTEBOOK, LOAD_TIMEOUT],
-        )
+        run_all(page, NOTEBOOK, LOAD_TIMEOUT)
         page.wait_for_function(f"() => !!({PAGE_STATE_JS})({json.dumps(EXPLORER)})", timeout=LOAD_TIMEOUT)
         cells = page.evaluate(CELL_REPORT_JS, NOTEBOOK)
         assert not cells["errors"], f"cells failed in JupyterLab: {cells['errors']}"
@@ -328,21 +288,7 @@ def test_notebook_screenshots(lab, browser, tmp_path, name):
     page.set_default_timeout(UPDATE_TIMEOUT)
     try:
         page.goto(lab.notebook_url(name), wait_until="domcontentloaded", timeout=LOAD_TIMEOUT)
-        page.wait_for_function(f"() => !!({PANEL_JS})({json.dumps(name)})", timeout=LOAD_TIMEOUT)
-        page.evaluate(
-            """async ([name, ms]) => {
-                 const panel = (%s)(name);
-                 const withTimeout = %s;
-                 await withTimeout(Promise.all([panel.context.ready, panel.sessionContext.ready]), ms, 'kernel start');
-                 // run-all acts on the current notebook: make sure it is this one
-                 for (let i = 0; i < 50 && window.jupyterapp.shell.currentWidget !== panel; i++) {
-                   window.jupyterapp.shell.activateById(panel.id);
-                   await new Promise(r => setTimeout(r, 100));
-                 }
-                 await withTimeout(window.jupyterapp.commands.execute('notebook:run-all-cells'), ms, 'run all cells');
-               }""" % (PANEL_JS, WITH_TIMEOUT_JS),
-            [name, 600_000],
-        )
+        run_all(page, name, 600_000)
         res = page.evaluate(KERNEL_EXEC_JS, [name, "print('ok')", 600_000])  # queued behind run-all
         assert not res["errors"], res
         cells = page.evaluate(CELL_REPORT_JS, name)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import browser, jupyterlab, report_failure, require_browser  # noqa: F401 (fixture)
+from browser_support import KERNEL_EXEC_JS, browser, jupyterlab, report_failure, require_browser, run_all  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -55,31 +55,6 @@ CELLS = [
 TRAINING = ".stnviz-test-training"
 STABILITY = ".stnviz-test-stability"
 
-# The notebook panel showing NOTEBOOK, found by path.
-PANEL_JS = """(name) => {
-  const app = window.jupyterapp;
-  if (!app) return null;
-  for (const w of app.shell.widgets('main')) {
-    if (w.context && w.context.path === name && w.sessionContext) return w;
-  }
-  return null;
-}"""
-WITH_TIMEOUT_JS = """(promise, ms, what) => Promise.race([promise, new Promise((_, reject) =>
-  setTimeout(() => reject(new Error(what + ' timed out after ' + ms + ' ms')), ms))])"""
-# Run code in the notebook's kernel through JupyterLab's own connection; returns {stdout, errors}.
-KERNEL_EXEC_JS = """async ([name, code, ms]) => {
-  const panel = (%s)(name);
-  const future = panel.sessionContext.session.kernel.requestExecute({code, silent: false, store_history: false});
-  const out = {stdout: '', errors: []};
-  future.onIOPub = (msg) => {
-    const t = msg.header.msg_type;
-    if (t === 'stream' && msg.content.name === 'stdout') out.stdout += msg.content.text;
-    if (t === 'error') out.errors.push(msg.content.ename + ': ' + msg.content.evalue);
-  };
-  const reply = await (%s)(future.done, ms, 'kernel request');
-  if (reply.content.status !== 'ok') out.errors.push('status ' + reply.content.status);
-  return out;
-}""" % (PANEL_JS, WITH_TIMEOUT_JS)
 
 # FNV-1a of RGB pixels, the same in the kernel and in the page
 FNV_CODE = (
@@ -203,17 +178,7 @@ def players(lab, browser, tmp_path_factory):
     t0 = time.monotonic()
     try:
         page.goto(lab.notebook_url(NOTEBOOK), wait_until="domcontentloaded", timeout=LOAD_TIMEOUT)
-        page.wait_for_function(f"() => !!({PANEL_JS})({json.dumps(NOTEBOOK)})", timeout=LOAD_TIMEOUT)
-        page.evaluate(
-            """async ([name, ms]) => {
-                 const panel = (%s)(name);
-                 const withTimeout = %s;
-                 await withTimeout(Promise.all([panel.context.ready, panel.sessionContext.ready]), ms, 'kernel start');
-                 window.jupyterapp.shell.activateById(panel.id);
-                 await withTimeout(window.jupyterapp.commands.execute('notebook:run-all-cells'), ms, 'run all cells');
-               }""" % (PANEL_JS, WITH_TIMEOUT_JS),
-            [NOTEBOOK, LOAD_TIMEOUT],
-        )
+        run_all(page, NOTEBOOK, LOAD_TIMEOUT)
         for sel in (TRAINING, STABILITY):
             page.wait_for_function(
                 """(sel) => { const r = document.querySelector(sel);

@@ -285,6 +285,10 @@ def test_explorer_drag_in_the_dashboard(dashboard, server, tmp_path):
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         page.mouse.move(x, y)
         page.mouse.down()
+        page.mouse.move(x + 14, y + 10, steps=3)  # grabbed: the region just off its learned place
+        grab = tmp_path / "dashboard_explorer_grab.png"  # the README gallery's picture
+        root.screenshot(path=str(grab))
+        _look(grab)
         page.mouse.move(x + 70, y + 50, steps=10)
         shot = tmp_path / "dashboard_explorer_drag.png"
         root.screenshot(path=str(shot))  # the hand still down

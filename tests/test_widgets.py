@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from photos import IMAGENET, imagenet, photo  # shared test pictures
 from stnviz import geometry, get_model, render
 from stnviz.data import sample
 from stnviz.widgets import (
@@ -796,21 +797,6 @@ class TestRenderStability:
 
 # --------------------------------------------------------------------------- issue 20 item 2: one display pipeline
 
-IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-
-
-def _photo(n: int = 2, size: int = 32) -> torch.Tensor:
-    """Smooth colour pictures ``(n, 3, size, size)``, each spanning exactly [0, 1]."""
-    ii, jj = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    x = torch.stack([0.6 * ii + 0.4 * jj, 0.3 * ii + 0.7 * jj, 1 - 0.5 * ii - 0.5 * jj])
-    x = (x - x.min()) / (x.max() - x.min())
-    return torch.stack([x.roll(k, dims=-1) for k in range(n)])
-
-
-def _imagenet(x: torch.Tensor) -> torch.Tensor:
-    return (x - torch.tensor(IMAGENET["mean"]).view(1, 3, 1, 1)) / torch.tensor(IMAGENET["std"]).view(1, 3, 1, 1)
-
-
 def _clipped(rgb: np.ndarray) -> float:
     """The fraction of an RGB panel's values at 0 or 255."""
     return float(((rgb == 0) | (rgb == 255)).mean())
@@ -821,17 +807,17 @@ class TestDisplayInWidgets:
     normalisation, by the explorer, the inspector, the stability viewer and the player."""
 
     def test_explorer(self, device):
-        x = _photo(1)[0]
+        x = photo(1)[0]
         truth = render_explorer(x, [1, 0, 0, 0, 1, 0], "affine", scale=2)
-        undone = render_explorer(_imagenet(x[None])[0], [1, 0, 0, 0, 1, 0], "affine", scale=2,
+        undone = render_explorer(imagenet(x[None])[0], [1, 0, 0, 0, 1, 0], "affine", scale=2,
                                  display=render.Display(**IMAGENET))
         assert np.abs(undone.output_rgb.astype(int) - truth.output_rgb).max() <= 1
         assert np.abs(undone.input_rgb.astype(int) - truth.input_rgb).max() <= 1
-        assert _clipped(render_explorer(_imagenet(x[None])[0], [1, 0, 0, 0, 1, 0], "affine").output_rgb) < 0.01
+        assert _clipped(render_explorer(imagenet(x[None])[0], [1, 0, 0, 0, 1, 0], "affine").output_rgb) < 0.01
         stretched = render_explorer(x * 2 - 1, [1, 0, 0, 0, 1, 0], "affine", scale=2)  # [-1, 1], no display
         assert _clipped(stretched.output_rgb) < 0.01
         model = render.set_display(get_model("stn_gtsrb", device=device), **IMAGENET)
-        explorer = ThetaExplorer(_imagenet(x[None]), model)  # the model's display, remembered
+        explorer = ThetaExplorer(imagenet(x[None]), model)  # the model's display, remembered
         assert explorer.display.mean == IMAGENET["mean"]
 
     def test_bgr_in_the_explorer(self):
@@ -843,11 +829,11 @@ class TestDisplayInWidgets:
     def test_inspector(self, device):
         from stnviz.widgets.inspector import render_inspector
 
-        x = _photo(3)
+        x = photo(3)
         model = get_model("stn_gtsrb", device=device).eval()
         truth = STNInspector(model, x)
         render.set_display(model, **IMAGENET)
-        ins = STNInspector(model, _imagenet(x))  # the model's display
+        ins = STNInspector(model, imagenet(x))  # the model's display
         assert ins.display.mean == IMAGENET["mean"] and ins.message.value == ""
         got = render_inspector(ins.record(1), 0, display=ins.display)
         want = render_inspector(truth.record(1), 0)
@@ -863,17 +849,17 @@ class TestDisplayInWidgets:
         from stnviz.animate import ProgressRecorder
         from stnviz.widgets import StabilityViewer, TrainingPlayer
 
-        x = _photo(4)
+        x = photo(4)
         model = get_model("stn_gtsrb", device=device).eval()
         plain = ProgressRecorder(x)
         plain.record(model, step=0)
         render.set_display(model, **IMAGENET, class_names={k: f"c{k}" for k in range(43)})
-        normalised = ProgressRecorder(_imagenet(x))
+        normalised = ProgressRecorder(imagenet(x))
         normalised.record(model, step=0)  # the recorder takes the model's display
         a = TrainingPlayer(plain, tile=32).view.frames[0][0]
         b = TrainingPlayer(normalised, tile=32).view.frames[0][0]
         assert np.abs(_pixels(a).astype(int) - _pixels(b)).max() <= 1
-        viewer = StabilityViewer(model, [_imagenet(x)], prefetch=False)
+        viewer = StabilityViewer(model, [imagenet(x)], prefetch=False)
         assert viewer.display.mean == IMAGENET["mean"] and "prediction <b>c" in viewer.info
         assert _clipped(_pixels(viewer.view.frames[1][0])) < 0.01
 
