@@ -43,6 +43,33 @@ def _trained_recorder(probe, device, every=4, max_snapshots=50, epochs=2):
 
 
 class TestProgressRecorder:
+    def test_frames_composed_once_and_never_stale(self, device, monkeypatch):
+        """A logger pictures each record, then the whole run: each frame is composed once, and a
+        frame always shows its own snapshot, also after thinning (max_snapshots) drops some."""
+        model = get_model("stn_cnn", input_size=(1, 28, 28), device=device).eval()
+        digits = sample("mnist").get(torch.arange(4))
+        rec = ProgressRecorder(digits.images, digits.labels, every=1, max_snapshots=3)
+        import stnviz.animate.recorder as recorder_module
+
+        composed, pictured = [], []
+        monkeypatch.setattr(recorder_module, "compose_frame", lambda *a, **k: composed.append(1) or compose_frame(*a, **k))
+        with torch.no_grad():
+            for step in range(7):
+                for p in model.parameters():
+                    p.add_(0.01 * torch.randn_like(p))  # a different transform each step
+                rec.record(model, step)
+                pictured.append(rec.snapshots[-1])  # the latest after any thinning
+                assert np.array_equal(rec.image(-1, tile=24), compose_frame(
+                    rec.inputs, rec.snapshots[-1], tile=24).transpose(2, 0, 1))
+        first = rec.image(0, tile=24)
+        first[:] = 0  # a caller's copy: the composed frame is untouched
+        assert rec.image(0, tile=24).any()
+        video = rec.video(tile=24)
+        assert len(composed) == len({id(p) for p in pictured})  # once per snapshot pictured; the video reused them
+        for k, snap in enumerate(rec.snapshots):
+            assert np.array_equal(video[k], compose_frame(rec.inputs, snap, tile=24).transpose(2, 0, 1))
+        assert set(rec._composed) == {id(s) for s in rec.snapshots}  # thinned snapshots' frames gone
+
     def test_records_every_n_steps(self, probe, device):
         rec = _trained_recorder(probe, device)  # 8 steps an epoch, 16 in all
         assert [s.step for s in rec.snapshots] == [0, 4, 8, 12, 16]

@@ -171,6 +171,8 @@ class ProgressRecorder(Callback):
         self.key = key
         self.forward = forward
         self.snapshots: list[Snapshot] = []
+        self._composed: dict[int, tuple[Snapshot, np.ndarray]] = {}  # id(snapshot) -> its frame (see _frame)
+        self._composed_how = ""  # the compose_frame arguments of those frames
         render.set_display(self, display)
 
     def record(self, model: nn.Module, step: int, epoch: float = 0.0, train_loss: float = math.nan) -> None:
@@ -196,11 +198,25 @@ class ProgressRecorder(Callback):
             self.record(state.model, state.step, epoch, state.loss)
 
     # exports
+    def _frame(self, snap: Snapshot, kwargs: dict) -> np.ndarray:
+        """``snap``'s frame (:func:`compose_frame` with ``kwargs``), composed once: a logger that
+        pictures each record and then the whole run (the video at the end) composes each frame once.
+        Only the frames of the latest ``kwargs`` and of snapshots still held are kept."""
+        kwargs.setdefault("display", render.display_of(self))
+        how = repr(sorted(kwargs.items()))
+        if self._composed_how != how:
+            self._composed, self._composed_how = {}, how
+        hit = self._composed.get(id(snap))  # (snapshot, frame): the entry holds its snapshot, so no id is reused
+        if hit is None or hit[0] is not snap:
+            held = {id(s) for s in self.snapshots}
+            self._composed = {k: v for k, v in self._composed.items() if k in held}  # not thinned ones
+            hit = self._composed[id(snap)] = (snap, compose_frame(self.inputs, snap, **kwargs))
+        return hit[1]
+
     def frames(self, **kwargs) -> list[np.ndarray]:
         """One RGB frame ``(H, W, 3)`` uint8 per snapshot (see :func:`compose_frame`, which takes
         ``kwargs``), shown by the recorder's display."""
-        kwargs.setdefault("display", render.display_of(self))
-        return [compose_frame(self.inputs, s, **kwargs) for s in self.snapshots]
+        return [self._frame(s, dict(kwargs)).copy() for s in self.snapshots]
 
     def video(self, **kwargs) -> np.ndarray:
         """``(T, 3, H, W)`` uint8: :meth:`frames` stacked, one per snapshot (the GIF's pictures),
@@ -216,8 +232,7 @@ class ProgressRecorder(Callback):
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= index < n:
             raise ValueError(f"index must be a whole number in [{-n}, {n - 1}] (the recorder holds {n} snapshots), "
                              f"got {index!r}")
-        kwargs.setdefault("display", render.display_of(self))
-        return compose_frame(self.inputs, self.snapshots[index], **kwargs).transpose(2, 0, 1).copy()
+        return self._frame(self.snapshots[index], kwargs).transpose(2, 0, 1).copy()
 
     def to_frame(self):
         """A pandas table, one row per snapshot: ``step, epoch, train_loss, loss, accuracy`` (NaN
