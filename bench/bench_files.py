@@ -36,6 +36,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from _common import reset_peak_rss, status_kb  # bench/ is on sys.path (run.py, or this file run as a child)
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 
@@ -145,14 +147,6 @@ def make_png(folder: Path, side: int) -> Path:
 # --------------------------------------------------------------------------- a probe (child process)
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _probe(name: str, arg: str) -> str:
     import torch
 
@@ -183,20 +177,15 @@ def child(name: str, arg: str) -> None:
     from stnviz.checkpoints import load_checkpoint  # noqa: F401
     from stnviz.data import read_frames  # noqa: F401
 
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
-        reset = True
-    except OSError:
-        reset = False
-    before = _status_kb("VmRSS")
+    reset = reset_peak_rss()
+    before = status_kb("VmRSS")
     t0 = time.perf_counter()
     try:
         outcome, refused = _probe(name, arg), False
     except Exception as e:  # noqa: BLE001 - the refusal is the expected outcome of most probes
         outcome, refused = f"{type(e).__name__}: {' '.join(str(e).split())}", True
     seconds = time.perf_counter() - t0
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     print(json.dumps({"before_kb": before, "peak_kb": peak, "peak_reset": reset, "seconds": seconds,
                       "refused": refused, "outcome": outcome}))
 

@@ -19,8 +19,8 @@ websocket hop to the browser (the explorer's page: ``bench_explorer_browser``).
 * ``STNInspector`` memory (issue 20 item 7): the peak RSS an inspector on 128 images at 3x224x224
   adds (``stn_gtsrb`` built for 224 px: a 224-px image transformer and a feature-map transformer),
   side by side with what the same records cost kept whole (one ``collect`` of the 128 images, as
-  the inspector did before); each measured in a fresh Python process: peak RSS (``ru_maxrss``)
-  after building it and picking 10 images, less the RSS before (model and images made, and the
+  the inspector did before); each measured in a fresh Python process: peak RSS (``VmHWM``, reset
+  just before) after building it and picking 10 images, less the RSS before (model and images made, and the
   same path run once on 2 images first, so the code it pages in is not counted).
 
 Goals (issues 4 and 11): explorer update <= 10 ms at 1x28x28 and <= 30 ms at 3x224x224; picker
@@ -117,16 +117,13 @@ def _row(rows, what, image, times, **extra):
 
 
 _MEMORY_PROBE = r"""
-import json, resource, sys, torch
+import json, sys, torch
 sys.path.insert(0, {bench!r})
+from _common import reset_peak_rss, status_kb
 from bench_widgets import _images
 from stnviz import get_model
 from stnviz.capture import collect
 from stnviz.widgets import STNInspector
-
-def rss_mb():
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
 
 torch.manual_seed(0)
 model = get_model("stn_gtsrb", num_classes=43, input_size=(3, 224, 224)).eval()
@@ -134,7 +131,8 @@ images = _images((3, 224, 224), 128)
 # the process's one-time costs (threads, code paged in from libtorch, ipywidgets, pandas, Pillow)
 # are not the images': the same path runs once on 2 images first
 STNInspector(model, images[:2]) if {how!r} == "inspector" else collect(model, images[:2])
-before = rss_mb()
+reset = reset_peak_rss()
+before = status_kb("VmRSS") / 1024
 if {how!r} == "inspector":
     ins = STNInspector(model, images)
     for i in range(0, 128, 13):
@@ -143,8 +141,8 @@ if {how!r} == "inspector":
 else:
     col = collect(model, images, batch_size=256)
     kept = f"{{len(col.records)}} records of 128 images"
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"before": before, "peak": peak, "after": rss_mb(), "kept": kept}}))
+peak = status_kb("VmHWM") / 1024  # never ru_maxrss: it carries the parent's RSS at the fork
+print(json.dumps({{"before": before, "peak": peak, "after": status_kb("VmRSS") / 1024, "kept": kept, "reset": reset}}))
 """
 
 

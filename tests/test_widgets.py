@@ -890,6 +890,55 @@ class TestInspectorMemory:
                                    atol=1e-4, rtol=1e-4)
         assert batched._chunk[0] == 2
 
+    def test_joining_shape_only_chunks_never_imports_the_compiler(self):
+        # torch.cat on "meta" tensors imports torch._dynamo (1.2 s, ~150 MB resident): it was most of
+        # the inspector's memory at 224 px, paid by the first inspector of more than one chunk
+        import subprocess
+        import sys
+
+        code = ("import sys, torch\n"
+                "from stnviz import get_model\n"
+                "from stnviz.widgets import STNInspector\n"
+                "assert 'torch._dynamo' not in sys.modules, 'imported before the inspector'\n"
+                "ins = STNInspector(get_model('stn_gtsrb').eval(), torch.rand(5, 3, 32, 32), batch_size=2)\n"
+                "kept = ins.records['transformer']\n"
+                "assert kept.input.is_meta and tuple(kept.input.shape) == (5, 3, 32, 32), kept\n"
+                "print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', 'triton', 'sympy'))))\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _widgets_to_close(model, digits):
+    from stnviz.animate import ProgressRecorder
+    from stnviz.data import sample_tracks
+    from stnviz.widgets import StabilityViewer, TrainingPlayer
+
+    rec = ProgressRecorder(digits, every=1)
+    rec.record(model, 0)
+    yield STNInspector(model, digits)
+    yield ThetaExplorer(digits, model=model)
+    yield TrainingPlayer(rec, tile=32)
+    yield StabilityViewer(get_model("stn_gtsrb").eval(), sample_tracks()[:2], prefetch=False)
+
+
+def test_close_lets_the_kernel_free_a_widget(digits):
+    # ipywidgets keeps every widget alive until it is closed: a cell run again must be able to let go
+    import gc
+    import weakref
+
+    import ipywidgets as W
+
+    model = get_model("stn_tutorial").eval()
+    for widget in _widgets_to_close(model, digits):
+        name = type(widget).__name__
+        ref, open_before = weakref.ref(widget), len(W.Widget.widgets)
+        widget.close()
+        assert len(W.Widget.widgets) < open_before, name
+        del widget
+        gc.collect()
+        assert ref() is None, f"{name} is still alive after close()"
+
 
 class TestStaticExport:
     """Issue 22 item 6: a notebook saved with its outputs and converted to HTML (no widget state,

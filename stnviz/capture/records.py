@@ -154,7 +154,7 @@ class TransformRecord:
             return first
         def cat(name):
             values = [getattr(r, name) for r in records]
-            return None if any(v is None for v in values) else torch.cat(values)
+            return None if any(v is None for v in values) else _cat_batches(values)
         return TransformRecord(key=first.key, module=first.module, call=first.call, family=first.family,
                                input=cat("input"), params=cat("params"), grid=cat("grid"), output=cat("output"),
                                sampling=dict(first.sampling), role=first.role, spatial_dims=first.spatial_dims,
@@ -163,6 +163,17 @@ class TransformRecord:
     def __repr__(self) -> str:
         return (f"TransformRecord(key={self.key!r}, family={self.family!r}, role={self.role!r}, "
                 f"input={tuple(self.input.shape)}, output={tuple(self.output.shape)}, sampling={self.sampling})")
+
+
+def _cat_batches(values: list[torch.Tensor]) -> torch.Tensor:
+    """``(B_i, ...)`` tensors -> ``(sum B_i, ...)``. Shape-only ("meta") tensors, as the inspector
+    keeps, get an empty meta tensor of that shape: ``torch.cat`` on "meta" runs a Python
+    decomposition whose first call imports ``torch._dynamo`` (1.2 s and ~150 MB of resident memory
+    in a process that never compiles)."""
+    rest = values[0].shape[1:]
+    if all(v.is_meta and v.shape[1:] == rest and v.dtype == values[0].dtype for v in values):
+        return torch.empty((sum(v.shape[0] for v in values), *rest), dtype=values[0].dtype, device="meta")
+    return torch.cat(values)
 
 
 def _first_call_order(records: Iterable[TransformRecord], role: str | None = None) -> list[str]:

@@ -9,6 +9,7 @@ import html
 import threading
 import traceback
 import weakref
+from pathlib import Path
 
 import ipywidgets as W
 import numpy as np
@@ -114,6 +115,14 @@ def _one_thread():
             torch.set_num_threads(state.restore)
 
 
+def web_source(name: str) -> str:
+    """The text of ``web/<name>``, a page's JavaScript or CSS, as an anywidget's ``_esm`` / ``_css``.
+
+    Text, never a path: anywidget ties every widget of a class whose ``_esm`` is a file to that
+    file's change signal (its hot reload), which keeps each one alive for good, closed or not."""
+    return (Path(__file__).parent / "web" / name).read_text(encoding="utf-8")
+
+
 _ERROR_PREFIX = "<span style='color:#c00'>error: "
 
 
@@ -178,6 +187,26 @@ class _Widget:
         from IPython.display import display
 
         display(self)
+
+    def close(self) -> None:
+        """Close the widget: its controls leave the page, and the kernel lets go of what it held
+        (pictures, records, the model) once your last name for it goes. ipywidgets keeps every
+        widget alive until it is closed, so a cell run again leaves the old one behind until then."""
+        for w in _widget_tree(self.root, *(v for v in vars(self).values() if isinstance(v, W.Widget))):
+            w.close()
+        _shown.discard(self)
+
+
+def _widget_tree(*roots: W.Widget):
+    """Every widget in ``roots`` and their boxes' children, each once."""
+    seen: dict[int, W.Widget] = {}
+    todo = list(roots)
+    while todo:
+        w = todo.pop()
+        if id(w) not in seen:
+            seen[id(w)] = w
+            todo.extend(c for c in getattr(w, "children", ()) if isinstance(c, W.Widget))
+    return list(seen.values())
 
 
 _shown: weakref.WeakSet = weakref.WeakSet()  # widgets displayed with a display id

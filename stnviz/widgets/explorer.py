@@ -11,7 +11,6 @@ prediction for the region on screen and the model's own ("learned") transform fo
 from __future__ import annotations
 
 import traceback
-from pathlib import Path
 
 import anywidget
 import ipywidgets as W
@@ -24,12 +23,11 @@ from torch.overrides import TorchFunctionMode
 from .. import geometry, render
 from ..capture import collect, model_device_dtype
 from ..models.modes import eval_mode
-from ._base import _as_images, _bundle_data, _one_thread, _stacked_png, _Widget
+from ._base import _as_images, _bundle_data, _one_thread, _stacked_png, _Widget, web_source
 from .explorer_state import EXPLORER_FAMILIES, ExplorerState, compose_parts, render_explorer
 
 __all__ = ["ExplorerView", "ThetaExplorer", "affine_as"]
 
-_WEB = Path(__file__).parent / "web"
 #: What the family switch says.
 FAMILY_LABELS = {"affine": "affine (move, turn, scale, shear)", "projective": "projective (four free corners)",
                  "tps": "thin-plate spline (bend with control points)"}
@@ -50,8 +48,8 @@ class ExplorerView(anywidget.AnyWidget):
         ('affine', [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
     """
 
-    _esm = _WEB / "explorer.js"
-    _css = _WEB / "explorer.css"
+    _esm = web_source("explorer.js")
+    _css = web_source("explorer.css")
     image = T.Bytes(b"").tag(sync=True)
     image_shape = T.List(T.Int(), [1, 1]).tag(sync=True)
     output_shape = T.List(T.Int(), [1, 1]).tag(sync=True)

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import html
 import math
-from pathlib import Path
 
 import anywidget
 import ipywidgets as W
 import traitlets
 
 from .. import render
-from ._base import _Widget
+from ._base import _Widget, web_source
 
 __all__ = ["FramePlayer", "TrainingPlayer"]
 
-_WEB = Path(__file__).parent / "web"
 
 
 class FramePlayer(anywidget.AnyWidget):
@@ -52,8 +50,8 @@ class FramePlayer(anywidget.AnyWidget):
         traitlets.traitlets.TraitError: frame must be in [0, 3), got 3
     """
 
-    _esm = _WEB / "player.js"
-    _css = _WEB / "player.css"
+    _esm = web_source("player.js")
+    _css = web_source("player.css")
 
     frames = traitlets.List(traitlets.List(traitlets.Bytes())).tag(sync=True)
     format = traitlets.Unicode("png").tag(sync=True)

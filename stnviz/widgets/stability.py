@@ -308,9 +308,10 @@ class StabilityViewer(_Widget):
         return self._get(i).run
 
     def close(self) -> None:
-        """Stop the background runs (they also stop with the kernel)."""
+        """Stop the background runs (they also stop with the kernel) and close the widget."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        super().close()
 
     def _on_track(self) -> None:
         i = self.track.value
