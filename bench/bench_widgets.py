@@ -194,7 +194,7 @@ def run(quick: bool = False) -> dict:
     goal("STNInspector picker change, 3x224x224, median ms", med, 30.0)
 
     for how in ("collect", "inspector"):
-        # the median of 3 fresh processes: one process's peak moves by +-40 MB with glibc's arenas
+        # the median of 3 fresh processes: one process's peak moves by +-10 MB
         runs = sorted((_memory(how) for _ in range(3)), key=lambda r: r["peak"] - r["before"])
         m = runs[1]
         added = m["peak"] - m["before"]
