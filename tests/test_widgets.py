@@ -890,7 +890,7 @@ class TestInspectorMemory:
                                    atol=1e-4, rtol=1e-4)
         assert batched._chunk[0] == 2
 
-    def test_joining_shape_only_chunks_never_imports_the_compiler(self):
+    def test_joining_shape_only_chunks_never_imports_the_compiler(self, device):
         # torch.cat on "meta" tensors imports torch._dynamo (1.2 s, ~150 MB resident): it was most of
         # the inspector's memory at 224 px, paid by the first inspector of more than one chunk
         import subprocess
@@ -900,7 +900,7 @@ class TestInspectorMemory:
                 "from stnviz import get_model\n"
                 "from stnviz.widgets import STNInspector\n"
                 "assert 'torch._dynamo' not in sys.modules, 'imported before the inspector'\n"
-                "ins = STNInspector(get_model('stn_gtsrb').eval(), torch.rand(5, 3, 32, 32), batch_size=2)\n"
+                f"ins = STNInspector(get_model('stn_gtsrb', device={str(device)!r}).eval(), torch.rand(5, 3, 32, 32), batch_size=2)\n"
                 "kept = ins.records['transformer']\n"
                 "assert kept.input.is_meta and tuple(kept.input.shape) == (5, 3, 32, 32), kept\n"
                 "print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', 'triton', 'sympy'))))\n")
@@ -909,7 +909,7 @@ class TestInspectorMemory:
         assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def _widgets_to_close(model, digits):
+def _widgets_to_close(model, digits, device):
     from stnviz.animate import ProgressRecorder
     from stnviz.data import sample_tracks
     from stnviz.widgets import StabilityViewer, TrainingPlayer
@@ -919,23 +919,25 @@ def _widgets_to_close(model, digits):
     yield STNInspector(model, digits)
     yield ThetaExplorer(digits, model=model)
     yield TrainingPlayer(rec, tile=32)
-    yield StabilityViewer(get_model("stn_gtsrb").eval(), sample_tracks()[:2], prefetch=False)
+    yield StabilityViewer(get_model("stn_gtsrb", device=device).eval(), sample_tracks()[:2], prefetch=False)
 
 
-def test_close_lets_the_kernel_free_a_widget(digits):
+def test_close_lets_the_kernel_free_a_widget(digits, device):
     # ipywidgets keeps every widget alive until it is closed: a cell run again must be able to let go
     import gc
     import weakref
 
-    import ipywidgets as W
+    from stnviz.widgets._base import _widget_tree
 
-    model = get_model("stn_tutorial").eval()
-    for widget in _widgets_to_close(model, digits):
+    model = get_model("stn_tutorial", device=device).eval()
+    for widget in _widgets_to_close(model, digits, device):
         name = type(widget).__name__
-        ref, open_before = weakref.ref(widget), len(W.Widget.widgets)
+        parts = _widget_tree(widget.root)
+        assert all(w.comm is not None for w in parts), name
+        ref = weakref.ref(widget)
         widget.close()
-        assert len(W.Widget.widgets) < open_before, name
-        del widget
+        assert all(w.comm is None for w in parts), f"{name}: a part is still open"
+        del widget, parts
         gc.collect()
         assert ref() is None, f"{name} is still alive after close()"
 
