@@ -47,7 +47,9 @@ tps            ``(B, K, 2)`` or ``(B, 2K)``  where the K control points (a regul
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from functools import lru_cache
 from typing import NamedTuple, Sequence
 
@@ -83,6 +85,7 @@ __all__ = [
     "sampled_corners",
     "sampled_outline",
     "shape_params",
+    "theta_recorded",
     "grid_to_pixels",
     "theta_to_pixel",
     "to_matrix",
@@ -528,9 +531,41 @@ def _axis_centres(n: int, device, dtype) -> torch.Tensor:
 
 def _eager() -> bool:
     """Whether grids may be built by plain broadcasting: not traced, scripted, compiled or exported,
-    and no torch function mode active (a capture must see ``F.affine_grid`` to record theta)."""
-    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-                or torch.onnx.is_in_onnx_export() or torch._C._is_torch_function_mode_enabled())
+    and no torch function mode active (a capture must see ``F.affine_grid`` to record theta)
+    unless inside :func:`theta_recorded`."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() \
+            or torch.onnx.is_in_onnx_export():
+        return False
+    return not torch._C._is_torch_function_mode_enabled() or getattr(_recorded, "depth", 0) > 0
+
+
+_recorded = threading.local()
+
+
+@contextlib.contextmanager
+def theta_recorded():
+    """Inside this context (in this thread) :func:`affine_grid` broadcasts even under a torch
+    function mode: the caller records theta itself, so no mode needs to see ``F.affine_grid``.
+    :func:`stnviz.capture` enters it while a stnviz grid generator runs (its hook records the
+    parameters): a captured forward then builds the same grid as an uncaptured one, at a fraction
+    of ``F.affine_grid``'s cost on the CPU. Tracing, compiling and export still use ``F.affine_grid``.
+
+    Example:
+        >>> from torch.overrides import TorchFunctionMode
+        >>> class PassOn(TorchFunctionMode):  # a mode that sees every torch call and runs it
+        ...     def __torch_function__(self, func, types, args=(), kwargs=None):
+        ...         return func(*args, **(kwargs or {}))
+        >>> theta = torch.tensor([[[0.5, 0.0, 0.1], [0.0, 0.5, 0.0]]])
+        >>> with PassOn(), theta_recorded():
+        ...     inside = affine_grid(theta, (4, 4))
+        >>> torch.equal(inside, affine_grid(theta, (4, 4)))  # the grid built without any mode
+        True
+    """
+    _recorded.depth = getattr(_recorded, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _recorded.depth -= 1
 
 
 def attention_grid(params: torch.Tensor, size) -> torch.Tensor:

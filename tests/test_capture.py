@@ -68,6 +68,35 @@ class TwoStageNet(nn.Module):
 
 
 class TestCaptureStnviz:
+    def test_a_captured_forward_computes_what_an_uncaptured_one_does(self, device):
+        # its grid generator's hook records theta, so its affine grid is broadcast as without a
+        # capture (F.affine_grid rounds differently in the last bits, and costs more on the CPU)
+        model = get_model("stn_tutorial", device=device).eval()
+        model.transformers[0].set_constant_params(torch.tensor([0.5, 0.1, 0.2, -0.1, 0.6, 0.0]))
+        x = torch.rand(4, 1, 28, 28, device=device)
+        with torch.no_grad():
+            plain = model(x)
+            with capture(model) as rec:
+                captured = model(x)
+                assert getattr(geometry._recorded, "depth", 0) == 0  # only while the generator runs
+                with pytest.raises((ValueError, RuntimeError)):
+                    model.transformers[0].grid_generator(torch.zeros(1, 5, device=device), (4, 4))
+                assert geometry._recorded.depth == 0  # left after a failed generator too
+        assert torch.equal(captured, plain)
+        torch.testing.assert_close(rec.last().theta.cpu(), torch.tensor([[[0.5, 0.1, 0.2], [-0.1, 0.6, 0.0]]]).expand(4, 2, 3))
+
+    def test_geometry_affine_grid_outside_a_generator_still_gives_theta(self, device):
+        # no generator hook records it: the capture must see F.affine_grid
+        class Direct(nn.Module):
+            def forward(self, x):
+                theta = torch.tensor([[[0.5, 0.0, 0.1], [0.0, 0.5, 0.0]]], device=x.device).expand(x.shape[0], 2, 3)
+                return F.grid_sample(x, geometry.affine_grid(theta, (8, 8)), align_corners=False)
+
+        net = Direct()
+        with capture(net) as rec:
+            net(torch.rand(2, 1, 8, 8, device=device))
+        torch.testing.assert_close(rec.last().theta.cpu(), torch.tensor([[[0.5, 0.0, 0.1], [0.0, 0.5, 0.0]]]).expand(2, 2, 3))
+
     def test_records_every_transformer(self, device):
         model = get_model("stn_gtsrb", device=device).eval()
         x = torch.rand(4, 3, 32, 32, device=device)

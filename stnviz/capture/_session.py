@@ -158,6 +158,7 @@ class _Session:
         self.parent = {id(m.grid_generator): m for m, _ in self.modules.values() if isinstance(m, SpatialTransformer)}
         self.grids: dict[int, tuple] = {}  # id(grid) -> (weakref(grid), provenance, grid._version)
         self.handles: list = []
+        self.recorded: list = []  # geometry.theta_recorded() entered by a running grid generator
         self.wrapped: list[str] = []  # the model's methods wrapped on the instance
         self.active = 0  # how many of the model's modules or methods are running in this thread
         self.dispatcher: _Dispatcher | None = None
@@ -200,7 +201,9 @@ class _Session:
             self.handles.append(register_module_forward_hook(self.module_post, always_call=True))
         for m, _ in self.modules.values():
             if isinstance(m, GridGenerator):
+                self.handles.append(m.register_forward_pre_hook(self.generator_pre))
                 self.handles.append(m.register_forward_hook(self.generator_post, with_kwargs=True))
+                self.handles.append(m.register_forward_hook(self.generator_done, always_call=True))
         for name in _own_methods(self.model):
             self.model.__dict__[name] = self._intercepting(getattr(self.model, name))
             self.wrapped.append(name)
@@ -239,6 +242,19 @@ class _Session:
     def root_post(self, module, args, output):
         if self._mine() and self.running:
             self.running -= 1
+
+    @_never_raises("the start of a grid generator")
+    def generator_pre(self, module, args):
+        # its hook records theta: its affine grid needn't go through F.affine_grid (the grid an
+        # uncaptured forward builds, at a fraction of the cost)
+        if self._mine():
+            recorded = geometry.theta_recorded()
+            recorded.__enter__()
+            self.recorded.append(recorded)
+
+    def generator_done(self, module, args, output):
+        if self.recorded and threading.get_ident() == self.thread:  # closed meanwhile or not
+            self.recorded.pop().__exit__(None, None, None)
 
     @_never_raises("a grid generator's parameters")
     def generator_post(self, module, args, kwargs, output):
@@ -406,6 +422,8 @@ class _Session:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+        while self.recorded and threading.get_ident() == self.thread:  # closed while a generator ran
+            self.recorded.pop().__exit__(None, None, None)
         for name in self.wrapped:
             if isinstance(self.model.__dict__.get(name), _Intercepting):
                 del self.model.__dict__[name]

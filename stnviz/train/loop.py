@@ -563,6 +563,8 @@ def fit(
                 run.resume(resume)
             history = run.run()
         history.attrs["run_id"] = run.state.run_id
+        if created_group:
+            dist.barrier()  # every rank done before any tears the group down (a rank leaving early can abort)
         return history
     finally:
         if created_group:
