@@ -213,6 +213,15 @@ def jupyterlab(root_dir: Path, work_dir: Path, *, startup_timeout: float = 120.0
         _stop(lab)
 
 
+def write_notebook(path: Path, cells: list[str]) -> None:
+    """A notebook of code ``cells`` (unrun, Python 3 kernel) at ``path``."""
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                     "source": c} for c in cells],
+          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+
+
 def copy_notebooks(src: Path, dst: Path) -> Path:
     """A copy of the ``*.ipynb`` files of ``src`` in ``dst`` (created), for JupyterLab to serve."""
     dst.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import pytest
 
 from browser_support import (  # noqa: F401 (fixture)
     KERNEL_EXEC_JS, PANEL_JS, browser, copy_notebooks, jupyterlab, report_failure, require_browser, run_all,
+    write_notebook,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -131,20 +132,12 @@ def _on_failure(page, lab, directory: Path) -> None:
     report_failure(page, lab, directory, "JupyterLab")
 
 
-def _write_notebook(path: Path, cells: list[str]) -> None:
-    nb = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-                     "source": c} for c in cells],
-          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    path.write_text(json.dumps(nb))
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     require_browser()
     work = tmp_path_factory.mktemp("jupyterlab")
     root = copy_notebooks(NOTEBOOKS, work / "notebooks")
-    _write_notebook(root / NOTEBOOK, TEST_NOTEBOOK_CELLS)
+    write_notebook(root / NOTEBOOK, TEST_NOTEBOOK_CELLS)
     with jupyterlab(root, work / "jupyter") as server:
         yield server
 

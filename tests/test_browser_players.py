@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import KERNEL_EXEC_JS, browser, jupyterlab, report_failure, require_browser, run_all  # noqa: F401 (fixture)
+from browser_support import (  # noqa: F401 (fixture)
+    KERNEL_EXEC_JS, browser, jupyterlab, report_failure, require_browser, run_all, write_notebook,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -155,14 +157,11 @@ def _shot(page, sel: str, tmp_path: Path, name: str) -> Path:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     require_browser()
-    import nbformat
 
     work = tmp_path_factory.mktemp("jupyterlab")
     root = work / "notebooks"
     root.mkdir()
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, root / NOTEBOOK)
+    write_notebook(root / NOTEBOOK, CELLS)
     with jupyterlab(root, work / "jupyter") as server:
         yield server
 
